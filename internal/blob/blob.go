@@ -1,0 +1,157 @@
+// Package blob stores job results as files in a local directory. Writes are
+// atomic: bytes go to a temporary file that is renamed into place only on
+// Commit, so a crashed or failed writer never leaves a partial result under a
+// real name. Results stream through; nothing is buffered whole in memory.
+//
+// Workers write and the progress service reads, so in a multi-process
+// deployment both mount the same directory (a shared volume).
+package blob
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNotFound is returned for a key with no committed blob.
+var ErrNotFound = errors.New("blob not found")
+
+// ErrTooLarge is returned by a Writer whose limit was exceeded.
+var ErrTooLarge = errors.New("result exceeds its size limit")
+
+// Dir is a blob store rooted at a directory.
+type Dir struct {
+	root string
+}
+
+// NewDir opens (creating if needed) a store rooted at root.
+func NewDir(root string) (*Dir, error) {
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return nil, fmt.Errorf("blob dir %s: %w", root, err)
+	}
+	return &Dir{root: root}, nil
+}
+
+// Root is the directory the store writes to.
+func (d *Dir) Root() string { return d.root }
+
+func (d *Dir) path(key string) (string, error) {
+	// Keys are job ids chosen by the API, but refuse anything that could
+	// name a file outside the root all the same.
+	if key == "" || strings.ContainsAny(key, `/\`) || key == "." || key == ".." || strings.HasPrefix(key, ".") {
+		return "", fmt.Errorf("blob key %q: invalid", key)
+	}
+	return filepath.Join(d.root, key), nil
+}
+
+// Writer streams one blob, hashing and counting as it goes.
+type Writer struct {
+	f     *os.File
+	final string
+	h     hash.Hash
+	n     int64
+	limit int64
+	done  bool
+}
+
+// Create starts a blob under key. limit > 0 bounds its size. The blob is not
+// visible until Commit; call Abort (safe after Commit) to clean up on failure.
+func (d *Dir) Create(key string, limit int64) (*Writer, error) {
+	final, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(d.root, ".tmp-"+key+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("create blob %s: %w", key, err)
+	}
+	return &Writer{f: f, final: final, h: sha256.New(), limit: limit}, nil
+}
+
+// Write implements io.Writer.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.limit > 0 && w.n+int64(len(p)) > w.limit {
+		return 0, fmt.Errorf("%w (%d bytes)", ErrTooLarge, w.limit)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// SHA256 is the hex digest of the bytes written so far.
+func (w *Writer) SHA256() string { return hex.EncodeToString(w.h.Sum(nil)) }
+
+// Commit syncs the file and renames it into place.
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("blob already committed or aborted")
+	}
+	w.done = true
+	name := w.f.Name()
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		os.Remove(name)
+		return fmt.Errorf("sync blob: %w", err)
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("close blob: %w", err)
+	}
+	if err := os.Rename(name, w.final); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("commit blob: %w", err)
+	}
+	return nil
+}
+
+// Abort discards an uncommitted blob. It is a no-op after Commit.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	name := w.f.Name()
+	w.f.Close()
+	os.Remove(name)
+}
+
+// Open returns a committed blob for reading. The caller closes it.
+func (d *Dir) Open(key string) (*os.File, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blob %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", key, err)
+	}
+	return f, nil
+}
+
+// Delete removes a blob; deleting a missing blob is not an error.
+func (d *Dir) Delete(key string) error {
+	p, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", key, err)
+	}
+	return nil
+}
+
+var _ io.Writer = (*Writer)(nil)

@@ -1,0 +1,204 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// TypeSpec is what the API needs to know about a job type: enough to validate
+// and enqueue a job, nothing about how it runs. Workers pair a TypeSpec with a
+// handler (see package worker).
+type TypeSpec struct {
+	// Name is the type's identifier in requests and in Asynq ("primes").
+	Name string `json:"name"`
+	// Description is one sentence for people reading GET /v1/job-types.
+	Description string `json:"description"`
+	// Schema is the JSON Schema (draft 2020-12) of the job's input.
+	Schema json.RawMessage `json:"input_schema"`
+	// Timeout is the default time one attempt may run; a request may lower
+	// or raise it up to MaxTimeout.
+	Timeout time.Duration `json:"-"`
+	// MaxTimeout caps the timeout a request may ask for. Zero means Timeout.
+	MaxTimeout time.Duration `json:"-"`
+	// MaxRetry is how many times a failed attempt is retried.
+	MaxRetry int `json:"max_retry"`
+	// ResultType is the content type of the result, for documentation.
+	ResultType string `json:"result_type"`
+}
+
+// MarshalJSON adds the durations in the units clients send them in.
+func (t TypeSpec) MarshalJSON() ([]byte, error) {
+	type plain TypeSpec
+	return json.Marshal(struct {
+		plain
+		Timeout    string `json:"default_timeout"`
+		MaxTimeout string `json:"max_timeout"`
+	}{plain(t), t.Timeout.String(), t.maxTimeout().String()})
+}
+
+func (t TypeSpec) maxTimeout() time.Duration {
+	if t.MaxTimeout > 0 {
+		return t.MaxTimeout
+	}
+	return t.Timeout
+}
+
+// Catalog holds the known job types with their compiled input schemas.
+// It is safe for concurrent use once built.
+type Catalog struct {
+	specs   []TypeSpec
+	byName  map[string]int
+	schemas map[string]*jsonschema.Schema
+}
+
+// NewCatalog compiles every type's schema; a schema that does not compile is a
+// programming error reported here rather than at the first request.
+func NewCatalog(specs ...TypeSpec) (*Catalog, error) {
+	c := &Catalog{byName: map[string]int{}, schemas: map[string]*jsonschema.Schema{}}
+	for _, s := range specs {
+		if s.Name == "" || strings.ContainsAny(s.Name, " :/") {
+			return nil, fmt.Errorf("job type %q: name must be a non-empty word", s.Name)
+		}
+		if _, dup := c.byName[s.Name]; dup {
+			return nil, fmt.Errorf("job type %q: registered twice", s.Name)
+		}
+		if s.Timeout <= 0 {
+			return nil, fmt.Errorf("job type %q: timeout must be positive", s.Name)
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(s.Schema))
+		if err != nil {
+			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+		}
+		comp := jsonschema.NewCompiler()
+		url := "claimcheck:/types/" + s.Name + ".json"
+		if err := comp.AddResource(url, doc); err != nil {
+			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+		}
+		sch, err := comp.Compile(url)
+		if err != nil {
+			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+		}
+		c.byName[s.Name] = len(c.specs)
+		c.specs = append(c.specs, s)
+		c.schemas[s.Name] = sch
+	}
+	return c, nil
+}
+
+// Specs lists the types in registration order.
+func (c *Catalog) Specs() []TypeSpec { return slices.Clone(c.specs) }
+
+// Names lists the type names, sorted, for error messages.
+func (c *Catalog) Names() []string {
+	names := make([]string, 0, len(c.specs))
+	for _, s := range c.specs {
+		names = append(names, s.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Lookup returns the spec of the named type.
+func (c *Catalog) Lookup(name string) (TypeSpec, bool) {
+	i, ok := c.byName[name]
+	if !ok {
+		return TypeSpec{}, false
+	}
+	return c.specs[i], true
+}
+
+// ErrUnknownType is returned for a job type the catalog does not hold.
+var ErrUnknownType = errors.New("unknown job type")
+
+// UnknownTypeError names the type asked for and the types that exist.
+type UnknownTypeError struct {
+	Type  string
+	Known []string
+}
+
+func (e *UnknownTypeError) Error() string {
+	return fmt.Sprintf("job type %q is not known; known types: %s", e.Type, strings.Join(e.Known, ", "))
+}
+
+func (e *UnknownTypeError) Unwrap() error { return ErrUnknownType }
+
+// ErrInvalidInput is returned when a job's input does not match its schema.
+var ErrInvalidInput = errors.New("invalid job input")
+
+// InputError lists every way an input breaks its type's schema.
+type InputError struct {
+	Type   string
+	Errors []FieldError
+}
+
+// FieldError is one schema violation, located by JSON Pointer.
+type FieldError struct {
+	Pointer string `json:"pointer"`
+	Detail  string `json:"detail"`
+}
+
+func (e *InputError) Error() string {
+	parts := make([]string, 0, len(e.Errors))
+	for _, f := range e.Errors {
+		parts = append(parts, f.Pointer+": "+f.Detail)
+	}
+	return fmt.Sprintf("input for %s: %s", e.Type, strings.Join(parts, "; "))
+}
+
+func (e *InputError) Unwrap() error { return ErrInvalidInput }
+
+// Validate checks input against the named type's schema. An absent input is
+// validated as the empty object.
+func (c *Catalog) Validate(name string, input json.RawMessage) error {
+	sch, ok := c.schemas[name]
+	if !ok {
+		return &UnknownTypeError{Type: name, Known: c.Names()}
+	}
+	if len(bytes.TrimSpace(input)) == 0 {
+		input = json.RawMessage("{}")
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(input))
+	if err != nil {
+		return &InputError{Type: name, Errors: []FieldError{{Pointer: "", Detail: "not valid JSON: " + err.Error()}}}
+	}
+	err = sch.Validate(doc)
+	if err == nil {
+		return nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return fmt.Errorf("validate %s input: %w", name, err)
+	}
+	ie := &InputError{Type: name}
+	for _, u := range ve.BasicOutput().Errors {
+		if u.Error == nil || u.Error.Kind == nil {
+			continue
+		}
+		ie.Errors = append(ie.Errors, FieldError{Pointer: u.InstanceLocation, Detail: u.Error.String()})
+	}
+	if len(ie.Errors) == 0 {
+		ie.Errors = []FieldError{{Pointer: "", Detail: ve.Error()}}
+	}
+	return ie
+}
+
+// EffectiveTimeout resolves a requested per-attempt timeout against the
+// type's default and cap.
+func (t TypeSpec) EffectiveTimeout(requested time.Duration) (time.Duration, error) {
+	switch {
+	case requested == 0:
+		return t.Timeout, nil
+	case requested < 0:
+		return 0, fmt.Errorf("timeout %s: must be positive", requested)
+	case requested > t.maxTimeout():
+		return 0, fmt.Errorf("timeout %s: %s allows at most %s", requested, t.Name, t.maxTimeout())
+	}
+	return requested, nil
+}

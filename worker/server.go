@@ -1,0 +1,286 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+// Config tunes a worker. Zero values take the defaults in parentheses.
+type Config struct {
+	// Concurrency is how many jobs run at once (number of CPUs).
+	Concurrency int
+	// TaskCheckInterval is how often an idle worker polls Redis for new
+	// tasks (10ms). Asynq's default of 1s costs ~0.5 s of pickup latency on
+	// average; at 10ms an idle worker costs about 100 polls per second per
+	// queue, measured in docs/BENCHMARKS.md.
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries whose backoff has passed
+	// are moved back to their queue (1s).
+	DelayedTaskCheckInterval time.Duration
+	// RetryDelay computes the backoff before retry n (exponential from 1s,
+	// capped at 5 min, with jitter).
+	RetryDelay func(n int, err error) time.Duration
+	// Retention is how long a finished job's record and result are kept (24h).
+	Retention time.Duration
+	// MaxResultBytes caps one result's size (1 GiB).
+	MaxResultBytes int64
+	// ShutdownTimeout is how long Shutdown waits for running jobs before
+	// handing them back to the queue (10s).
+	ShutdownTimeout time.Duration
+	// Logger receives the worker's logs (slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.TaskCheckInterval <= 0 {
+		c.TaskCheckInterval = 10 * time.Millisecond
+	}
+	if c.DelayedTaskCheckInterval <= 0 {
+		c.DelayedTaskCheckInterval = time.Second
+	}
+	if c.RetryDelay == nil {
+		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.Retention <= 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.MaxResultBytes <= 0 {
+		c.MaxResultBytes = 1 << 30
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// DefaultRetryDelay backs off exponentially from 1s to 5 min with ±25% jitter.
+func DefaultRetryDelay(n int, _ error) time.Duration {
+	d := time.Second << min(n, 9)
+	d = min(d, 5*time.Minute)
+	return d*3/4 + rand.N(d/2+1)
+}
+
+// Server runs registered job types on Asynq.
+type Server struct {
+	cfg   Config
+	srv   *asynq.Server
+	store *jobs.Store
+	blobs *blob.Dir
+	types map[string]Type
+	log   *slog.Logger
+}
+
+// New builds a worker on rdb. It does not start processing; call Start.
+func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.Dir, types ...Type) (*Server, error) {
+	cfg.setDefaults()
+	if len(types) == 0 {
+		return nil, errors.New("worker: no job types registered")
+	}
+	s := &Server{cfg: cfg, store: store, blobs: blobs, types: map[string]Type{}, log: cfg.Logger}
+	for _, t := range types {
+		if t.Handle == nil {
+			return nil, fmt.Errorf("worker: job type %q has no handler", t.Name)
+		}
+		if _, dup := s.types[t.Name]; dup {
+			return nil, fmt.Errorf("worker: job type %q registered twice", t.Name)
+		}
+		s.types[t.Name] = t
+	}
+	retryDelay := cfg.RetryDelay
+	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   jobs.Queues(),
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+			// A cancelled attempt is retried by Asynq only so that the
+			// next attempt can find the job canceled and end it: no backoff.
+			if errors.Is(err, context.Canceled) {
+				return 0
+			}
+			return retryDelay(n, err)
+		},
+		// A cancellation is not a failure: it must not use up a retry or
+		// count in Asynq's failure statistics.
+		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },
+		Logger:    asynqLogger{s.log},
+		LogLevel:  asynq.WarnLevel,
+	})
+	return s, nil
+}
+
+// Catalog returns the specs of types, for the API.
+func Catalog(types []Type) (*jobs.Catalog, error) {
+	specs := make([]jobs.TypeSpec, 0, len(types))
+	for _, t := range types {
+		specs = append(specs, t.TypeSpec)
+	}
+	return jobs.NewCatalog(specs...)
+}
+
+// Start begins processing in the background.
+func (s *Server) Start() error {
+	mux := asynq.NewServeMux()
+	for name := range s.types {
+		mux.HandleFunc(name, s.process)
+	}
+	if err := s.srv.Start(mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
+// and hands the rest back to their queues (they run again elsewhere).
+func (s *Server) Shutdown() { s.srv.Shutdown() }
+
+// errCancelRequested is the cause given to a handler's context when the job
+// record says a cancel was requested.
+var errCancelRequested = errors.New("job canceled")
+
+// process runs one attempt of one job and keeps the job record in step.
+func (s *Server) process(ctx context.Context, at *asynq.Task) error {
+	var p jobs.TaskPayload
+	if err := json.Unmarshal(at.Payload(), &p); err != nil || p.Job == "" {
+		// Nothing can fix a payload that does not decode; and with no job
+		// id there is no record to mark failed.
+		return fmt.Errorf("task payload: %v: %w", err, asynq.SkipRetry)
+	}
+	typ := s.types[at.Type()]
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	log := s.log.With("job", p.Job, "type", at.Type(), "attempt", retried+1)
+
+	st, err := s.store.Start(ctx, p.Job, retried+1)
+	switch {
+	case errors.Is(err, jobs.ErrGone):
+		log.Warn("job record is gone; dropping its task")
+		return nil
+	case err != nil:
+		return err
+	case st != jobs.StateRunning:
+		log.Info("job not run", "state", st)
+		return nil
+	}
+
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var w *blob.Writer
+	var contentType string
+	task := &Task{
+		id:      p.Job,
+		attempt: retried + 1,
+		input:   p.Input,
+		progress: func(percent float64, message string) {
+			stop, err := s.store.Progress(hctx, p.Job, percent, message)
+			if err != nil {
+				log.Warn("progress not recorded", "err", err)
+			}
+			if stop {
+				cancel(errCancelRequested)
+			}
+		},
+		open: func(ct string) (io.Writer, error) {
+			var err error
+			w, err = s.blobs.Create(p.Job, s.cfg.MaxResultBytes)
+			contentType = ct
+			return w, err
+		},
+	}
+	herr := s.run(hctx, typ, task)
+
+	// The attempt's own context may be done; the bookkeeping must still happen.
+	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer bcancel()
+	if herr == nil && hctx.Err() == nil {
+		return s.succeed(bctx, log, p.Job, w, contentType)
+	}
+	if w != nil {
+		w.Abort()
+	}
+	if herr == nil {
+		herr = context.Cause(hctx)
+	}
+	if errors.Is(herr, context.Canceled) || errors.Is(context.Cause(hctx), errCancelRequested) {
+		if j, err := s.store.Get(bctx, p.Job); err == nil && j.CancelRequested {
+			if _, err := s.store.Cancel(bctx, p.Job, s.cfg.Retention); err != nil {
+				return err
+			}
+			log.Info("job canceled")
+			return nil
+		}
+	}
+	msg := herr.Error()
+	if errors.Is(herr, context.DeadlineExceeded) {
+		msg = fmt.Sprintf("attempt timed out: %v", herr)
+	}
+	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
+	if _, err := s.store.Fail(bctx, p.Job, msg, final, s.cfg.Retention); err != nil {
+		log.Error("could not record failure", "err", err)
+	}
+	log.Warn("attempt failed", "err", herr, "final", final)
+	if final {
+		return fmt.Errorf("%w: %w", herr, asynq.SkipRetry)
+	}
+	return herr
+}
+
+// run calls the handler, turning a panic into an error so that one bad
+// input cannot take the worker down.
+func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v: %w", r, ErrPermanent)
+		}
+	}()
+	return typ.Handle(ctx, t)
+}
+
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, w *blob.Writer, contentType string) error {
+	var res jobs.Result
+	if w != nil {
+		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
+		if err := w.Commit(); err != nil {
+			return fmt.Errorf("store result: %w", err)
+		}
+	}
+	st, err := s.store.Succeed(ctx, id, res, s.cfg.Retention)
+	if err != nil {
+		return err
+	}
+	if st != jobs.StateSucceeded {
+		// Cancelled while finishing: the record stays canceled, so its
+		// result must not linger either.
+		if w != nil {
+			_ = s.blobs.Delete(id)
+		}
+		log.Info("job ended before its result was recorded", "state", st)
+		return nil
+	}
+	log.Info("job succeeded", "size", res.Size)
+	return nil
+}
+
+// asynqLogger routes Asynq's logs into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true) }
