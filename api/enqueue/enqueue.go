@@ -1,0 +1,389 @@
+// Package enqueue is the API people submit jobs to. It authenticates the
+// caller (API key today; sessions and gateway tokens slot in as further
+// Authenticators), validates the job against its type's schema, writes the
+// job record, enqueues it on Asynq with the job id as the TaskID, and answers
+// 202 Accepted with a job token for the progress service.
+//
+// Submitting is safe to retry: with an Idempotency-Key the same key, user
+// and body give the same job and a single enqueue; without one, a failed
+// enqueue removes the record it wrote, so no accepted job is ever lost and no
+// unaccepted one lingers.
+package enqueue
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+// Authenticator resolves a bearer credential to a principal. It returns an
+// error wrapping identity.ErrUnauthenticated for a credential it does not
+// accept.
+type Authenticator interface {
+	Authenticate(ctx context.Context, s secret.Secret) (*identity.Principal, error)
+}
+
+// Enqueuer is the part of asynq.Client the service needs.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Config wires the service. Fields marked required must be set; the others
+// default as noted.
+type Config struct {
+	Catalog  *jobs.Catalog  // required
+	Store    *jobs.Store    // required
+	Enqueuer Enqueuer       // required
+	Auth     Authenticator  // required
+	Minter   *tokens.Minter // required
+	// JWKS is the public key set served at /.well-known/jwks.json (required).
+	JWKS func() tokens.JWKS
+	// ProgressURL is the progress service's base URL for links and
+	// Location; empty means the same origin (dev mode).
+	ProgressURL string
+	// Retention is how long a finished job's record and result are kept (24h).
+	Retention time.Duration
+	// MaxQueueWait bounds how long a job may wait in its queue before it is
+	// abandoned; with the attempts' timeouts it sets the job's deadline (24h).
+	MaxQueueWait time.Duration
+	// MaxTokenLifetime caps a job token's lifetime (7 days).
+	MaxTokenLifetime time.Duration
+	// MaxBodyBytes bounds a request body (1 MiB).
+	MaxBodyBytes int64
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Service is the enqueue API.
+type Service struct {
+	cfg Config
+}
+
+// New validates cfg and applies defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Catalog == nil || cfg.Store == nil || cfg.Enqueuer == nil || cfg.Auth == nil || cfg.Minter == nil || cfg.JWKS == nil {
+		return nil, errors.New("enqueue: Catalog, Store, Enqueuer, Auth, Minter and JWKS are required")
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.MaxQueueWait <= 0 {
+		cfg.MaxQueueWait = 24 * time.Hour
+	}
+	if cfg.MaxTokenLifetime <= 0 {
+		cfg.MaxTokenLifetime = 7 * 24 * time.Hour
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.ProgressURL = strings.TrimRight(cfg.ProgressURL, "/")
+	return &Service{cfg: cfg}, nil
+}
+
+// Register adds the service's routes to r.
+func (s *Service) Register(r gin.IRouter) {
+	r.GET("/.well-known/jwks.json", s.jwks)
+	r.GET("/v1/job-types", s.jobTypes)
+	r.POST("/v1/jobs", s.authenticate, s.submit)
+}
+
+const principalKey = "claimcheck.principal"
+
+// authenticate resolves the bearer credential, answering 401 when it is
+// missing or not accepted.
+func (s *Service) authenticate(c *gin.Context) {
+	cred, ok := secret.FromAuthorization(c.GetHeader("Authorization"))
+	if !ok {
+		problem.Abort(c, problem.Unauthorized("an API key is required: Authorization: Bearer <key>", `Bearer realm="claimcheck"`))
+		return
+	}
+	p, err := s.cfg.Auth.Authenticate(c, cred)
+	if errors.Is(err, identity.ErrUnauthenticated) {
+		problem.Abort(c, problem.Unauthorized("the credential is unknown or revoked",
+			`Bearer realm="claimcheck", error="invalid_token"`))
+		return
+	}
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Set(principalKey, p)
+	c.Next()
+}
+
+func (s *Service) jwks(c *gin.Context) {
+	c.Header("Cache-Control", "public, max-age=300")
+	c.JSON(http.StatusOK, s.cfg.JWKS())
+}
+
+func (s *Service) jobTypes(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"types": s.cfg.Catalog.Specs()})
+}
+
+// SubmitRequest is the body of POST /v1/jobs.
+type SubmitRequest struct {
+	Type  string          `json:"type"`
+	Input json.RawMessage `json:"input,omitempty"`
+	// Timeout is the per-attempt limit as a Go duration ("90s", "5m").
+	Timeout string `json:"timeout,omitempty"`
+	// Queue picks an Asynq queue: critical, default or low.
+	Queue string `json:"queue,omitempty"`
+	// Priority is the friendlier spelling of Queue: high, normal or low.
+	Priority string `json:"priority,omitempty"`
+	// MaxRetry lowers the type's retry budget (it cannot raise it).
+	MaxRetry *int `json:"max_retry,omitempty"`
+}
+
+// SubmitResponse is the 202 body.
+type SubmitResponse struct {
+	ID             string     `json:"id"`
+	Type           string     `json:"type"`
+	State          jobs.State `json:"state"`
+	CreatedAt      time.Time  `json:"created_at"`
+	Token          string     `json:"token"`
+	TokenExpiresAt time.Time  `json:"token_expires_at"`
+	Links          Links      `json:"links"`
+}
+
+// Links point at the progress service.
+type Links struct {
+	Self   string `json:"self"`
+	Events string `json:"events"`
+	Result string `json:"result"`
+	Cancel string `json:"cancel"`
+}
+
+var priorities = map[string]string{"high": "critical", "normal": "default", "low": "low"}
+
+func (s *Service) submit(c *gin.Context) {
+	p := c.MustGet(principalKey).(*identity.Principal)
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		problem.Abort(c, fmt.Errorf("read body: %w", err))
+		return
+	}
+	var req SubmitRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		problem.Abort(c, problem.BadRequest("body is not a valid job request: "+err.Error()))
+		return
+	}
+	if dec.More() {
+		problem.Abort(c, problem.BadRequest("body has data after the JSON object"))
+		return
+	}
+	spec, plan, err := s.plan(req)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	idemKey := c.GetHeader("Idempotency-Key")
+	if len(idemKey) > 255 {
+		problem.Abort(c, problem.BadRequest("Idempotency-Key is longer than 255 characters"))
+		return
+	}
+	now := s.cfg.Now()
+	id, err := uuid.NewV7()
+	if err != nil {
+		problem.Abort(c, fmt.Errorf("job id: %w", err))
+		return
+	}
+	deadline, tokenExp := s.lifetimes(now, plan.maxRetry, plan.timeout)
+	sum := sha256.Sum256(body)
+	nj := jobs.NewJob{
+		ID: id.String(), Type: spec.Name, Owner: p.UserID, Queue: plan.queue,
+		MaxRetry: plan.maxRetry, Timeout: plan.timeout, TTL: tokenExp.Sub(now),
+		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]),
+	}
+	job, err := s.cfg.Store.Create(c, nj)
+	var replay *jobs.IdempotentReplay
+	if errors.As(err, &replay) {
+		s.replay(c, p, replay, req)
+		return
+	}
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	if err := s.enqueue(c, job, req.Input, deadline); err != nil {
+		// Undo the record so the job is neither lost nor half-made; the
+		// client was not told it was accepted and may simply retry.
+		if derr := s.cfg.Store.Discard(context.WithoutCancel(c), job.ID, p.UserID, idemKey); derr != nil {
+			s.cfg.Logger.Error("could not discard record of unenqueued job", "job", job.ID, "err", derr)
+		}
+		problem.Abort(c, problem.New(http.StatusServiceUnavailable, "enqueue-failed", "Job could not be queued",
+			"the queue is unavailable; nothing was accepted, retry later").WithHeader("Retry-After", "2").With("cause", "queue"))
+		s.cfg.Logger.Error("enqueue failed", "job", job.ID, "err", err)
+		return
+	}
+	s.accepted(c, p, job, tokenExp, false)
+}
+
+type plan struct {
+	queue    string
+	timeout  time.Duration
+	maxRetry int
+}
+
+// plan resolves a request's type, queue, timeout and retries.
+func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
+	if req.Type == "" {
+		return jobs.TypeSpec{}, plan{}, problem.New(http.StatusUnprocessableEntity, "unknown-job-type", "Unknown job type",
+			"type is required").With("known_types", s.cfg.Catalog.Names())
+	}
+	spec, ok := s.cfg.Catalog.Lookup(req.Type)
+	if !ok {
+		return spec, plan{}, &jobs.UnknownTypeError{Type: req.Type, Known: s.cfg.Catalog.Names()}
+	}
+	if err := s.cfg.Catalog.Validate(spec.Name, req.Input); err != nil {
+		return spec, plan{}, err
+	}
+	pl := plan{queue: "default", maxRetry: spec.MaxRetry}
+	if req.Priority != "" {
+		q, ok := priorities[req.Priority]
+		if !ok {
+			return spec, pl, invalidField("priority", "must be high, normal or low")
+		}
+		pl.queue = q
+	}
+	if req.Queue != "" {
+		if _, ok := jobs.Queues()[req.Queue]; !ok {
+			return spec, pl, invalidField("queue", "must be critical, default or low")
+		}
+		if req.Priority != "" && req.Queue != pl.queue {
+			return spec, pl, invalidField("queue", "contradicts priority; give one of them")
+		}
+		pl.queue = req.Queue
+	}
+	var requested time.Duration
+	if req.Timeout != "" {
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil {
+			return spec, pl, invalidField("timeout", "must be a duration such as \"90s\" or \"5m\"")
+		}
+		requested = d
+	}
+	t, err := spec.EffectiveTimeout(requested)
+	if err != nil {
+		return spec, pl, invalidField("timeout", err.Error())
+	}
+	pl.timeout = t
+	if req.MaxRetry != nil {
+		if *req.MaxRetry < 0 || *req.MaxRetry > spec.MaxRetry {
+			return spec, pl, invalidField("max_retry", fmt.Sprintf("must be between 0 and %d for %s", spec.MaxRetry, spec.Name))
+		}
+		pl.maxRetry = *req.MaxRetry
+	}
+	return spec, pl, nil
+}
+
+func invalidField(field, detail string) *problem.Problem {
+	return problem.New(http.StatusUnprocessableEntity, "invalid-request", "Invalid job request", field+": "+detail).
+		With("errors", []jobs.FieldError{{Pointer: "/" + field, Detail: detail}})
+}
+
+// enqueue puts the job on Asynq. The job id is the TaskID, so enqueueing the
+// same job twice (a replayed request finding its job unqueued) is harmless.
+func (s *Service) enqueue(ctx context.Context, job *jobs.Job, input json.RawMessage, deadline time.Time) error {
+	payload, err := json.Marshal(jobs.TaskPayload{Job: job.ID, Input: input})
+	if err != nil {
+		return fmt.Errorf("task payload: %w", err)
+	}
+	_, err = s.cfg.Enqueuer.EnqueueContext(ctx, asynq.NewTask(job.Type, payload),
+		asynq.TaskID(job.ID),
+		asynq.Queue(job.Queue),
+		asynq.MaxRetry(job.MaxRetry),
+		asynq.Timeout(job.Timeout),
+		asynq.Deadline(deadline),
+		asynq.Retention(s.cfg.Retention),
+	)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// replay answers a request whose Idempotency-Key was used before.
+func (s *Service) replay(c *gin.Context, p *identity.Principal, r *jobs.IdempotentReplay, req SubmitRequest) {
+	if !r.SameBody {
+		problem.Abort(c, problem.New(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
+			"this Idempotency-Key was used for a different request body").With("job_id", r.JobID))
+		return
+	}
+	job, err := s.cfg.Store.Get(c, r.JobID)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	deadline, tokenExp := s.lifetimes(job.CreatedAt, job.MaxRetry, job.Timeout)
+	if job.State == jobs.StateQueued {
+		// A crash between the record and the enqueue leaves a queued
+		// record with no task; the replay completes it. Otherwise the
+		// TaskID makes this a no-op.
+		if err := s.enqueue(c, job, req.Input, deadline); err != nil {
+			problem.Abort(c, problem.New(http.StatusServiceUnavailable, "enqueue-failed", "Job could not be queued",
+				"the queue is unavailable; retry later").WithHeader("Retry-After", "2"))
+			return
+		}
+	}
+	s.accepted(c, p, job, tokenExp, true)
+}
+
+// lifetimes derives a job's deadline (queue wait plus every attempt's
+// timeout) and its token's expiry (deadline plus retention, so the result
+// can be fetched until it is deleted, capped at MaxTokenLifetime).
+func (s *Service) lifetimes(created time.Time, maxRetry int, timeout time.Duration) (deadline, tokenExp time.Time) {
+	deadline = created.Add(s.cfg.MaxQueueWait + time.Duration(maxRetry+1)*timeout)
+	tokenExp = deadline.Add(s.cfg.Retention)
+	if limit := created.Add(s.cfg.MaxTokenLifetime); tokenExp.After(limit) {
+		tokenExp = limit
+	}
+	return deadline, tokenExp
+}
+
+// accepted mints the job token and writes the 202.
+func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job, tokenExp time.Time, replayed bool) {
+	tok, claims, err := s.cfg.Minter.MintJob(job.ID, p.UserID, tokens.JobScopes, tokenExp)
+	if err != nil {
+		problem.Abort(c, fmt.Errorf("mint job token: %w", err))
+		return
+	}
+	self := s.cfg.ProgressURL + "/v1/jobs/" + job.ID
+	c.Header("Location", self)
+	c.Header("Retry-After", "1")
+	c.Header("Cache-Control", "no-store")
+	if replayed {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	c.JSON(http.StatusAccepted, SubmitResponse{
+		ID: job.ID, Type: job.Type, State: job.State, CreatedAt: job.CreatedAt,
+		Token: tok, TokenExpiresAt: claims.ExpiresAt.Time.UTC(),
+		Links: Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel"},
+	})
+}

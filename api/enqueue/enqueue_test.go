@@ -1,0 +1,132 @@
+package enqueue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/api/router"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+type fixture struct {
+	rdb     *redis.Client
+	handler http.Handler
+	apiKey  string
+	keys    *tokens.KeySet
+}
+
+func newFixture(tb testing.TB, enq enqueue.Enqueuer) *fixture {
+	tb.Helper()
+	rdb := redistest.Client(tb)
+	catalog, err := jobs.NewCatalog(jobs.TypeSpec{
+		Name: "echo", Timeout: time.Minute, MaxRetry: 3,
+		Schema: json.RawMessage(`{"type":"object","additionalProperties":false,"properties":{"n":{"type":"integer","minimum":0}}}`),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, err := tokens.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keys, err := tokens.NewKeySet(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if enq == nil {
+		enq = asynq.NewClientFromRedisClient(rdb)
+	}
+	apiKeys := identity.NewAPIKeys(rdb, nil)
+	s, _, err := apiKeys.Create(context.Background(), "ann", "", "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	svc, err := enqueue.New(enqueue.Config{
+		Catalog: catalog, Store: jobs.NewStore(rdb, nil), Enqueuer: enq, Auth: apiKeys,
+		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := router.New(nil)
+	svc.Register(r)
+	return &fixture{rdb: rdb, handler: r, apiKey: s.Reveal(), keys: keys}
+}
+
+func (f *fixture) post(body string, hdr ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+f.apiKey)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	rec := httptest.NewRecorder()
+	f.handler.ServeHTTP(rec, req)
+	return rec
+}
+
+// failingEnqueuer stands in for Asynq while Redis is unreachable for it.
+type failingEnqueuer struct{ calls int }
+
+func (f *failingEnqueuer) EnqueueContext(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	f.calls++
+	return nil, errors.New("dial tcp: connection refused")
+}
+
+func TestEnqueueFailureLeavesNothingBehind(t *testing.T) {
+	enq := &failingEnqueuer{}
+	f := newFixture(t, enq)
+	rec := f.post(`{"type":"echo","input":{"n":1}}`, "Idempotency-Key", "k1")
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" ||
+		rec.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("enqueue failure: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "connection refused") {
+		t.Fatal("problem leaks the internal error")
+	}
+	// No job record and no idempotency claim survive, so the client's retry
+	// with the same key is a fresh submission, not a replay of nothing.
+	left, _ := f.rdb.Keys(context.Background(), "cc:job:*").Result()
+	claims, _ := f.rdb.Keys(context.Background(), "cc:idem:*").Result()
+	if len(left) != 0 || len(claims) != 0 || enq.calls != 1 {
+		t.Fatalf("left behind: jobs %v, claims %v, enqueue calls %d", left, claims, enq.calls)
+	}
+}
+
+func TestAcceptedJobIsQueuedWithItsOptions(t *testing.T) {
+	f := newFixture(t, nil)
+	rec := f.post(`{"type":"echo","input":{"n":1},"timeout":"30s","priority":"high","max_retry":1}`)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	var sub enqueue.SubmitResponse
+	json.Unmarshal(rec.Body.Bytes(), &sub)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo("critical", sub.ID)
+	if err != nil {
+		t.Fatalf("task not in the critical queue: %v", err)
+	}
+	if info.ID != sub.ID || info.MaxRetry != 1 || info.Timeout != 30*time.Second || info.Deadline.IsZero() || info.Retention != 24*time.Hour {
+		t.Fatalf("task = %+v", info)
+	}
+	claims, err := (&tokens.Verifier{Keys: f.keys}).VerifyJob(sub.Token)
+	if err != nil || claims.Job != sub.ID || claims.Subject != "ann" || !claims.ExpiresAt.Time.Equal(sub.TokenExpiresAt.Truncate(time.Second)) {
+		t.Fatalf("token claims = %+v, %v", claims, err)
+	}
+	// The token outlives the job's deadline by the retention, so a result
+	// can be fetched until it is deleted.
+	if sub.TokenExpiresAt.Before(info.Deadline.Add(23 * time.Hour)) {
+		t.Fatalf("token expires %v, deadline %v", sub.TokenExpiresAt, info.Deadline)
+	}
+}

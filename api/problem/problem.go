@@ -1,0 +1,199 @@
+// Package problem turns errors into RFC 9457 application/problem+json
+// answers. It holds the one table that maps domain errors to HTTP statuses
+// and problem types, so handlers return errors and never pick a status.
+//
+// It knows the errors of tokens, jobs and blob (which every service may
+// depend on) but not of identity: the progress service imports this package
+// and must stay free of identity code. Services that authenticate people turn
+// their identity errors into a *Problem at their own edge.
+package problem
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+// ContentType is the media type of every error body.
+const ContentType = "application/problem+json"
+
+// TypePrefix starts every problem type URI. The URIs are identifiers, listed
+// in the README; they are not meant to be fetched.
+const TypePrefix = "urn:claimcheck:problem:"
+
+// Problem is an RFC 9457 problem detail. It is also an error, so code that
+// knows the exact answer can return one.
+type Problem struct {
+	Type       string         `json:"type"`
+	Title      string         `json:"title"`
+	Status     int            `json:"status"`
+	Detail     string         `json:"detail,omitempty"`
+	Instance   string         `json:"instance,omitempty"`
+	Extensions map[string]any `json:"-"`
+	// Headers are added to the response (WWW-Authenticate, Retry-After).
+	Headers map[string]string `json:"-"`
+	// Err is the cause, for logs only.
+	Err error `json:"-"`
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Title + ": " + p.Detail
+	}
+	return p.Title
+}
+
+func (p *Problem) Unwrap() error { return p.Err }
+
+// MarshalJSON flattens extension members beside the standard ones, as RFC
+// 9457 §3.2 describes.
+func (p *Problem) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(p.Extensions)+5)
+	for k, v := range p.Extensions {
+		m[k] = v
+	}
+	m["type"], m["title"], m["status"] = p.Type, p.Title, p.Status
+	if p.Detail != "" {
+		m["detail"] = p.Detail
+	}
+	if p.Instance != "" {
+		m["instance"] = p.Instance
+	}
+	return json.Marshal(m)
+}
+
+// New returns a problem of the given kind (the last part of its type URI).
+func New(status int, kind, title, detail string) *Problem {
+	return &Problem{Type: TypePrefix + kind, Title: title, Status: status, Detail: detail}
+}
+
+// With adds an extension member and returns p.
+func (p *Problem) With(key string, value any) *Problem {
+	if p.Extensions == nil {
+		p.Extensions = map[string]any{}
+	}
+	p.Extensions[key] = value
+	return p
+}
+
+// WithHeader adds a response header and returns p.
+func (p *Problem) WithHeader(key, value string) *Problem {
+	if p.Headers == nil {
+		p.Headers = map[string]string{}
+	}
+	p.Headers[key] = value
+	return p
+}
+
+// Unauthorized is the answer to a missing or bad credential; challenge is
+// the WWW-Authenticate value (RFC 6750 §3).
+func Unauthorized(detail, challenge string) *Problem {
+	return New(http.StatusUnauthorized, "unauthorized", "Authentication required", detail).
+		WithHeader("WWW-Authenticate", challenge)
+}
+
+// BadRequest is the answer to a request that cannot be understood.
+func BadRequest(detail string) *Problem {
+	return New(http.StatusBadRequest, "bad-request", "Bad request", detail)
+}
+
+// From maps any error to a problem. Unknown errors become a 500 whose detail
+// reveals nothing; the cause is kept for the log.
+func From(err error) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	var maxBytes *http.MaxBytesError
+	var unknownType *jobs.UnknownTypeError
+	var inputErr *jobs.InputError
+	var scopeErr *tokens.ScopeError
+	switch {
+	case errors.As(err, &maxBytes):
+		p = New(http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large",
+			"the body exceeds "+strconv.FormatInt(maxBytes.Limit, 10)+" bytes").With("limit", maxBytes.Limit)
+	case errors.Is(err, tokens.ErrInvalid):
+		// Say what is wrong with the token (expired, bad signature, …) but
+		// never echo it: err's text is the package's, not the token's.
+		p = Unauthorized(err.Error(), `Bearer realm="claimcheck", error="invalid_token"`)
+		p.Type, p.Title = TypePrefix+"invalid-token", "Invalid token"
+	case errors.As(err, &scopeErr):
+		p = New(http.StatusForbidden, "insufficient-scope", "Token does not allow this", err.Error()).
+			With("required_scope", scopeErr.Need).
+			WithHeader("WWW-Authenticate", `Bearer realm="claimcheck", error="insufficient_scope", scope="`+scopeErr.Need+`"`)
+	case errors.Is(err, tokens.ErrForbidden):
+		p = New(http.StatusForbidden, "wrong-job", "Token is for another job",
+			"a job token only grants access to the job it names")
+	case errors.As(err, &unknownType):
+		p = New(http.StatusUnprocessableEntity, "unknown-job-type", "Unknown job type", unknownType.Error()).
+			With("known_types", unknownType.Known)
+	case errors.As(err, &inputErr):
+		p = New(http.StatusUnprocessableEntity, "invalid-input", "Job input does not match its schema", inputErr.Error()).
+			With("errors", inputErr.Errors)
+	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, blob.ErrNotFound):
+		p = New(http.StatusNotFound, "not-found", "Not found", "no such job, or its record has expired")
+	case errors.Is(err, jobs.ErrNotFinished):
+		p = New(http.StatusConflict, "not-finished", "Job has not succeeded", err.Error())
+	case errors.Is(err, jobs.ErrFinished):
+		p = New(http.StatusConflict, "already-finished", "Job already finished", err.Error())
+	default:
+		p = New(http.StatusInternalServerError, "internal", "Internal error", "")
+	}
+	p.Err = err
+	return p
+}
+
+// Abort answers the request with err as problem+json and stops the handler
+// chain. 5xx causes are logged; client errors are not (they are the
+// client's, and could be made to flood the log).
+func Abort(c *gin.Context, err error) {
+	p := From(err)
+	if p.Status >= 500 {
+		slog.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
+	}
+	if p.Instance == "" {
+		p.Instance = c.Request.URL.Path
+	}
+	Write(c.Writer, p)
+	c.Abort()
+}
+
+// Write sends p on w.
+func Write(w http.ResponseWriter, p *Problem) {
+	for k, v := range p.Headers {
+		w.Header().Set(k, v)
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		body = []byte(`{"type":"` + TypePrefix + `internal","title":"Internal error","status":500}`)
+		p.Status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(body)
+}
+
+// NoRoute answers unknown paths and methods with problem+json instead of
+// Gin's plain text.
+func NoRoute(c *gin.Context) {
+	Abort(c, New(http.StatusNotFound, "not-found", "Not found", "no route for "+c.Request.Method+" "+c.Request.URL.Path))
+}
+
+// Recover turns a handler panic into a 500 problem, so no request can take a
+// process down.
+func Recover() gin.HandlerFunc {
+	return gin.CustomRecovery(func(c *gin.Context, recovered any) {
+		slog.ErrorContext(c.Request.Context(), "handler panicked", "path", c.FullPath(), "panic", recovered)
+		Abort(c, New(http.StatusInternalServerError, "internal", "Internal error", ""))
+	})
+}

@@ -1,0 +1,229 @@
+// Package progress serves job status, cancellation and results to holders of
+// a job token. It checks only the token's signature and its job claim, with
+// public keys; it never looks up a user, a session or an API key, and it must
+// not import package identity (a test walks its import graph to keep it so).
+//
+// Every route verifies the token first (401 on any flaw), then that the token
+// names the job in the path and carries the route's scope (403), and only
+// then reads the job (404 if its record is gone). A token for job A therefore
+// learns nothing about job B, not even whether it exists.
+package progress
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
+
+	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+// Canceler is the part of asynq.Inspector that cancellation needs.
+type Canceler interface {
+	DeleteTask(queue, id string) error
+	CancelProcessing(id string) error
+}
+
+// Config wires the service. Every field but Logger and Retention is required.
+type Config struct {
+	Store    *jobs.Store
+	Verifier *tokens.Verifier
+	Blobs    *blob.Dir
+	Canceler Canceler
+	// Retention is how long a job cancelled here keeps its record (24h).
+	Retention time.Duration
+	Logger    *slog.Logger
+}
+
+// Service is the progress/results HTTP service.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New validates cfg and returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Verifier == nil || cfg.Blobs == nil || cfg.Canceler == nil {
+		return nil, errors.New("progress: Store, Verifier, Blobs and Canceler are required")
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Register adds the service's routes to r.
+func (s *Service) Register(r gin.IRouter) {
+	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)
+	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
+	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
+}
+
+// authorize verifies the bearer job token and checks it names the path's job
+// with the given scope.
+func (s *Service) authorize(scope string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		tok, ok := secret.FromAuthorization(c.GetHeader("Authorization"))
+		if !ok {
+			problem.Abort(c, problem.Unauthorized("a job token is required: Authorization: Bearer <token>",
+				`Bearer realm="claimcheck"`))
+			return
+		}
+		claims, err := s.cfg.Verifier.VerifyJob(tok.Reveal())
+		if err == nil {
+			err = claims.Authorize(c.Param("id"), scope)
+		}
+		if err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		c.Next()
+	}
+}
+
+func (s *Service) get(c *gin.Context) {
+	j, err := s.cfg.Store.Get(c, c.Param("id"))
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	etag := j.ETag()
+	c.Header("ETag", etag)
+	c.Header("Cache-Control", "private, no-cache")
+	if match := c.GetHeader("If-None-Match"); match != "" && etagMatch(match, etag) {
+		c.Status(http.StatusNotModified)
+		return
+	}
+	if !j.State.Final() {
+		c.Header("Retry-After", "1")
+	}
+	c.JSON(http.StatusOK, j)
+}
+
+// etagMatch implements If-None-Match's weak comparison over a list.
+func etagMatch(header, etag string) bool {
+	for header != "" {
+		var tag string
+		tag, header = nextETag(header)
+		if tag == "*" || tag == etag || tag == "W/"+etag {
+			return true
+		}
+	}
+	return false
+}
+
+func nextETag(s string) (tag, rest string) {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == ',' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+func (s *Service) cancel(c *gin.Context) {
+	id := c.Param("id")
+	if _, err := s.cfg.Store.RequestCancel(c, id); err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	j, err := s.cfg.Store.Get(c, id)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	// A task still waiting in Asynq is removed outright. One that is
+	// running (DeleteTask refuses active tasks) gets Asynq's cancellation,
+	// and the flag set above stops it at its next progress write or start.
+	if err := s.cfg.Canceler.DeleteTask(j.Queue, id); err == nil {
+		if _, err := s.cfg.Store.Cancel(c, id, s.cfg.Retention); err != nil {
+			problem.Abort(c, err)
+			return
+		}
+	} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		if err := s.cfg.Canceler.CancelProcessing(id); err != nil {
+			problem.Abort(c, fmt.Errorf("cancel job %s: %w", id, err))
+			return
+		}
+	}
+	if j, err = s.cfg.Store.Get(c, id); err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Header("ETag", j.ETag())
+	if j.State == jobs.StateCanceled {
+		c.JSON(http.StatusOK, j)
+		return
+	}
+	// Cancellation is under way; the job reaches canceled within a second.
+	c.Header("Location", "/v1/jobs/"+id)
+	c.Header("Retry-After", "1")
+	c.JSON(http.StatusAccepted, j)
+}
+
+func (s *Service) result(c *gin.Context) {
+	id := c.Param("id")
+	j, err := s.cfg.Store.Get(c, id)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	if j.State != jobs.StateSucceeded {
+		problem.Abort(c, problem.New(http.StatusConflict, "not-finished", "Job has not succeeded",
+			fmt.Sprintf("job %s is %s; its result exists only once it has succeeded", id, j.State)).
+			With("state", j.State))
+		return
+	}
+	if j.Result == nil {
+		c.Status(http.StatusNoContent)
+		return
+	}
+	f, err := s.cfg.Blobs.Open(id)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	defer f.Close()
+	h := c.Writer.Header()
+	h.Set("Content-Type", j.Result.ContentType)
+	h.Set("ETag", `"sha256:`+j.Result.SHA256+`"`)
+	h.Set("Cache-Control", "private, max-age=3600, immutable")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": id + extension(j.Result.ContentType)}))
+	var mod time.Time
+	if j.FinishedAt != nil {
+		mod = *j.FinishedAt
+	}
+	// ServeContent handles Range, If-Range, If-None-Match and HEAD.
+	http.ServeContent(c.Writer, c.Request, "", mod, f)
+}
+
+func extension(contentType string) string {
+	switch contentType {
+	case "image/png":
+		return ".png"
+	case "application/json":
+		return ".json"
+	case "text/plain", "text/plain; charset=utf-8":
+		return ".txt"
+	}
+	if exts, _ := mime.ExtensionsByType(contentType); len(exts) > 0 {
+		return exts[0]
+	}
+	return ".bin"
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+func newKeys() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage Ed25519 signing keys"}
+	var out string
+	gen := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate a signing key into a key directory and make it the active one",
+		Long: `generate writes <kid>.pem (PKCS#8 private key, mode 0600) and <kid>.pub.pem
+(public key) into --out, and names the new key in the directory's "active"
+file. Older keys stay, so tokens they signed keep verifying until they expire.
+The kid is the key's RFC 7638 thumbprint.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := tokens.GenerateKey()
+			if err != nil {
+				return err
+			}
+			if err := tokens.WriteKey(out, k, true); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "generated key %s in %s (active)\n", k.ID, out)
+			return nil
+		},
+	}
+	gen.Flags().StringVar(&out, "out", filepath.Join(".claimcheck", "keys", "jobs"), "key directory")
+	var dir string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the keys in a key directory (public information only)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ks, err := tokens.LoadDir(dir)
+			if err != nil {
+				return err
+			}
+			active := ""
+			if k, err := ks.Signer(); err == nil {
+				active = k.ID
+			}
+			for _, kid := range ks.KIDs() {
+				mark := ""
+				if kid == active {
+					mark = "  (active)"
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), kid+mark)
+			}
+			return nil
+		},
+	}
+	list.Flags().StringVar(&dir, "dir", filepath.Join(".claimcheck", "keys", "jobs"), "key directory")
+	cmd.AddCommand(gen, list)
+	return cmd
+}
+
+func newAPIKeys() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "apikeys",
+		Short: "Create, list and revoke API keys (stored hashed in Redis)",
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.load(cmd); err != nil {
+				return err
+			}
+			return requireRedis(c.cfg, "apikeys")
+		},
+	}
+	c.bind(cmd.PersistentFlags(), false)
+	annotateEnv(cmd.PersistentFlags())
+	open := func(cmd *cobra.Command) (*identity.APIKeys, func(), error) {
+		r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return identity.NewAPIKeys(r.Client, nil), r.Close, nil
+	}
+	var user, name string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an API key for a user and print it once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keys, done, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			s, k, err := keys.Create(cmd.Context(), user, name, "")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "created API key %s for %s; it is shown once and stored only as a hash:\n", k.ID, k.User)
+			fmt.Fprintln(cmd.OutOrStdout(), s.Reveal())
+			return nil
+		},
+	}
+	create.Flags().StringVar(&user, "user", "", "user the key acts for (required)")
+	create.Flags().StringVar(&name, "name", "", "a label for the key")
+	_ = create.MarkFlagRequired("user")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List API keys (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keys, done, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			all, err := keys.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tUSER\tNAME\tCREATED")
+			for _, k := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.User, k.Name, k.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an API key; the next request with it is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, done, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if err := keys.Revoke(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newToken() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Debug job tokens"}
+	var jwksURL, keyDir string
+	inspect := &cobra.Command{
+		Use:   "inspect TOKEN|-",
+		Short: "Decode and verify a job token and print its header and claims",
+		Long: `inspect verifies a job token against the api's JWKS (--jwks-url) or a key
+directory (--key-dir) and prints its header and claims. Pass - to read the
+token from standard input and keep it out of shell history. A token that does
+not verify is still decoded, marked "verified": false, with the reason.
+Signing keys are never printed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := readToken(cmd.InOrStdin(), args[0])
+			if err != nil {
+				return err
+			}
+			var keys tokens.KeySource
+			switch {
+			case jwksURL != "":
+				keys, err = tokens.NewRemoteKeys(cmd.Context(), jwksURL, nil)
+			default:
+				keys, err = tokens.LoadDir(keyDir)
+			}
+			if err != nil {
+				return err
+			}
+			return inspectToken(cmd.OutOrStdout(), keys, tok)
+		},
+	}
+	inspect.Flags().StringVar(&jwksURL, "jwks-url", "", "verify against this JWKS URL")
+	inspect.Flags().StringVar(&keyDir, "key-dir", filepath.Join(".claimcheck", "keys", "jobs"), "verify against the keys in this directory")
+	cmd.AddCommand(inspect)
+	return cmd
+}
+
+func readToken(in io.Reader, arg string) (string, error) {
+	if arg != "-" {
+		return strings.TrimSpace(arg), nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(in, tokens.MaxTokenSize+2)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+func inspectToken(w io.Writer, keys tokens.KeySource, tok string) error {
+	report := map[string]any{}
+	claims, verr := (&tokens.Verifier{Keys: keys}).VerifyJob(tok)
+	if verr == nil {
+		report["verified"] = true
+		report["claims"] = claims
+	} else {
+		report["verified"] = false
+		report["error"] = verr.Error()
+	}
+	// Decoding for display only: nothing here is trusted unless verified.
+	if len(tok) <= tokens.MaxTokenSize {
+		if t, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{}); err == nil {
+			report["header"] = t.Header
+			if verr != nil {
+				report["unverified_claims"] = t.Claims
+			}
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(report); err != nil {
+		return err
+	}
+	if verr != nil {
+		return fmt.Errorf("token does not verify: %w", verr)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+// Command claimcheck is the one binary of claimcheck: every service, the
+// all-in-one dev mode, and the admin tools. It only parses flags and the
+// environment and hands them to package app.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "claimcheck:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "claimcheck",
+		Short: "A job API for long-running compute, authorised by per-job tokens",
+		Long: `claimcheck runs jobs on Asynq workers and hands each submitter a job token:
+an EdDSA JWT that names that one job. The token alone lets its holder watch,
+cancel and download the job from the progress service.
+
+Every flag can also be set in the environment: CLAIMCHECK_<FLAG> with dashes as
+underscores (CLAIMCHECK_DATA_DIR), and REDIS_URL for --redis-url.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newKeys(), newAPIKeys(), newToken())
+	return root
+}
+
+// common holds the flags every service shares.
+type common struct {
+	cfg       app.Config
+	logFormat string
+	logLevel  string
+}
+
+func (c *common) bind(fs *pflag.FlagSet, addr bool) {
+	if addr {
+		fs.StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8080", "listen address `host:port`")
+	}
+	fs.StringVar(&c.cfg.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
+	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
+	fs.StringVar(&c.cfg.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
+	fs.DurationVar(&c.cfg.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// load applies the environment to flags the command line did not set, then
+// defaults, and sets up logging.
+func (c *common) load(cmd *cobra.Command) error {
+	if err := applyEnv(cmd.Flags()); err != nil {
+		return err
+	}
+	logger, err := newLogger(cmd.ErrOrStderr(), c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	c.cfg.Logger = logger
+	c.cfg = c.cfg.WithDefaults()
+	return nil
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+func newDev() *cobra.Command {
+	var c common
+	var devKey string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run api, worker, progress and the web UI in one process on one port",
+		Long: `dev runs everything in one process: the enqueue API, a worker, the progress
+service and the web UI on one port. Without REDIS_URL it starts an embedded,
+memory-only Redis (everything is lost on exit). It creates signing keys in the
+data dir on first run and prints the URL and a ready-to-use API key.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.load(cmd); err != nil {
+				return err
+			}
+			return runDev(cmd.Context(), cmd, c.cfg, secret.Secret(devKey))
+		},
+	}
+	c.bind(cmd.Flags(), true)
+	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
+	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secret.Secret) error {
+	out := cmd.OutOrStdout()
+	r, err := app.OpenRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	keys, created, err := tokens.EnsureDir(cfg.JobKeyDir)
+	if err != nil {
+		return err
+	}
+	if created {
+		cfg.Logger.Info("generated a job-token signing key", "dir", cfg.JobKeyDir)
+	}
+	apiKey, err := devAPIKey(ctx, identity.NewAPIKeys(r.Client, nil), devKey)
+	if err != nil {
+		return err
+	}
+	w, err := app.Worker(cfg, r.Client)
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Shutdown()
+	h, err := app.DevHandler(cfg, r.Client, keys)
+	if err != nil {
+		return err
+	}
+	return app.Serve(ctx, cfg.Addr, h, func(addr string) {
+		url := "http://" + addr
+		fmt.Fprintln(out, "claimcheck dev: api, worker, progress and web UI on one port")
+		if r.Embedded != nil {
+			fmt.Fprintln(out, "  WARNING: REDIS_URL is not set: using an embedded in-process Redis (memory only; all jobs are lost on exit)")
+		}
+		fmt.Fprintf(out, "  URL:     %s\n", url)
+		fmt.Fprintf(out, "  API key: %s\n", apiKey.Reveal())
+		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
+	})
+}
+
+// devAPIKey returns the preset key (registering it if Redis does not know it
+// yet) or a new random key for the user "dev".
+func devAPIKey(ctx context.Context, keys *identity.APIKeys, preset secret.Secret) (secret.Secret, error) {
+	if preset != "" {
+		if _, err := keys.Authenticate(ctx, preset); err == nil {
+			return preset, nil
+		} else if !errors.Is(err, identity.ErrUnauthenticated) {
+			return "", err
+		}
+	}
+	s, _, err := keys.Create(ctx, "dev", "dev", preset)
+	return s, err
+}
+
+func requireRedis(cfg app.Config, what string) error {
+	if cfg.RedisURL == "" {
+		return fmt.Errorf("%s needs a shared Redis: set REDIS_URL or --redis-url (only `dev` embeds one)", what)
+	}
+	return nil
+}
+
+func newAPI() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Run the enqueue API (POST /v1/jobs, job types, JWKS)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.load(cmd); err != nil {
+				return err
+			}
+			if err := requireRedis(c.cfg, "api"); err != nil {
+				return err
+			}
+			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			keys, created, err := tokens.EnsureDir(c.cfg.JobKeyDir)
+			if err != nil {
+				return err
+			}
+			if created {
+				c.cfg.Logger.Info("generated a job-token signing key", "dir", c.cfg.JobKeyDir)
+			}
+			api, err := app.API(c.cfg, r.Client, keys)
+			if err != nil {
+				return err
+			}
+			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg.Logger, api), listening(c.cfg, "api"))
+		},
+	}
+	c.bind(cmd.Flags(), true)
+	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
+	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newProgress() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "progress",
+		Short: "Run the progress/results service (status, cancel, result download for job-token holders)",
+		Long: `progress serves job status, cancellation and results to holders of a job token.
+It verifies tokens with public keys only: from --jwks-url (the api's
+/.well-known/jwks.json) or from the public key files in --key-dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.load(cmd); err != nil {
+				return err
+			}
+			if err := requireRedis(c.cfg, "progress"); err != nil {
+				return err
+			}
+			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			keys, err := app.ProgressKeys(cmd.Context(), c.cfg)
+			if err != nil {
+				return err
+			}
+			prog, err := app.Progress(c.cfg, r.Client, keys)
+			if err != nil {
+				return err
+			}
+			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg.Logger, prog), listening(c.cfg, "progress"))
+		},
+	}
+	c.bind(cmd.Flags(), false)
+	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8081", "listen address `host:port`")
+	cmd.Flags().StringVar(&c.cfg.JWKSURL, "jwks-url", "", "fetch the api's public keys from this URL")
+	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newWorker() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run an Asynq worker for the built-in job types",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.load(cmd); err != nil {
+				return err
+			}
+			if err := requireRedis(c.cfg, "worker"); err != nil {
+				return err
+			}
+			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			w, err := app.Worker(c.cfg, r.Client)
+			if err != nil {
+				return err
+			}
+			if err := w.Start(); err != nil {
+				return err
+			}
+			c.cfg.Logger.Info("worker running", "types", typeNames(c.cfg))
+			<-cmd.Context().Done()
+			w.Shutdown()
+			return nil
+		},
+	}
+	c.bind(cmd.Flags(), false)
+	cmd.Flags().IntVar(&c.cfg.Worker.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
+	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func typeNames(cfg app.Config) string {
+	names := make([]string, 0, len(cfg.Types))
+	for _, t := range cfg.Types {
+		names = append(names, t.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+func listening(cfg app.Config, what string) func(string) {
+	return func(addr string) { cfg.Logger.Info(what+" listening", "addr", addr) }
+}

@@ -1,0 +1,245 @@
+// Package app wires claimcheck's parts into runnable services: it opens
+// Redis (or an embedded one), loads keys, and builds the api, progress and
+// worker services and the all-in-one dev handler. cmd/claimcheck parses
+// flags into a Config and calls it; the end-to-end tests call it the same
+// way, so what they test is what runs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/api/progress"
+	"github.com/claimcheck/claimcheck/api/router"
+	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/web"
+	"github.com/claimcheck/claimcheck/worker"
+	"github.com/claimcheck/claimcheck/worker/builtin"
+)
+
+// Config is everything the services read from flags and the environment.
+type Config struct {
+	// Addr is the listen address (127.0.0.1:8080).
+	Addr string
+	// DataDir holds keys and, by default, results (./.claimcheck).
+	DataDir string
+	// RedisURL is a redis:// URL; empty means an embedded in-memory Redis
+	// (dev only).
+	RedisURL string
+	// JobKeyDir holds the api's job-token signing keys (DataDir/keys/jobs).
+	JobKeyDir string
+	// ResultsDir is the blob store directory (DataDir/results).
+	ResultsDir string
+	// ProgressURL is the progress service's public base URL, for links
+	// the api hands out; empty means same origin.
+	ProgressURL string
+	// JWKSURL, for a separate progress process, is where it fetches the
+	// api's public keys; empty means it reads JobKeyDir instead.
+	JWKSURL string
+	// Retention is how long finished jobs and results are kept (24h).
+	Retention time.Duration
+	// Worker tunes the worker (see worker.Config).
+	Worker worker.Config
+	// Types are the job types (builtin.Types()).
+	Types []worker.Type
+	// Logger receives logs (slog.Default()).
+	Logger *slog.Logger
+}
+
+// WithDefaults fills the zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".claimcheck"
+	}
+	if c.JobKeyDir == "" {
+		c.JobKeyDir = filepath.Join(c.DataDir, "keys", "jobs")
+	}
+	if c.ResultsDir == "" {
+		c.ResultsDir = filepath.Join(c.DataDir, "results")
+	}
+	if c.Retention <= 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.Worker.Retention <= 0 {
+		c.Worker.Retention = c.Retention
+	}
+	if c.Types == nil {
+		c.Types = builtin.Types()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Worker.Logger == nil {
+		c.Worker.Logger = c.Logger
+	}
+	return c
+}
+
+// Redis is an open connection, possibly to an embedded server.
+type Redis struct {
+	Client *redis.Client
+	// Embedded is set when no URL was given and an in-memory server runs
+	// inside this process.
+	Embedded *miniredis.Miniredis
+}
+
+// Close closes the client and stops an embedded server.
+func (r *Redis) Close() {
+	_ = r.Client.Close()
+	if r.Embedded != nil {
+		r.Embedded.Close()
+	}
+}
+
+// OpenRedis connects to url and pings it, or starts an embedded server when
+// url is empty.
+func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+	r := &Redis{}
+	if url == "" {
+		r.Embedded = miniredis.NewMiniRedis()
+		if err := r.Embedded.Start(); err != nil {
+			return nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		url = "redis://" + r.Embedded.Addr()
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		// ParseURL's error can echo the URL, password included.
+		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
+	}
+	r.Client = redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Client.Ping(pctx).Err(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+	return r, nil
+}
+
+// API builds the enqueue API's routes.
+func API(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*enqueue.Service, error) {
+	catalog, err := worker.Catalog(cfg.Types)
+	if err != nil {
+		return nil, err
+	}
+	return enqueue.New(enqueue.Config{
+		Catalog:     catalog,
+		Store:       jobs.NewStore(rdb, nil),
+		Enqueuer:    asynq.NewClientFromRedisClient(rdb),
+		Auth:        identity.NewAPIKeys(rdb, nil),
+		Minter:      &tokens.Minter{Keys: keys},
+		JWKS:        keys.JWKS,
+		ProgressURL: cfg.ProgressURL,
+		Retention:   cfg.Retention,
+		Logger:      cfg.Logger,
+	})
+}
+
+// Progress builds the progress service's routes, verifying with keys.
+func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*progress.Service, error) {
+	blobs, err := blob.NewDir(cfg.ResultsDir)
+	if err != nil {
+		return nil, err
+	}
+	return progress.New(progress.Config{
+		Store:     jobs.NewStore(rdb, nil),
+		Verifier:  &tokens.Verifier{Keys: keys},
+		Blobs:     blobs,
+		Canceler:  asynq.NewInspectorFromRedisClient(rdb),
+		Retention: cfg.Retention,
+		Logger:    cfg.Logger,
+	})
+}
+
+// Worker builds a worker; call Start on it.
+func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
+	blobs, err := blob.NewDir(cfg.ResultsDir)
+	if err != nil {
+		return nil, err
+	}
+	return worker.New(cfg.Worker, rdb, jobs.NewStore(rdb, nil), blobs, cfg.Types...)
+}
+
+// ProgressKeys returns the key source a separate progress process verifies
+// with: the JWKS URL when set, else the public keys in JobKeyDir.
+func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
+	if cfg.JWKSURL != "" {
+		return tokens.NewRemoteKeys(ctx, cfg.JWKSURL, nil)
+	}
+	return tokens.LoadDir(cfg.JobKeyDir)
+}
+
+// Handler returns an engine with the given services registered.
+func Handler(logger *slog.Logger, services ...interface{ Register(gin.IRouter) }) http.Handler {
+	r := router.New(logger)
+	for _, s := range services {
+		s.Register(r)
+	}
+	return r
+}
+
+// DevHandler is the all-in-one handler of `claimcheck dev`: api, progress
+// and the web UI on one port.
+func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (http.Handler, error) {
+	api, err := API(cfg, rdb, keys)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := Progress(cfg, rdb, keys)
+	if err != nil {
+		return nil, err
+	}
+	return Handler(cfg.Logger, api, prog, web.Service{}), nil
+}
+
+// Serve runs h on addr until ctx is done, then shuts down gracefully: it
+// stops accepting, and gives in-flight requests up to 10s. ready, if not nil,
+// receives the bound address once listening (addr may use port 0).
+func Serve(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		// No WriteTimeout: result downloads and (later) event streams are
+		// long by design; handlers bound their own work.
+	}
+	ln, err := listen(ctx, addr)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

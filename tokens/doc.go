@@ -1,0 +1,53 @@
+// Package tokens mints and verifies claimcheck's JWTs and owns the Ed25519
+// keys that sign them: key generation, key files, kid (RFC 7638 thumbprint),
+// JWKS documents (RFC 7517) and key sets that hold several keys for rotation.
+//
+// # Token kinds
+//
+//	kind            typ        issuer → audience        lifetime
+//	job token       job+jwt    api → progress           job deadline + retention, capped
+//	download link   link+jwt   progress → progress      minutes            (later)
+//	internal token  at+jwt     gateway → services       seconds            (later)
+//
+// Every kind is JWS compact with alg EdDSA and an explicit typ, so no token
+// can be replayed as another kind (RFC 8725 §3.11). A job token names one job
+// (claim "job") and what its holder may do with it ("scope": job:read,
+// job:cancel, job:result); "sub" names the owner for audit only — the
+// progress service never looks it up.
+//
+// # Verification, in order
+//
+//  1. Size: more than MaxTokenSize bytes is refused before any decoding.
+//  2. Header: alg must be EdDSA, typ exactly the kind's typ; jku, x5u, jwk,
+//     x5c and crit headers are refused outright, so a token can never bring
+//     or point at its own key.
+//  3. Key: kid must name a key in the verifier's known set (local key files
+//     or the api's JWKS); nothing else is ever used to find a key.
+//  4. Signature (Ed25519, via golang-jwt).
+//  5. Claims: exp required and in the future, nbf and iat not in the future
+//     (both with DefaultLeeway), iss and aud equal to the expected values,
+//     job and scope present.
+//  6. Per request (JobClaims.Authorize): the job claim equals the job in the
+//     path, and scope holds the route's scope.
+//
+// Steps 1–5 failing is ErrInvalid (HTTP 401); step 6 is ErrForbidden (403).
+// Error texts never contain the token.
+//
+// # Keys and rotation
+//
+// A key directory holds <kid>.pem (PKCS#8 private key, mode 0600) and
+// <kid>.pub.pem (PKIX public key), and a file "active" naming the kid that
+// signs. A KeySet loaded from it verifies with every key and signs with the
+// active one, so rotation is: write a new key and make it active; keep the
+// old one until every token it signed has expired; then delete it. A
+// directory holding only .pub.pem files is a verify-only set, which is all
+// the progress service needs.
+//
+// # Revocation window
+//
+// A job token cannot be revoked before its exp: it is a bearer proof of
+// "you started job X" and grants nothing beyond that job. Its exp is the
+// job's deadline plus result retention (at most 7 days by default), after
+// which the job record itself is gone. Per-job revocation comes from the job
+// record (a token epoch), not from a deny-list.
+package tokens
