@@ -107,4 +107,3 @@ func (r *RemoteKeys) fetch(ctx context.Context) error {
 
 var _ KeySource = (*RemoteKeys)(nil)
 var _ KeySource = (*KeySet)(nil)
-
