@@ -383,7 +383,7 @@ func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job,
 	}
 	c.JSON(http.StatusAccepted, SubmitResponse{
 		ID: job.ID, Type: job.Type, State: job.State, CreatedAt: job.CreatedAt,
-		Token: tok, TokenExpiresAt: claims.ExpiresAt.Time.UTC(),
+		Token: tok, TokenExpiresAt: claims.Expires(),
 		Links: Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel"},
 	})
 }

@@ -121,7 +121,7 @@ func TestAcceptedJobIsQueuedWithItsOptions(t *testing.T) {
 		t.Fatalf("task = %+v", info)
 	}
 	claims, err := (&tokens.Verifier{Keys: f.keys}).VerifyJob(sub.Token)
-	if err != nil || claims.Job != sub.ID || claims.Subject != "ann" || !claims.ExpiresAt.Time.Equal(sub.TokenExpiresAt.Truncate(time.Second)) {
+	if err != nil || claims.Job != sub.ID || claims.Subject != "ann" || !claims.Expires().Equal(sub.TokenExpiresAt) {
 		t.Fatalf("token claims = %+v, %v", claims, err)
 	}
 	// The token outlives the job's deadline by the retention, so a result

@@ -25,6 +25,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/tokenstest"
 	"github.com/claimcheck/claimcheck/worker"
 	"github.com/claimcheck/claimcheck/worker/builtin"
 )
@@ -421,8 +422,9 @@ func TestTokenForAnotherJobIsForbidden(t *testing.T) {
 func TestBadTokensAre401(t *testing.T) {
 	s := newStack(t)
 	sub := s.submit(t, `{"type":"count"}`)
-	for name, tok := range forgedTokens(t, s.keys, sub) {
-		t.Run(name, func(t *testing.T) {
+	for _, f := range tokenstest.JobTokens(t, s.keys, sub.ID, sub.Token, time.Now()) {
+		tok := f.Token
+		t.Run(f.Name, func(t *testing.T) {
 			resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, tok, nil)
 			p := decode[problemBody](t, resp)
 			if resp.StatusCode != http.StatusUnauthorized || p.Status != 401 ||
