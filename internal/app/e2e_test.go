@@ -231,25 +231,32 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 
 func TestMandelbrotEndToEnd(t *testing.T) {
 	s := newStack(t)
-	sub := s.submit(t, `{"type":"mandelbrot","input":{"width":320,"height":240,"max_iter":3000}}`)
+	// Seahorse valley: most points iterate long, so the job runs for about
+	// half a second and its progress can be watched.
+	sub := s.submit(t, `{"type":"mandelbrot","input":{"width":480,"height":360,"max_iter":5000,"x_min":-0.75,"x_max":-0.74,"y_min":0.1,"y_max":0.11}}`)
 	if !strings.HasPrefix(sub.Links.Self, s.api.URL) && !strings.HasPrefix(sub.Links.Self, "/") {
 		t.Fatalf("links = %+v", sub.Links)
 	}
 
 	// Poll until done; the states seen must follow the lifecycle and
 	// progress must never go backwards.
-	seen := map[jobs.State]bool{}
 	last := -1.0
+	var partial int
 	var j jobs.Job
 	waitFor(t, 30*time.Second, func() bool {
 		j = s.get(t, sub)
-		seen[j.State] = true
 		if j.Progress.Percent < last {
 			t.Fatalf("progress went back from %v to %v", last, j.Progress.Percent)
+		}
+		if j.State == jobs.StateRunning && j.Progress.Percent > 0 && j.Progress.Percent < 100 && j.Progress.Percent != last {
+			partial++
 		}
 		last = j.Progress.Percent
 		return j.State.Final()
 	})
+	if partial < 2 {
+		t.Fatalf("saw %d distinct partial progress values while running; want the bar to move", partial)
+	}
 	if j.State != jobs.StateSucceeded || j.Result == nil || j.Result.ContentType != "image/png" || j.Progress.Percent != 100 {
 		t.Fatalf("final job = %+v", j)
 	}
@@ -265,7 +272,7 @@ func TestMandelbrotEndToEnd(t *testing.T) {
 		t.Fatalf("result: %d %s, %d bytes (record says %d, %s)", resp.StatusCode, resp.Header.Get("Content-Type"), len(body), j.Result.Size, j.Result.SHA256)
 	}
 	img, err := png.Decode(bytes.NewReader(body))
-	if err != nil || img.Bounds().Dx() != 320 || img.Bounds().Dy() != 240 {
+	if err != nil || img.Bounds().Dx() != 480 || img.Bounds().Dy() != 360 {
 		t.Fatalf("png: %v, %v", err, img.Bounds())
 	}
 
