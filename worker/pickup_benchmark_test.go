@@ -44,7 +44,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 		// (TaskCheckInterval 1s) and a handler that only reports.
 		rdb := redistest.Client(b)
 		started := make(chan time.Time, 1)
-		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 2, LogLevel: asynq.ErrorLevel})
+		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 2, LogLevel: asynq.FatalLevel})
 		mux := asynq.NewServeMux()
 		mux.HandleFunc("noop", func(context.Context, *asynq.Task) error { started <- time.Now(); return nil })
 		if err := srv.Start(mux); err != nil {
@@ -73,7 +73,7 @@ func startLatencyWorker(b *testing.B, interval time.Duration) (*latencyHarness, 
 	if h.blobs, err = blob.NewDir(b.TempDir()); err != nil {
 		b.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Concurrency: 2, TaskCheckInterval: interval}, rdb, h.store, h.blobs, worker.Type{
+	w, err := worker.New(worker.Config{Concurrency: 2, TaskCheckInterval: interval, Logger: quiet}, rdb, h.store, h.blobs, worker.Type{
 		TypeSpec: jobs.TypeSpec{Name: "noop", Timeout: time.Minute, Schema: anyObject},
 		Handle:   func(context.Context, *worker.Task) error { started <- time.Now(); return nil },
 	})

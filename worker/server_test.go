@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +21,9 @@ import (
 )
 
 var anyObject = json.RawMessage(`{"type":"object"}`)
+
+// quiet drops the worker's logs: the tests assert on job records instead.
+var quiet = slog.New(slog.DiscardHandler)
 
 type harness struct {
 	rdb   *redis.Client
@@ -39,6 +43,7 @@ func start(t *testing.T, types ...worker.Type) *harness {
 		Concurrency:              2,
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
+		Logger:                   quiet,
 	}, h.rdb, h.store, h.blobs, types...)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -61,7 +62,7 @@ func newFixture(tb testing.TB, enq enqueue.Enqueuer) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := router.New(nil)
+	r := router.New(slog.New(slog.DiscardHandler))
 	svc.Register(r)
 	return &fixture{rdb: rdb, handler: r, apiKey: s.Reveal(), keys: keys}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,6 +54,7 @@ func newStack(t *testing.T) *stack {
 	dir := t.TempDir()
 	cfg := app.Config{
 		DataDir: dir,
+		Logger:  slog.New(slog.DiscardHandler),
 		Worker: worker.Config{
 			Concurrency:              4,
 			DelayedTaskCheckInterval: 50 * time.Millisecond,
