@@ -208,7 +208,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, p.Job, w, contentType)
+		return s.succeed(bctx, log, p.Job, retried+1, w, contentType)
 	}
 	if w != nil {
 		w.Abort()
@@ -230,7 +230,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
-	if _, err := s.store.Fail(bctx, p.Job, msg, final, s.cfg.Retention); err != nil {
+	if _, err := s.store.Fail(bctx, p.Job, retried+1, msg, final, s.cfg.Retention); err != nil {
 		log.Error("could not record failure", "err", err)
 	}
 	log.Warn("attempt failed", "err", herr, "final", final)
@@ -251,7 +251,7 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, w *blob.Writer, contentType string) error {
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, attempt int, w *blob.Writer, contentType string) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
@@ -259,13 +259,13 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, w *bl
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
-	st, err := s.store.Succeed(ctx, id, res, s.cfg.Retention)
+	st, err := s.store.Succeed(ctx, id, attempt, res, s.cfg.Retention)
 	if err != nil {
 		return err
 	}
 	if st != jobs.StateSucceeded {
-		// Cancelled while finishing: the record stays canceled, so its
-		// result must not linger either.
+		// Cancelled while finishing, or a newer attempt owns the record:
+		// this attempt's result must not linger.
 		if w != nil {
 			_ = s.blobs.Delete(id)
 		}

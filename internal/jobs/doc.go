@@ -14,7 +14,8 @@
 //	   └──────────┴──────────▶ canceled
 //
 // succeeded, failed and canceled are final: a late write from a worker that
-// missed its cancellation cannot resurrect a job. Every change bumps the
+// missed its cancellation cannot resurrect a job. A worker's report also
+// names its attempt, and is dropped if a newer attempt has started. Every change bumps the
 // record's version, which the progress service uses as its ETag, so a client
 // that polls an unchanged job costs one HGETALL and no JSON encoding.
 //

@@ -195,10 +195,14 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 
 var finishScript = redis.NewScript(`
 -- KEYS[1] job; ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
--- ARGV[4] retention ms (final states), ARGV[5..] extra field/value pairs
-local st = redis.call("HGET", KEYS[1], "state")
-if not st then return "gone" end
-if st == "succeeded" or st == "failed" or st == "canceled" then return st end
+-- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
+-- ARGV[6..] extra field/value pairs
+local st = redis.call("HMGET", KEYS[1], "state", "attempts")
+if not st[1] then return "gone" end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
+-- A worker reporting on an attempt that is no longer the current one (a
+-- retry already started) changes nothing.
+if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return st[1] end
 local final = ARGV[1] ~= "retrying"
 redis.call("HSET", KEYS[1], "state", ARGV[1], "error", ARGV[3])
 if final then
@@ -206,13 +210,20 @@ if final then
   redis.call("HDEL", KEYS[1], "cancel")
   redis.call("PEXPIRE", KEYS[1], ARGV[4])
 end
-if #ARGV > 4 then redis.call("HSET", KEYS[1], unpack(ARGV, 5)) end
+if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 return ARGV[1]
 `)
 
-func (s *Store) finish(ctx context.Context, id string, to State, errMsg string, retention time.Duration, extra ...any) (State, error) {
-	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds()}, extra...)
+// anyAttempt lets a finish apply whatever attempt the record is on.
+const anyAttempt = 0
+
+func (s *Store) finish(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, extra ...any) (State, error) {
+	att := ""
+	if attempt != anyAttempt {
+		att = strconv.Itoa(attempt)
+	}
+	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att}, extra...)
 	res, err := finishScript.Run(ctx, s.rdb, []string{jobKey(id)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("job %s to %s: %w", id, to, err)
@@ -223,27 +234,28 @@ func (s *Store) finish(ctx context.Context, id string, to State, errMsg string, 
 	return State(res), nil
 }
 
-// Succeed records a job's result and ends it. It returns the state the job is
-// in afterwards: a job cancelled meanwhile stays canceled.
-func (s *Store) Succeed(ctx context.Context, id string, r Result, retention time.Duration) (State, error) {
-	return s.finish(ctx, id, StateSucceeded, "", retention,
+// Succeed records attempt's result and ends the job. It returns the state
+// the job is in afterwards: a job cancelled meanwhile stays canceled, and a
+// report from an attempt that is no longer current changes nothing.
+func (s *Store) Succeed(ctx context.Context, id string, attempt int, r Result, retention time.Duration) (State, error) {
+	return s.finish(ctx, id, attempt, StateSucceeded, "", retention,
 		fResultType, r.ContentType, fResultSize, r.Size, fResultSHA, r.SHA256, fPercent, 100)
 }
 
 // Fail records a failed attempt: StateRetrying when another attempt follows,
-// StateFailed when none does.
-func (s *Store) Fail(ctx context.Context, id string, errMsg string, final bool, retention time.Duration) (State, error) {
+// StateFailed when none does. Like Succeed, it ignores a stale attempt.
+func (s *Store) Fail(ctx context.Context, id string, attempt int, errMsg string, final bool, retention time.Duration) (State, error) {
 	to := StateRetrying
 	if final {
 		to = StateFailed
 	}
-	return s.finish(ctx, id, to, errMsg, retention)
+	return s.finish(ctx, id, attempt, to, errMsg, retention)
 }
 
 // Cancel ends a job as canceled (its task was removed from the queue, or its
 // handler stopped after a cancel request).
 func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) (State, error) {
-	return s.finish(ctx, id, StateCanceled, "", retention)
+	return s.finish(ctx, id, anyAttempt, StateCanceled, "", retention)
 }
 
 var requestCancelScript = redis.NewScript(`

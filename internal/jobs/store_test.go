@@ -105,18 +105,22 @@ func TestLifecycle(t *testing.T) {
 	if j.Progress.Percent != 42.5 || j.Progress.Message != "half" || j.Attempts != 1 || j.StartedAt == nil || j.ETag() == v0.ETag() {
 		t.Fatalf("after progress: %+v", j)
 	}
-	if st, err := s.Fail(ctx, "j", "boom", false, time.Hour); err != nil || st != jobs.StateRetrying {
+	if st, err := s.Fail(ctx, "j", 1, "boom", false, time.Hour); err != nil || st != jobs.StateRetrying {
 		t.Fatalf("fail = %s, %v", st, err)
 	}
 	if st, _ := s.Start(ctx, "j", 2); st != jobs.StateRunning {
 		t.Fatalf("second start = %s", st)
+	}
+	// Attempt 1 reporting late must not touch attempt 2.
+	if st, _ := s.Fail(ctx, "j", 1, "late report", true, time.Hour); st != jobs.StateRunning {
+		t.Fatalf("stale fail moved the job to %s", st)
 	}
 	j, _ = s.Get(ctx, "j")
 	if j.Attempts != 2 || j.Progress.Percent != 0 || j.Error == nil || *j.Error != "boom" {
 		t.Fatalf("second attempt: %+v", j)
 	}
 	res := jobs.Result{ContentType: "application/json", Size: 12, SHA256: "abc"}
-	if st, err := s.Succeed(ctx, "j", res, time.Hour); err != nil || st != jobs.StateSucceeded {
+	if st, err := s.Succeed(ctx, "j", 2, res, time.Hour); err != nil || st != jobs.StateSucceeded {
 		t.Fatalf("succeed = %s, %v", st, err)
 	}
 	j, _ = s.Get(ctx, "j")
@@ -125,7 +129,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// Final is final: no late write changes it.
-	if st, _ := s.Fail(ctx, "j", "late", true, time.Hour); st != jobs.StateSucceeded {
+	if st, _ := s.Fail(ctx, "j", 2, "late", true, time.Hour); st != jobs.StateSucceeded {
 		t.Fatalf("late fail moved a succeeded job to %s", st)
 	}
 	if stop, _ := s.Progress(ctx, "j", 5, "late"); !stop {
@@ -169,7 +173,7 @@ func TestCancelRequestStopsWorker(t *testing.T) {
 		if st, _ := s.Cancel(ctx, "r", time.Hour); st != jobs.StateCanceled {
 			t.Fatalf("cancel = %s", st)
 		}
-		if st, _ := s.Succeed(ctx, "r", jobs.Result{ContentType: "x"}, time.Hour); st != jobs.StateCanceled {
+		if st, _ := s.Succeed(ctx, "r", 1, jobs.Result{ContentType: "x"}, time.Hour); st != jobs.StateCanceled {
 			t.Fatalf("late succeed moved a canceled job to %s", st)
 		}
 	})
@@ -189,7 +193,7 @@ func TestFinishedRecordExpiresAfterRetention(t *testing.T) {
 	ctx := context.Background()
 	create(t, s, "e")
 	s.Start(ctx, "e", 1)
-	if _, err := s.Fail(ctx, "e", "x", true, 90*time.Second); err != nil {
+	if _, err := s.Fail(ctx, "e", 1, "x", true, 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ttl, err := rdb.PTTL(ctx, jobs.KeyPrefixJob+"e").Result()
