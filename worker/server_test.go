@@ -17,6 +17,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
@@ -72,23 +73,12 @@ func (h *harness) submit(t *testing.T, typ, id string, maxRetry int) {
 func (h *harness) waitFinal(t *testing.T, id string) *jobs.Job {
 	t.Helper()
 	var j *jobs.Job
-	waitFor(t, 10*time.Second, func() bool {
+	waitfor.True(t, 10*time.Second, func() bool {
 		var err error
 		j, err = h.store.Get(context.Background(), id)
 		return err == nil && j.State.Final()
 	})
 	return j
-}
-
-func waitFor(t *testing.T, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestSuccessStoresResult(t *testing.T) {
@@ -193,7 +183,7 @@ func TestCancelRequestedBeforeStartNeverRuns(t *testing.T) {
 	j := h.waitFinal(t, "c1")
 	// The task must also leave Asynq's queues, not linger as pending.
 	insp := asynq.NewInspectorFromRedisClient(h.rdb)
-	waitFor(t, 5*time.Second, func() bool {
+	waitfor.True(t, 5*time.Second, func() bool {
 		q, err := insp.GetQueueInfo("default")
 		return err == nil && q.Pending == 0 && q.Active == 0
 	})

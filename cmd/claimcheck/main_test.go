@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -47,17 +48,6 @@ func run(t *testing.T, ctx context.Context, stdin string, args ...string) (strin
 	return out.String(), err
 }
 
-func waitFor(t *testing.T, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestDevServesAJobWithEmbeddedRedis runs `claimcheck dev` exactly as a new
 // user would, with no REDIS_URL: it must boot on the embedded Redis, print a
 // working URL and API key, and carry a job from submission to its result.
@@ -77,7 +67,7 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 	}()
 	urlRE := regexp.MustCompile(`URL:\s+(http://\S+)`)
 	keyRE := regexp.MustCompile(`API key:\s+(cck_\S+)`)
-	waitFor(t, 20*time.Second, func() bool { return keyRE.MatchString(out.String()) })
+	waitfor.True(t, 20*time.Second, func() bool { return keyRE.MatchString(out.String()) })
 	printed := out.String()
 	if !strings.Contains(printed, "memory only") {
 		t.Fatalf("no memory-only warning in:\n%s", printed)
@@ -107,7 +97,7 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, b
 	}
-	waitFor(t, 20*time.Second, func() bool {
+	waitfor.True(t, 20*time.Second, func() bool {
 		_, b := get("")
 		return strings.Contains(string(b), `"state":"succeeded"`)
 	})

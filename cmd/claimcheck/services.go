@@ -102,6 +102,18 @@ func requireRedis(cfg app.Config, what string) error {
 	return nil
 }
 
+// loadShared loads the configuration of a service that runs beside others
+// and connects to their shared Redis; the caller closes it.
+func (c *common) loadShared(cmd *cobra.Command, what string) (*app.Redis, error) {
+	if err := c.load(cmd); err != nil {
+		return nil, err
+	}
+	if err := requireRedis(c.cfg, what); err != nil {
+		return nil, err
+	}
+	return app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+}
+
 func newAPI() *cobra.Command {
 	var c common
 	cmd := &cobra.Command{
@@ -109,13 +121,7 @@ func newAPI() *cobra.Command {
 		Short: "Run the enqueue API (POST /v1/jobs, job types, JWKS)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.load(cmd); err != nil {
-				return err
-			}
-			if err := requireRedis(c.cfg, "api"); err != nil {
-				return err
-			}
-			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			r, err := c.loadShared(cmd, "api")
 			if err != nil {
 				return err
 			}
@@ -151,13 +157,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 /.well-known/jwks.json) or from the public key files in --key-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.load(cmd); err != nil {
-				return err
-			}
-			if err := requireRedis(c.cfg, "progress"); err != nil {
-				return err
-			}
-			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			r, err := c.loadShared(cmd, "progress")
 			if err != nil {
 				return err
 			}
@@ -188,13 +188,7 @@ func newWorker() *cobra.Command {
 		Short: "Run an Asynq worker for the built-in job types",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.load(cmd); err != nil {
-				return err
-			}
-			if err := requireRedis(c.cfg, "worker"); err != nil {
-				return err
-			}
-			r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+			r, err := c.loadShared(cmd, "worker")
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/tokens/tokenstest"
 	"github.com/claimcheck/claimcheck/worker"
@@ -210,7 +211,7 @@ func (s *stack) get(t *testing.T, sub submitted) jobs.Job {
 func (s *stack) waitState(t *testing.T, sub submitted, want jobs.State) jobs.Job {
 	t.Helper()
 	var j jobs.Job
-	waitFor(t, 20*time.Second, func() bool {
+	waitfor.True(t, 20*time.Second, func() bool {
 		j = s.get(t, sub)
 		return j.State == want || (j.State.Final() && j.State != want)
 	})
@@ -218,17 +219,6 @@ func (s *stack) waitState(t *testing.T, sub submitted, want jobs.State) jobs.Job
 		t.Fatalf("job %s ended %s (error %v), want %s", sub.ID, j.State, j.Error, want)
 	}
 	return j
-}
-
-func waitFor(t *testing.T, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestMandelbrotEndToEnd(t *testing.T) {
@@ -245,7 +235,7 @@ func TestMandelbrotEndToEnd(t *testing.T) {
 	last := -1.0
 	var partial int
 	var j jobs.Job
-	waitFor(t, 30*time.Second, func() bool {
+	waitfor.True(t, 30*time.Second, func() bool {
 		j = s.get(t, sub)
 		if j.Progress.Percent < last {
 			t.Fatalf("progress went back from %v to %v", last, j.Progress.Percent)
@@ -341,7 +331,7 @@ func TestCancelRunningJob(t *testing.T) {
 	// The cancelled task is not run again: once Asynq is done with it,
 	// the handler ran once and the job is still canceled.
 	insp := asynq.NewInspectorFromRedisClient(s.rdb)
-	waitFor(t, 10*time.Second, func() bool {
+	waitfor.True(t, 10*time.Second, func() bool {
 		info, err := insp.GetTaskInfo("default", sub.ID)
 		return errors.Is(err, asynq.ErrTaskNotFound) || (err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived))
 	})
