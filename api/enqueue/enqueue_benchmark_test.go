@@ -32,21 +32,28 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 		})
 	})
-	b.Run("post-v1-jobs", func(b *testing.B) {
-		f := newFixture(b, nil)
-		b.ReportAllocs()
-		b.SetParallelism(8)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
-				req.Header.Set("Authorization", "Bearer "+f.apiKey)
-				rec := httptest.NewRecorder()
-				f.handler.ServeHTTP(rec, req)
-				if rec.Code != http.StatusAccepted {
-					b.Errorf("%d %s", rec.Code, rec.Body)
-					return
-				}
+	for _, ap := range []bool{false, true} {
+		name := "post-v1-jobs"
+		if ap {
+			name += "-autopipelined"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkPost(b, newFixtureOn(b, nil, ap)) })
+	}
+}
+
+func benchmarkPost(b *testing.B, f *fixture) {
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
+			req.Header.Set("Authorization", "Bearer "+f.apiKey)
+			rec := httptest.NewRecorder()
+			f.handler.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				b.Errorf("%d %s", rec.Code, rec.Body)
+				return
 			}
-		})
+		}
 	})
 }

@@ -31,7 +31,22 @@ type fixture struct {
 
 func newFixture(tb testing.TB, enq enqueue.Enqueuer) *fixture {
 	tb.Helper()
+	return newFixtureOn(tb, enq, false)
+}
+
+// newFixtureOn builds the service; autopipeline sends its own Redis calls
+// (key lookup, job record) through go-redis' auto-pipeliner.
+func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixture {
+	tb.Helper()
 	rdb := redistest.Client(tb)
+	var cmds redis.Cmdable = rdb
+	if autopipeline {
+		ap, err := rdb.AutoPipeline()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cmds = ap
+	}
 	catalog, err := jobs.NewCatalog(jobs.TypeSpec{
 		Name: "echo", Timeout: time.Minute, MaxRetry: 3,
 		Schema: json.RawMessage(`{"type":"object","additionalProperties":false,"properties":{"n":{"type":"integer","minimum":0}}}`),
@@ -50,13 +65,13 @@ func newFixture(tb testing.TB, enq enqueue.Enqueuer) *fixture {
 	if enq == nil {
 		enq = asynq.NewClientFromRedisClient(rdb)
 	}
-	apiKeys := identity.NewAPIKeys(rdb, nil)
+	apiKeys := identity.NewAPIKeys(cmds, nil)
 	s, _, err := apiKeys.Create(context.Background(), "ann", "", "")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	svc, err := enqueue.New(enqueue.Config{
-		Catalog: catalog, Store: jobs.NewStore(rdb, nil), Enqueuer: enq, Auth: apiKeys,
+		Catalog: catalog, Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,
 		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS,
 	})
 	if err != nil {

@@ -55,12 +55,13 @@ type APIKey struct {
 
 // APIKeys stores and checks API keys.
 type APIKeys struct {
-	rdb redis.UniversalClient
+	rdb redis.Cmdable
 	now func() time.Time
 }
 
-// NewAPIKeys returns an API key store on rdb. now may be nil (time.Now).
-func NewAPIKeys(rdb redis.UniversalClient, now func() time.Time) *APIKeys {
+// NewAPIKeys returns an API key store on rdb (a client, or an
+// auto-pipeliner in front of one). now may be nil (time.Now).
+func NewAPIKeys(rdb redis.Cmdable, now func() time.Time) *APIKeys {
 	if now == nil {
 		now = time.Now
 	}

@@ -13,20 +13,17 @@ import (
 
 // Store reads and writes job records in Redis.
 type Store struct {
-	rdb redis.Scripter
-	hr  interface {
-		HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd
-		Del(ctx context.Context, keys ...string) *redis.IntCmd
-	}
+	rdb redis.Cmdable
 	now func() time.Time
 }
 
-// NewStore returns a store on rdb. now may be nil (time.Now).
-func NewStore(rdb redis.UniversalClient, now func() time.Time) *Store {
+// NewStore returns a store on rdb (a client, or an auto-pipeliner in front
+// of one). now may be nil (time.Now).
+func NewStore(rdb redis.Cmdable, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{rdb: rdb, hr: rdb, now: now}
+	return &Store{rdb: rdb, now: now}
 }
 
 // NewJob describes a job about to be created.
@@ -117,7 +114,7 @@ func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue stri
 	if idempotencyKeyValue != "" {
 		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
 	}
-	if err := s.hr.Del(ctx, keys...).Err(); err != nil {
+	if err := s.rdb.Del(ctx, keys...).Err(); err != nil {
 		return fmt.Errorf("discard job %s: %w", id, err)
 	}
 	return nil
@@ -125,7 +122,7 @@ func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue stri
 
 // Get reads a job record.
 func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
-	h, err := s.hr.HGetAll(ctx, jobKey(id)).Result()
+	h, err := s.rdb.HGetAll(ctx, jobKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
