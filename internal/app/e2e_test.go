@@ -47,7 +47,7 @@ type stack struct {
 	countRuns    atomic.Int32
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	ctx := context.Background()
 	rdb := redistest.Client(t)
@@ -153,7 +153,7 @@ type problemBody struct {
 	KnownTypes []string `json:"known_types"`
 }
 
-func do(t *testing.T, method, url, bearer string, body io.Reader, hdr ...string) *http.Response {
+func do(t testing.TB, method, url, bearer string, body io.Reader, hdr ...string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
@@ -173,7 +173,7 @@ func do(t *testing.T, method, url, bearer string, body io.Reader, hdr ...string)
 	return resp
 }
 
-func decode[T any](t *testing.T, resp *http.Response) T {
+func decode[T any](t testing.TB, resp *http.Response) T {
 	t.Helper()
 	var v T
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
@@ -182,7 +182,7 @@ func decode[T any](t *testing.T, resp *http.Response) T {
 	return v
 }
 
-func (s *stack) submit(t *testing.T, body string, hdr ...string) submitted {
+func (s *stack) submit(t testing.TB, body string, hdr ...string) submitted {
 	t.Helper()
 	resp := do(t, "POST", s.api.URL+"/v1/jobs", s.apiKey, strings.NewReader(body), hdr...)
 	if resp.StatusCode != http.StatusAccepted {
@@ -199,7 +199,7 @@ func (s *stack) submit(t *testing.T, body string, hdr ...string) submitted {
 	return sub
 }
 
-func (s *stack) get(t *testing.T, sub submitted) jobs.Job {
+func (s *stack) get(t testing.TB, sub submitted) jobs.Job {
 	t.Helper()
 	resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, sub.Token, nil)
 	if resp.StatusCode != http.StatusOK {
@@ -208,7 +208,7 @@ func (s *stack) get(t *testing.T, sub submitted) jobs.Job {
 	return decode[jobs.Job](t, resp)
 }
 
-func (s *stack) waitState(t *testing.T, sub submitted, want jobs.State) jobs.Job {
+func (s *stack) waitState(t testing.TB, sub submitted, want jobs.State) jobs.Job {
 	t.Helper()
 	var j jobs.Job
 	waitfor.True(t, 20*time.Second, func() bool {
@@ -318,10 +318,11 @@ func TestCancelRunningJob(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
 		t.Fatalf("cancel: %d", resp.StatusCode)
 	}
-	start := time.Now()
+	// How fast this happens is measured in BenchmarkCancelLatency; here,
+	// that it happens and that the handler saw its context end.
 	j := s.waitState(t, sub, jobs.StateCanceled)
-	if time.Since(start) > 2*time.Second || !s.blockSawDone.Load() || j.FinishedAt == nil {
-		t.Fatalf("canceled after %v; handler saw ctx done: %v; %+v", time.Since(start), s.blockSawDone.Load(), j)
+	if !s.blockSawDone.Load() || j.FinishedAt == nil {
+		t.Fatalf("handler saw ctx done: %v; %+v", s.blockSawDone.Load(), j)
 	}
 	// A second cancel is a conflict, not a state change.
 	resp = do(t, "POST", s.progress.URL+"/v1/jobs/"+sub.ID+"/cancel", sub.Token, nil)
