@@ -74,6 +74,20 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 // in tokens and logs, so it is kept short and plain.
 func ValidUserName(name string) bool { return userName.MatchString(name) }
 
+// RevokeUser revokes every key of user.
+func (k *APIKeys) RevokeUser(ctx context.Context, user string) error {
+	ids, err := k.rdb.SMembers(ctx, userAPIKeysKey(user)).Result()
+	if err != nil {
+		return fmt.Errorf("revoke api keys of %s: %w", user, err)
+	}
+	for _, id := range ids {
+		if err := k.Revoke(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return k.rdb.Del(ctx, userAPIKeysKey(user)).Err()
+}
+
 func hashSecret(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -115,6 +129,7 @@ func (k *APIKeys) Create(ctx context.Context, user, name string, presetSecret se
 		p.HSet(ctx, apiKeyKey(h), "id", key.ID, "user", user, "name", name, "created", now.UnixMilli())
 		p.Set(ctx, apiKeyIDKey(key.ID), h, 0)
 		p.ZAdd(ctx, KeyAPIKeyIndex, redis.Z{Score: float64(now.UnixMilli()), Member: key.ID})
+		p.SAdd(ctx, userAPIKeysKey(user), key.ID)
 		return nil
 	})
 	if err != nil {
@@ -181,9 +196,16 @@ func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
+	user, err := k.rdb.HGet(ctx, apiKeyKey(h), "user").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("revoke api key %s: %w", id, err)
+	}
 	_, err = k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, apiKeyKey(h), apiKeyIDKey(id))
 		p.ZRem(ctx, KeyAPIKeyIndex, id)
+		if user != "" {
+			p.SRem(ctx, userAPIKeysKey(user), id)
+		}
 		return nil
 	})
 	if err != nil {

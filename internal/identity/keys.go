@@ -1,18 +1,35 @@
 package identity
 
 // Every Redis key this package touches is built here. The progress service's
-// Redis ACL user is denied all of these (cc:apikey*), which is why none of
-// them share a prefix with job records.
+// Redis ACL user is denied all of these (cc:apikey*, cc:user*, cc:session*),
+// which is why none of them share a prefix with job records.
 const (
 	// KeyPrefixAPIKey prefixes API key records, addressed by the SHA-256 of
-	// the secret: a hash {id, user, name, created, last_used}.
+	// the secret: a hash {id, user, name, created}.
 	KeyPrefixAPIKey = "cc:apikey:"
 	// KeyPrefixAPIKeyID maps a key id to the SHA-256 of its secret, so a key
 	// can be listed and revoked without knowing the secret.
 	KeyPrefixAPIKeyID = "cc:apikey-id:"
 	// KeyAPIKeyIndex is a sorted set of key ids by creation time.
 	KeyAPIKeyIndex = "cc:apikey-index"
+	// KeyPrefixUserAPIKeys is a set per user of their key ids, so blocking a
+	// user revokes every key at once.
+	KeyPrefixUserAPIKeys = "cc:user-apikeys:"
+	// KeyPrefixUser prefixes user records: a hash {name, pw, blocked, created}.
+	KeyPrefixUser = "cc:user:"
+	// KeyUsers is the set of user names.
+	KeyUsers = "cc:users"
+	// KeyPrefixSession prefixes session records, addressed by the SHA-256 of
+	// the session secret: a hash {id, user, created, seen, ua, ip}.
+	KeyPrefixSession = "cc:session:"
+	// KeyPrefixUserSessions is a hash per user from session id to the
+	// session's record key, so "log out everywhere" is one operation.
+	KeyPrefixUserSessions = "cc:user-sessions:"
 )
 
-func apiKeyKey(hash string) string { return KeyPrefixAPIKey + hash }
-func apiKeyIDKey(id string) string { return KeyPrefixAPIKeyID + id }
+func apiKeyKey(hash string) string       { return KeyPrefixAPIKey + hash }
+func apiKeyIDKey(id string) string       { return KeyPrefixAPIKeyID + id }
+func userAPIKeysKey(user string) string  { return KeyPrefixUserAPIKeys + user }
+func userKey(name string) string         { return KeyPrefixUser + name }
+func sessionKey(hash string) string      { return KeyPrefixSession + hash }
+func userSessionsKey(user string) string { return KeyPrefixUserSessions + user }

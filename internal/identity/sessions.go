@@ -1,0 +1,231 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/secret"
+)
+
+// SessionPrefix starts every session secret.
+const SessionPrefix = "ccs_"
+
+// SessionConfig sets how long sessions live. Zero fields take the defaults.
+type SessionConfig struct {
+	// IdleTimeout ends a session not used for this long (12h).
+	IdleTimeout time.Duration
+	// AbsoluteLifetime ends a session this long after sign-in however much
+	// it is used (7 days).
+	AbsoluteLifetime time.Duration
+}
+
+// Session is a session's public description; its secret is never stored.
+type Session struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	CreatedAt time.Time `json:"created_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UserAgent string    `json:"user_agent,omitempty"`
+	IP        string    `json:"ip,omitempty"`
+}
+
+// Sessions stores opaque, revocable sessions: a random 256-bit secret goes
+// to the client, only its SHA-256 is stored. Expiry is checked against the
+// store's clock on every use (Redis TTLs only clean up), so revocation and
+// expiry take effect on the very next request.
+type Sessions struct {
+	rdb redis.Cmdable
+	cfg SessionConfig
+	now func() time.Time
+}
+
+// NewSessions returns a session store. now nil means time.Now.
+func NewSessions(rdb redis.Cmdable, cfg SessionConfig, now func() time.Time) *Sessions {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 12 * time.Hour
+	}
+	if cfg.AbsoluteLifetime <= 0 {
+		cfg.AbsoluteLifetime = 7 * 24 * time.Hour
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Sessions{rdb: rdb, cfg: cfg, now: now}
+}
+
+// Create starts a session for user and returns its secret (shown to the
+// client once) and description.
+func (s *Sessions) Create(ctx context.Context, user, userAgent, ip string) (secret.Secret, *Session, error) {
+	body, err := randomToken(32)
+	if err != nil {
+		return "", nil, err
+	}
+	raw := SessionPrefix + body
+	idb := make([]byte, 8)
+	if _, err := rand.Read(idb); err != nil {
+		return "", nil, fmt.Errorf("random: %w", err)
+	}
+	now := time.UnixMilli(s.now().UnixMilli()).UTC()
+	sess := &Session{
+		ID: hex.EncodeToString(idb), User: user, CreatedAt: now, LastSeen: now,
+		ExpiresAt: s.expiry(now, now), UserAgent: truncate(userAgent, 256), IP: truncate(ip, 64),
+	}
+	key := sessionKey(hashSecret(raw))
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, "id", sess.ID, "user", user, "created", now.UnixMilli(), "seen", now.UnixMilli(),
+			"ua", sess.UserAgent, "ip", sess.IP)
+		p.PExpire(ctx, key, sess.ExpiresAt.Sub(now)) // relative: Redis runs on its own clock
+		p.HSet(ctx, userSessionsKey(user), sess.ID, key)
+		return nil
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("create session: %w", err)
+	}
+	return secret.Secret(raw), sess, nil
+}
+
+// expiry is when a session created at created and last used at seen ends.
+func (s *Sessions) expiry(created, seen time.Time) time.Time {
+	idle := seen.Add(s.cfg.IdleTimeout)
+	abs := created.Add(s.cfg.AbsoluteLifetime)
+	if idle.Before(abs) {
+		return idle
+	}
+	return abs
+}
+
+// touchScript checks a session against the caller's clock and slides its
+// idle expiry, in one round trip.
+var touchScript = redis.NewScript(`
+-- KEYS[1] session; ARGV[1] now ms, ARGV[2] idle ms, ARGV[3] absolute ms
+local v = redis.call("HMGET", KEYS[1], "id", "user", "created", "seen")
+if not v[1] then return false end
+local now, created, seen = tonumber(ARGV[1]), tonumber(v[3]), tonumber(v[4])
+if now - seen > tonumber(ARGV[2]) or now - created > tonumber(ARGV[3]) then
+  redis.call("DEL", KEYS[1])
+  return false
+end
+redis.call("HSET", KEYS[1], "seen", ARGV[1])
+local exp = math.min(now + tonumber(ARGV[2]), created + tonumber(ARGV[3]))
+-- Relative TTL: the expiry itself is judged above by the caller's clock;
+-- Redis' own only cleans up.
+redis.call("PEXPIRE", KEYS[1], math.max(exp - now, 1))
+return {v[1], v[2], tostring(exp)}
+`)
+
+// Authenticate resolves a session secret to its principal and slides its
+// idle expiry.
+func (s *Sessions) Authenticate(ctx context.Context, sec secret.Secret) (*Principal, error) {
+	raw := sec.Reveal()
+	if !strings.HasPrefix(raw, SessionPrefix) || len(raw) > 256 {
+		return nil, ErrUnauthenticated
+	}
+	res, err := touchScript.Run(ctx, s.rdb, []string{sessionKey(hashSecret(raw))},
+		s.now().UnixMilli(), s.cfg.IdleTimeout.Milliseconds(), s.cfg.AbsoluteLifetime.Milliseconds()).StringSlice()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up session: %w", err)
+	}
+	return &Principal{UserID: res[1], Via: "session", CredentialID: res[0]}, nil
+}
+
+// List returns user's live sessions, oldest first.
+func (s *Sessions) List(ctx context.Context, user string) ([]Session, error) {
+	index, err := s.rdb.HGetAll(ctx, userSessionsKey(user)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	now := s.now()
+	var out []Session
+	for id, key := range index {
+		h, err := s.rdb.HGetAll(ctx, key).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		sess, ok := s.fromHash(h)
+		if !ok || !sess.ExpiresAt.After(now) {
+			// Expired or gone: tidy the index as we pass.
+			s.rdb.HDel(ctx, userSessionsKey(user), id)
+			continue
+		}
+		out = append(out, sess)
+	}
+	slices.SortFunc(out, func(a, b Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
+}
+
+func (s *Sessions) fromHash(h map[string]string) (Session, bool) {
+	if h["id"] == "" {
+		return Session{}, false
+	}
+	created, err1 := strconv.ParseInt(h["created"], 10, 64)
+	seen, err2 := strconv.ParseInt(h["seen"], 10, 64)
+	if err1 != nil || err2 != nil {
+		return Session{}, false
+	}
+	c, l := time.UnixMilli(created).UTC(), time.UnixMilli(seen).UTC()
+	return Session{ID: h["id"], User: h["user"], CreatedAt: c, LastSeen: l, ExpiresAt: s.expiry(c, l),
+		UserAgent: h["ua"], IP: h["ip"]}, true
+}
+
+// revokeScript deletes one session of a user, or all of them (ARGV[1] = "").
+// The record keys come from the user's own index, so one call ends every
+// session however many there are.
+var revokeScript = redis.NewScript(`
+-- KEYS[1] the user's session index; ARGV[1] session id or "" for all
+if ARGV[1] ~= "" then
+  local key = redis.call("HGET", KEYS[1], ARGV[1])
+  if not key then return 0 end
+  redis.call("DEL", key)
+  redis.call("HDEL", KEYS[1], ARGV[1])
+  return 1
+end
+local keys = redis.call("HVALS", KEYS[1])
+for _, k in ipairs(keys) do redis.call("DEL", k) end
+redis.call("DEL", KEYS[1])
+return #keys
+`)
+
+// ErrSessionNotFound means the user has no session with that id.
+var ErrSessionNotFound = errors.New("session not found")
+
+// Revoke ends one of user's sessions by its id.
+func (s *Sessions) Revoke(ctx context.Context, user, id string) error {
+	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, id).Int()
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	if n == 0 || id == "" {
+		return ErrSessionNotFound
+	}
+	return nil
+}
+
+// RevokeAll ends every session of user ("log out everywhere") and returns
+// how many there were.
+func (s *Sessions) RevokeAll(ctx context.Context, user string) (int, error) {
+	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, "").Int()
+	if err != nil {
+		return 0, fmt.Errorf("revoke sessions of %s: %w", user, err)
+	}
+	return n, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
