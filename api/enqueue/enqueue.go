@@ -1,6 +1,6 @@
 // Package enqueue is the API people submit jobs to. It authenticates the
-// caller (API key today; sessions and gateway tokens slot in as further
-// Authenticators), validates the job against its type's schema, writes the
+// caller (API key or session, through package authn; gateway tokens slot in
+// as a further Authenticator), validates the job against its type's schema, writes the
 // job record, enqueues it on Asynq with the job id as the TaskID, and answers
 // 202 Accepted with a job token for the progress service.
 //
@@ -28,19 +28,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 )
-
-// Authenticator resolves a bearer credential to a principal. It returns an
-// error wrapping identity.ErrUnauthenticated for a credential it does not
-// accept.
-type Authenticator interface {
-	Authenticate(ctx context.Context, s secret.Secret) (*identity.Principal, error)
-}
 
 // Enqueuer is the part of asynq.Client the service needs.
 type Enqueuer interface {
@@ -53,7 +46,7 @@ type Config struct {
 	Catalog  *jobs.Catalog  // required
 	Store    *jobs.Store    // required
 	Enqueuer Enqueuer       // required
-	Auth     Authenticator  // required
+	Auth     authn.Authenticator // required
 	Minter   *tokens.Minter // required
 	// JWKS is the public key set served at /.well-known/jwks.json (required).
 	JWKS func() tokens.JWKS
@@ -109,31 +102,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Register(r gin.IRouter) {
 	r.GET("/.well-known/jwks.json", s.jwks)
 	r.GET("/v1/job-types", s.jobTypes)
-	r.POST("/v1/jobs", s.authenticate, s.submit)
-}
-
-const principalKey = "claimcheck.principal"
-
-// authenticate resolves the bearer credential, answering 401 when it is
-// missing or not accepted.
-func (s *Service) authenticate(c *gin.Context) {
-	cred, ok := secret.FromAuthorization(c.GetHeader("Authorization"))
-	if !ok {
-		problem.Abort(c, problem.Unauthorized("an API key is required: Authorization: Bearer <key>", `Bearer realm="claimcheck"`))
-		return
-	}
-	p, err := s.cfg.Auth.Authenticate(c, cred)
-	if errors.Is(err, identity.ErrUnauthenticated) {
-		problem.Abort(c, problem.Unauthorized("the credential is unknown or revoked",
-			`Bearer realm="claimcheck", error="invalid_token"`))
-		return
-	}
-	if err != nil {
-		problem.Abort(c, err)
-		return
-	}
-	c.Set(principalKey, p)
-	c.Next()
+	r.POST("/v1/jobs", authn.Require(s.cfg.Auth), s.submit)
 }
 
 func (s *Service) jwks(c *gin.Context) {
@@ -181,7 +150,7 @@ type Links struct {
 var priorities = map[string]string{"high": "critical", "normal": "default", "low": "low"}
 
 func (s *Service) submit(c *gin.Context) {
-	p := c.MustGet(principalKey).(*identity.Principal)
+	p := authn.Principal(c)
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		problem.Abort(c, fmt.Errorf("read body: %w", err))

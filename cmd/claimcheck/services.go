@@ -133,11 +133,11 @@ func newAPI() *cobra.Command {
 			if created {
 				c.cfg.Logger.Info("generated a job-token signing key", "dir", c.cfg.JobKeyDir)
 			}
-			api, err := app.API(c.cfg, r.Client, keys)
+			h, err := app.APIHandler(c.cfg, r.Client, keys)
 			if err != nil {
 				return err
 			}
-			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg.Logger, api), listening(c.cfg, "api"))
+			return app.Serve(cmd.Context(), c.cfg.Addr, h, listening(c.cfg, "api"))
 		},
 	}
 	c.bind(cmd.Flags(), true)

@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/api/account"
 	"github.com/claimcheck/claimcheck/api/enqueue"
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/api/router"
@@ -56,6 +57,10 @@ type Config struct {
 	Worker worker.Config
 	// Types are the job types (builtin.Types()).
 	Types []worker.Type
+	// Sessions sets session lifetimes (see identity.SessionConfig).
+	Sessions identity.SessionConfig
+	// Argon2 overrides the password hashing cost (identity.DefaultArgon2).
+	Argon2 *identity.Argon2Params
 	// Logger receives logs (slog.Default()).
 	Logger *slog.Logger
 }
@@ -134,8 +139,14 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	return r, nil
 }
 
-// API builds the enqueue API's routes.
-func API(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*enqueue.Service, error) {
+// Identity builds the user, session and API-key directory. Build it once
+// per process: it hashes a dummy password at start.
+func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
+	return identity.NewDirectory(rdb, cfg.Sessions, cfg.Argon2, nil)
+}
+
+// API builds the enqueue API's routes, authenticating people with dir.
+func API(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *tokens.KeySet) (*enqueue.Service, error) {
 	catalog, err := worker.Catalog(cfg.Types)
 	if err != nil {
 		return nil, err
@@ -144,7 +155,7 @@ func API(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*enqueue.S
 		Catalog:     catalog,
 		Store:       jobs.NewStore(rdb, nil),
 		Enqueuer:    asynq.NewClientFromRedisClient(rdb),
-		Auth:        identity.NewAPIKeys(rdb, nil),
+		Auth:        dir,
 		Minter:      &tokens.Minter{Keys: keys},
 		JWKS:        keys.JWKS,
 		ProgressURL: cfg.ProgressURL,
@@ -196,10 +207,32 @@ func Handler(logger *slog.Logger, services ...interface{ Register(gin.IRouter) }
 	return r
 }
 
-// DevHandler is the all-in-one handler of `claimcheck dev`: api, progress
-// and the web UI on one port.
+// APIHandler is the api process's handler: job submission and accounts.
+func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (http.Handler, error) {
+	services, err := apiServices(cfg, rdb, keys)
+	if err != nil {
+		return nil, err
+	}
+	return Handler(cfg.Logger, services...), nil
+}
+
+func apiServices(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) ([]interface{ Register(gin.IRouter) }, error) {
+	dir := Identity(cfg, rdb)
+	api, err := API(cfg, rdb, dir, keys)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := account.New(dir)
+	if err != nil {
+		return nil, err
+	}
+	return []interface{ Register(gin.IRouter) }{api, acct}, nil
+}
+
+// DevHandler is the all-in-one handler of `claimcheck dev`: api, accounts,
+// progress and the web UI on one port.
 func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (http.Handler, error) {
-	api, err := API(cfg, rdb, keys)
+	services, err := apiServices(cfg, rdb, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +240,7 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg.Logger, api, prog, web.Service{}), nil
+	return Handler(cfg.Logger, append(services, prog, web.Service{})...), nil
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

@@ -34,6 +34,9 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
+// cheapArgon2 keeps password hashing fast in tests.
+var cheapArgon2 = &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}
+
 // stack is the three processes of a real deployment, each on its own port:
 // the progress service knows the api only through its JWKS URL.
 type stack struct {
@@ -44,6 +47,7 @@ type stack struct {
 	blockSawDone atomic.Bool
 	blockRuns    atomic.Int32
 	rdb          *redis.Client
+	dir          *identity.Directory
 	countRuns    atomic.Int32
 }
 
@@ -55,6 +59,7 @@ func newStack(t testing.TB) *stack {
 	dir := t.TempDir()
 	cfg := app.Config{
 		DataDir: dir,
+		Argon2:  cheapArgon2,
 		Logger:  slog.New(slog.DiscardHandler),
 		Worker: worker.Config{
 			Concurrency:              4,
@@ -72,13 +77,20 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.apiKey = key.Reveal()
-
-	api, err := app.API(cfg, rdb, s.keys)
+	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.api = httptest.NewServer(app.Handler(cfg.Logger, api))
+	s.apiKey = key.Reveal()
+
+	s.dir = app.Identity(cfg, rdb)
+	apiHandler, err := app.APIHandler(cfg, rdb, s.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.api = httptest.NewServer(apiHandler)
 	t.Cleanup(s.api.Close)
 
 	pcfg := cfg
