@@ -33,7 +33,6 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, s secret.Secret) (*identity.Principal, error)
 }
 
-
 // Principal returns who the request acts for; nil before Require ran.
 func Principal(c *gin.Context) *identity.Principal {
 	p, _ := c.Get(principalKeyName)

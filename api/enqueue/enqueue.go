@@ -43,11 +43,11 @@ type Enqueuer interface {
 // Config wires the service. Fields marked required must be set; the others
 // default as noted.
 type Config struct {
-	Catalog  *jobs.Catalog  // required
-	Store    *jobs.Store    // required
-	Enqueuer Enqueuer       // required
+	Catalog  *jobs.Catalog       // required
+	Store    *jobs.Store         // required
+	Enqueuer Enqueuer            // required
 	Auth     authn.Authenticator // required
-	Minter   *tokens.Minter // required
+	Minter   *tokens.Minter      // required
 	// JWKS is the public key set served at /.well-known/jwks.json (required).
 	JWKS func() tokens.JWKS
 	// ProgressURL is the progress service's base URL for links and
