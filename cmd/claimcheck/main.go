@@ -39,7 +39,7 @@ underscores (CLAIMCHECK_DATA_DIR), and REDIS_URL for --redis-url.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newKeys(), newAPIKeys(), newToken())
+	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newKeys(), newAPIKeys(), newUsers(), newToken())
 	return root
 }
 

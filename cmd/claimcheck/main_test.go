@@ -134,7 +134,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"dev", "--help"}, {"api", "--help"}, {"worker", "--help"}, {"progress", "--help"},
 		{"keys", "--help"}, {"keys", "generate", "--help"}, {"apikeys", "--help"}, {"apikeys", "create", "--help"},
-		{"token", "inspect", "--help"},
+		{"token", "inspect", "--help"}, {"users", "--help"}, {"users", "add", "--help"}, {"users", "block", "--help"},
 	} {
 		out, err := run(t, context.Background(), "", args...)
 		if err != nil || !strings.Contains(out, "Usage:") {

@@ -139,8 +139,7 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	return r, nil
 }
 
-// Identity builds the user, session and API-key directory. Build it once
-// per process: it hashes a dummy password at start.
+// Identity builds the user, session and API-key directory.
 func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 	return identity.NewDirectory(rdb, cfg.Sessions, cfg.Argon2, nil)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,8 +60,9 @@ type Users struct {
 	params Argon2Params
 	now    func() time.Time
 	// dummy is hashed against when a user does not exist, so an unknown
-	// name costs as much time as a wrong password.
-	dummy string
+	// name costs as much time as a wrong password. Made on first use.
+	dummyOnce sync.Once
+	dummy     string
 }
 
 // NewUsers returns a user store. params nil means DefaultArgon2; now nil
@@ -73,8 +75,13 @@ func NewUsers(rdb redis.Cmdable, params *Argon2Params, now func() time.Time) *Us
 	if u.now == nil {
 		u.now = time.Now
 	}
-	u.dummy, _ = u.hash("not a real password, only spent time")
 	return u
+}
+
+// spendDummy costs what checking a real password costs.
+func (u *Users) spendDummy(pw string) {
+	u.dummyOnce.Do(func() { u.dummy, _ = u.hash("not a real password, only spent time") })
+	u.verify(u.dummy, pw)
 }
 
 func checkPassword(pw string) error {
@@ -214,7 +221,7 @@ func (u *Users) List(ctx context.Context) ([]User, error) {
 // A hash made with older parameters is redone with the current ones.
 func (u *Users) CheckPassword(ctx context.Context, name, password string) (*User, error) {
 	if len(password) > MaxPasswordLen || !ValidUserName(name) {
-		u.verify(u.dummy, password[:min(len(password), MaxPasswordLen)])
+		u.spendDummy(password[:min(len(password), MaxPasswordLen)])
 		return nil, ErrBadPassword
 	}
 	vals, err := u.rdb.HMGet(ctx, userKey(name), "pw", "blocked").Result()
@@ -223,7 +230,7 @@ func (u *Users) CheckPassword(ctx context.Context, name, password string) (*User
 	}
 	encoded, _ := vals[0].(string)
 	if encoded == "" {
-		u.verify(u.dummy, password)
+		u.spendDummy(password)
 		return nil, ErrBadPassword
 	}
 	ok, stale := u.verify(encoded, password)

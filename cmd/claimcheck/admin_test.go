@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/secret"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+func TestUsersAndAPIKeysCommands(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := context.Background()
+	t.Setenv("REDIS_URL", redistest.URL())
+	dir := identity.NewDirectory(rdb, identity.SessionConfig{}, nil, nil)
+
+	if out, err := run(t, ctx, "correct horse\n", "users", "add", "ann", "--password-stdin"); err != nil || !strings.Contains(out, "added user ann") {
+		t.Fatalf("users add: %v %s", err, out)
+	}
+	if _, err := dir.Users.CheckPassword(ctx, "ann", "correct horse"); err != nil {
+		t.Fatalf("password from stdin not stored: %v", err)
+	}
+	if _, err := run(t, ctx, "short\n", "users", "add", "bob", "--password-stdin"); err == nil {
+		t.Fatal("accepted a short password")
+	}
+	if _, err := run(t, ctx, "", "users", "add", "carl"); err == nil || !strings.Contains(err.Error(), "password-stdin") {
+		t.Fatalf("no terminal and no --password-stdin: %v", err)
+	}
+	if _, err := run(t, ctx, "battery staple\n", "users", "passwd", "ann", "--password-stdin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.Users.CheckPassword(ctx, "ann", "battery staple"); err != nil {
+		t.Fatalf("passwd: %v", err)
+	}
+
+	// apikeys create prints the key once, on stdout alone.
+	out, err := run(t, ctx, "", "apikeys", "create", "--user", "ann", "--name", "ci")
+	key := strings.TrimSpace(out)
+	if err != nil || !regexp.MustCompile(`^cck_[A-Za-z0-9_-]{40,}$`).MatchString(key) {
+		t.Fatalf("apikeys create: %v %q", err, out)
+	}
+	p, err := dir.Authenticate(ctx, secret.Secret(key))
+	if err != nil || p.UserID != "ann" {
+		t.Fatalf("created key: %+v %v", p, err)
+	}
+	out, _ = run(t, ctx, "", "apikeys", "list")
+	if !strings.Contains(out, p.CredentialID) || !strings.Contains(out, "ci") || strings.Contains(out, key) {
+		t.Fatalf("apikeys list: %s", out)
+	}
+	out, _ = run(t, ctx, "", "users", "list")
+	if !regexp.MustCompile(`ann\s+false`).MatchString(out) {
+		t.Fatalf("users list: %s", out)
+	}
+
+	// Block ends the key at once; unblock does not bring it back.
+	if _, err := run(t, ctx, "", "users", "block", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.Authenticate(ctx, secret.Secret(key)); !errors.Is(err, identity.ErrUnauthenticated) {
+		t.Fatalf("key after block: %v", err)
+	}
+	if out, _ := run(t, ctx, "", "users", "list"); !regexp.MustCompile(`ann\s+true`).MatchString(out) {
+		t.Fatalf("users list after block: %s", out)
+	}
+	if _, err := run(t, ctx, "", "users", "unblock", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.Users.CheckPassword(ctx, "ann", "battery staple"); err != nil {
+		t.Fatalf("after unblock: %v", err)
+	}
+
+	// Revoke by id.
+	out, _ = run(t, ctx, "", "apikeys", "create", "--user", "ann")
+	p, _ = dir.Authenticate(ctx, secret.Secret(strings.TrimSpace(out)))
+	if _, err := run(t, ctx, "", "apikeys", "revoke", p.CredentialID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.Authenticate(ctx, secret.Secret(strings.TrimSpace(out))); !errors.Is(err, identity.ErrUnauthenticated) {
+		t.Fatalf("revoked key: %v", err)
+	}
+	if _, err := run(t, ctx, "", "apikeys", "revoke", p.CredentialID); err == nil {
+		t.Fatal("revoking twice succeeded")
+	}
+}

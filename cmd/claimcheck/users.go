@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+)
+
+func newUsers() *cobra.Command {
+	var c common
+	var r *app.Redis
+	cmd := &cobra.Command{
+		Use:   "users",
+		Short: "Add, list, block and unblock users, and set passwords",
+		Long: `users manages the people who sign in. Passwords are hashed with argon2id.
+Blocking a user ends every session and API key they have at once; jobs they
+already submitted keep running, and those jobs' tokens keep working until
+they expire (a job token proves one job, it is not a credential of the user).`,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			r, err = c.loadShared(cmd, "users")
+			return err
+		},
+		PersistentPostRun: func(*cobra.Command, []string) {
+			if r != nil {
+				r.Close()
+			}
+		},
+	}
+	c.bind(cmd.PersistentFlags(), false)
+	annotateEnv(cmd.PersistentFlags())
+	dir := func() *identity.Directory { return app.Identity(c.cfg, r.Client) }
+
+	var fromStdin bool
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a user (password from --password-stdin or a prompt)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := readPassword(cmd, fromStdin)
+			if err != nil {
+				return err
+			}
+			if err := dir().Users.Add(cmd.Context(), args[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added user %s\n", args[0])
+			return nil
+		},
+	}
+	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
+	passwd := &cobra.Command{
+		Use:   "passwd NAME",
+		Short: "Set a user's password (from --password-stdin or a prompt)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := readPassword(cmd, fromStdin)
+			if err != nil {
+				return err
+			}
+			if err := dir().Users.SetPassword(cmd.Context(), args[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", args[0])
+			return nil
+		},
+	}
+	passwd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			users, err := dir().Users.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tBLOCKED\tCREATED")
+			for _, u := range users {
+				fmt.Fprintf(tw, "%s\t%v\t%s\n", u.Name, u.Blocked, u.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	block := &cobra.Command{
+		Use:   "block NAME",
+		Short: "Block a user: end all their sessions and API keys now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := dir().Block(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "blocked %s; their sessions and API keys are revoked\n", args[0])
+			return nil
+		},
+	}
+	unblock := &cobra.Command{
+		Use:   "unblock NAME",
+		Short: "Let a blocked user sign in again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := dir().Unblock(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unblocked %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, passwd, list, block, unblock)
+	return cmd
+}
+
+// readPassword takes the first line of stdin with --password-stdin, or
+// prompts without echo when stdin is a terminal.
+func readPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(io.LimitReader(cmd.InOrStdin(), identity.MaxPasswordLen+2)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return "", errors.New("no terminal to prompt on: pass --password-stdin and pipe the password in")
+	}
+	fmt.Fprint(cmd.ErrOrStderr(), "Password: ")
+	pw, err := term.ReadPassword(fd)
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	return string(pw), nil
+}
