@@ -203,11 +203,15 @@ var ErrSessionNotFound = errors.New("session not found")
 
 // Revoke ends one of user's sessions by its id.
 func (s *Sessions) Revoke(ctx context.Context, user, id string) error {
+	if id == "" {
+		// The script reads "" as "all"; that is RevokeAll's job.
+		return ErrSessionNotFound
+	}
 	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, id).Int()
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
-	if n == 0 || id == "" {
+	if n == 0 {
 		return ErrSessionNotFound
 	}
 	return nil

@@ -152,6 +152,13 @@ func TestLogoutAndLogoutEverywhere(t *testing.T) {
 	if err := d.Sessions.Revoke(ctx, "bob", ids[1]); !errors.Is(err, identity.ErrSessionNotFound) {
 		t.Fatalf("cross-user revoke: %v", err)
 	}
+	// An empty id is not "all".
+	if err := d.Sessions.Revoke(ctx, "ann", ""); !errors.Is(err, identity.ErrSessionNotFound) {
+		t.Fatalf("revoke empty id: %v", err)
+	}
+	if _, err := d.Sessions.Authenticate(ctx, secrets[1]); err != nil {
+		t.Fatalf("revoke of an empty id ended a session: %v", err)
+	}
 	if n, err := d.Sessions.RevokeAll(ctx, "ann"); err != nil || n != 2 {
 		t.Fatalf("revoke all: %d %v", n, err)
 	}
