@@ -165,6 +165,11 @@ func (s *Service) cancel(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
+	if j.State.Final() && j.State != jobs.StateCanceled {
+		// The job ended on its own between the cancel request and now.
+		problem.Abort(c, fmt.Errorf("cancel job %s (%s): %w", id, j.State, jobs.ErrFinished))
+		return
+	}
 	c.Header("ETag", j.ETag())
 	if j.State == jobs.StateCanceled {
 		c.JSON(http.StatusOK, j)
