@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,29 +35,98 @@ var ErrUnauthenticated = errors.New("unknown or revoked credential")
 // ErrNotFound means no API key has that id.
 var ErrNotFound = errors.New("api key not found")
 
+// Scopes a credential may carry. A session carries both; an API key carries
+// the ones it was created with.
+const (
+	// ScopeJobsSubmit allows submitting and cancelling jobs and re-issuing
+	// job tokens with job:cancel.
+	ScopeJobsSubmit = "jobs:submit"
+	// ScopeJobsRead allows listing one's jobs and re-issuing read-only job
+	// tokens.
+	ScopeJobsRead = "jobs:read"
+)
+
+// AllScopes is every scope, the scope of a session.
+var AllScopes = []string{ScopeJobsSubmit, ScopeJobsRead}
+
 // Principal is who a request acts for.
 type Principal struct {
 	// UserID names the user; job tokens carry it as sub.
 	UserID string
-	// Via says how the caller authenticated ("api_key", later "session").
+	// Via says how the caller authenticated: "api_key", "session" or
+	// "gateway" (an internal token minted by the gateway).
 	Via string
-	// CredentialID identifies the credential (an API key id) for audit logs.
+	// CredentialID identifies the credential (an API key or session id)
+	// for audit logs and for revoking it.
 	CredentialID string
+	// Scopes are what the credential allows (see AllScopes).
+	Scopes []string
+	// ExpiresAt is when the credential stops working on its own; zero
+	// means it does not expire (it can still be revoked). A cache of
+	// anything derived from the credential must not outlive it.
+	ExpiresAt time.Time
 }
+
+// Can reports whether the credential carries scope.
+func (p *Principal) Can(scope string) bool { return slices.Contains(p.Scopes, scope) }
 
 // APIKey is a stored key's public description; the secret is never stored.
 type APIKey struct {
-	ID        string     `json:"id"`
-	User      string     `json:"user"`
-	Name      string     `json:"name"`
+	ID   string `json:"id"`
+	User string `json:"user"`
+	Name string `json:"name"`
+	// Prefix is the secret's first characters, enough to recognise a key
+	// in a list and to search logs or a secret scanner's report for it.
+	Prefix    string     `json:"prefix"`
+	Scopes    []string   `json:"scopes"`
 	CreatedAt time.Time  `json:"created_at"`
 	LastUsed  *time.Time `json:"last_used,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
+
+// KeySpec describes a key to create.
+type KeySpec struct {
+	User string
+	Name string
+	// Scopes default to AllScopes; each must be one of AllScopes.
+	Scopes []string
+	// ExpiresAt, when not zero, ends the key on its own.
+	ExpiresAt time.Time
+	// Preset, when non-empty, is used instead of a random secret (the dev
+	// command's CLAIMCHECK_DEV_API_KEY); it must carry the key prefix.
+	Preset secret.Secret
+}
+
+// ErrBadScope means a requested scope is not one of AllScopes.
+var ErrBadScope = errors.New("unknown scope")
+
+// NormalizeScopes checks scopes against AllScopes and removes duplicates;
+// none means all.
+func NormalizeScopes(scopes []string) ([]string, error) {
+	if len(scopes) == 0 {
+		return slices.Clone(AllScopes), nil
+	}
+	var out []string
+	for _, sc := range scopes {
+		if !slices.Contains(AllScopes, sc) {
+			return nil, fmt.Errorf("%w %q: use %s", ErrBadScope, sc, strings.Join(AllScopes, " or "))
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// prefixLen is how much of a secret APIKey.Prefix shows: "cck_" and eight
+// characters, 48 bits, which names a key without weakening it.
+const prefixLen = len(APIKeyPrefix) + 8
 
 // APIKeys stores and checks API keys.
 type APIKeys struct {
 	rdb redis.Cmdable
 	now func() time.Time
+	rev *Revocations
 }
 
 // NewAPIKeys returns an API key store on rdb (a client, or an
@@ -65,7 +135,7 @@ func NewAPIKeys(rdb redis.Cmdable, now func() time.Time) *APIKeys {
 	if now == nil {
 		now = time.Now
 	}
-	return &APIKeys{rdb: rdb, now: now}
+	return &APIKeys{rdb: rdb, now: now, rev: NewRevocations(rdb)}
 }
 
 var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
@@ -85,7 +155,10 @@ func (k *APIKeys) RevokeUser(ctx context.Context, user string) error {
 			return err
 		}
 	}
-	return k.rdb.Del(ctx, userAPIKeysKey(user)).Err()
+	if err := k.rdb.Del(ctx, userAPIKeysKey(user)).Err(); err != nil {
+		return fmt.Errorf("revoke api keys of %s: %w", user, err)
+	}
+	return k.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
 }
 
 func hashSecret(s string) string {
@@ -101,14 +174,30 @@ func randomToken(n int) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// Create makes a new key for user. The secret is returned once and only its
-// hash is kept. presetSecret, when non-empty, is used instead of a random one
-// (the dev command's CLAIMCHECK_DEV_API_KEY); it must carry the key prefix.
+// Create makes a key for user with every scope and no expiry; see CreateKey.
 func (k *APIKeys) Create(ctx context.Context, user, name string, presetSecret secret.Secret) (secret.Secret, *APIKey, error) {
+	return k.CreateKey(ctx, KeySpec{User: user, Name: name, Preset: presetSecret})
+}
+
+// CreateKey makes a new key. The secret is returned once and only its hash
+// is kept.
+func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *APIKey, error) {
+	user := spec.User
 	if !ValidUserName(user) {
 		return "", nil, fmt.Errorf("user %q: use 1-64 letters, digits, '.', '_', '@' or '-'", user)
 	}
-	raw := presetSecret.Reveal()
+	if len(spec.Name) > 100 {
+		return "", nil, errors.New("key name: at most 100 characters")
+	}
+	scopes, err := NormalizeScopes(spec.Scopes)
+	if err != nil {
+		return "", nil, err
+	}
+	now := k.now().UTC()
+	if !spec.ExpiresAt.IsZero() && !spec.ExpiresAt.After(now) {
+		return "", nil, errors.New("key expiry is not in the future")
+	}
+	raw := spec.Preset.Reveal()
 	if raw == "" {
 		body, err := randomToken(32)
 		if err != nil {
@@ -122,12 +211,28 @@ func (k *APIKeys) Create(ctx context.Context, user, name string, presetSecret se
 	if _, err := rand.Read(idBytes); err != nil {
 		return "", nil, fmt.Errorf("random: %w", err)
 	}
-	now := k.now().UTC()
-	key := &APIKey{ID: hex.EncodeToString(idBytes), User: user, Name: name, CreatedAt: time.UnixMilli(now.UnixMilli()).UTC()}
+	key := &APIKey{
+		ID: hex.EncodeToString(idBytes), User: user, Name: spec.Name, Prefix: raw[:prefixLen],
+		Scopes: scopes, CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(),
+	}
+	expires := ""
+	if !spec.ExpiresAt.IsZero() {
+		e := time.UnixMilli(spec.ExpiresAt.UnixMilli()).UTC()
+		key.ExpiresAt = &e
+		expires = strconv.FormatInt(e.UnixMilli(), 10)
+	}
 	h := hashSecret(raw)
-	_, err := k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, apiKeyKey(h), "id", key.ID, "user", user, "name", name, "created", now.UnixMilli())
+	_, err = k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, apiKeyKey(h), "id", key.ID, "user", user, "name", spec.Name, "created", now.UnixMilli(),
+			"prefix", key.Prefix, "scope", strings.Join(scopes, " "), "expires", expires)
 		p.Set(ctx, apiKeyIDKey(key.ID), h, 0)
+		if key.ExpiresAt != nil {
+			// Redis cleans up a day after expiry; Authenticate refuses the
+			// key from the moment it expires, by the caller's clock.
+			lifetime := key.ExpiresAt.Sub(now) + 24*time.Hour
+			p.PExpire(ctx, apiKeyKey(h), lifetime)
+			p.PExpire(ctx, apiKeyIDKey(key.ID), lifetime)
+		}
 		p.ZAdd(ctx, KeyAPIKeyIndex, redis.Z{Score: float64(now.UnixMilli()), Member: key.ID})
 		p.SAdd(ctx, userAPIKeysKey(user), key.ID)
 		return nil
@@ -138,22 +243,126 @@ func (k *APIKeys) Create(ctx context.Context, user, name string, presetSecret se
 	return secret.Secret(raw), key, nil
 }
 
+// useScript checks a key's expiry against the caller's clock and records its
+// use, in one round trip. last_used is written at most once a minute, so a
+// busy key costs no extra writes.
+var useScript = redis.NewScript(`
+-- KEYS[1] key record; ARGV[1] now ms
+local v = redis.call("HMGET", KEYS[1], "id", "user", "scope", "expires", "last_used")
+if not v[1] or not v[2] then return false end
+local now = tonumber(ARGV[1])
+if v[4] and v[4] ~= "" and now >= tonumber(v[4]) then return false end
+if not v[5] or now - tonumber(v[5]) >= 60000 then
+  redis.call("HSET", KEYS[1], "last_used", ARGV[1])
+end
+return {v[1], v[2], v[3] or "", v[4] or ""}
+`)
+
 // Authenticate resolves an API key to its principal in one round trip.
 func (k *APIKeys) Authenticate(ctx context.Context, s secret.Secret) (*Principal, error) {
 	raw := s.Reveal()
 	if !strings.HasPrefix(raw, APIKeyPrefix) || len(raw) > 256 {
 		return nil, ErrUnauthenticated
 	}
-	vals, err := k.rdb.HMGet(ctx, apiKeyKey(hashSecret(raw)), "id", "user").Result()
+	res, err := useScript.Run(ctx, k.rdb, []string{apiKeyKey(hashSecret(raw))}, k.now().UnixMilli()).StringSlice()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrUnauthenticated
+	}
 	if err != nil {
 		return nil, fmt.Errorf("look up api key: %w", err)
 	}
-	id, _ := vals[0].(string)
-	user, _ := vals[1].(string)
-	if id == "" || user == "" {
-		return nil, ErrUnauthenticated
+	p := &Principal{UserID: res[1], Via: "api_key", CredentialID: res[0], Scopes: keyScopes(res[2])}
+	if t := parseMillis(res[3]); t != nil {
+		p.ExpiresAt = *t
 	}
-	return &Principal{UserID: user, Via: "api_key", CredentialID: id}, nil
+	return p, nil
+}
+
+// keyScopes reads a stored scope; keys made before scopes existed have all.
+func keyScopes(stored string) []string {
+	if stored == "" {
+		return slices.Clone(AllScopes)
+	}
+	return strings.Fields(stored)
+}
+
+func parseMillis(s string) *time.Time {
+	msec, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || msec == 0 {
+		return nil
+	}
+	t := time.UnixMilli(msec).UTC()
+	return &t
+}
+
+// ListUser returns user's keys, oldest first, expired ones included (they
+// show their expiry) until Redis removes them.
+func (k *APIKeys) ListUser(ctx context.Context, user string) ([]APIKey, error) {
+	ids, err := k.rdb.SMembers(ctx, userAPIKeysKey(user)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return k.describe(ctx, ids)
+}
+
+// describe loads the public records of the keys ids in two round trips,
+// skipping ids whose key is gone.
+func (k *APIKeys) describe(ctx context.Context, ids []string) ([]APIKey, error) {
+	if len(ids) == 0 {
+		return []APIKey{}, nil
+	}
+	idKeys := make([]string, len(ids))
+	for i, id := range ids {
+		idKeys[i] = apiKeyIDKey(id)
+	}
+	hashes, err := k.rdb.MGet(ctx, idKeys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	cmds, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, h := range hashes {
+			if hs, ok := h.(string); ok {
+				p.HGetAll(ctx, apiKeyKey(hs))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	keys := make([]APIKey, 0, len(cmds))
+	for _, cmd := range cmds {
+		rec, err := cmd.(*redis.MapStringStringCmd).Result()
+		if err != nil || rec["id"] == "" {
+			continue
+		}
+		key := APIKey{ID: rec["id"], User: rec["user"], Name: rec["name"], Prefix: rec["prefix"],
+			Scopes: keyScopes(rec["scope"]), LastUsed: parseMillis(rec["last_used"]), ExpiresAt: parseMillis(rec["expires"])}
+		if t := parseMillis(rec["created"]); t != nil {
+			key.CreatedAt = *t
+		}
+		keys = append(keys, key)
+	}
+	slices.SortFunc(keys, func(a, b APIKey) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return keys, nil
+}
+
+// RevokeOwn revokes user's key id; another user's key is ErrNotFound, so
+// key ids cannot be probed.
+func (k *APIKeys) RevokeOwn(ctx context.Context, user, id string) error {
+	ok, err := k.rdb.SIsMember(ctx, userAPIKeysKey(user), id).Result()
+	if err != nil {
+		return fmt.Errorf("revoke api key %s: %w", id, err)
+	}
+	if !ok {
+		return fmt.Errorf("revoke api key %s: %w", id, ErrNotFound)
+	}
+	return k.Revoke(ctx, id)
 }
 
 // List returns every key, oldest first.
@@ -162,29 +371,7 @@ func (k *APIKeys) List(ctx context.Context) ([]APIKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}
-	keys := make([]APIKey, 0, len(ids))
-	for _, id := range ids {
-		h, err := k.rdb.Get(ctx, apiKeyIDKey(id)).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list api keys: %w", err)
-		}
-		rec, err := k.rdb.HGetAll(ctx, apiKeyKey(h)).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list api keys: %w", err)
-		}
-		if rec["id"] == "" {
-			continue
-		}
-		key := APIKey{ID: rec["id"], User: rec["user"], Name: rec["name"]}
-		if msec, err := strconv.ParseInt(rec["created"], 10, 64); err == nil {
-			key.CreatedAt = time.UnixMilli(msec).UTC()
-		}
-		keys = append(keys, key)
-	}
-	return keys, nil
+	return k.describe(ctx, ids)
 }
 
 // Revoke deletes a key by id; the next request with it is refused.
@@ -211,5 +398,5 @@ func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
-	return nil
+	return k.rev.Announce(ctx, Revocation{Kind: RevokedAPIKey, ID: id})
 }

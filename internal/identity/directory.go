@@ -17,16 +17,22 @@ type Directory struct {
 	Users    *Users
 	Sessions *Sessions
 	APIKeys  *APIKeys
+	// Revocations announces every session, key and user revocation made
+	// through this directory; add in-process listeners with OnRevoke.
+	Revocations *Revocations
 }
 
 // NewDirectory builds the three stores on one Redis. params nil means
 // DefaultArgon2; now nil means time.Now.
 func NewDirectory(rdb redis.Cmdable, sessions SessionConfig, params *Argon2Params, now func() time.Time) *Directory {
-	return &Directory{
-		Users:    NewUsers(rdb, params, now),
-		Sessions: NewSessions(rdb, sessions, now),
-		APIKeys:  NewAPIKeys(rdb, now),
+	d := &Directory{
+		Users:       NewUsers(rdb, params, now),
+		Sessions:    NewSessions(rdb, sessions, now),
+		APIKeys:     NewAPIKeys(rdb, now),
+		Revocations: NewRevocations(rdb),
 	}
+	d.Sessions.rev, d.APIKeys.rev = d.Revocations, d.Revocations
+	return d
 }
 
 // Authenticate resolves any bearer credential — an API key (cck_…) or a

@@ -47,6 +47,7 @@ type Sessions struct {
 	rdb redis.Cmdable
 	cfg SessionConfig
 	now func() time.Time
+	rev *Revocations
 }
 
 // NewSessions returns a session store. now nil means time.Now.
@@ -60,7 +61,7 @@ func NewSessions(rdb redis.Cmdable, cfg SessionConfig, now func() time.Time) *Se
 	if now == nil {
 		now = time.Now
 	}
-	return &Sessions{rdb: rdb, cfg: cfg, now: now}
+	return &Sessions{rdb: rdb, cfg: cfg, now: now, rev: NewRevocations(rdb)}
 }
 
 // Create starts a session for user and returns its secret (shown to the
@@ -138,7 +139,11 @@ func (s *Sessions) Authenticate(ctx context.Context, sec secret.Secret) (*Princi
 	if err != nil {
 		return nil, fmt.Errorf("look up session: %w", err)
 	}
-	return &Principal{UserID: res[1], Via: "session", CredentialID: res[0]}, nil
+	p := &Principal{UserID: res[1], Via: "session", CredentialID: res[0], Scopes: AllScopes}
+	if t := parseMillis(res[2]); t != nil {
+		p.ExpiresAt = *t
+	}
+	return p, nil
 }
 
 // List returns user's live sessions, oldest first.
@@ -214,7 +219,7 @@ func (s *Sessions) Revoke(ctx context.Context, user, id string) error {
 	if n == 0 {
 		return ErrSessionNotFound
 	}
-	return nil
+	return s.rev.Announce(ctx, Revocation{Kind: RevokedSession, ID: id})
 }
 
 // RevokeAll ends every session of user ("log out everywhere") and returns
@@ -224,7 +229,7 @@ func (s *Sessions) RevokeAll(ctx context.Context, user string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("revoke sessions of %s: %w", user, err)
 	}
-	return n, nil
+	return n, s.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
 }
 
 func truncate(s string, n int) string {
