@@ -3,41 +3,52 @@
 package account
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/jsonbody"
 	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/internal/identity"
 )
 
-// Service serves /v1/sessions.
+// Service serves /v1/sessions and /v1/api-keys.
 type Service struct {
-	dir *identity.Directory
+	dir    *identity.Directory
+	auth   authn.Authenticator
+	limits *ratelimit.Limiter
 }
 
-// New returns the service.
-func New(dir *identity.Directory) (*Service, error) {
+// New returns the service. auth authenticates callers (the directory
+// itself, or internal tokens behind a gateway); limits may be nil (no rate
+// limits).
+func New(dir *identity.Directory, auth authn.Authenticator, limits *ratelimit.Limiter) (*Service, error) {
 	if dir == nil {
 		return nil, errors.New("account: a Directory is required")
 	}
-	return &Service{dir: dir}, nil
+	if auth == nil {
+		auth = dir
+	}
+	return &Service{dir: dir, auth: auth, limits: limits}, nil
 }
 
 // Register adds the routes to r.
 func (s *Service) Register(r gin.IRouter) {
 	r.POST("/v1/sessions", s.login)
-	auth := r.Group("/v1/sessions", authn.Require(s.dir))
-	auth.GET("", s.list)
-	auth.DELETE("", s.logoutEverywhere)
-	auth.DELETE("/current", s.logout)
-	auth.DELETE("/:id", s.revoke)
+	sessions := r.Group("/v1/sessions", authn.Require(s.auth))
+	sessions.GET("", s.list)
+	sessions.DELETE("", s.logoutEverywhere)
+	sessions.DELETE("/current", s.logout)
+	sessions.DELETE("/:id", s.revoke)
+	keys := r.Group("/v1/api-keys", authn.Require(s.auth), authn.RequireSession)
+	keys.POST("", s.createKey)
+	keys.GET("", s.listKeys)
+	keys.DELETE("/:id", s.revokeKey)
 }
 
 type loginRequest struct {
@@ -59,16 +70,27 @@ func (s *Service) login(c *gin.Context) {
 		problem.Abort(c, problem.New(http.StatusForbidden, "csrf", "Cross-site request refused", "login from another origin"))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, 16<<10))
-	if err != nil {
-		problem.Abort(c, fmt.Errorf("read body: %w", err))
+	var req loginRequest
+	if _, err := jsonbody.Read(c, &req, 16<<10); err != nil {
+		problem.Abort(c, err)
 		return
 	}
-	var req loginRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Username == "" || req.Password == "" {
+	if req.Username == "" || req.Password == "" {
 		problem.Abort(c, problem.BadRequest(`body must be {"username": …, "password": …}`))
+		return
+	}
+	// Both budgets are spent before the password is hashed: a guesser
+	// pays with its budget, not with our CPU.
+	if err := s.limits.Allow(c, s.limitsOf().LoginPerIP, "login-ip", c.ClientIP()); err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	userKey := strings.ToLower(req.Username)
+	if !identity.ValidUserName(userKey) {
+		userKey = "(invalid)" // no such user can exist; keep the key short
+	}
+	if err := s.limits.Allow(c, s.limitsOf().LoginPerUser, "login-user", userKey); err != nil {
+		problem.Abort(c, err)
 		return
 	}
 	u, err := s.dir.Users.CheckPassword(c, req.Username, req.Password)
@@ -150,4 +172,89 @@ func (s *Service) logoutEverywhere(c *gin.Context) {
 	}
 	authn.ClearCookie(c)
 	c.Status(http.StatusNoContent)
+}
+
+func (s *Service) limitsOf() ratelimit.Limits {
+	if s.limits == nil {
+		return ratelimit.Limits{}
+	}
+	return s.limits.Limits
+}
+
+// CreateKeyRequest is the body of POST /v1/api-keys.
+type CreateKeyRequest struct {
+	Name string `json:"name"`
+	// Scopes default to every scope (jobs:submit, jobs:read).
+	Scopes []string `json:"scopes,omitempty"`
+	// ExpiresIn is a Go duration ("720h"); empty means the key does not
+	// expire on its own.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// CreateKeyResponse is the 201 body: the key's description and, this once,
+// its secret.
+type CreateKeyResponse struct {
+	identity.APIKey
+	Key string `json:"key"`
+}
+
+func (s *Service) createKey(c *gin.Context) {
+	var req CreateKeyRequest
+	if _, err := jsonbody.Read(c, &req, 16<<10); err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	spec := identity.KeySpec{User: authn.Principal(c).UserID, Name: req.Name, Scopes: req.Scopes}
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d <= 0 {
+			problem.Abort(c, invalid("expires_in", `must be a positive duration such as "720h"`))
+			return
+		}
+		spec.ExpiresAt = time.Now().Add(d)
+	}
+	if len(req.Name) > 100 {
+		problem.Abort(c, invalid("name", "at most 100 characters"))
+		return
+	}
+	sec, key, err := s.dir.APIKeys.CreateKey(c, spec)
+	if errors.Is(err, identity.ErrBadScope) {
+		problem.Abort(c, invalid("scopes", err.Error()))
+		return
+	}
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Header("Location", "/v1/api-keys/"+key.ID)
+	c.JSON(http.StatusCreated, CreateKeyResponse{APIKey: *key, Key: sec.Reveal()})
+}
+
+func (s *Service) listKeys(c *gin.Context) {
+	keys, err := s.dir.APIKeys.ListUser(c, authn.Principal(c).UserID)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"api_keys": keys})
+}
+
+func (s *Service) revokeKey(c *gin.Context) {
+	err := s.dir.APIKeys.RevokeOwn(c, authn.Principal(c).UserID, c.Param("id"))
+	if errors.Is(err, identity.ErrNotFound) {
+		problem.Abort(c, problem.New(http.StatusNotFound, "not-found", "Not found", "you have no API key with that id"))
+		return
+	}
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func invalid(field, detail string) *problem.Problem {
+	return problem.New(http.StatusUnprocessableEntity, "invalid-request", "Invalid request", field+": "+detail).
+		With("errors", []map[string]string{{"pointer": "/" + field, "detail": detail}})
 }

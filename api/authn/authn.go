@@ -86,6 +86,32 @@ func Require(a Authenticator) gin.HandlerFunc {
 	}
 }
 
+// RequireScope answers 403 insufficient_scope (RFC 6750 §3.1) unless the
+// credential Require accepted carries scope.
+func RequireScope(scope string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if p := Principal(c); p == nil || !p.Can(scope) {
+			problem.Abort(c, problem.New(http.StatusForbidden, "insufficient-scope", "Insufficient scope",
+				"this credential lacks the "+scope+" scope").
+				WithHeader("WWW-Authenticate", `Bearer realm="claimcheck", error="insufficient_scope", scope="`+scope+`"`))
+			return
+		}
+		c.Next()
+	}
+}
+
+// RequireSession refuses credentials other than a session (an API key, an
+// internal token): what it guards is managing credentials, which a leaked
+// key must not be able to do.
+func RequireSession(c *gin.Context) {
+	if p := Principal(c); p == nil || p.Via != "session" {
+		problem.Abort(c, problem.New(http.StatusForbidden, "session-required", "Session required",
+			"sign in with a password to manage API keys; an API key cannot manage keys"))
+		return
+	}
+	c.Next()
+}
+
 // credential takes the bearer credential, else the session cookie.
 func credential(r *http.Request) (secret.Secret, bool) {
 	if s, ok := secret.FromAuthorization(r.Header.Get("Authorization")); ok {

@@ -11,14 +11,12 @@
 package enqueue
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -29,7 +27,9 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/jsonbody"
 	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -62,8 +62,13 @@ type Config struct {
 	MaxTokenLifetime time.Duration
 	// MaxBodyBytes bounds a request body (1 MiB).
 	MaxBodyBytes int64
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// Limits rate-limits submissions per user; nil means no limit.
+	Limits *ratelimit.Limiter
+	// MaxActiveJobs caps each user's jobs that are queued or running; zero
+	// means no cap.
+	MaxActiveJobs int
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // Service is the enqueue API.
@@ -102,7 +107,10 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Register(r gin.IRouter) {
 	r.GET("/.well-known/jwks.json", s.jwks)
 	r.GET("/v1/job-types", s.jobTypes)
-	r.POST("/v1/jobs", authn.Require(s.cfg.Auth), s.submit)
+	auth := authn.Require(s.cfg.Auth)
+	r.POST("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsSubmit), s.submit)
+	r.GET("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsRead), s.list)
+	r.POST("/v1/jobs/:id/token", auth, authn.RequireScope(identity.ScopeJobsRead), s.reissue)
 }
 
 func (s *Service) jwks(c *gin.Context) {
@@ -151,20 +159,16 @@ var priorities = map[string]string{"high": "critical", "normal": "default", "low
 
 func (s *Service) submit(c *gin.Context) {
 	p := authn.Principal(c)
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		problem.Abort(c, fmt.Errorf("read body: %w", err))
-		return
+	if s.cfg.Limits != nil {
+		if err := s.cfg.Limits.Allow(c, s.cfg.Limits.Limits.Submit, "submit", p.UserID); err != nil {
+			problem.Abort(c, err)
+			return
+		}
 	}
 	var req SubmitRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		problem.Abort(c, problem.BadRequest("body is not a valid job request: "+err.Error()))
-		return
-	}
-	if dec.More() {
-		problem.Abort(c, problem.BadRequest("body has data after the JSON object"))
+	body, err := jsonbody.Read(c, &req, s.cfg.MaxBodyBytes)
+	if err != nil {
+		problem.Abort(c, err)
 		return
 	}
 	spec, plan, err := s.plan(req)
@@ -188,7 +192,7 @@ func (s *Service) submit(c *gin.Context) {
 	nj := jobs.NewJob{
 		ID: id.String(), Type: spec.Name, Owner: p.UserID, Queue: plan.queue,
 		MaxRetry: plan.maxRetry, Timeout: plan.timeout, TTL: tokenExp.Sub(now),
-		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]),
+		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]), MaxActive: s.cfg.MaxActiveJobs,
 	}
 	job, err := s.cfg.Store.Create(c, nj)
 	var replay *jobs.IdempotentReplay
@@ -343,8 +347,8 @@ func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job,
 		problem.Abort(c, fmt.Errorf("mint job token: %w", err))
 		return
 	}
-	self := s.cfg.ProgressURL + "/v1/jobs/" + job.ID
-	c.Header("Location", self)
+	links := s.links(job.ID)
+	c.Header("Location", links.Self)
 	c.Header("Retry-After", "1")
 	c.Header("Cache-Control", "no-store")
 	if replayed {
@@ -353,6 +357,6 @@ func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job,
 	c.JSON(http.StatusAccepted, SubmitResponse{
 		ID: job.ID, Type: job.Type, State: job.State, CreatedAt: job.CreatedAt,
 		Token: tok, TokenExpiresAt: claims.Expires(),
-		Links: Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel"},
+		Links: links,
 	})
 }

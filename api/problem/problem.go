@@ -116,6 +116,7 @@ func From(err error) *Problem {
 	var unknownType *jobs.UnknownTypeError
 	var inputErr *jobs.InputError
 	var scopeErr *tokens.ScopeError
+	var quotaErr *jobs.QuotaError
 	switch {
 	case errors.As(err, &maxBytes):
 		p = New(http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large",
@@ -144,6 +145,13 @@ func From(err error) *Problem {
 		p = New(http.StatusConflict, "not-finished", "Job has not succeeded", err.Error())
 	case errors.Is(err, jobs.ErrFinished):
 		p = New(http.StatusConflict, "already-finished", "Job already finished", err.Error())
+	case errors.As(err, &quotaErr):
+		// Retry-After is a hint: when a slot frees depends on the jobs.
+		p = New(http.StatusTooManyRequests, "quota-exceeded", "Too many active jobs",
+			"you have "+strconv.Itoa(quotaErr.Active)+" jobs queued or running, the most allowed; wait for one to end or cancel one").
+			With("active_jobs", quotaErr.Active).With("limit", quotaErr.Limit).WithHeader("Retry-After", "5")
+	case errors.Is(err, jobs.ErrBadCursor):
+		p = BadRequest("cursor is not one this API handed out")
 	default:
 		p = New(http.StatusInternalServerError, "internal", "Internal error", "")
 	}

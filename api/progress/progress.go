@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/hibiken/asynq"
 
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/internal/blob"
@@ -28,10 +27,7 @@ import (
 )
 
 // Canceler is the part of asynq.Inspector that cancellation needs.
-type Canceler interface {
-	DeleteTask(queue, id string) error
-	CancelProcessing(id string) error
-}
+type Canceler = jobs.Canceler
 
 // Config wires the service. Every field but Logger and Retention is required.
 type Config struct {
@@ -138,36 +134,9 @@ func nextETag(s string) (tag, rest string) {
 
 func (s *Service) cancel(c *gin.Context) {
 	id := c.Param("id")
-	if _, err := s.cfg.Store.RequestCancel(c, id); err != nil {
-		problem.Abort(c, err)
-		return
-	}
-	j, err := s.cfg.Store.Get(c, id)
+	j, err := jobs.CancelJob(c, s.cfg.Store, s.cfg.Canceler, id, s.cfg.Retention)
 	if err != nil {
 		problem.Abort(c, err)
-		return
-	}
-	// A task still waiting in Asynq is removed outright. One that is
-	// running (DeleteTask refuses active tasks) gets Asynq's cancellation,
-	// and the flag set above stops it at its next progress write or start.
-	if err := s.cfg.Canceler.DeleteTask(j.Queue, id); err == nil {
-		if _, err := s.cfg.Store.Cancel(c, id, s.cfg.Retention); err != nil {
-			problem.Abort(c, err)
-			return
-		}
-	} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-		if err := s.cfg.Canceler.CancelProcessing(id); err != nil {
-			problem.Abort(c, fmt.Errorf("cancel job %s: %w", id, err))
-			return
-		}
-	}
-	if j, err = s.cfg.Store.Get(c, id); err != nil {
-		problem.Abort(c, err)
-		return
-	}
-	if j.State.Final() && j.State != jobs.StateCanceled {
-		// The job ended on its own between the cancel request and now.
-		problem.Abort(c, fmt.Errorf("cancel job %s (%s): %w", id, j.State, jobs.ErrFinished))
 		return
 	}
 	c.Header("ETag", j.ETag())

@@ -21,6 +21,9 @@ func New(logger *slog.Logger) *gin.Engine {
 		logger = slog.Default()
 	}
 	r := gin.New()
+	// Trust no proxy's X-Forwarded-For until told to (SetTrustedProxies):
+	// the client address keys rate limits, and must not be choosable.
+	_ = r.SetTrustedProxies(nil)
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
 	r.Use(problem.Recover(), accessLog(logger))

@@ -170,7 +170,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 			if err != nil {
 				return err
 			}
-			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg.Logger, prog), listening(c.cfg, "progress"))
+			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg, prog), listening(c.cfg, "progress"))
 		},
 	}
 	c.bind(cmd.Flags(), false)

@@ -94,18 +94,32 @@ they expire (a job token proves one job, it is not a credential of the user).`,
 			return tw.Flush()
 		},
 	}
+	var cancelJobs bool
 	block := &cobra.Command{
 		Use:   "block NAME",
 		Short: "Block a user: end all their sessions and API keys now",
-		Args:  cobra.ExactArgs(1),
+		Long: `block ends every session and API key of the user at once and refuses their
+password. Their queued and running jobs carry on, and those jobs' tokens keep
+working until they expire, unless --cancel-jobs is given: then every job of
+theirs that has not ended is cancelled too.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := dir().Block(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "blocked %s; their sessions and API keys are revoked\n", args[0])
+			if !cancelJobs {
+				return nil
+			}
+			n, err := app.CancelUserJobs(cmd.Context(), c.cfg, r.Client, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelled %d active jobs of %s\n", n, args[0])
 			return nil
 		},
 	}
+	block.Flags().BoolVar(&cancelJobs, "cancel-jobs", false, "also cancel the user's queued and running jobs")
 	unblock := &cobra.Command{
 		Use:   "unblock NAME",
 		Short: "Let a blocked user sign in again",

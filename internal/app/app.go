@@ -22,6 +22,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/account"
 	"github.com/claimcheck/claimcheck/api/enqueue"
 	"github.com/claimcheck/claimcheck/api/progress"
+	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
@@ -61,6 +62,14 @@ type Config struct {
 	Sessions identity.SessionConfig
 	// Argon2 overrides the password hashing cost (identity.DefaultArgon2).
 	Argon2 *identity.Argon2Params
+	// Limits are the request rate limits (ratelimit.DefaultLimits()).
+	Limits *ratelimit.Limits
+	// MaxActiveJobs caps each user's queued and running jobs (100; a
+	// negative value means no cap).
+	MaxActiveJobs int
+	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
+	// believed when finding a client's address (none).
+	TrustedProxies []string
 	// Logger receives logs (slog.Default()).
 	Logger *slog.Logger
 }
@@ -91,10 +100,20 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxActiveJobs == 0 {
+		c.MaxActiveJobs = 100
+	}
 	if c.Worker.Logger == nil {
 		c.Worker.Logger = c.Logger
 	}
 	return c
+}
+
+func (c Config) limits() ratelimit.Limits {
+	if c.Limits == nil {
+		return ratelimit.DefaultLimits()
+	}
+	return *c.Limits
 }
 
 // Redis is an open connection, possibly to an embedded server.
@@ -157,9 +176,11 @@ func API(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *t
 		Auth:        dir,
 		Minter:      &tokens.Minter{Keys: keys},
 		JWKS:        keys.JWKS,
-		ProgressURL: cfg.ProgressURL,
-		Retention:   cfg.Retention,
-		Logger:      cfg.Logger,
+		ProgressURL:   cfg.ProgressURL,
+		Retention:     cfg.Retention,
+		Logger:        cfg.Logger,
+		Limits:        ratelimit.New(rdb, cfg.limits()),
+		MaxActiveJobs: max(cfg.MaxActiveJobs, 0),
 	})
 }
 
@@ -188,6 +209,30 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	return worker.New(cfg.Worker, rdb, jobs.NewStore(rdb, nil), blobs, cfg.Types...)
 }
 
+// CancelUserJobs cancels every job of user that has not ended (`users block
+// --cancel-jobs`) and returns how many it cancelled. A job that ends on its
+// own meanwhile is not counted.
+func CancelUserJobs(ctx context.Context, cfg Config, rdb redis.UniversalClient, user string) (int, error) {
+	store := jobs.NewStore(rdb, nil)
+	ids, err := store.Active(ctx, user)
+	if err != nil {
+		return 0, err
+	}
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	n := 0
+	for _, id := range ids {
+		_, err := jobs.CancelJob(ctx, store, inspector, id, cfg.Retention)
+		switch {
+		case errors.Is(err, jobs.ErrFinished), errors.Is(err, jobs.ErrNotFound):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
+
 // ProgressKeys returns the key source a separate progress process verifies
 // with: the JWKS URL when set, else the public keys in JobKeyDir.
 func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
@@ -198,8 +243,13 @@ func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
 }
 
 // Handler returns an engine with the given services registered.
-func Handler(logger *slog.Logger, services ...interface{ Register(gin.IRouter) }) http.Handler {
-	r := router.New(logger)
+func Handler(cfg Config, services ...interface{ Register(gin.IRouter) }) http.Handler {
+	r := router.New(cfg.Logger)
+	if len(cfg.TrustedProxies) > 0 {
+		if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+			cfg.Logger.Error("ignoring trusted proxies", "err", err)
+		}
+	}
 	for _, s := range services {
 		s.Register(r)
 	}
@@ -212,7 +262,7 @@ func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg.Logger, services...), nil
+	return Handler(cfg, services...), nil
 }
 
 func apiServices(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) ([]interface{ Register(gin.IRouter) }, error) {
@@ -221,7 +271,7 @@ func apiServices(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) ([]
 	if err != nil {
 		return nil, err
 	}
-	acct, err := account.New(dir)
+	acct, err := account.New(dir, dir, ratelimit.New(rdb, cfg.limits()))
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +289,7 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg.Logger, append(services, prog, web.Service{})...), nil
+	return Handler(cfg, append(services, prog, web.Service{})...), nil
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

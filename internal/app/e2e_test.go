@@ -51,7 +51,7 @@ type stack struct {
 	countRuns    atomic.Int32
 }
 
-func newStack(t testing.TB) *stack {
+func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 	t.Helper()
 	ctx := context.Background()
 	rdb := redistest.Client(t)
@@ -67,7 +67,11 @@ func newStack(t testing.TB) *stack {
 			RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
 		},
 		Types: append(builtin.Types(), s.testTypes()...),
-	}.WithDefaults()
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg = cfg.WithDefaults()
 	var err error
 	s.keys, _, err = tokens.EnsureDir(cfg.JobKeyDir)
 	if err != nil {
@@ -103,7 +107,7 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.progress = httptest.NewServer(app.Handler(cfg.Logger, prog))
+	s.progress = httptest.NewServer(app.Handler(cfg, prog))
 	t.Cleanup(s.progress.Close)
 
 	w, err := app.Worker(cfg, rdb)

@@ -31,6 +31,7 @@ var (
 	ErrNotFinished = errors.New("job not finished")
 	ErrFinished    = errors.New("job already finished")
 	ErrExists      = errors.New("job already exists")
+	ErrQuota       = errors.New("active job quota reached")
 )
 
 // Job is a job record as clients see it.

@@ -13,9 +13,18 @@ const (
 	// KeyPrefixIdempotency prefixes Idempotency-Key claims: a string per
 	// (owner, key) pair holding "<job id> <body hash>".
 	KeyPrefixIdempotency = "cc:idem:"
+	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
+	// all with score 0 so it orders by id; ids are UUIDv7, so that is
+	// creation order, and a cursor is simply the last id seen.
+	KeyPrefixOwnerJobs = "cc:owner-jobs:"
+	// KeyPrefixOwnerActive prefixes a set per owner of the ids of jobs that
+	// may still be active; finished ones are pruned when the set is full.
+	KeyPrefixOwnerActive = "cc:owner-active:"
 )
 
-func jobKey(id string) string { return KeyPrefixJob + id }
+func jobKey(id string) string            { return KeyPrefixJob + id }
+func ownerJobsKey(owner string) string   { return KeyPrefixOwnerJobs + owner }
+func ownerActiveKey(owner string) string { return KeyPrefixOwnerActive + owner }
 
 // idempotencyKey hashes owner and client key together so neither can smuggle
 // separators or unbounded length into a key name.

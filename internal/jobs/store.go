@@ -42,6 +42,9 @@ type NewJob struct {
 	IdempotencyKey string
 	// BodyHash identifies the request body that the idempotency key claims.
 	BodyHash string
+	// MaxActive, when positive, refuses the job if the owner already has
+	// this many that have not ended.
+	MaxActive int
 }
 
 // IdempotentReplay is returned by Create when the owner already used the
@@ -57,26 +60,67 @@ func (r *IdempotentReplay) Error() string {
 }
 
 var createScript = redis.NewScript(`
--- KEYS[1] job record, KEYS[2] idempotency claim (optional)
--- ARGV[1] ttl ms, ARGV[2] claim value, ARGV[3..] record field/value pairs
-if #KEYS == 2 then
-  local prev = redis.call("GET", KEYS[2])
+-- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
+-- KEYS[4] idempotency claim (optional)
+-- ARGV[1] ttl ms, ARGV[2] claim value, ARGV[3] max active jobs (0: no
+-- limit), ARGV[4] index cutoff id, ARGV[5] job id, ARGV[6..] record pairs
+if #KEYS == 4 then
+  local prev = redis.call("GET", KEYS[4])
   if prev then return prev end
-  redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[1])
 end
 if redis.call("EXISTS", KEYS[1]) == 1 then
   return redis.error_reply("EXISTS job record")
 end
-redis.call("HSET", KEYS[1], unpack(ARGV, 3))
+local max = tonumber(ARGV[3])
+if max > 0 and redis.call("SCARD", KEYS[3]) >= max then
+  -- Full: drop the jobs that have ended (or whose record expired) since
+  -- they were added, then count again. Only a full set pays for this.
+  for _, id in ipairs(redis.call("SMEMBERS", KEYS[3])) do
+    local st = redis.call("HGET", "` + KeyPrefixJob + `" .. id, "state")
+    if not st or st == "succeeded" or st == "failed" or st == "canceled" then
+      redis.call("SREM", KEYS[3], id)
+    end
+  end
+  local n = redis.call("SCARD", KEYS[3])
+  if n >= max then return redis.error_reply("QUOTA " .. n) end
+end
+if #KEYS == 4 then
+  redis.call("SET", KEYS[4], ARGV[2], "PX", ARGV[1])
+end
+redis.call("HSET", KEYS[1], unpack(ARGV, 6))
 redis.call("PEXPIRE", KEYS[1], ARGV[1])
+redis.call("SADD", KEYS[3], ARGV[5])
+redis.call("ZADD", KEYS[2], 0, ARGV[5])
+-- Ids older than any record can be are dropped from the index as we go.
+redis.call("ZREMRANGEBYLEX", KEYS[2], "-", "(" .. ARGV[4])
+redis.call("PEXPIRE", KEYS[2], ARGV[1])
+redis.call("PEXPIRE", KEYS[3], ARGV[1])
 return false
 `)
 
-// Create writes a queued job record, claiming the idempotency key in the same
-// round trip. It returns *IdempotentReplay when the key was used before.
+// QuotaError is returned by Create when the owner already has MaxActive
+// jobs that have not ended.
+type QuotaError struct {
+	Active, Limit int
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("%d of %d active jobs: %v", e.Active, e.Limit, ErrQuota)
+}
+
+func (e *QuotaError) Unwrap() error { return ErrQuota }
+
+// indexHorizon is how far back the owner index keeps ids: longer than any
+// record lives (a job token's lifetime is capped at seven days).
+const indexHorizon = 8 * 24 * time.Hour
+
+// Create writes a queued job record, claiming the idempotency key and
+// checking the owner's active-job quota in the same round trip. It returns
+// *IdempotentReplay when the key was used before and *QuotaError when the
+// owner has nj.MaxActive jobs under way.
 func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	now := s.now()
-	keys := []string{jobKey(nj.ID)}
+	keys := []string{jobKey(nj.ID), ownerJobsKey(nj.Owner), ownerActiveKey(nj.Owner)}
 	if nj.IdempotencyKey != "" {
 		keys = append(keys, idempotencyKey(nj.Owner, nj.IdempotencyKey))
 	}
@@ -85,7 +129,7 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 		ttl = 24 * time.Hour
 	}
 	args := []any{
-		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash,
+		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash, nj.MaxActive, idPrefixAt(now.Add(-indexHorizon)), nj.ID,
 		fID, nj.ID, fType, nj.Type, fOwner, nj.Owner, fQueue, nj.Queue,
 		fState, string(StateQueued), fCreated, ms(now), fAttempts, 0,
 		fMaxRetry, nj.MaxRetry, fTimeout, nj.Timeout.Milliseconds(), fVersion, 1,
@@ -100,11 +144,21 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 		return j, nil
 	case err != nil && strings.Contains(err.Error(), "EXISTS job record"):
 		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrExists)
+	case err != nil && strings.Contains(err.Error(), "QUOTA "):
+		n, _ := strconv.Atoi(err.Error()[strings.Index(err.Error(), "QUOTA ")+6:])
+		return nil, &QuotaError{Active: n, Limit: nj.MaxActive}
 	case err != nil:
 		return nil, fmt.Errorf("create job %s: %w", nj.ID, err)
 	}
 	prevID, prevHash, _ := strings.Cut(res, " ")
 	return nil, &IdempotentReplay{JobID: prevID, SameBody: prevHash == nj.BodyHash}
+}
+
+// idPrefixAt is the smallest UUIDv7 string for a time: its first 48 bits are
+// the Unix time in milliseconds, written as "xxxxxxxx-xxxx".
+func idPrefixAt(t time.Time) string {
+	msec := uint64(t.UnixMilli())
+	return fmt.Sprintf("%08x-%04x", msec>>16, msec&0xffff)
 }
 
 // Discard removes a record (and its idempotency claim) that was created for a
@@ -114,7 +168,13 @@ func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue stri
 	if idempotencyKeyValue != "" {
 		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
 	}
-	if err := s.rdb.Del(ctx, keys...).Err(); err != nil {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, keys...)
+		p.ZRem(ctx, ownerJobsKey(owner), id)
+		p.SRem(ctx, ownerActiveKey(owner), id)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("discard job %s: %w", id, err)
 	}
 	return nil

@@ -1,0 +1,93 @@
+// Package ratelimit applies claimcheck's request limits with
+// go-redis/redis_rate (GCRA in one Lua call), so every api and gateway
+// instance shares one budget per key. A refusal is a 429 problem+json with
+// Retry-After.
+//
+// What is limited, and keyed by what:
+//
+//	login       per user name and per client IP    brute force on passwords
+//	exchange    per client IP, on the costly path   credential guessing, signing load
+//	submit      per user                           queue flooding
+//
+// The gateway's cached exchange costs no Redis call and is not limited; a
+// cache miss (a Redis lookup and a signature) and every refused credential
+// are.
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/api/problem"
+)
+
+// Limits are the budgets; a zero Limit means unlimited.
+type Limits struct {
+	LoginPerUser redis_rate.Limit
+	LoginPerIP   redis_rate.Limit
+	Exchange     redis_rate.Limit
+	Submit       redis_rate.Limit
+}
+
+// DefaultLimits suit people and scripts, not attackers: ten password tries a
+// minute per account, thirty per address; a hundred uncached exchanges a
+// second per address; twenty submissions a second per user, bursting to a
+// hundred.
+func DefaultLimits() Limits {
+	return Limits{
+		LoginPerUser: redis_rate.PerMinute(10),
+		LoginPerIP:   redis_rate.PerMinute(30),
+		Exchange:     redis_rate.Limit{Rate: 100, Period: time.Second, Burst: 200},
+		Submit:       redis_rate.Limit{Rate: 20, Period: time.Second, Burst: 100},
+	}
+}
+
+// KeyPrefix starts every rate-limit key in Redis (after redis_rate's own
+// "rate:").
+const KeyPrefix = "cc:"
+
+// Limiter spends from named budgets.
+type Limiter struct {
+	Limits Limits
+	rl     *redis_rate.Limiter
+}
+
+// New returns a limiter on rdb.
+func New(rdb redis.UniversalClient, limits Limits) *Limiter {
+	return &Limiter{Limits: limits, rl: redis_rate.NewLimiter(rdb)}
+}
+
+// Allow spends one event of limit from the budget named by kind and key. It
+// returns a 429 *problem.Problem when the budget is spent. A nil Limiter or
+// a zero limit allows everything.
+func (l *Limiter) Allow(ctx context.Context, limit redis_rate.Limit, kind, key string) error {
+	if l == nil || limit.IsZero() {
+		return nil
+	}
+	res, err := l.rl.Allow(ctx, KeyPrefix+kind+":"+key, limit)
+	if err != nil {
+		return fmt.Errorf("rate limit %s: %w", kind, err)
+	}
+	if res.Allowed > 0 {
+		return nil
+	}
+	return TooMany(kind, res.RetryAfter)
+}
+
+// TooMany is the 429 answer, with Retry-After in whole seconds (at least 1).
+func TooMany(kind string, retryAfter time.Duration) *problem.Problem {
+	secs := int(math.Ceil(retryAfter.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	return problem.New(http.StatusTooManyRequests, "rate-limited", "Too many requests",
+		"the "+kind+" rate limit is spent; retry after "+strconv.Itoa(secs)+"s").
+		WithHeader("Retry-After", strconv.Itoa(secs)).With("limit", kind)
+}

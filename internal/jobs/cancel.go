@@ -1,0 +1,49 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Canceler is the part of asynq.Inspector that cancellation needs.
+type Canceler interface {
+	DeleteTask(queue, id string) error
+	CancelProcessing(id string) error
+}
+
+// CancelJob cancels job id wherever it is and returns the record afterwards:
+// canceled when it was still queued (its task is deleted), still running
+// with the cancel flag set when a worker holds it (Asynq's cancellation and
+// the flag stop it at its next progress write or start). A job that ended
+// first, before or during the cancel, is ErrFinished.
+func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, retention time.Duration) (*Job, error) {
+	if _, err := store.RequestCancel(ctx, id); err != nil {
+		return nil, err
+	}
+	j, err := store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	// DeleteTask refuses active tasks; a running one gets CancelProcessing.
+	if err := canceler.DeleteTask(j.Queue, id); err == nil {
+		if _, err := store.Cancel(ctx, id, retention); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		if err := canceler.CancelProcessing(id); err != nil {
+			return nil, fmt.Errorf("cancel job %s: %w", id, err)
+		}
+	}
+	if j, err = store.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	if j.State.Final() && j.State != StateCanceled {
+		// The job ended on its own between the request and now.
+		return j, fmt.Errorf("cancel job %s (%s): %w", id, j.State, ErrFinished)
+	}
+	return j, nil
+}
