@@ -6,10 +6,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -86,5 +90,49 @@ func TestUsersAndAPIKeysCommands(t *testing.T) {
 	}
 	if _, err := run(t, ctx, "", "apikeys", "revoke", p.CredentialID); err == nil {
 		t.Fatal("revoking twice succeeded")
+	}
+}
+
+func TestBlockWithCancelJobs(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := context.Background()
+	t.Setenv("REDIS_URL", redistest.URL())
+	store := jobs.NewStore(rdb, nil)
+	client := asynq.NewClientFromRedisClient(rdb)
+	submit := func(owner string) string {
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: "sleep", Owner: owner, Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Enqueue(asynq.NewTask("sleep", nil), asynq.TaskID(id), asynq.Queue("default")); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if _, err := run(t, ctx, "correct horse\n", "users", "add", "ann", "--password-stdin"); err != nil {
+		t.Fatal(err)
+	}
+	ann1, ann2, bob := submit("ann"), submit("ann"), submit("bob")
+	if _, err := store.Cancel(ctx, ann2, time.Hour); err != nil { // already ended: not counted
+		t.Fatal(err)
+	}
+	ann3 := submit("ann")
+
+	out, err := run(t, ctx, "", "users", "block", "ann", "--cancel-jobs")
+	if err != nil || !strings.Contains(out, "cancelled 2 active jobs of ann") {
+		t.Fatalf("block --cancel-jobs: %v %s", err, out)
+	}
+	for id, want := range map[string]jobs.State{ann1: jobs.StateCanceled, ann3: jobs.StateCanceled, bob: jobs.StateQueued} {
+		if j, err := store.Get(ctx, id); err != nil || j.State != want {
+			t.Fatalf("job %s: %v %v, want %s", id, j.State, err, want)
+		}
+	}
+	// The cancelled jobs' tasks are gone from the queue; bob's is not.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if _, err := insp.GetTaskInfo("default", ann1); err == nil {
+		t.Fatal("cancelled job's task still queued")
+	}
+	if _, err := insp.GetTaskInfo("default", bob); err != nil {
+		t.Fatalf("bob's task: %v", err)
 	}
 }
