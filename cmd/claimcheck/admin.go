@@ -93,6 +93,8 @@ func newAPIKeys() *cobra.Command {
 		return identity.NewAPIKeys(r.Client, nil), r.Close, nil
 	}
 	var user, name string
+	var scopes []string
+	var expiresIn time.Duration
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API key for a user and print it once",
@@ -103,7 +105,11 @@ func newAPIKeys() *cobra.Command {
 				return err
 			}
 			defer done()
-			s, k, err := keys.Create(cmd.Context(), user, name, "")
+			spec := identity.KeySpec{User: user, Name: name, Scopes: scopes}
+			if expiresIn > 0 {
+				spec.ExpiresAt = time.Now().Add(expiresIn)
+			}
+			s, k, err := keys.CreateKey(cmd.Context(), spec)
 			if err != nil {
 				return err
 			}
@@ -114,6 +120,8 @@ func newAPIKeys() *cobra.Command {
 	}
 	create.Flags().StringVar(&user, "user", "", "user the key acts for (required)")
 	create.Flags().StringVar(&name, "name", "", "a label for the key")
+	create.Flags().StringSliceVar(&scopes, "scope", nil, "what the key may do: jobs:submit, jobs:read (default both)")
+	create.Flags().DurationVar(&expiresIn, "expires-in", 0, "end the key on its own after this long (e.g. 720h; default never)")
 	_ = create.MarkFlagRequired("user")
 	list := &cobra.Command{
 		Use:   "list",
@@ -130,9 +138,10 @@ func newAPIKeys() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tUSER\tNAME\tCREATED")
+			fmt.Fprintln(tw, "ID\tPREFIX\tUSER\tNAME\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
 			for _, k := range all {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.User, k.Name, k.CreatedAt.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.User, k.Name, strings.Join(k.Scopes, ","),
+					k.CreatedAt.Format(time.RFC3339), orNever(k.LastUsed), orNever(k.ExpiresAt))
 			}
 			return tw.Flush()
 		},
@@ -233,4 +242,11 @@ func inspectToken(w io.Writer, keys tokens.KeySource, tok string) error {
 		return fmt.Errorf("token does not verify: %w", verr)
 	}
 	return nil
+}
+
+func orNever(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
 }
