@@ -56,13 +56,13 @@ const credentialKeyName = "claimcheck.credential"
 // a cookie request that fails the CSRF check) before the handler runs.
 func Require(a Authenticator) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		cred, viaCookie := credential(c.Request)
+		cred, viaCookie := FromRequest(c.Request)
 		if cred == "" {
 			problem.Abort(c, problem.Unauthorized("sign in, or send an API key or session: Authorization: Bearer <credential>",
 				`Bearer realm="claimcheck"`))
 			return
 		}
-		if viaCookie && !safeMethod(c.Request.Method) && !SameOrigin(c.Request) {
+		if viaCookie && !SafeMethod(c.Request.Method) && !SameOrigin(c.Request) {
 			problem.Abort(c, problem.New(http.StatusForbidden, "csrf", "Cross-site request refused",
 				"a cookie-authenticated request that changes state must carry an Origin header naming this site"))
 			return
@@ -112,8 +112,9 @@ func RequireSession(c *gin.Context) {
 	c.Next()
 }
 
-// credential takes the bearer credential, else the session cookie.
-func credential(r *http.Request) (secret.Secret, bool) {
+// FromRequest takes the bearer credential, else the session cookie; the
+// bool says it came from the cookie (and so needs the CSRF check).
+func FromRequest(r *http.Request) (secret.Secret, bool) {
 	if s, ok := secret.FromAuthorization(r.Header.Get("Authorization")); ok {
 		return s, false
 	}
@@ -123,7 +124,9 @@ func credential(r *http.Request) (secret.Secret, bool) {
 	return "", false
 }
 
-func safeMethod(m string) bool {
+// SafeMethod reports whether a method changes nothing (GET, HEAD, OPTIONS),
+// so that a cross-site request with it needs no CSRF check.
+func SafeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 

@@ -39,7 +39,7 @@ underscores (CLAIMCHECK_DATA_DIR), and REDIS_URL for --redis-url.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newKeys(), newAPIKeys(), newUsers(), newToken())
+	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newGateway(), newKeys(), newAPIKeys(), newUsers(), newToken())
 	return root
 }
 
@@ -53,6 +53,7 @@ type common struct {
 func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	if addr {
 		fs.StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8080", "listen address `host:port`")
+		fs.StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (rate limits key on the client address)")
 	}
 	fs.StringVar(&c.cfg.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
 	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")

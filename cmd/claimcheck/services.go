@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -65,11 +66,13 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		return err
 	}
 	defer w.Shutdown()
-	h, err := app.DevHandler(cfg, r.Client, keys)
+	dev, err := app.DevHandler(cfg, r.Client, keys)
 	if err != nil {
 		return err
 	}
-	return app.Serve(ctx, cfg.Addr, h, func(addr string) {
+	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
+		map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}, nil)
+	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
 		url := "http://" + addr
 		fmt.Fprintln(out, "claimcheck dev: api, worker, progress and web UI on one port")
 		if r.Embedded != nil {
@@ -116,6 +119,8 @@ func (c *common) loadShared(cmd *cobra.Command, what string) (*app.Redis, error)
 
 func newAPI() *cobra.Command {
 	var c common
+	var trustGateway bool
+	var gatewayJWKS string
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Run the enqueue API (POST /v1/jobs, job types, JWKS)",
@@ -133,16 +138,90 @@ func newAPI() *cobra.Command {
 			if created {
 				c.cfg.Logger.Info("generated a job-token signing key", "dir", c.cfg.JobKeyDir)
 			}
+			if trustGateway {
+				if c.cfg.GatewayKeys, err = gatewayKeys(cmd.Context(), c.cfg, gatewayJWKS); err != nil {
+					return err
+				}
+			}
 			h, err := app.APIHandler(c.cfg, r.Client, keys)
 			if err != nil {
 				return err
 			}
+			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, map[string]*tokens.KeySet{c.cfg.JobKeyDir: keys}, nil)
 			return app.Serve(cmd.Context(), c.cfg.Addr, h, listening(c.cfg, "api"))
 		},
 	}
 	c.bind(cmd.Flags(), true)
+	cmd.Flags().BoolVar(&trustGateway, "trust-gateway", false, "authenticate people only by the gateway's internal tokens (at+jwt), not by sessions or API keys")
+	cmd.Flags().StringVar(&gatewayJWKS, "gateway-jwks-url", "", "with --trust-gateway: the gateway's JWKS URL (default: public keys in DATA_DIR/keys/gateway)")
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+// gatewayKeys is how an api behind the gateway verifies its tokens: the
+// gateway's JWKS when a URL is given, else the public keys in its key dir.
+func gatewayKeys(ctx context.Context, cfg app.Config, jwksURL string) (tokens.KeySource, error) {
+	if jwksURL != "" {
+		return tokens.NewRemoteKeys(ctx, jwksURL, nil)
+	}
+	ks, err := tokens.LoadDir(cfg.GatewayKeyDir)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-gateway: %w (give --gateway-jwks-url, or copy the gateway's *.pub.pem files there)", err)
+	}
+	return ks, nil
+}
+
+func newGateway() *cobra.Command {
+	var c common
+	var upstream string
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Exchange sessions and API keys for short-lived internal tokens (forward-auth endpoint and reverse proxy)",
+		Long: `gateway serves GET /v1/auth/exchange, which forward-auth proxies (Traefik
+forwardAuth, nginx auth_request, Envoy ext_authz) call with the client's
+request headers: a valid session cookie, bearer session or API key gets 200
+with "Authorization: Bearer <at+jwt>" and X-Claimcheck-User; anything else a
+401 or 403 problem. Its public keys are at /v1/auth/jwks.json.
+
+With --upstream it is also a reverse proxy: every other request carrying a
+credential is exchanged and forwarded with the internal token instead of the
+credential (WebSockets and event streams pass through). Run the api behind it
+with --trust-gateway.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := c.loadShared(cmd, "gateway")
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var up *url.URL
+			if upstream != "" {
+				if up, err = url.Parse(upstream); err != nil || up.Scheme == "" || up.Host == "" {
+					return fmt.Errorf("--upstream %q: want an absolute URL such as http://127.0.0.1:8080", upstream)
+				}
+			}
+			gwKeys, created, err := tokens.EnsureDir(c.cfg.GatewayKeyDir)
+			if err != nil {
+				return err
+			}
+			if created {
+				c.cfg.Logger.Info("generated a gateway signing key", "dir", c.cfg.GatewayKeyDir)
+			}
+			gw, err := app.Gateway(c.cfg, r.Client, app.Identity(c.cfg, r.Client), gwKeys)
+			if err != nil {
+				return err
+			}
+			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, gw, map[string]*tokens.KeySet{c.cfg.GatewayKeyDir: gwKeys}, nil)
+			return app.Serve(cmd.Context(), c.cfg.Addr, app.GatewayHandler(c.cfg, gw, up), listening(c.cfg, "gateway"))
+		},
+	}
+	c.bind(cmd.Flags(), false)
+	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8082", "listen address `host:port`")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "proxy every other request to this URL, exchanged (default: forward-auth only)")
+	cmd.Flags().StringVar(&c.cfg.GatewayKeyDir, "key-dir", "", "internal-token signing keys (default DATA_DIR/keys/gateway)")
+	cmd.Flags().StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (the forward-auth proxy)")
 	annotateEnv(cmd.Flags())
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/api/account"
+	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/gateway"
 	"github.com/claimcheck/claimcheck/api/enqueue"
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
@@ -44,6 +47,14 @@ type Config struct {
 	RedisURL string
 	// JobKeyDir holds the api's job-token signing keys (DataDir/keys/jobs).
 	JobKeyDir string
+	// GatewayKeyDir holds the gateway's internal-token signing keys
+	// (DataDir/keys/gateway): separate from the job keys, so neither
+	// service can mint the other's tokens.
+	GatewayKeyDir string
+	// GatewayKeys, when set, puts the api in trust-gateway mode: it
+	// authenticates people only by the gateway's internal tokens, verified
+	// with these keys, and no longer accepts sessions or API keys directly.
+	GatewayKeys tokens.KeySource
 	// ResultsDir is the blob store directory (DataDir/results).
 	ResultsDir string
 	// ProgressURL is the progress service's public base URL, for links
@@ -84,6 +95,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.JobKeyDir == "" {
 		c.JobKeyDir = filepath.Join(c.DataDir, "keys", "jobs")
+	}
+	if c.GatewayKeyDir == "" {
+		c.GatewayKeyDir = filepath.Join(c.DataDir, "keys", "gateway")
 	}
 	if c.ResultsDir == "" {
 		c.ResultsDir = filepath.Join(c.DataDir, "results")
@@ -163,8 +177,8 @@ func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 	return identity.NewDirectory(rdb, cfg.Sessions, cfg.Argon2, nil)
 }
 
-// API builds the enqueue API's routes, authenticating people with dir.
-func API(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *tokens.KeySet) (*enqueue.Service, error) {
+// API builds the enqueue API's routes, authenticating people with auth.
+func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *tokens.KeySet) (*enqueue.Service, error) {
 	catalog, err := worker.Catalog(cfg.Types)
 	if err != nil {
 		return nil, err
@@ -173,7 +187,7 @@ func API(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *t
 		Catalog:     catalog,
 		Store:       jobs.NewStore(rdb, nil),
 		Enqueuer:    asynq.NewClientFromRedisClient(rdb),
-		Auth:        dir,
+		Auth:        auth,
 		Minter:      &tokens.Minter{Keys: keys},
 		JWKS:        keys.JWKS,
 		ProgressURL:   cfg.ProgressURL,
@@ -243,7 +257,7 @@ func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
 }
 
 // Handler returns an engine with the given services registered.
-func Handler(cfg Config, services ...interface{ Register(gin.IRouter) }) http.Handler {
+func Handler(cfg Config, services ...service) http.Handler {
 	r := router.New(cfg.Logger)
 	if len(cfg.TrustedProxies) > 0 {
 		if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
@@ -256,32 +270,112 @@ func Handler(cfg Config, services ...interface{ Register(gin.IRouter) }) http.Ha
 	return r
 }
 
+type service = interface{ Register(gin.IRouter) }
+
+// apiServices builds the api's services on dir. People authenticate with
+// their sessions and keys, or, with cfg.GatewayKeys, with the gateway's
+// internal tokens only.
+func apiServices(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *tokens.KeySet) ([]service, error) {
+	var auth authn.Authenticator = dir
+	if cfg.GatewayKeys != nil {
+		auth = gateway.TokenAuthenticator{Verifier: &tokens.AccessVerifier{Keys: cfg.GatewayKeys}}
+	}
+	api, err := API(cfg, rdb, auth, keys)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := account.New(dir, auth, ratelimit.New(rdb, cfg.limits()))
+	if err != nil {
+		return nil, err
+	}
+	return []service{api, acct}, nil
+}
+
+// Gateway builds the exchange service: it authenticates with dir and signs
+// internal tokens with gwKeys. Revocations made through dir purge its cache
+// at once; call WatchRevocations for those made by other processes.
+func Gateway(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, gwKeys *tokens.KeySet) (*gateway.Service, error) {
+	gw, err := gateway.New(gateway.Config{
+		Auth:   dir,
+		Minter: &tokens.AccessMinter{Keys: gwKeys},
+		Limits: ratelimit.New(rdb, cfg.limits()),
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dir.Revocations.OnRevoke(gw.Purge)
+	return gw, nil
+}
+
+// WatchRevocations runs until ctx ends, passing every revocation announced
+// on Redis to gw (which may be nil) and, when everything must be forgotten
+// (a key rotation, or a reconnect that may have lost messages), reloading
+// each key set from its directory first, so a rotated or retired key takes
+// effect without a restart. ready, if not nil, is closed once subscribed.
+func WatchRevocations(ctx context.Context, cfg Config, rdb redis.UniversalClient, gw *gateway.Service, dirs map[string]*tokens.KeySet, ready chan<- struct{}) {
+	err := identity.ListenRevocations(ctx, rdb, func(rev identity.Revocation) {
+		if rev.Kind == identity.RevokedAll {
+			for dir, ks := range dirs {
+				if err := tokens.ReloadDir(ks, dir); err != nil {
+					cfg.Logger.Error("reload keys", "dir", dir, "err", err)
+				}
+			}
+		}
+		if gw != nil {
+			gw.Purge(rev)
+		}
+	}, ready)
+	if err != nil {
+		cfg.Logger.Error("revocation listener stopped", "err", err)
+	}
+}
+
+// GatewayHandler is the gateway process's handler: the exchange and JWKS,
+// and, when upstream is not nil, a reverse proxy to it for every other path.
+func GatewayHandler(cfg Config, gw *gateway.Service, upstream *url.URL) http.Handler {
+	own := Handler(cfg, gw)
+	if upstream == nil {
+		return own
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/auth/", own)
+	mux.Handle("/healthz", own)
+	mux.Handle("/", gw.Proxy(upstream))
+	return mux
+}
+
 // APIHandler is the api process's handler: job submission and accounts.
 func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (http.Handler, error) {
-	services, err := apiServices(cfg, rdb, keys)
+	services, err := apiServices(cfg, rdb, Identity(cfg, rdb), keys)
 	if err != nil {
 		return nil, err
 	}
 	return Handler(cfg, services...), nil
 }
 
-func apiServices(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) ([]interface{ Register(gin.IRouter) }, error) {
-	dir := Identity(cfg, rdb)
-	api, err := API(cfg, rdb, dir, keys)
-	if err != nil {
-		return nil, err
-	}
-	acct, err := account.New(dir, dir, ratelimit.New(rdb, cfg.limits()))
-	if err != nil {
-		return nil, err
-	}
-	return []interface{ Register(gin.IRouter) }{api, acct}, nil
+// Dev is the all-in-one service set of `claimcheck dev`.
+type Dev struct {
+	Handler http.Handler
+	Gateway *gateway.Service
+	// GatewayKeys sign the internal tokens of the exchange.
+	GatewayKeys *tokens.KeySet
 }
 
-// DevHandler is the all-in-one handler of `claimcheck dev`: api, accounts,
-// progress and the web UI on one port.
-func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (http.Handler, error) {
-	services, err := apiServices(cfg, rdb, keys)
+// DevHandler builds the all-in-one handler of `claimcheck dev`: api,
+// accounts, the exchange, progress and the web UI on one port. It creates
+// the gateway's signing key on first use.
+func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*Dev, error) {
+	dir := Identity(cfg, rdb)
+	services, err := apiServices(cfg, rdb, dir, keys)
+	if err != nil {
+		return nil, err
+	}
+	gwKeys, _, err := tokens.EnsureDir(cfg.GatewayKeyDir)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := Gateway(cfg, rdb, dir, gwKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +383,7 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg, append(services, prog, web.Service{})...), nil
+	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{})...), Gateway: gw, GatewayKeys: gwKeys}, nil
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

@@ -1,0 +1,211 @@
+// Package gateway turns a person's opaque credential — a session cookie, a
+// bearer session or an API key — into a seconds-long internal token
+// ("phantom token", RFC 9068 at+jwt) for services behind it. It serves the
+// exchange as a forward-auth endpoint (Traefik forwardAuth, nginx
+// auth_request, Envoy ext_authz) and as claimcheck's own reverse proxy.
+//
+// Minted tokens are cached per credential and signing key for most of their
+// life, so the common case costs no Redis call and no signature. Revoking a
+// session or key, logging out everywhere, blocking a user or rotating keys
+// purges the cache: synchronously in the process that did it, and through
+// Redis pub/sub (identity.ListenRevocations) in every other one.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/api/ratelimit"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+// Headers the exchange answers with and the proxy forwards.
+const (
+	HeaderUser = "X-Claimcheck-User"
+)
+
+// Config wires the service.
+type Config struct {
+	// Auth resolves people's credentials (the identity directory); required.
+	Auth authn.Authenticator
+	// Minter signs internal tokens with the gateway's own keys; required.
+	Minter *tokens.AccessMinter
+	// Limits rate-limits the costly exchanges (cache misses and refused
+	// credentials) per client address; nil means no limit.
+	Limits *ratelimit.Limiter
+	// CacheFor is how long a minted token is handed out again (three
+	// quarters of the token's lifetime, so a client never receives one
+	// about to expire). Zero or negative values take the default.
+	CacheFor time.Duration
+	// MaxCacheEntries bounds the cache (100 000).
+	MaxCacheEntries int
+	Now             func() time.Time
+	Logger          *slog.Logger
+}
+
+// Service serves the exchange and the gateway's JWKS.
+type Service struct {
+	cfg   Config
+	cache *tokenCache
+}
+
+// New validates cfg and applies defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Auth == nil || cfg.Minter == nil || cfg.Minter.Keys == nil {
+		return nil, errors.New("gateway: Auth and Minter (with Keys) are required")
+	}
+	lifetime := cfg.Minter.Lifetime
+	if lifetime <= 0 || lifetime > tokens.MaxAccessLifetime {
+		lifetime = tokens.MaxAccessLifetime
+	}
+	if cfg.CacheFor <= 0 || cfg.CacheFor > lifetime {
+		cfg.CacheFor = lifetime * 3 / 4
+	}
+	if cfg.MaxCacheEntries <= 0 {
+		cfg.MaxCacheEntries = 100_000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg, cache: newTokenCache(cfg.MaxCacheEntries)}, nil
+}
+
+// Purge forgets cached tokens that rev covers. Wire it to the directory's
+// in-process revocations and to identity.ListenRevocations.
+func (s *Service) Purge(rev identity.Revocation) {
+	s.cache.purge(rev)
+}
+
+// JWKSPath is where the gateway publishes its public keys; services in
+// --trust-gateway mode verify internal tokens against it.
+const JWKSPath = "/v1/auth/jwks.json"
+
+// Register adds the exchange (any method, any sub-path, as forward-auth
+// proxies call it) and the JWKS.
+func (s *Service) Register(r gin.IRouter) {
+	r.Any("/v1/auth/exchange", s.serveExchange)
+	r.Any("/v1/auth/exchange/*rest", s.serveExchange)
+	r.GET(JWKSPath, func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=60")
+		c.JSON(http.StatusOK, s.cfg.Minter.Keys.JWKS())
+	})
+}
+
+// serveExchange answers 200 with the internal token in Authorization and the
+// user in X-Claimcheck-User, or a 401/403/429 problem. The body is empty:
+// forward-auth proxies copy headers, not bodies.
+func (s *Service) serveExchange(c *gin.Context) {
+	e, err := s.exchange(c, c.Request, c.ClientIP())
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.Header("Authorization", "Bearer "+e.token)
+	c.Header(HeaderUser, e.user)
+	c.Header("Cache-Control", "no-store")
+	c.Status(http.StatusOK)
+}
+
+// ForwardedMethod is the method of the request being authorised: a
+// forward-auth proxy calls the exchange with its own method and names the
+// original in X-Forwarded-Method (Traefik, Envoy) or X-Original-Method
+// (nginx, by our config).
+func ForwardedMethod(r *http.Request) string {
+	for _, h := range []string{"X-Forwarded-Method", "X-Original-Method"} {
+		if m := r.Header.Get(h); m != "" {
+			return strings.ToUpper(m)
+		}
+	}
+	return r.Method
+}
+
+// ForwardedPath is the path being authorised (no query: it is logged),
+// from X-Forwarded-Uri (Traefik, Envoy) or X-Original-URI (nginx).
+func ForwardedPath(r *http.Request) string {
+	for _, h := range []string{"X-Forwarded-Uri", "X-Original-URI"} {
+		if u := r.Header.Get(h); u != "" {
+			path, _, _ := strings.Cut(u, "?")
+			return path
+		}
+	}
+	return r.URL.Path
+}
+
+var errNoCredential = problem.Unauthorized("sign in, or send an API key or session: Authorization: Bearer <credential>",
+	`Bearer realm="claimcheck"`)
+
+// exchange resolves r's credential to an internal token, from the cache when
+// it can.
+// ip keys the rate limit.
+func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*minted, error) {
+	cred, viaCookie := authn.FromRequest(r)
+	if cred == "" {
+		return nil, errNoCredential
+	}
+	if viaCookie && !authn.SafeMethod(ForwardedMethod(r)) && !authn.SameOrigin(r) {
+		return nil, problem.New(http.StatusForbidden, "csrf", "Cross-site request refused",
+			"a cookie-authenticated request that changes state must carry an Origin header naming this site")
+	}
+	signer, err := s.cfg.Minter.Keys.Signer()
+	if err != nil {
+		return nil, fmt.Errorf("exchange: %w", err)
+	}
+	now := s.cfg.Now()
+	h := credentialHash(cred.Reveal())
+	if e := s.cache.get(h, now, signer.ID); e != nil {
+		return e, nil
+	}
+	if s.cfg.Limits != nil {
+		if err := s.cfg.Limits.Allow(ctx, s.cfg.Limits.Limits.Exchange, "exchange", ip); err != nil {
+			return nil, err
+		}
+	}
+	return s.mint(ctx, h, cred, now)
+}
+
+func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now time.Time) (*minted, error) {
+	p, err := s.cfg.Auth.Authenticate(ctx, cred)
+	if errors.Is(err, identity.ErrUnauthenticated) {
+		return nil, problem.Unauthorized("the credential is unknown, expired or revoked",
+			`Bearer realm="claimcheck", error="invalid_token"`)
+	}
+	if err != nil {
+		return nil, err
+	}
+	kind, sid := identity.RevokedAPIKey, ""
+	if p.Via == "session" {
+		kind, sid = identity.RevokedSession, p.CredentialID
+	}
+	tok, claims, err := s.cfg.Minter.MintAccess(p.UserID, sid, p.Scopes)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: %w", err)
+	}
+	kid, _ := s.cfg.Minter.Keys.Signer()
+	e := &minted{token: tok, user: p.UserID, credKind: kind, credID: p.CredentialID, useUntil: now.Add(s.cfg.CacheFor)}
+	if kid != nil {
+		e.kid = kid.ID
+	}
+	if exp := claims.Expires(); exp.Before(e.useUntil) {
+		e.useUntil = exp
+	}
+	if !p.ExpiresAt.IsZero() && p.ExpiresAt.Before(e.useUntil) {
+		e.useUntil = p.ExpiresAt
+	}
+	s.cache.put(h, e, now)
+	return e, nil
+}
+

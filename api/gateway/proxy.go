@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/internal/identity"
+)
+
+// Proxy returns a reverse proxy to upstream that performs the exchange on
+// every request carrying a claimcheck credential: the credential (session
+// cookie or bearer) is removed and Authorization: Bearer <at+jwt> and
+// X-Claimcheck-User are sent upstream instead. A refused credential never
+// reaches upstream. Requests without one pass through unchanged (login,
+// public routes, job tokens for the progress service), except that a
+// client's own X-Claimcheck-User is always dropped. WebSocket upgrades and
+// server-sent events pass through (httputil.ReverseProxy flushes event
+// streams as they come).
+func (s *Service) Proxy(upstream *url.URL) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host // upstream sees the public host (cookies, links)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p := problem.New(http.StatusBadGateway, "bad-gateway", "Upstream unavailable", "the service behind the gateway did not answer")
+			p.Err = err
+			s.cfg.Logger.Error("gateway upstream", "path", r.URL.Path, "err", err)
+			problem.Write(w, p)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(HeaderUser)
+		if isClaimcheckCredential(r) {
+			e, err := s.exchange(r.Context(), r, remoteIP(r))
+			if err != nil {
+				problem.Write(w, problem.From(err))
+				return
+			}
+			r.Header.Set("Authorization", "Bearer "+e.token)
+			r.Header.Set(HeaderUser, e.user)
+		}
+		// Upstream never sees the session, exchanged or not.
+		stripSessionCookie(r)
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// isClaimcheckCredential reports whether r carries a session cookie or a
+// bearer session or API key; other bearer values (a job token, an internal
+// token) are not the gateway's to exchange.
+func isClaimcheckCredential(r *http.Request) bool {
+	cred, viaCookie := authn.FromRequest(r)
+	if cred == "" {
+		return false
+	}
+	raw := cred.Reveal()
+	return viaCookie || strings.HasPrefix(raw, identity.SessionPrefix) || strings.HasPrefix(raw, identity.APIKeyPrefix)
+}
+
+// stripSessionCookie removes the session cookie and keeps any others.
+func stripSessionCookie(r *http.Request) {
+	cookies := r.Cookies()
+	r.Header.Del("Cookie")
+	for _, c := range cookies {
+		if c.Name != authn.CookieName {
+			r.AddCookie(c)
+		}
+	}
+}
+
+// remoteIP is the connection's address: the proxy is the edge, so it
+// believes no X-Forwarded-For.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+

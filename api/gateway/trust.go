@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+// TokenAuthenticator authenticates requests by the gateway's internal token
+// alone: what a service behind the gateway uses (`claimcheck api
+// --trust-gateway`). It reads no session store; sessions and API keys sent
+// to it directly are refused, so the gateway is the only way in.
+type TokenAuthenticator struct {
+	Verifier *tokens.AccessVerifier
+}
+
+// Authenticate implements authn.Authenticator.
+func (a TokenAuthenticator) Authenticate(_ context.Context, s secret.Secret) (*identity.Principal, error) {
+	claims, err := a.Verifier.VerifyAccess(s.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", identity.ErrUnauthenticated, err)
+	}
+	p := &identity.Principal{UserID: claims.Subject, Via: "api_key", Scopes: claims.Scopes(), ExpiresAt: claims.Expires()}
+	if claims.SessionID != "" {
+		p.Via, p.CredentialID = "session", claims.SessionID
+	}
+	return p, nil
+}

@@ -1,0 +1,176 @@
+package tokens
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TypeAccess is the typ header of an internal access token (RFC 9068 §2.1).
+const TypeAccess = "at+jwt"
+
+// Defaults for internal access tokens.
+const (
+	DefaultGatewayIssuer    = "urn:claimcheck:gateway"
+	DefaultServicesAudience = "urn:claimcheck:services"
+	DefaultGatewayClientID  = "claimcheck-gateway"
+	// MaxAccessLifetime is the longest an internal token lives. Services
+	// refuse longer ones, so even a leaked gateway key cannot mint a token
+	// that outlasts a revocation by more than this.
+	MaxAccessLifetime = 60 * time.Second
+)
+
+// AccessClaims are an internal token's claims (RFC 9068 §2.2): who (sub),
+// through which session (sid, absent for an API key), allowed what (scope),
+// for how long (at most MaxAccessLifetime). Flat like JobClaims, for the
+// same reason.
+type AccessClaims struct {
+	Issuer    string `json:"iss"`
+	Subject   string `json:"sub"`
+	Audience  string `json:"aud"`
+	ExpiresAt int64  `json:"exp"`
+	NotBefore int64  `json:"nbf,omitempty"`
+	IssuedAt  int64  `json:"iat"`
+	ID        string `json:"jti"`
+	ClientID  string `json:"client_id"`
+	SessionID string `json:"sid,omitempty"`
+	Scope     string `json:"scope"`
+}
+
+// Expires is the token's exp as a time.
+func (c *AccessClaims) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
+
+// Scopes splits Scope.
+func (c *AccessClaims) Scopes() []string { return strings.Fields(c.Scope) }
+
+// HasScope reports whether the token carries s.
+func (c *AccessClaims) HasScope(s string) bool { return slices.Contains(c.Scopes(), s) }
+
+// GetExpirationTime implements jwt.Claims.
+func (c *AccessClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return numericDate(c.ExpiresAt), nil
+}
+
+// GetNotBefore implements jwt.Claims.
+func (c *AccessClaims) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(c.NotBefore), nil }
+
+// GetIssuedAt implements jwt.Claims.
+func (c *AccessClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
+
+// GetIssuer implements jwt.Claims.
+func (c *AccessClaims) GetIssuer() (string, error) { return c.Issuer, nil }
+
+// GetSubject implements jwt.Claims.
+func (c *AccessClaims) GetSubject() (string, error) { return c.Subject, nil }
+
+// GetAudience implements jwt.Claims.
+func (c *AccessClaims) GetAudience() (jwt.ClaimStrings, error) {
+	if c.Audience == "" {
+		return nil, nil
+	}
+	return jwt.ClaimStrings{c.Audience}, nil
+}
+
+type accessClaimsFields AccessClaims
+
+// UnmarshalJSON decodes with goccy/go-json, as JobClaims does.
+func (c *AccessClaims) UnmarshalJSON(data []byte) error {
+	return gojson.Unmarshal(data, (*accessClaimsFields)(c))
+}
+
+// AccessMinter signs internal tokens with a key set's active key (the
+// gateway's own keys, never the api's job-token keys).
+type AccessMinter struct {
+	Keys     *KeySet
+	Issuer   string // DefaultGatewayIssuer when empty
+	Audience string // DefaultServicesAudience when empty
+	ClientID string // DefaultGatewayClientID when empty
+	// Lifetime of each token; zero, negative or above MaxAccessLifetime
+	// means MaxAccessLifetime.
+	Lifetime time.Duration
+	Now      func() time.Time
+}
+
+// MintAccess signs a token for subject, through session sid ("" for an API
+// key), carrying scopes.
+func (m *AccessMinter) MintAccess(subject, sid string, scopes []string) (string, *AccessClaims, error) {
+	if subject == "" {
+		return "", nil, errors.New("mint access token: empty subject")
+	}
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	lifetime := m.Lifetime
+	if lifetime <= 0 || lifetime > MaxAccessLifetime {
+		lifetime = MaxAccessLifetime
+	}
+	t := now().Truncate(time.Second)
+	jti, err := newJTI()
+	if err != nil {
+		return "", nil, err
+	}
+	claims := &AccessClaims{
+		Issuer: or(m.Issuer, DefaultGatewayIssuer), Subject: subject, Audience: or(m.Audience, DefaultServicesAudience),
+		ExpiresAt: t.Add(lifetime).Unix(), IssuedAt: t.Unix(), ID: jti,
+		ClientID: or(m.ClientID, DefaultGatewayClientID), SessionID: sid, Scope: strings.Join(scopes, " "),
+	}
+	tok, err := sign(m.Keys, TypeAccess, claims)
+	if err != nil {
+		return "", nil, fmt.Errorf("mint access token: %w", err)
+	}
+	return tok, claims, nil
+}
+
+// AccessVerifier checks internal tokens against the gateway's known keys.
+// Set its fields before first use; it is safe for concurrent use after that.
+type AccessVerifier struct {
+	Keys     KeySource
+	Issuer   string        // DefaultGatewayIssuer when empty
+	Audience string        // DefaultServicesAudience when empty
+	Leeway   time.Duration // DefaultLeeway when zero
+	Now      func() time.Time
+
+	once    sync.Once
+	parser  *jwt.Parser
+	keyfunc jwt.Keyfunc
+}
+
+// VerifyAccess checks an internal token as the package doc describes, with
+// typ at+jwt, and requires sub and jti and a lifetime of at most
+// MaxAccessLifetime. Errors wrap ErrInvalid.
+func (v *AccessVerifier) VerifyAccess(token string) (*AccessClaims, error) {
+	v.once.Do(func() {
+		leeway := v.Leeway
+		if leeway == 0 {
+			leeway = DefaultLeeway
+		}
+		opts := []jwt.ParserOption{
+			jwt.WithIssuer(or(v.Issuer, DefaultGatewayIssuer)),
+			jwt.WithAudience(or(v.Audience, DefaultServicesAudience)),
+			jwt.WithLeeway(leeway),
+		}
+		if v.Now != nil {
+			opts = append(opts, jwt.WithTimeFunc(v.Now))
+		}
+		v.parser = newParser(opts...)
+		v.keyfunc = keyfunc(v.Keys, TypeAccess)
+	})
+	claims := &AccessClaims{}
+	if err := verify(v.parser, v.keyfunc, token, claims); err != nil {
+		return nil, err
+	}
+	if claims.Subject == "" || claims.ID == "" || claims.IssuedAt == 0 {
+		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("sub, jti or iat claim missing")}
+	}
+	if time.Duration(claims.ExpiresAt-claims.IssuedAt)*time.Second > MaxAccessLifetime {
+		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", MaxAccessLifetime)}
+	}
+	return claims, nil
+}
