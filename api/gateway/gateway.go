@@ -208,4 +208,3 @@ func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now 
 	s.cache.put(h, e, now)
 	return e, nil
 }
-

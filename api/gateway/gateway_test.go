@@ -205,7 +205,7 @@ func TestRevocationReachesAnotherInstance(t *testing.T) {
 	sess, info, _ := a.dir.Sessions.Create(ctx, "ann", "", "")
 	bearer := []string{"Authorization", "Bearer " + sess.Reveal()}
 	b.internalToken(t, b.exchange(t, "GET", "/v1/auth/exchange", bearer...)) // cached in b
-	if err := a.dir.Sessions.Revoke(ctx, "ann", info.ID); err != nil {         // revoked through a
+	if err := a.dir.Sessions.Revoke(ctx, "ann", info.ID); err != nil {       // revoked through a
 		t.Fatal(err)
 	}
 	waitfor.True(t, time.Second, func() bool {

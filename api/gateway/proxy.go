@@ -84,4 +84,3 @@ func remoteIP(r *http.Request) string {
 	}
 	return host
 }
-

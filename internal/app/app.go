@@ -22,8 +22,8 @@ import (
 
 	"github.com/claimcheck/claimcheck/api/account"
 	"github.com/claimcheck/claimcheck/api/authn"
-	"github.com/claimcheck/claimcheck/api/gateway"
 	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/api/gateway"
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
@@ -184,12 +184,12 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *
 		return nil, err
 	}
 	return enqueue.New(enqueue.Config{
-		Catalog:     catalog,
-		Store:       jobs.NewStore(rdb, nil),
-		Enqueuer:    asynq.NewClientFromRedisClient(rdb),
-		Auth:        auth,
-		Minter:      &tokens.Minter{Keys: keys},
-		JWKS:        keys.JWKS,
+		Catalog:       catalog,
+		Store:         jobs.NewStore(rdb, nil),
+		Enqueuer:      asynq.NewClientFromRedisClient(rdb),
+		Auth:          auth,
+		Minter:        &tokens.Minter{Keys: keys},
+		JWKS:          keys.JWKS,
 		ProgressURL:   cfg.ProgressURL,
 		Retention:     cfg.Retention,
 		Logger:        cfg.Logger,
