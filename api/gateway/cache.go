@@ -10,8 +10,11 @@ import (
 
 // minted is one cached internal token and what it was minted for.
 type minted struct {
-	token    string
-	user     string
+	token string
+	user  string
+	// authorization and userHeader are the response header values, built
+	// once: the cached path only assigns them.
+	authorization, userHeader []string
 	credKind string // identity.RevokedSession or identity.RevokedAPIKey
 	credID   string
 	kid      string

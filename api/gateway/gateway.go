@@ -114,9 +114,12 @@ func (s *Service) serveExchange(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	c.Header("Authorization", "Bearer "+e.token)
-	c.Header(HeaderUser, e.user)
-	c.Header("Cache-Control", "no-store")
+	// The keys are canonical already, and the values were built when the
+	// token was minted, so this allocates nothing.
+	h := c.Writer.Header()
+	h["Authorization"] = e.authorization
+	h[HeaderUser] = e.userHeader
+	h["Cache-Control"] = noStore
 	c.Status(http.StatusOK)
 }
 
@@ -144,6 +147,8 @@ func ForwardedPath(r *http.Request) string {
 	}
 	return r.URL.Path
 }
+
+var noStore = []string{"no-store"}
 
 var errNoCredential = problem.Unauthorized("sign in, or send an API key or session: Authorization: Bearer <credential>",
 	`Bearer realm="claimcheck"`)
@@ -195,7 +200,8 @@ func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now 
 		return nil, fmt.Errorf("exchange: %w", err)
 	}
 	kid, _ := s.cfg.Minter.Keys.Signer()
-	e := &minted{token: tok, user: p.UserID, credKind: kind, credID: p.CredentialID, useUntil: now.Add(s.cfg.CacheFor)}
+	e := &minted{token: tok, user: p.UserID, credKind: kind, credID: p.CredentialID, useUntil: now.Add(s.cfg.CacheFor),
+		authorization: []string{"Bearer " + tok}, userHeader: []string{p.UserID}}
 	if kid != nil {
 		e.kid = kid.ID
 	}

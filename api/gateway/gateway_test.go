@@ -52,7 +52,9 @@ type fixture struct {
 	verify *tokens.AccessVerifier
 }
 
-func newFixture(t *testing.T, limits *ratelimit.Limits) *fixture {
+func newFixtureTB(tb testing.TB) *fixture { return newFixture(tb, nil) }
+
+func newFixture(t testing.TB, limits *ratelimit.Limits) *fixture {
 	t.Helper()
 	rdb := redistest.Client(t)
 	f := &fixture{rdb: rdb, dir: identity.NewDirectory(rdb, identity.SessionConfig{}, &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}, nil)}

@@ -43,7 +43,7 @@ func (s *Service) Proxy(upstream *url.URL) http.Handler {
 				problem.Write(w, problem.From(err))
 				return
 			}
-			r.Header.Set("Authorization", "Bearer "+e.token)
+			r.Header.Set("Authorization", e.authorization[0])
 			r.Header.Set(HeaderUser, e.user)
 		}
 		// Upstream never sees the session, exchanged or not.
