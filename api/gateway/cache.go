@@ -15,9 +15,9 @@ type minted struct {
 	// authorization and userHeader are the response header values, built
 	// once: the cached path only assigns them.
 	authorization, userHeader []string
-	credKind string // identity.RevokedSession or identity.RevokedAPIKey
-	credID   string
-	kid      string
+	credKind                  string // identity.RevokedSession or identity.RevokedAPIKey
+	credID                    string
+	kid                       string
 	// useUntil is when the cache stops handing the token out: well before
 	// its exp, so a client never receives a token about to expire, and
 	// never after the credential itself expires.

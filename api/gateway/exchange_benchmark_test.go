@@ -48,9 +48,9 @@ func benchHandlers(b *testing.B) (bare, exchange http.Handler, req *http.Request
 // pays for a recorder.
 type discardWriter struct{ h http.Header }
 
-func (d *discardWriter) Header() http.Header       { return d.h }
+func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(int)           {}
+func (d *discardWriter) WriteHeader(int)             {}
 
 // BenchmarkExchangeCachedRatio serves the cached exchange and a bare Gin
 // handler in alternating batches on all cores and reports their throughput
