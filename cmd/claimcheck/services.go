@@ -20,9 +20,9 @@ func newDev() *cobra.Command {
 	var devKey string
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run api, worker, progress and the web UI in one process on one port",
+		Short: "Run api, worker, progress, the gateway exchange and the web UI in one process on one port",
 		Long: `dev runs everything in one process: the enqueue API, a worker, the progress
-service and the web UI on one port. Without REDIS_URL it starts an embedded,
+service, the gateway's exchange (/v1/auth/exchange) and the web UI on one port. Without REDIS_URL it starts an embedded,
 memory-only Redis (everything is lost on exit). It creates signing keys in the
 data dir on first run and prints the URL and a ready-to-use API key.`,
 		Args: cobra.NoArgs,
@@ -74,7 +74,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}, nil)
 	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
 		url := "http://" + addr
-		fmt.Fprintln(out, "claimcheck dev: api, worker, progress and web UI on one port")
+		fmt.Fprintln(out, "claimcheck dev: api, worker, progress, gateway exchange and web UI on one port")
 		if r.Embedded != nil {
 			fmt.Fprintln(out, "  WARNING: REDIS_URL is not set: using an embedded in-process Redis (memory only; all jobs are lost on exit)")
 		}
