@@ -54,6 +54,11 @@ type JobClaims struct {
 	Job string `json:"job"`
 	// Scope is space-separated, as in OAuth.
 	Scope string `json:"scope"`
+	// Epoch is the job's token epoch when the token was minted. The
+	// progress service, which reads the job record anyway, refuses a token
+	// whose epoch is below the record's: that is how one job's tokens are
+	// revoked without a deny-list.
+	Epoch int64 `json:"ep,omitempty"`
 }
 
 // Expires is the token's exp as a time.
@@ -117,8 +122,14 @@ type Minter struct {
 }
 
 // MintJob signs a job token for jobID, owned by subject, with the given
-// scopes (a non-empty subset of JobScopes), valid until expires.
+// scopes (a non-empty subset of JobScopes), valid until expires, at the
+// job's first token epoch.
 func (m *Minter) MintJob(jobID, subject string, scopes []string, expires time.Time) (string, *JobClaims, error) {
+	return m.MintJobAt(jobID, subject, 0, scopes, expires)
+}
+
+// MintJobAt is MintJob for a job whose token epoch has been raised.
+func (m *Minter) MintJobAt(jobID, subject string, epoch int64, scopes []string, expires time.Time) (string, *JobClaims, error) {
 	if jobID == "" {
 		return "", nil, errors.New("mint job token: empty job id")
 	}
@@ -148,6 +159,7 @@ func (m *Minter) MintJob(jobID, subject string, scopes []string, expires time.Ti
 		ID:        jti,
 		Job:       jobID,
 		Scope:     scope,
+		Epoch:     epoch,
 	}
 	tok, err := sign(m.Keys, TypeJob, claims)
 	if err != nil {

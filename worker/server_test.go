@@ -173,7 +173,7 @@ func TestCancelRequestedBeforeStartNeverRuns(t *testing.T) {
 	if _, err := h.store.Create(ctx, jobs.NewJob{ID: "c1", Type: "never", Queue: "default", Timeout: time.Second, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.RequestCancel(ctx, "c1"); err != nil {
+	if _, err := h.store.RequestCancel(ctx, "c1", jobs.AnyEpoch); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: "c1"})
@@ -214,7 +214,7 @@ func TestProgressStopsHandlerOnCancelRequest(t *testing.T) {
 	<-started
 	// Only the flag: no Asynq cancellation message. The next progress
 	// write must notice it.
-	if _, err := h.store.RequestCancel(context.Background(), "l1"); err != nil {
+	if _, err := h.store.RequestCancel(context.Background(), "l1", jobs.AnyEpoch); err != nil {
 		t.Fatal(err)
 	}
 	j := h.waitFinal(t, "l1")

@@ -111,6 +111,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.POST("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsSubmit), s.submit)
 	r.GET("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsRead), s.list)
 	r.POST("/v1/jobs/:id/token", auth, authn.RequireScope(identity.ScopeJobsRead), s.reissue)
+	r.POST("/v1/jobs/:id/revoke-tokens", auth, authn.RequireScope(identity.ScopeJobsSubmit), s.revokeTokens)
 }
 
 func (s *Service) jwks(c *gin.Context) {
@@ -342,7 +343,7 @@ func (s *Service) lifetimes(created time.Time, maxRetry int, timeout time.Durati
 
 // accepted mints the job token and writes the 202.
 func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job, tokenExp time.Time, replayed bool) {
-	tok, claims, err := s.cfg.Minter.MintJob(job.ID, p.UserID, tokens.JobScopes, tokenExp)
+	tok, claims, err := s.cfg.Minter.MintJobAt(job.ID, p.UserID, job.TokenEpoch, tokens.JobScopes, tokenExp)
 	if err != nil {
 		problem.Abort(c, fmt.Errorf("mint job token: %w", err))
 		return

@@ -137,7 +137,7 @@ func (s *Service) reissue(c *gin.Context) {
 			exp = e
 		}
 	}
-	tok, claims, err := s.cfg.Minter.MintJob(job.ID, p.UserID, scopes, exp)
+	tok, claims, err := s.cfg.Minter.MintJobAt(job.ID, p.UserID, job.TokenEpoch, scopes, exp)
 	if err != nil {
 		problem.Abort(c, problem.New(http.StatusConflict, "job-expired", "Job token cannot be issued",
 			"the job's token lifetime is over; its record is about to expire"))
@@ -150,4 +150,31 @@ func (s *Service) reissue(c *gin.Context) {
 func (s *Service) links(id string) Links {
 	self := s.cfg.ProgressURL + "/v1/jobs/" + id
 	return Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel"}
+}
+
+// revokeTokens serves POST /v1/jobs/{id}/revoke-tokens: every job token of
+// the job issued so far stops working at the progress service on its next
+// request, and the owner gets a fresh full token. It needs jobs:submit, like
+// cancelling.
+func (s *Service) revokeTokens(c *gin.Context) {
+	p := authn.Principal(c)
+	job, err := s.cfg.Store.Get(c, c.Param("id"))
+	if err != nil || job.Owner != p.UserID {
+		problem.Abort(c, jobs.ErrNotFound)
+		return
+	}
+	epoch, err := s.cfg.Store.RevokeTokens(c, job.ID)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	_, exp := s.lifetimes(job.CreatedAt, job.MaxRetry, job.Timeout)
+	tok, claims, err := s.cfg.Minter.MintJobAt(job.ID, p.UserID, epoch, tokens.JobScopes, exp)
+	if err != nil {
+		problem.Abort(c, problem.New(http.StatusConflict, "job-expired", "Job token cannot be issued",
+			"the job's tokens are revoked, but its token lifetime is over, so no new one is issued"))
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, TokenResponse{Token: tok, Scope: claims.Scope, ExpiresAt: claims.Expires(), Links: s.links(job.ID)})
 }

@@ -126,6 +126,10 @@ func From(err error) *Problem {
 		// never echo it: err's text is the package's, not the token's.
 		p = Unauthorized(err.Error(), `Bearer realm="claimcheck", error="invalid_token"`)
 		p.Type, p.Title = TypePrefix+"invalid-token", "Invalid token"
+	case errors.Is(err, jobs.ErrTokenRevoked):
+		p = Unauthorized("this job's tokens were revoked after this one was issued; ask the owner for a new one",
+			`Bearer realm="claimcheck", error="invalid_token"`)
+		p.Type, p.Title = TypePrefix+"invalid-token", "Invalid token"
 	case errors.As(err, &scopeErr):
 		p = New(http.StatusForbidden, "insufficient-scope", "Token does not allow this", err.Error()).
 			With("required_scope", scopeErr.Need).

@@ -85,12 +85,38 @@ func (s *Service) authorize(scope string) gin.HandlerFunc {
 			problem.Abort(c, err)
 			return
 		}
+		c.Set(claimsKey, claims)
 		c.Next()
 	}
 }
 
-func (s *Service) get(c *gin.Context) {
+const claimsKey = "claimcheck.job-claims"
+
+// job reads the path's job and refuses the request's token if the job's
+// tokens were revoked after it was minted: the record is read anyway, so
+// per-job revocation costs no extra round trip.
+func (s *Service) job(c *gin.Context) (*jobs.Job, error) {
 	j, err := s.cfg.Store.Get(c, c.Param("id"))
+	if err != nil {
+		return nil, err
+	}
+	if err := j.CheckEpoch(jobClaims(c).Epoch); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func jobClaims(c *gin.Context) *tokens.JobClaims {
+	v, _ := c.Get(claimsKey)
+	cl, _ := v.(*tokens.JobClaims)
+	if cl == nil {
+		return &tokens.JobClaims{}
+	}
+	return cl
+}
+
+func (s *Service) get(c *gin.Context) {
+	j, err := s.job(c)
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -134,7 +160,7 @@ func nextETag(s string) (tag, rest string) {
 
 func (s *Service) cancel(c *gin.Context) {
 	id := c.Param("id")
-	j, err := jobs.CancelJob(c, s.cfg.Store, s.cfg.Canceler, id, s.cfg.Retention)
+	j, err := jobs.CancelJob(c, s.cfg.Store, s.cfg.Canceler, id, jobClaims(c).Epoch, s.cfg.Retention)
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -152,7 +178,7 @@ func (s *Service) cancel(c *gin.Context) {
 
 func (s *Service) result(c *gin.Context) {
 	id := c.Param("id")
-	j, err := s.cfg.Store.Get(c, id)
+	j, err := s.job(c)
 	if err != nil {
 		problem.Abort(c, err)
 		return

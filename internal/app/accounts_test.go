@@ -272,3 +272,44 @@ func TestListJobsAndReissueTokens(t *testing.T) {
 		t.Fatalf("bob reissuing ann's token: %d", r.StatusCode)
 	}
 }
+
+func TestRevokeJobTokens(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"block"}`)
+	shared := decode[struct{ Token string }](t, do(t, "POST", s.api.URL+"/v1/jobs/"+sub.ID+"/token", s.apiKey, strings.NewReader(`{"scope":"job:read"}`))).Token
+	for _, tok := range []string{sub.Token, shared} {
+		if r := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, tok, nil); r.StatusCode != 200 {
+			t.Fatalf("before revoking: %d", r.StatusCode)
+		}
+	}
+	r := do(t, "POST", s.api.URL+"/v1/jobs/"+sub.ID+"/revoke-tokens", s.apiKey, nil)
+	fresh := decode[struct{ Token, Scope string }](t, r)
+	if r.StatusCode != 201 || fresh.Scope != strings.Join(tokens.JobScopes, " ") {
+		t.Fatalf("revoke-tokens: %d %+v", r.StatusCode, fresh)
+	}
+	// Every earlier token is refused at once, on every route; the fresh one works.
+	for _, tc := range []struct{ tok, method, path string }{
+		{sub.Token, "GET", "/v1/jobs/" + sub.ID},
+		{sub.Token, "GET", "/v1/jobs/" + sub.ID + "/result"},
+		{sub.Token, "POST", "/v1/jobs/" + sub.ID + "/cancel"},
+		{shared, "GET", "/v1/jobs/" + sub.ID},
+	} {
+		r := do(t, tc.method, s.progress.URL+tc.path, tc.tok, nil)
+		if p := decode[problemBody](t, r); r.StatusCode != 401 || p.Type != "urn:claimcheck:problem:invalid-token" || r.Header.Get("WWW-Authenticate") == "" {
+			t.Fatalf("%s %s with a revoked token: %d %+v", tc.method, tc.path, r.StatusCode, p)
+		}
+	}
+	if j := s.get(t, submitted{ID: sub.ID, Token: fresh.Token}); j.State.Final() {
+		t.Fatalf("a revoked token's cancel went through: %s", j.State)
+	}
+	// Re-issued tokens carry the new epoch too.
+	again := decode[struct{ Token string }](t, do(t, "POST", s.api.URL+"/v1/jobs/"+sub.ID+"/token", s.apiKey, nil)).Token
+	if r := do(t, "POST", s.progress.URL+"/v1/jobs/"+sub.ID+"/cancel", again, nil); r.StatusCode >= 300 {
+		t.Fatalf("cancel with a re-issued token after revoking: %d", r.StatusCode)
+	}
+	// Only the owner may revoke.
+	bob, _, _ := identity.NewAPIKeys(s.rdb, nil).Create(context.Background(), "bob", "", "")
+	if r := do(t, "POST", s.api.URL+"/v1/jobs/"+sub.ID+"/revoke-tokens", bob.Reveal(), nil); r.StatusCode != 404 {
+		t.Fatalf("bob revoking ann's job tokens: %d", r.StatusCode)
+	}
+}

@@ -235,7 +235,7 @@ func CancelUserJobs(ctx context.Context, cfg Config, rdb redis.UniversalClient, 
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
 	n := 0
 	for _, id := range ids {
-		_, err := jobs.CancelJob(ctx, store, inspector, id, cfg.Retention)
+		_, err := jobs.CancelJob(ctx, store, inspector, id, jobs.AnyEpoch, cfg.Retention)
 		switch {
 		case errors.Is(err, jobs.ErrFinished), errors.Is(err, jobs.ErrNotFound):
 		case err != nil:

@@ -19,9 +19,10 @@ type Canceler interface {
 // canceled when it was still queued (its task is deleted), still running
 // with the cancel flag set when a worker holds it (Asynq's cancellation and
 // the flag stop it at its next progress write or start). A job that ended
-// first, before or during the cancel, is ErrFinished.
-func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, retention time.Duration) (*Job, error) {
-	if _, err := store.RequestCancel(ctx, id); err != nil {
+// first, before or during the cancel, is ErrFinished. tokenEpoch is the
+// asking token's epoch (AnyEpoch for an operator).
+func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, tokenEpoch int64, retention time.Duration) (*Job, error) {
+	if _, err := store.RequestCancel(ctx, id, tokenEpoch); err != nil {
 		return nil, err
 	}
 	j, err := store.Get(ctx, id)

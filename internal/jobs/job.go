@@ -32,6 +32,9 @@ var (
 	ErrFinished    = errors.New("job already finished")
 	ErrExists      = errors.New("job already exists")
 	ErrQuota       = errors.New("active job quota reached")
+	// ErrTokenRevoked means the job token's epoch is below the job's: its
+	// tokens were revoked after it was minted.
+	ErrTokenRevoked = errors.New("job token revoked")
 )
 
 // Job is a job record as clients see it.
@@ -58,6 +61,9 @@ type Job struct {
 	Version int64 `json:"-"`
 	// CancelRequested is set from the cancel request until the job ends.
 	CancelRequested bool `json:"-"`
+	// TokenEpoch is the lowest epoch a job token must carry; raising it
+	// revokes every token minted before (see Store.RevokeTokens).
+	TokenEpoch int64 `json:"-"`
 }
 
 // Progress is how far a job says it is.
@@ -96,6 +102,7 @@ const (
 	fResultSHA  = "result_sha"
 	fVersion    = "version"
 	fCancel     = "cancel"
+	fEpoch      = "epoch"
 )
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
@@ -126,6 +133,7 @@ func fromHash(h map[string]string) (*Job, error) {
 		StartedAt:       parseMS(h[fStarted]),
 		FinishedAt:      parseMS(h[fFinished]),
 		CancelRequested: h[fCancel] == "1",
+		TokenEpoch:      atoi64(h[fEpoch]),
 	}
 	if c := parseMS(h[fCreated]); c != nil {
 		j.CreatedAt = *c
@@ -168,4 +176,18 @@ func (j *Job) ETag() string { return ETag(j.ID, j.Version) }
 // ETag formats the entity tag of job id at version v.
 func ETag(id string, v int64) string {
 	return `"` + id + "." + strconv.FormatInt(v, 10) + `"`
+}
+
+func atoi64(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// CheckEpoch refuses a token minted at tokenEpoch for this job if the job's
+// tokens were revoked since.
+func (j *Job) CheckEpoch(tokenEpoch int64) error {
+	if tokenEpoch < j.TokenEpoch {
+		return ErrTokenRevoked
+	}
+	return nil
 }

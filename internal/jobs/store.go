@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -316,27 +317,59 @@ func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) 
 }
 
 var requestCancelScript = redis.NewScript(`
--- KEYS[1] job
-local st = redis.call("HGET", KEYS[1], "state")
-if not st then return "gone" end
-if st == "succeeded" or st == "failed" or st == "canceled" then return st end
+-- KEYS[1] job; ARGV[1] the token's epoch
+local st = redis.call("HMGET", KEYS[1], "state", "epoch")
+if not st[1] then return "gone" end
+if tonumber(st[2] or "0") > tonumber(ARGV[1]) then return "revoked" end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
 redis.call("HSET", KEYS[1], "cancel", 1)
-return st
+return st[1]
 `)
 
+// AnyEpoch passes every epoch check: for operators, who hold no job token.
+const AnyEpoch = math.MaxInt64
+
 // RequestCancel flags a job for cancellation and returns its current state.
-// A job that already ended answers ErrFinished with that state.
-func (s *Store) RequestCancel(ctx context.Context, id string) (State, error) {
-	res, err := requestCancelScript.Run(ctx, s.rdb, []string{jobKey(id)}).Text()
+// tokenEpoch is the epoch of the job token asking (AnyEpoch for an
+// operator): a revoked token is ErrTokenRevoked, checked in the same script
+// so it can never change the job. A job that already ended answers
+// ErrFinished with that state.
+func (s *Store) RequestCancel(ctx context.Context, id string, tokenEpoch int64) (State, error) {
+	res, err := requestCancelScript.Run(ctx, s.rdb, []string{jobKey(id)}, strconv.FormatInt(tokenEpoch, 10)).Text()
 	if err != nil {
 		return "", fmt.Errorf("cancel job %s: %w", id, err)
 	}
 	switch st := State(res); {
 	case res == "gone":
 		return "", fmt.Errorf("cancel job %s: %w", id, ErrNotFound)
+	case res == "revoked":
+		return "", fmt.Errorf("cancel job %s: %w", id, ErrTokenRevoked)
 	case st.Final():
 		return st, fmt.Errorf("cancel job %s (%s): %w", id, st, ErrFinished)
 	default:
 		return st, nil
 	}
+}
+
+var revokeTokensScript = redis.NewScript(`
+-- KEYS[1] job
+if redis.call("EXISTS", KEYS[1]) == 0 then return false end
+local e = redis.call("HINCRBY", KEYS[1], "epoch", 1)
+redis.call("HINCRBY", KEYS[1], "version", 1)
+return e
+`)
+
+// RevokeTokens raises the job's token epoch, so every job token minted
+// before is refused from the next request on, and returns the new epoch to
+// mint a fresh token at. It costs readers nothing: they read the record
+// anyway.
+func (s *Store) RevokeTokens(ctx context.Context, id string) (int64, error) {
+	e, err := revokeTokensScript.Run(ctx, s.rdb, []string{jobKey(id)}).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("revoke tokens of job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("revoke tokens of job %s: %w", id, err)
+	}
+	return e, nil
 }

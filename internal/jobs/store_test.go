@@ -135,7 +135,7 @@ func TestLifecycle(t *testing.T) {
 	if stop, _ := s.Progress(ctx, "j", 5, "late"); !stop {
 		t.Fatal("progress on a finished job did not say stop")
 	}
-	if _, err := s.RequestCancel(ctx, "j"); !errors.Is(err, jobs.ErrFinished) {
+	if _, err := s.RequestCancel(ctx, "j", jobs.AnyEpoch); !errors.Is(err, jobs.ErrFinished) {
 		t.Fatalf("cancel finished: %v", err)
 	}
 	after, _ := s.Get(ctx, "j")
@@ -150,7 +150,7 @@ func TestCancelRequestStopsWorker(t *testing.T) {
 
 	t.Run("before start", func(t *testing.T) {
 		create(t, s, "q")
-		if st, err := s.RequestCancel(ctx, "q"); err != nil || st != jobs.StateQueued {
+		if st, err := s.RequestCancel(ctx, "q", jobs.AnyEpoch); err != nil || st != jobs.StateQueued {
 			t.Fatalf("request cancel = %s, %v", st, err)
 		}
 		if st, _ := s.Start(ctx, "q", 1); st != jobs.StateCanceled {
@@ -164,7 +164,7 @@ func TestCancelRequestStopsWorker(t *testing.T) {
 	t.Run("while running", func(t *testing.T) {
 		create(t, s, "r")
 		s.Start(ctx, "r", 1)
-		if _, err := s.RequestCancel(ctx, "r"); err != nil {
+		if _, err := s.RequestCancel(ctx, "r", jobs.AnyEpoch); err != nil {
 			t.Fatal(err)
 		}
 		if stop, _ := s.Progress(ctx, "r", 10, "x"); !stop {
@@ -178,7 +178,7 @@ func TestCancelRequestStopsWorker(t *testing.T) {
 		}
 	})
 	t.Run("gone", func(t *testing.T) {
-		if _, err := s.RequestCancel(ctx, "missing"); !errors.Is(err, jobs.ErrNotFound) {
+		if _, err := s.RequestCancel(ctx, "missing", jobs.AnyEpoch); !errors.Is(err, jobs.ErrNotFound) {
 			t.Fatalf("cancel missing: %v", err)
 		}
 		if _, err := s.Start(ctx, "missing", 1); !errors.Is(err, jobs.ErrGone) {
