@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -35,8 +37,14 @@ type Config struct {
 	Verifier *tokens.Verifier
 	Blobs    *blob.Dir
 	Canceler Canceler
+	// Hub delivers job events for the event stream and long-polls; started
+	// by the caller. Required.
+	Hub *Hub
 	// Retention is how long a job cancelled here keeps its record (24h).
 	Retention time.Duration
+	// Heartbeat is how often an idle event stream gets a comment line, so
+	// proxies keep it open (15s).
+	Heartbeat time.Duration
 	Logger    *slog.Logger
 }
 
@@ -48,8 +56,11 @@ type Service struct {
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Verifier == nil || cfg.Blobs == nil || cfg.Canceler == nil {
-		return nil, errors.New("progress: Store, Verifier, Blobs and Canceler are required")
+	if cfg.Store == nil || cfg.Verifier == nil || cfg.Blobs == nil || cfg.Canceler == nil || cfg.Hub == nil {
+		return nil, errors.New("progress: Store, Verifier, Blobs, Canceler and Hub are required")
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
@@ -63,15 +74,28 @@ func New(cfg Config) (*Service, error) {
 // Register adds the service's routes to r.
 func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)
+	r.GET("/v1/jobs/:id/events", s.authorizeQuery(tokens.ScopeJobRead), s.events)
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 }
 
 // authorize verifies the bearer job token and checks it names the path's job
 // with the given scope.
-func (s *Service) authorize(scope string) gin.HandlerFunc {
+func (s *Service) authorize(scope string) gin.HandlerFunc { return s.authorizeFrom(scope, false) }
+
+// authorizeQuery is authorize that also takes the token from ?token=, for
+// the event stream only: a browser's EventSource cannot set headers. The
+// access log never records query strings, and no error repeats a token.
+func (s *Service) authorizeQuery(scope string) gin.HandlerFunc { return s.authorizeFrom(scope, true) }
+
+func (s *Service) authorizeFrom(scope string, query bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		tok, ok := secret.FromAuthorization(c.GetHeader("Authorization"))
+		if !ok && query {
+			if q := c.Query("token"); q != "" {
+				tok, ok = secret.Secret(q), true
+			}
+		}
 		if !ok {
 			problem.Abort(c, problem.Unauthorized("a job token is required: Authorization: Bearer <token>",
 				`Bearer realm="claimcheck"`))
@@ -115,16 +139,44 @@ func jobClaims(c *gin.Context) *tokens.JobClaims {
 	return cl
 }
 
+// get serves a job's status. With If-None-Match naming the current ETag and
+// Prefer: wait=N (N ≤ 60), it is a long-poll: it answers as soon as the job
+// changes, or with 304 after N seconds.
 func (s *Service) get(c *gin.Context) {
+	match := c.GetHeader("If-None-Match")
+	wait := preferWait(c.GetHeader("Prefer"))
+	var w *Watcher
+	if match != "" && wait > 0 {
+		// Watch before reading, so a change between the read and the wait
+		// is not missed.
+		w = s.cfg.Hub.Watch(c.Param("id"))
+		defer w.Close()
+	}
 	j, err := s.job(c)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
+	if w != nil {
+		c.Header("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+		if etagMatch(match, j.ETag()) && !j.State.Final() {
+			timer := time.NewTimer(wait)
+			select {
+			case <-w.Ready():
+			case <-timer.C:
+			case <-c.Request.Context().Done():
+			}
+			timer.Stop()
+			if j, err = s.job(c); err != nil {
+				problem.Abort(c, err)
+				return
+			}
+		}
+	}
 	etag := j.ETag()
 	c.Header("ETag", etag)
 	c.Header("Cache-Control", "private, no-cache")
-	if match := c.GetHeader("If-None-Match"); match != "" && etagMatch(match, etag) {
+	if match != "" && etagMatch(match, etag) {
 		c.Status(http.StatusNotModified)
 		return
 	}
@@ -132,6 +184,26 @@ func (s *Service) get(c *gin.Context) {
 		c.Header("Retry-After", "1")
 	}
 	c.JSON(http.StatusOK, j)
+}
+
+// maxWait caps Prefer: wait.
+const maxWait = 60 * time.Second
+
+// preferWait reads wait=N from a Prefer header (RFC 7240), capped at
+// maxWait; zero when absent or malformed.
+func preferWait(h string) time.Duration {
+	for _, pref := range strings.Split(h, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pref), "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "wait") {
+			continue
+		}
+		n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(v), `"`))
+		if err != nil || n <= 0 {
+			return 0
+		}
+		return min(time.Duration(n)*time.Second, maxWait)
+	}
+	return 0
 }
 
 // etagMatch implements If-None-Match's weak comparison over a list.

@@ -204,7 +204,10 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	if err != nil {
 		return nil, err
 	}
+	hub := progress.NewHub(rdb, cfg.Logger)
+	hub.Start(nil) // ends when rdb is closed
 	return progress.New(progress.Config{
+		Hub:       hub,
 		Store:     jobs.NewStore(rdb, nil),
 		Verifier:  &tokens.Verifier{Keys: keys},
 		Blobs:     blobs,

@@ -13,6 +13,13 @@ const (
 	// KeyPrefixIdempotency prefixes Idempotency-Key claims: a string per
 	// (owner, key) pair holding "<job id> <body hash>".
 	KeyPrefixIdempotency = "cc:idem:"
+	// KeySuffixEvents follows a job record's key for the job's event log:
+	// a stream capped at about 256 entries, expiring with the record.
+	KeySuffixEvents = ":events"
+	// ChannelJobEvents is where every job event is published, as
+	// "<job id> <event id> <type> <json>"; each progress process holds one
+	// subscription and fans events out to its watchers.
+	ChannelJobEvents = "cc:job-events"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -23,6 +30,7 @@ const (
 )
 
 func jobKey(id string) string            { return KeyPrefixJob + id }
+func eventsKey(id string) string         { return KeyPrefixJob + id + KeySuffixEvents }
 func ownerJobsKey(owner string) string   { return KeyPrefixOwnerJobs + owner }
 func ownerActiveKey(owner string) string { return KeyPrefixOwnerActive + owner }
 

@@ -194,19 +194,21 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-var startScript = redis.NewScript(`
--- KEYS[1] job; ARGV[1] now ms, ARGV[2] attempt number
+var startScript = redis.NewScript(emitLua + `
+-- KEYS[1] job, KEYS[2] its events; ARGV[1] now ms, ARGV[2] attempt number
 local st = redis.call("HMGET", KEYS[1], "state", "cancel")
 if not st[1] then return "gone" end
 if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
 if st[2] == "1" then
   redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
   redis.call("HINCRBY", KEYS[1], "version", 1)
+  emit("done", cjson.encode({state = "canceled"}))
   return "canceled"
 end
 redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1])
 redis.call("HSETNX", KEYS[1], "started", ARGV[1])
 redis.call("HINCRBY", KEYS[1], "version", 1)
+emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
 return "running"
 `)
 
@@ -219,7 +221,7 @@ var ErrGone = errors.New("job record gone")
 // was requested (the record is moved to canceled), a final state when the job
 // already ended, or ErrGone.
 func (s *Store) Start(ctx context.Context, id string, attempt int) (State, error) {
-	res, err := startScript.Run(ctx, s.rdb, []string{jobKey(id)}, ms(s.now()), attempt).Text()
+	res, err := startScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)}, ms(s.now()), attempt).Text()
 	if err != nil {
 		return "", fmt.Errorf("start job %s: %w", id, err)
 	}
@@ -229,13 +231,14 @@ func (s *Store) Start(ctx context.Context, id string, attempt int) (State, error
 	return State(res), nil
 }
 
-var progressScript = redis.NewScript(`
--- KEYS[1] job; ARGV[1] percent, ARGV[2] message, ARGV[3] now ms
+var progressScript = redis.NewScript(emitLua + `
+-- KEYS[1] job, KEYS[2] its events; ARGV[1] percent, ARGV[2] message, ARGV[3] now ms
 -- returns 1 when the job should stop (cancel requested, ended or gone), else 0
 local st = redis.call("HMGET", KEYS[1], "state", "cancel")
 if st[1] ~= "running" or st[2] == "1" then return 1 end
 redis.call("HSET", KEYS[1], "pct", ARGV[1], "msg", ARGV[2], "progress_at", ARGV[3])
 redis.call("HINCRBY", KEYS[1], "version", 1)
+emit("progress", cjson.encode({percent = tonumber(ARGV[1]), message = ARGV[2]}))
 return 0
 `)
 
@@ -243,7 +246,7 @@ return 0
 // should abandon the attempt: a cancel was requested, or the job is no longer
 // running.
 func (s *Store) Progress(ctx context.Context, id string, percent float64, message string) (stop bool, err error) {
-	n, err := progressScript.Run(ctx, s.rdb, []string{jobKey(id)},
+	n, err := progressScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)},
 		strconv.FormatFloat(percent, 'f', -1, 64), message, ms(s.now())).Int()
 	if err != nil {
 		return false, fmt.Errorf("progress job %s: %w", id, err)
@@ -251,8 +254,8 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 	return n == 1, nil
 }
 
-var finishScript = redis.NewScript(`
--- KEYS[1] job; ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
+var finishScript = redis.NewScript(emitLua + `
+-- KEYS[1] job, KEYS[2] its events; ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
 -- ARGV[6..] extra field/value pairs
 local st = redis.call("HMGET", KEYS[1], "state", "attempts")
@@ -270,6 +273,13 @@ if final then
 end
 if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
+local ev = {state = ARGV[1]}
+if ARGV[3] ~= "" then ev.error = ARGV[3] end
+if ARGV[1] == "succeeded" then
+  local r = redis.call("HMGET", KEYS[1], "result_type", "result_size", "result_sha")
+  ev.result = {content_type = r[1], size = tonumber(r[2]), sha256 = r[3]}
+end
+if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
 return ARGV[1]
 `)
 
@@ -282,7 +292,7 @@ func (s *Store) finish(ctx context.Context, id string, attempt int, to State, er
 		att = strconv.Itoa(attempt)
 	}
 	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att}, extra...)
-	res, err := finishScript.Run(ctx, s.rdb, []string{jobKey(id)}, args...).Text()
+	res, err := finishScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("job %s to %s: %w", id, to, err)
 	}

@@ -1,0 +1,202 @@
+package progress
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+// Hub is this process's one subscription to job events, fanned out in
+// process to every watcher of the job an event concerns: ten thousand
+// watchers cost one Redis connection, not ten thousand.
+type Hub struct {
+	rdb redis.UniversalClient
+	log *slog.Logger
+
+	mu       sync.Mutex
+	watchers map[string]map[*Watcher]struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewHub returns a hub on rdb; call Start.
+func NewHub(rdb redis.UniversalClient, log *slog.Logger) *Hub {
+	return &Hub{rdb: rdb, log: log, watchers: map[string]map[*Watcher]struct{}{}}
+}
+
+// Start subscribes and delivers events until Close or until rdb is closed.
+// ready, if not nil, is closed once the first subscription is confirmed.
+func (h *Hub) Start(ready chan<- struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() {
+		defer close(h.done)
+		h.run(ctx, ready)
+	}()
+}
+
+// Close stops the subscription.
+func (h *Hub) Close() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+	}
+}
+
+func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
+	ps := h.rdb.Subscribe(ctx, jobs.ChannelJobEvents)
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			// A (re)subscription may have missed events: every watcher
+			// catches up from the job's event log.
+			h.each(func(w *Watcher) { w.resync() })
+			if ready != nil {
+				close(ready)
+				ready = nil
+			}
+		case *redis.Message:
+			if id, ev, ok := jobs.ParseEventMessage(m.Payload); ok {
+				h.deliver(id, ev)
+			}
+		}
+	}
+}
+
+func (h *Hub) deliver(jobID string, ev jobs.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers[jobID] {
+		w.push(ev)
+	}
+}
+
+func (h *Hub) each(fn func(*Watcher)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ws := range h.watchers {
+		for w := range ws {
+			fn(w)
+		}
+	}
+}
+
+// Watch starts collecting job jobID's events; Close the watcher when done.
+func (h *Hub) Watch(jobID string) *Watcher {
+	w := &Watcher{hub: h, job: jobID, ready: make(chan struct{}, 1)}
+	h.mu.Lock()
+	ws := h.watchers[jobID]
+	if ws == nil {
+		ws = map[*Watcher]struct{}{}
+		h.watchers[jobID] = ws
+	}
+	ws[w] = struct{}{}
+	h.mu.Unlock()
+	return w
+}
+
+// Watchers counts the watchers, for tests and metrics.
+func (h *Hub) Watchers() int {
+	n := 0
+	h.mu.Lock()
+	for _, ws := range h.watchers {
+		n += len(ws)
+	}
+	h.mu.Unlock()
+	return n
+}
+
+// maxPending bounds a watcher's queue. Progress events coalesce, so only a
+// client stalled through dozens of state changes reaches it; it then
+// catches up from the event log instead.
+const maxPending = 32
+
+// Watcher buffers one watcher's events. Pushing never blocks: a slow client
+// gets the latest progress, not every intermediate one, and never delays
+// the hub or other watchers.
+type Watcher struct {
+	hub *Hub
+	job string
+
+	mu      sync.Mutex
+	pending []jobs.Event
+	behind  bool // events were dropped: re-read the log
+	ready   chan struct{}
+}
+
+func (w *Watcher) push(ev jobs.Event) {
+	w.mu.Lock()
+	switch n := len(w.pending); {
+	case n > 0 && ev.Type == jobs.EventProgress && w.pending[n-1].Type == jobs.EventProgress:
+		w.pending[n-1] = ev // coalesce: only the latest progress matters
+	case n >= maxPending:
+		w.behind = true
+	default:
+		w.pending = append(w.pending, ev)
+	}
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *Watcher) resync() {
+	w.mu.Lock()
+	w.behind = true
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *Watcher) signal() {
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is signalled when Take has something.
+func (w *Watcher) Ready() <-chan struct{} { return w.ready }
+
+// Take returns the buffered events, and behind when some were lost and the
+// caller must re-read the job's event log after its last event.
+func (w *Watcher) Take() (evs []jobs.Event, behind bool) {
+	w.mu.Lock()
+	evs, behind = w.pending, w.behind
+	w.pending, w.behind = nil, false
+	w.mu.Unlock()
+	return evs, behind
+}
+
+// Close stops the watcher.
+func (w *Watcher) Close() {
+	h := w.hub
+	h.mu.Lock()
+	if ws := h.watchers[w.job]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(h.watchers, w.job)
+		}
+	}
+	h.mu.Unlock()
+}

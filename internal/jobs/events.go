@@ -1,0 +1,142 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Event types, as the SSE stream names them.
+const (
+	EventProgress = "progress" // {"percent","message"}
+	EventState    = "state"    // {"state","attempts"?,"error"?}
+	EventDone     = "done"     // {"state","error"?,"result"?}: the last one
+)
+
+// emitLua defines emit(type, json) for the scripts that change a job: it
+// appends the event to the job's stream (KEYS[2]), capped and expiring with
+// the record, and publishes it on ChannelJobEvents, all inside the script
+// that made the change, so no event is lost or told twice and workers pay
+// no extra round trip.
+var emitLua = `
+local function emit(kind, data)
+  local id = redis.call("XADD", KEYS[2], "MAXLEN", "~", "256", "*", "type", kind, "data", data)
+  local ttl = redis.call("PTTL", KEYS[1])
+  if ttl > 0 then redis.call("PEXPIRE", KEYS[2], ttl) end
+  redis.call("PUBLISH", "` + ChannelJobEvents + `", string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `) .. " " .. id .. " " .. kind .. " " .. data)
+  return id
+end
+`
+
+// Event is one entry of a job's event log.
+type Event struct {
+	// ID is the stream entry id ("<ms>-<seq>"), the SSE event id.
+	ID   string
+	Type string
+	// Data is the event's JSON.
+	Data string
+}
+
+// ParseEventMessage reads a ChannelJobEvents message.
+func ParseEventMessage(msg string) (jobID string, ev Event, ok bool) {
+	var ok1, ok2, ok3 bool
+	var rest string
+	jobID, rest, ok1 = strings.Cut(msg, " ")
+	ev.ID, rest, ok2 = strings.Cut(rest, " ")
+	ev.Type, ev.Data, ok3 = strings.Cut(rest, " ")
+	return jobID, ev, ok1 && ok2 && ok3 && jobID != ""
+}
+
+// ErrEventsTrimmed means the events after a given id are no longer all in
+// the log; the reader must start from a snapshot.
+var ErrEventsTrimmed = errors.New("event log no longer reaches back that far")
+
+// EventsAfter returns job id's logged events after the event id after.
+// ErrEventsTrimmed when the log was capped past it.
+func (s *Store) EventsAfter(ctx context.Context, id, after string) ([]Event, error) {
+	if !ValidEventID(after) {
+		return nil, ErrEventsTrimmed
+	}
+	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XRangeN(ctx, eventsKey(id), "-", "+", 1)
+		p.XRange(ctx, eventsKey(id), "("+after, "+")
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events of job %s: %w", id, err)
+	}
+	first := cmds[0].(*redis.XMessageSliceCmd).Val()
+	if len(first) == 0 || CompareEventIDs(first[0].ID, after) > 0 {
+		// The oldest entry is newer than the client's last one: some in
+		// between may have been trimmed (or the log expired).
+		return nil, ErrEventsTrimmed
+	}
+	return toEvents(cmds[1].(*redis.XMessageSliceCmd).Val()), nil
+}
+
+// Snapshot reads a job's record and the id of its latest event in one
+// transaction, so an event after that id is a change after the record.
+func (s *Store) Snapshot(ctx context.Context, id string) (*Job, string, error) {
+	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HGetAll(ctx, jobKey(id))
+		p.XRevRangeN(ctx, eventsKey(id), "+", "-", 1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, "", fmt.Errorf("snapshot job %s: %w", id, err)
+	}
+	j, err := fromHash(cmds[0].(*redis.MapStringStringCmd).Val())
+	if err != nil {
+		return nil, "", fmt.Errorf("snapshot job %s: %w", id, err)
+	}
+	last := "0-0"
+	if msgs := cmds[1].(*redis.XMessageSliceCmd).Val(); len(msgs) > 0 {
+		last = msgs[0].ID
+	}
+	return j, last, nil
+}
+
+func toEvents(msgs []redis.XMessage) []Event {
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		t, _ := m.Values["type"].(string)
+		d, _ := m.Values["data"].(string)
+		out = append(out, Event{ID: m.ID, Type: t, Data: d})
+	}
+	return out
+}
+
+// ValidEventID reports whether s looks like a stream id ("<ms>-<seq>").
+func ValidEventID(s string) bool {
+	ms, seq, ok := strings.Cut(s, "-")
+	_, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	return ok && err1 == nil && err2 == nil
+}
+
+// CompareEventIDs orders two valid stream ids.
+func CompareEventIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	x, _ := strconv.ParseUint(am, 10, 64)
+	y, _ := strconv.ParseUint(bm, 10, 64)
+	if x != y {
+		if x < y {
+			return -1
+		}
+		return 1
+	}
+	x, _ = strconv.ParseUint(as, 10, 64)
+	y, _ = strconv.ParseUint(bs, 10, 64)
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
