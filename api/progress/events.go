@@ -51,10 +51,7 @@ func (s *Service) events(c *gin.Context) {
 		backlog, err = s.cfg.Store.EventsAfter(c, id, resume)
 		switch {
 		case err == nil:
-			last = resume
-			if n := len(backlog); n > 0 {
-				last = backlog[n-1].ID
-			}
+			last = resume // writeAll advances it past the backlog
 		case errors.Is(err, jobs.ErrEventsTrimmed):
 			backlog = nil // start over from the snapshot
 		default:

@@ -71,6 +71,9 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, log: cfg.Logger}, nil
 }
 
+// Watchers counts the event streams and long-polls waiting in this process.
+func (s *Service) Watchers() int { return s.cfg.Hub.Watchers() }
+
 // Register adds the service's routes to r.
 func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)

@@ -65,6 +65,9 @@ type Config struct {
 	JWKSURL string
 	// Retention is how long finished jobs and results are kept (24h).
 	Retention time.Duration
+	// EventHeartbeat is how often an idle event stream gets a keep-alive
+	// comment (15s).
+	EventHeartbeat time.Duration
 	// Worker tunes the worker (see worker.Config).
 	Worker worker.Config
 	// Types are the job types (builtin.Types()).
@@ -208,6 +211,7 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	hub.Start(nil) // ends when rdb is closed
 	return progress.New(progress.Config{
 		Hub:       hub,
+		Heartbeat: cfg.EventHeartbeat,
 		Store:     jobs.NewStore(rdb, nil),
 		Verifier:  &tokens.Verifier{Keys: keys},
 		Blobs:     blobs,

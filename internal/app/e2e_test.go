@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
@@ -49,13 +50,16 @@ type stack struct {
 	rdb          *redis.Client
 	dir          *identity.Directory
 	countRuns    atomic.Int32
+	// step releases one step of a "stepper" job
+	step chan struct{}
+	prog *progress.Service
 }
 
 func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 	t.Helper()
 	ctx := context.Background()
 	rdb := redistest.Client(t)
-	s := &stack{rdb: rdb}
+	s := &stack{rdb: rdb, step: make(chan struct{}, 10000)}
 	dir := t.TempDir()
 	cfg := app.Config{
 		DataDir: dir,
@@ -107,6 +111,7 @@ func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.prog = prog
 	s.progress = httptest.NewServer(app.Handler(cfg, prog))
 	t.Cleanup(s.progress.Close)
 
@@ -138,6 +143,25 @@ func (s *stack) testTypes() []worker.Type {
 			TypeSpec: jobs.TypeSpec{Name: "flaky", Description: "always fails", Timeout: time.Minute, MaxRetry: 2, Schema: obj},
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				return fmt.Errorf("disk on fire (attempt %d)", t.Attempt())
+			},
+		},
+		{
+			TypeSpec: jobs.TypeSpec{Name: "stepper", Description: "reports progress one step at a time, as the test releases them",
+				Timeout: time.Minute, Schema: json.RawMessage(`{"type":"object","properties":{"steps":{"type":"integer"},"pad":{"type":"integer"}}}`)},
+			Handle: func(ctx context.Context, t *worker.Task) error {
+				var in struct{ Steps, Pad int }
+				if err := t.Decode(&in); err != nil {
+					return err
+				}
+				for i := 1; i <= in.Steps; i++ {
+					select {
+					case <-s.step:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					t.Progress(float64(i*100)/float64(in.Steps), fmt.Sprintf("step %d %s", i, strings.Repeat("x", in.Pad)))
+				}
+				return nil
 			},
 		},
 		{

@@ -55,27 +55,30 @@ func ParseEventMessage(msg string) (jobID string, ev Event, ok bool) {
 // the log; the reader must start from a snapshot.
 var ErrEventsTrimmed = errors.New("event log no longer reaches back that far")
 
-// EventsAfter returns job id's logged events after the event id after.
-// ErrEventsTrimmed when the log was capped past it.
+// EventsAfter returns job id's logged events after the event id after
+// (a stream id this store handed out). ErrEventsTrimmed when that event is
+// no longer in the log (capped or expired), so some after it may be lost.
 func (s *Store) EventsAfter(ctx context.Context, id, after string) ([]Event, error) {
 	if !ValidEventID(after) {
 		return nil, ErrEventsTrimmed
 	}
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XRangeN(ctx, eventsKey(id), "-", "+", 1)
-		p.XRange(ctx, eventsKey(id), "("+after, "+")
-		return nil
-	})
+	start := "-"
+	if after != "0-0" { // "0-0" is the snapshot id of a job with no events yet
+		start = after
+	}
+	// Read from the client's last event inclusive: if that event is no
+	// longer in the log, the ones after it may have been trimmed too.
+	msgs, err := s.rdb.XRange(ctx, eventsKey(id), start, "+").Result()
 	if err != nil {
 		return nil, fmt.Errorf("events of job %s: %w", id, err)
 	}
-	first := cmds[0].(*redis.XMessageSliceCmd).Val()
-	if len(first) == 0 || CompareEventIDs(first[0].ID, after) > 0 {
-		// The oldest entry is newer than the client's last one: some in
-		// between may have been trimmed (or the log expired).
-		return nil, ErrEventsTrimmed
+	if start != "-" {
+		if len(msgs) == 0 || msgs[0].ID != after {
+			return nil, ErrEventsTrimmed
+		}
+		msgs = msgs[1:]
 	}
-	return toEvents(cmds[1].(*redis.XMessageSliceCmd).Val()), nil
+	return toEvents(msgs), nil
 }
 
 // Snapshot reads a job's record and the id of its latest event in one
