@@ -64,6 +64,14 @@ func (r *RemoteKeys) PublicKey(kid string) (ed25519.PublicKey, error) {
 	return keys.PublicKey(kid)
 }
 
+// Reload fetches the set now, whatever the interval (a key was rotated or
+// retired and the owner said so). On failure the old keys stay in use.
+func (r *RemoteKeys) Reload(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fetch(ctx)
+}
+
 // refresh refetches unless one was attempted within MinRefreshInterval.
 func (r *RemoteKeys) refresh() {
 	r.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -67,8 +68,78 @@ The kid is the key's RFC 7638 thumbprint.`,
 		},
 	}
 	list.Flags().StringVar(&dir, "dir", filepath.Join(".claimcheck", "keys", "jobs"), "key directory")
-	cmd.AddCommand(gen, list)
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Add a new signing key and make it active; the old one keeps verifying",
+		Long: `rotate writes a new key into --dir and makes it the active signer. The
+previous key stays in the directory and in the JWKS, so tokens it signed keep
+verifying until they expire; retire it after that with "keys retire KID".
+
+With REDIS_URL set, running processes are told at once: they reload their key
+directories and the gateway drops its cached tokens.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := rotateKeys(cmd.OutOrStdout(), dir); err != nil {
+				return err
+			}
+			return announceKeyChange(cmd)
+		},
+	}
+	rotate.Flags().StringVar(&dir, "dir", filepath.Join(".claimcheck", "keys", "jobs"), "key directory (the gateway's: DATA_DIR/keys/gateway)")
+	retire := &cobra.Command{
+		Use:   "retire KID",
+		Short: "Remove a key that no longer signs; tokens it signed stop verifying",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := retireKey(cmd.OutOrStdout(), dir, args[0]); err != nil {
+				return err
+			}
+			return announceKeyChange(cmd)
+		},
+	}
+	retire.Flags().StringVar(&dir, "dir", filepath.Join(".claimcheck", "keys", "jobs"), "key directory")
+	cmd.AddCommand(gen, list, rotate, retire)
 	return cmd
+}
+
+func rotateKeys(w io.Writer, dir string) (*tokens.Key, error) {
+	k, prev, err := tokens.RotateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "new active key %s in %s\n", k.ID, dir)
+	if prev != "" {
+		fmt.Fprintf(w, "previous key %s still verifies; once its tokens have expired: claimcheck keys retire %s --dir %s\n", prev, prev, dir)
+	}
+	return k, nil
+}
+
+func retireKey(w io.Writer, dir, kid string) error {
+	if err := tokens.RetireKey(dir, kid); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "retired %s from %s\n", kid, dir)
+	return nil
+}
+
+// announceKeyChange tells running processes to reload their keys, when
+// there is a Redis to tell them through.
+func announceKeyChange(cmd *cobra.Command) error {
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		fmt.Fprintln(cmd.ErrOrStderr(), "REDIS_URL not set: restart the services (or they reload on their next reconnect)")
+		return nil
+	}
+	r, err := app.OpenRedis(cmd.Context(), url)
+	if err != nil {
+		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)
+	}
+	defer r.Close()
+	if err := identity.NewRevocations(r.Client).Announce(cmd.Context(), identity.Revocation{Kind: identity.RevokedAll}); err != nil {
+		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), "running services told to reload their keys")
+	return nil
 }
 
 func newAPIKeys() *cobra.Command {

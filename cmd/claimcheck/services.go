@@ -71,7 +71,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		return err
 	}
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
-		map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}, nil)
+		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
 	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
 		url := "http://" + addr
 		fmt.Fprintln(out, "claimcheck dev: api, worker, progress, gateway exchange and web UI on one port")
@@ -147,7 +147,11 @@ func newAPI() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, map[string]*tokens.KeySet{c.cfg.JobKeyDir: keys}, nil)
+			dirs := map[string]*tokens.KeySet{c.cfg.JobKeyDir: keys}
+			if ks, ok := c.cfg.GatewayKeys.(*tokens.KeySet); ok {
+				dirs[c.cfg.GatewayKeyDir] = ks
+			}
+			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, app.ReloadKeys(cmd.Context(), c.cfg, dirs, c.cfg.GatewayKeys), nil)
 			return app.Serve(cmd.Context(), c.cfg.Addr, h, listening(c.cfg, "api"))
 		},
 	}
@@ -213,7 +217,8 @@ with --trust-gateway.`,
 			if err != nil {
 				return err
 			}
-			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, gw, map[string]*tokens.KeySet{c.cfg.GatewayKeyDir: gwKeys}, nil)
+			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, gw,
+				app.ReloadKeys(cmd.Context(), c.cfg, map[string]*tokens.KeySet{c.cfg.GatewayKeyDir: gwKeys}), nil)
 			return app.Serve(cmd.Context(), c.cfg.Addr, app.GatewayHandler(c.cfg, gw, up), listening(c.cfg, "gateway"))
 		},
 	}
@@ -249,6 +254,12 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 			if err != nil {
 				return err
 			}
+			// Rotated or retired api keys reach this process at once.
+			dirs := map[string]*tokens.KeySet{}
+			if ks, ok := keys.(*tokens.KeySet); ok {
+				dirs[c.cfg.JobKeyDir] = ks
+			}
+			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, app.ReloadKeys(cmd.Context(), c.cfg, dirs, keys), nil)
 			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg, prog), listening(c.cfg, "progress"))
 		},
 	}

@@ -317,17 +317,13 @@ func Gateway(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, gwK
 
 // WatchRevocations runs until ctx ends, passing every revocation announced
 // on Redis to gw (which may be nil) and, when everything must be forgotten
-// (a key rotation, or a reconnect that may have lost messages), reloading
-// each key set from its directory first, so a rotated or retired key takes
-// effect without a restart. ready, if not nil, is closed once subscribed.
-func WatchRevocations(ctx context.Context, cfg Config, rdb redis.UniversalClient, gw *gateway.Service, dirs map[string]*tokens.KeySet, ready chan<- struct{}) {
+// (a key rotation, or a reconnect that may have lost messages), calling
+// reload first, so a rotated or retired key takes effect without a restart.
+// ready, if not nil, is closed once subscribed.
+func WatchRevocations(ctx context.Context, cfg Config, rdb redis.UniversalClient, gw *gateway.Service, reload func(), ready chan<- struct{}) {
 	err := identity.ListenRevocations(ctx, rdb, func(rev identity.Revocation) {
-		if rev.Kind == identity.RevokedAll {
-			for dir, ks := range dirs {
-				if err := tokens.ReloadDir(ks, dir); err != nil {
-					cfg.Logger.Error("reload keys", "dir", dir, "err", err)
-				}
-			}
+		if rev.Kind == identity.RevokedAll && reload != nil {
+			reload()
 		}
 		if gw != nil {
 			gw.Purge(rev)
@@ -335,6 +331,25 @@ func WatchRevocations(ctx context.Context, cfg Config, rdb redis.UniversalClient
 	}, ready)
 	if err != nil {
 		cfg.Logger.Error("revocation listener stopped", "err", err)
+	}
+}
+
+// ReloadKeys returns a reload for WatchRevocations: each key set is loaded
+// again from its directory, each JWKS source fetched again.
+func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet, remotes ...tokens.KeySource) func() {
+	return func() {
+		for dir, ks := range dirs {
+			if err := tokens.ReloadDir(ks, dir); err != nil {
+				cfg.Logger.Error("reload keys", "dir", dir, "err", err)
+			}
+		}
+		for _, src := range remotes {
+			if r, ok := src.(*tokens.RemoteKeys); ok {
+				if err := r.Reload(ctx); err != nil {
+					cfg.Logger.Error("reload keys", "err", err)
+				}
+			}
+		}
 	}
 }
 

@@ -136,7 +136,7 @@ func TestKeyRotationReachesRunningProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
-	go app.WatchRevocations(ctx, cfg, rdb, gw, map[string]*tokens.KeySet{cfg.GatewayKeyDir: gwKeys}, ready)
+	go app.WatchRevocations(ctx, cfg, rdb, gw, app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.GatewayKeyDir: gwKeys}), ready)
 	<-ready
 	srv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil))
 	defer srv.Close()
