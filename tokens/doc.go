@@ -7,7 +7,7 @@
 //	kind            typ        issuer → audience        lifetime
 //	job token       job+jwt    api → progress           job deadline + retention, capped
 //	download link   link+jwt   progress → progress      minutes            (later)
-//	internal token  at+jwt     gateway → services       seconds            (later)
+//	internal token  at+jwt     gateway → services       ≤ 60 s (MaxAccessLifetime)
 //
 // Every kind is JWS compact with alg EdDSA and an explicit typ, so no token
 // can be replayed as another kind (RFC 8725 §3.11). A job token names one job
@@ -38,10 +38,13 @@
 // A key directory holds <kid>.pem (PKCS#8 private key, mode 0600) and
 // <kid>.pub.pem (PKIX public key), and a file "active" naming the kid that
 // signs. A KeySet loaded from it verifies with every key and signs with the
-// active one, so rotation is: write a new key and make it active; keep the
-// old one until every token it signed has expired; then delete it. A
+// active one, so rotation is RotateDir (a new active key; the old one still
+// verifies) and, once every token the old key signed has expired,
+// RetireKey. Running processes pick the change up with ReloadDir, which
+// swaps the set in place (KeySet.Replace) under everything that holds it. A
 // directory holding only .pub.pem files is a verify-only set, which is all
-// the progress service needs.
+// the progress service needs. The api's job keys and the gateway's keys
+// live in separate directories, so neither can mint the other's tokens.
 //
 // # Revocation window
 //
