@@ -6,7 +6,7 @@
 //
 //	kind            typ        issuer → audience        lifetime
 //	job token       job+jwt    api → progress           job deadline + retention, capped
-//	download link   link+jwt   progress → progress      minutes            (later)
+//	download link   link+jwt   progress → progress      10 min (≤ 24 h)
 //	internal token  at+jwt     gateway → services       ≤ 60 s (MaxAccessLifetime)
 //
 // Every kind is JWS compact with alg EdDSA and an explicit typ, so no token

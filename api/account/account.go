@@ -208,18 +208,18 @@ func (s *Service) createKey(c *gin.Context) {
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
-			problem.Abort(c, invalid("expires_in", `must be a positive duration such as "720h"`))
+			problem.Abort(c, problem.Invalid("expires_in", `must be a positive duration such as "720h"`))
 			return
 		}
 		spec.ExpiresAt = time.Now().Add(d)
 	}
 	if len(req.Name) > 100 {
-		problem.Abort(c, invalid("name", "at most 100 characters"))
+		problem.Abort(c, problem.Invalid("name", "at most 100 characters"))
 		return
 	}
 	sec, key, err := s.dir.APIKeys.CreateKey(c, spec)
 	if errors.Is(err, identity.ErrBadScope) {
-		problem.Abort(c, invalid("scopes", err.Error()))
+		problem.Abort(c, problem.Invalid("scopes", err.Error()))
 		return
 	}
 	if err != nil {
@@ -252,9 +252,4 @@ func (s *Service) revokeKey(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
-}
-
-func invalid(field, detail string) *problem.Problem {
-	return problem.New(http.StatusUnprocessableEntity, "invalid-request", "Invalid request", field+": "+detail).
-		With("errors", []map[string]string{{"pointer": "/" + field, "detail": detail}})
 }

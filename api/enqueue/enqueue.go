@@ -242,16 +242,16 @@ func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
 	if req.Priority != "" {
 		q, ok := priorities[req.Priority]
 		if !ok {
-			return spec, pl, invalidField("priority", "must be high, normal or low")
+			return spec, pl, problem.Invalid("priority", "must be high, normal or low")
 		}
 		pl.queue = q
 	}
 	if req.Queue != "" {
 		if _, ok := jobs.Queues()[req.Queue]; !ok {
-			return spec, pl, invalidField("queue", "must be critical, default or low")
+			return spec, pl, problem.Invalid("queue", "must be critical, default or low")
 		}
 		if req.Priority != "" && req.Queue != pl.queue {
-			return spec, pl, invalidField("queue", "contradicts priority; give one of them")
+			return spec, pl, problem.Invalid("queue", "contradicts priority; give one of them")
 		}
 		pl.queue = req.Queue
 	}
@@ -259,27 +259,22 @@ func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
 	if req.Timeout != "" {
 		d, err := time.ParseDuration(req.Timeout)
 		if err != nil {
-			return spec, pl, invalidField("timeout", "must be a duration such as \"90s\" or \"5m\"")
+			return spec, pl, problem.Invalid("timeout", "must be a duration such as \"90s\" or \"5m\"")
 		}
 		requested = d
 	}
 	t, err := spec.EffectiveTimeout(requested)
 	if err != nil {
-		return spec, pl, invalidField("timeout", err.Error())
+		return spec, pl, problem.Invalid("timeout", err.Error())
 	}
 	pl.timeout = t
 	if req.MaxRetry != nil {
 		if *req.MaxRetry < 0 || *req.MaxRetry > spec.MaxRetry {
-			return spec, pl, invalidField("max_retry", fmt.Sprintf("must be between 0 and %d for %s", spec.MaxRetry, spec.Name))
+			return spec, pl, problem.Invalid("max_retry", fmt.Sprintf("must be between 0 and %d for %s", spec.MaxRetry, spec.Name))
 		}
 		pl.maxRetry = *req.MaxRetry
 	}
 	return spec, pl, nil
-}
-
-func invalidField(field, detail string) *problem.Problem {
-	return problem.New(http.StatusUnprocessableEntity, "invalid-request", "Invalid job request", field+": "+detail).
-		With("errors", []jobs.FieldError{{Pointer: "/" + field, Detail: detail}})
 }
 
 // enqueue puts the job on Asynq. The job id is the TaskID, so enqueueing the

@@ -130,7 +130,7 @@ func (s *Service) reissue(c *gin.Context) {
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
-			problem.Abort(c, invalidField("expires_in", `must be a positive duration such as "1h"`))
+			problem.Abort(c, problem.Invalid("expires_in", `must be a positive duration such as "1h"`))
 			return
 		}
 		if e := s.cfg.Now().Add(d); e.Before(exp) {

@@ -105,6 +105,13 @@ func BadRequest(detail string) *Problem {
 	return New(http.StatusBadRequest, "bad-request", "Bad request", detail)
 }
 
+// Invalid is the 422 for one bad field of a request body, with the field
+// named by JSON Pointer in "errors" as job input errors are.
+func Invalid(field, detail string) *Problem {
+	return New(http.StatusUnprocessableEntity, "invalid-request", "Invalid request", field+": "+detail).
+		With("errors", []jobs.FieldError{{Pointer: "/" + field, Detail: detail}})
+}
+
 // From maps any error to a problem. Unknown errors become a 500 whose detail
 // reveals nothing; the cause is kept for the log.
 func From(err error) *Problem {

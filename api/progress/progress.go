@@ -45,6 +45,13 @@ type Config struct {
 	// Heartbeat is how often an idle event stream gets a comment line, so
 	// proxies keep it open (15s).
 	Heartbeat time.Duration
+	// Links mints download links with this service's own key, and
+	// LinkVerifier checks them; both required.
+	Links        *tokens.LinkMinter
+	LinkVerifier *tokens.LinkVerifier
+	// PublicURL is this service's public base URL, for absolute download
+	// links; empty gives links relative to this service.
+	PublicURL string
 	Logger    *slog.Logger
 }
 
@@ -56,9 +63,11 @@ type Service struct {
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Verifier == nil || cfg.Blobs == nil || cfg.Canceler == nil || cfg.Hub == nil {
-		return nil, errors.New("progress: Store, Verifier, Blobs, Canceler and Hub are required")
+	if cfg.Store == nil || cfg.Verifier == nil || cfg.Blobs == nil || cfg.Canceler == nil || cfg.Hub == nil ||
+		cfg.Links == nil || cfg.LinkVerifier == nil {
+		return nil, errors.New("progress: Store, Verifier, Blobs, Canceler, Hub, Links and LinkVerifier are required")
 	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 15 * time.Second
 	}
@@ -80,6 +89,9 @@ func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id/events", s.authorizeQuery(tokens.ScopeJobRead), s.events)
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
+	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
+	r.GET("/v1/results/:id", s.download)
+	r.HEAD("/v1/results/:id", s.download)
 }
 
 // authorize verifies the bearer job token and checks it names the path's job
@@ -252,39 +264,55 @@ func (s *Service) cancel(c *gin.Context) {
 }
 
 func (s *Service) result(c *gin.Context) {
-	id := c.Param("id")
-	j, err := s.job(c)
+	j, err := s.succeeded(c)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
-	if j.State != jobs.StateSucceeded {
-		problem.Abort(c, problem.New(http.StatusConflict, "not-finished", "Job has not succeeded",
-			fmt.Sprintf("job %s is %s; its result exists only once it has succeeded", id, j.State)).
-			With("state", j.State))
-		return
+	s.serveResult(c, j, "attachment", "", "private, max-age=3600, immutable")
+}
+
+// succeeded reads the path's job (checking the token's epoch) and insists
+// it has succeeded.
+func (s *Service) succeeded(c *gin.Context) (*jobs.Job, error) {
+	j, err := s.job(c)
+	if err != nil {
+		return nil, err
 	}
+	if j.State != jobs.StateSucceeded {
+		return nil, problem.New(http.StatusConflict, "not-finished", "Job has not succeeded",
+			fmt.Sprintf("job %s is %s; its result exists only once it has succeeded", j.ID, j.State)).
+			With("state", j.State)
+	}
+	return j, nil
+}
+
+// serveResult streams a succeeded job's result with Range, If-Range,
+// If-None-Match and HEAD support (http.ServeContent).
+func (s *Service) serveResult(c *gin.Context, j *jobs.Job, disposition, filename, cacheControl string) {
 	if j.Result == nil {
 		c.Status(http.StatusNoContent)
 		return
 	}
-	f, err := s.cfg.Blobs.Open(id)
+	f, err := s.cfg.Blobs.Open(j.ID)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
 	defer f.Close()
+	if filename == "" {
+		filename = j.ID + extension(j.Result.ContentType)
+	}
 	h := c.Writer.Header()
 	h.Set("Content-Type", j.Result.ContentType)
 	h.Set("ETag", `"sha256:`+j.Result.SHA256+`"`)
-	h.Set("Cache-Control", "private, max-age=3600, immutable")
+	h.Set("Cache-Control", cacheControl)
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": id + extension(j.Result.ContentType)}))
+	h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": filename}))
 	var mod time.Time
 	if j.FinishedAt != nil {
 		mod = *j.FinishedAt
 	}
-	// ServeContent handles Range, If-Range, If-None-Match and HEAD.
 	http.ServeContent(c.Writer, c.Request, "", mod, f)
 }
 

@@ -266,6 +266,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8081", "listen address `host:port`")
 	cmd.Flags().StringVar(&c.cfg.JWKSURL, "jwks-url", "", "fetch the api's public keys from this URL")
+	cmd.Flags().StringVar(&c.cfg.ProgressURL, "public-url", "", "this service's public base URL, for absolute download links (default: relative links)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
 	annotateEnv(cmd.Flags())
 	return cmd

@@ -51,6 +51,9 @@ type Config struct {
 	// (DataDir/keys/gateway): separate from the job keys, so neither
 	// service can mint the other's tokens.
 	GatewayKeyDir string
+	// LinkKeyDir holds the progress service's download-link signing keys
+	// (DataDir/keys/progress); every progress instance must share it.
+	LinkKeyDir string
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
@@ -98,6 +101,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.JobKeyDir == "" {
 		c.JobKeyDir = filepath.Join(c.DataDir, "keys", "jobs")
+	}
+	if c.LinkKeyDir == "" {
+		c.LinkKeyDir = filepath.Join(c.DataDir, "keys", "progress")
 	}
 	if c.GatewayKeyDir == "" {
 		c.GatewayKeyDir = filepath.Join(c.DataDir, "keys", "gateway")
@@ -207,10 +213,17 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	if err != nil {
 		return nil, err
 	}
+	linkKeys, _, err := tokens.EnsureDir(cfg.LinkKeyDir)
+	if err != nil {
+		return nil, err
+	}
 	hub := progress.NewHub(rdb, cfg.Logger)
 	hub.Start(nil) // ends when rdb is closed
 	return progress.New(progress.Config{
-		Hub:       hub,
+		Hub:          hub,
+		Links:        &tokens.LinkMinter{Keys: linkKeys},
+		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys},
+		PublicURL:    cfg.ProgressURL,
 		Heartbeat: cfg.EventHeartbeat,
 		Store:     jobs.NewStore(rdb, nil),
 		Verifier:  &tokens.Verifier{Keys: keys},

@@ -53,6 +53,7 @@ type stack struct {
 	// step releases one step of a "stepper" job
 	step chan struct{}
 	prog *progress.Service
+	cfg  app.Config
 }
 
 func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
@@ -76,6 +77,7 @@ func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 		o(&cfg)
 	}
 	cfg = cfg.WithDefaults()
+	s.cfg = cfg
 	var err error
 	s.keys, _, err = tokens.EnsureDir(cfg.JobKeyDir)
 	if err != nil {

@@ -1,0 +1,169 @@
+package tokens
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TypeLink is the typ header of a download link token.
+const TypeLink = "link+jwt"
+
+// ScopeResultDownload is a link's only scope.
+const ScopeResultDownload = "result:download"
+
+// Defaults for download links.
+const (
+	DefaultProgressIssuer  = "urn:claimcheck:progress"
+	DefaultResultsAudience = "urn:claimcheck:progress:results"
+	DefaultLinkLifetime    = 10 * time.Minute
+	// MaxLinkLifetime caps a link's life: a URL travels (chat, logs,
+	// browser history) further than a token in a header.
+	MaxLinkLifetime = 24 * time.Hour
+)
+
+// LinkClaims are a download link's claims: one job's result, once
+// downloadable by whoever holds the URL, until exp. The progress service
+// mints them with its own key, so the api cannot make links and a link is
+// never a job token (typ, issuer and audience all differ).
+type LinkClaims struct {
+	Issuer    string `json:"iss"`
+	Audience  string `json:"aud"`
+	ExpiresAt int64  `json:"exp"`
+	IssuedAt  int64  `json:"iat"`
+	ID        string `json:"jti"`
+	Job       string `json:"job"`
+	Scope     string `json:"scope"`
+	// Epoch is the job's token epoch: revoking the job's tokens revokes
+	// its links too.
+	Epoch int64 `json:"ep,omitempty"`
+	// Filename and Disposition shape Content-Disposition.
+	Filename    string `json:"fn,omitempty"`
+	Disposition string `json:"disp,omitempty"`
+}
+
+// Expires is exp as a time.
+func (c *LinkClaims) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
+
+// GetExpirationTime implements jwt.Claims.
+func (c *LinkClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return numericDate(c.ExpiresAt), nil
+}
+
+// GetNotBefore implements jwt.Claims.
+func (c *LinkClaims) GetNotBefore() (*jwt.NumericDate, error) { return nil, nil }
+
+// GetIssuedAt implements jwt.Claims.
+func (c *LinkClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
+
+// GetIssuer implements jwt.Claims.
+func (c *LinkClaims) GetIssuer() (string, error) { return c.Issuer, nil }
+
+// GetSubject implements jwt.Claims.
+func (c *LinkClaims) GetSubject() (string, error) { return "", nil }
+
+// GetAudience implements jwt.Claims.
+func (c *LinkClaims) GetAudience() (jwt.ClaimStrings, error) {
+	if c.Audience == "" {
+		return nil, nil
+	}
+	return jwt.ClaimStrings{c.Audience}, nil
+}
+
+type linkClaimsFields LinkClaims
+
+// UnmarshalJSON decodes with goccy/go-json, as JobClaims does.
+func (c *LinkClaims) UnmarshalJSON(data []byte) error {
+	return gojson.Unmarshal(data, (*linkClaimsFields)(c))
+}
+
+// LinkMinter signs download links with the progress service's own keys.
+type LinkMinter struct {
+	Keys     *KeySet
+	Issuer   string // DefaultProgressIssuer when empty
+	Audience string // DefaultResultsAudience when empty
+	Now      func() time.Time
+}
+
+// MintLink signs a link to job jobID's result at token epoch epoch, valid
+// for ttl (DefaultLinkLifetime when zero; at most MaxLinkLifetime).
+func (m *LinkMinter) MintLink(jobID string, epoch int64, filename, disposition string, ttl time.Duration) (string, *LinkClaims, error) {
+	if jobID == "" {
+		return "", nil, errors.New("mint link: empty job id")
+	}
+	if ttl <= 0 {
+		ttl = DefaultLinkLifetime
+	}
+	if ttl > MaxLinkLifetime {
+		return "", nil, fmt.Errorf("mint link: lifetime over %v", MaxLinkLifetime)
+	}
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	t := now().Truncate(time.Second)
+	jti, err := newJTI()
+	if err != nil {
+		return "", nil, err
+	}
+	c := &LinkClaims{
+		Issuer: or(m.Issuer, DefaultProgressIssuer), Audience: or(m.Audience, DefaultResultsAudience),
+		ExpiresAt: t.Add(ttl).Unix(), IssuedAt: t.Unix(), ID: jti, Job: jobID, Scope: ScopeResultDownload,
+		Epoch: epoch, Filename: filename, Disposition: disposition,
+	}
+	tok, err := sign(m.Keys, TypeLink, c)
+	if err != nil {
+		return "", nil, fmt.Errorf("mint link: %w", err)
+	}
+	return tok, c, nil
+}
+
+// LinkVerifier checks download links. Set its fields before first use.
+type LinkVerifier struct {
+	Keys     KeySource
+	Issuer   string
+	Audience string
+	Leeway   time.Duration
+	Now      func() time.Time
+
+	once    sync.Once
+	parser  *jwt.Parser
+	keyfunc jwt.Keyfunc
+}
+
+// VerifyLink checks a link token (typ link+jwt, the progress issuer and
+// results audience, exp required, lifetime at most MaxLinkLifetime, scope
+// result:download). Errors wrap ErrInvalid.
+func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
+	v.once.Do(func() {
+		leeway := v.Leeway
+		if leeway == 0 {
+			leeway = DefaultLeeway
+		}
+		opts := []jwt.ParserOption{
+			jwt.WithIssuer(or(v.Issuer, DefaultProgressIssuer)),
+			jwt.WithAudience(or(v.Audience, DefaultResultsAudience)),
+			jwt.WithLeeway(leeway),
+		}
+		if v.Now != nil {
+			opts = append(opts, jwt.WithTimeFunc(v.Now))
+		}
+		v.parser = newParser(opts...)
+		v.keyfunc = keyfunc(v.Keys, TypeLink)
+	})
+	c := &LinkClaims{}
+	if err := verify(v.parser, v.keyfunc, token, c); err != nil {
+		return nil, err
+	}
+	if c.Job == "" || c.Scope != ScopeResultDownload || c.IssuedAt == 0 {
+		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("job, scope or iat claim missing")}
+	}
+	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > MaxLinkLifetime {
+		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", MaxLinkLifetime)}
+	}
+	return c, nil
+}
