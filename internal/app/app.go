@@ -224,13 +224,13 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 		Links:        &tokens.LinkMinter{Keys: linkKeys},
 		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys},
 		PublicURL:    cfg.ProgressURL,
-		Heartbeat: cfg.EventHeartbeat,
-		Store:     jobs.NewStore(rdb, nil),
-		Verifier:  &tokens.Verifier{Keys: keys},
-		Blobs:     blobs,
-		Canceler:  asynq.NewInspectorFromRedisClient(rdb),
-		Retention: cfg.Retention,
-		Logger:    cfg.Logger,
+		Heartbeat:    cfg.EventHeartbeat,
+		Store:        jobs.NewStore(rdb, nil),
+		Verifier:     &tokens.Verifier{Keys: keys},
+		Blobs:        blobs,
+		Canceler:     asynq.NewInspectorFromRedisClient(rdb),
+		Retention:    cfg.Retention,
+		Logger:       cfg.Logger,
 	})
 }
 
