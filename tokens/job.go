@@ -1,7 +1,9 @@
 package tokens
 
 import (
+	"cmp"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -192,25 +194,54 @@ type Verifier struct {
 	Audience string        // DefaultProgressAudience when empty
 	Leeway   time.Duration // DefaultLeeway when zero
 	Now      func() time.Time
+	// CacheSize bounds the verified-token cache (10 000 tokens); negative
+	// turns it off.
+	CacheSize int
 
 	once    sync.Once
 	parser  *jwt.Parser
 	keyfunc jwt.Keyfunc
+	cache   *verifiedCache
 }
 
 // VerifyJob checks a job token as the package doc describes and returns its
 // claims. Errors wrap ErrInvalid and one specific reason.
+//
+// A token that verified is remembered (by its SHA-256) until its exp, so a
+// client polling or reconnecting pays the signature check once. Only
+// successes are cached, and a hit still honours exp; a key retired since
+// stops the cached token too, because the kid is checked again on a hit.
 func (v *Verifier) VerifyJob(token string) (*JobClaims, error) {
 	v.once.Do(func() {
 		v.parser = newParser(v.options()...)
 		v.keyfunc = keyfunc(v.Keys, TypeJob)
+		if v.CacheSize >= 0 {
+			v.cache = newVerifiedCache(cmp.Or(v.CacheSize, 10_000))
+		}
 	})
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	var h [32]byte
+	if v.cache != nil && len(token) <= MaxTokenSize {
+		h = sha256.Sum256([]byte(token))
+		if c, kid := v.cache.get(h, now()); c != nil {
+			if _, err := v.Keys.PublicKey(kid); err == nil {
+				return c, nil
+			}
+		}
+	}
 	claims := &JobClaims{}
-	if err := verify(v.parser, v.keyfunc, token, claims); err != nil {
+	kid, err := verifyKID(v.parser, v.keyfunc, token, claims)
+	if err != nil {
 		return nil, err
 	}
 	if claims.Job == "" || claims.Scope == "" {
 		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("job or scope claim missing")}
+	}
+	if v.cache != nil {
+		v.cache.put(h, claims, kid, now())
 	}
 	return claims, nil
 }
@@ -292,13 +323,21 @@ func keyfunc(keys KeySource, typ string) jwt.Keyfunc {
 // verify is the common core for every token kind: size, then header, key,
 // signature and registered claims via golang-jwt.
 func verify(parser *jwt.Parser, kf jwt.Keyfunc, token string, claims jwt.Claims) error {
+	_, err := verifyKID(parser, kf, token, claims)
+	return err
+}
+
+// verifyKID is verify that also returns the kid that verified.
+func verifyKID(parser *jwt.Parser, kf jwt.Keyfunc, token string, claims jwt.Claims) (string, error) {
 	if len(token) > MaxTokenSize {
-		return ErrTooLarge
+		return "", ErrTooLarge
 	}
-	if _, err := parser.ParseWithClaims(token, claims, kf); err != nil {
-		return classify(err)
+	t, err := parser.ParseWithClaims(token, claims, kf)
+	if err != nil {
+		return "", classify(err)
 	}
-	return nil
+	kid, _ := t.Header["kid"].(string)
+	return kid, nil
 }
 
 // classify maps golang-jwt's errors onto this package's reasons.
