@@ -197,12 +197,21 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		},
 		open: func(ct string) (io.Writer, error) {
 			var err error
-			w, err = s.blobs.Create(p.Job, s.cfg.MaxResultBytes)
+			limit := s.cfg.MaxResultBytes
+			if typ.MaxResultBytes > 0 && typ.MaxResultBytes < limit {
+				limit = typ.MaxResultBytes
+			}
+			w, err = s.blobs.Create(p.Job, limit)
 			contentType = ct
 			return w, err
 		},
 	}
 	herr := s.run(hctx, typ, task)
+	if w != nil && w.Exceeded() {
+		// Whatever the handler made of the write error, the job failed for
+		// this reason, and a retry would only hit it again.
+		herr = fmt.Errorf("result larger than the %d-byte limit for %s jobs: %w", w.Limit(), typ.Name, blob.ErrTooLarge)
+	}
 
 	// The attempt's own context may be done; the bookkeeping must still happen.
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,5 +237,28 @@ func TestNewRejectsBadRegistrations(t *testing.T) {
 		if _, err := worker.New(worker.Config{}, rdb, store, blobs, types...); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
+	}
+}
+
+func TestResultOverItsTypeLimitFailsOnce(t *testing.T) {
+	var calls atomic.Int32
+	h := start(t, worker.Type{
+		TypeSpec: jobs.TypeSpec{Name: "big", Timeout: time.Minute, Schema: anyObject, MaxRetry: 3, MaxResultBytes: 1000},
+		Handle: func(ctx context.Context, task *worker.Task) error {
+			calls.Add(1)
+			w, _ := task.Result("application/octet-stream")
+			for range 5 {
+				_, _ = w.Write(make([]byte, 300)) // errors swallowed: the limit still holds
+			}
+			return nil
+		},
+	})
+	h.submit(t, "big", "b1", 3)
+	j := h.waitFinal(t, "b1")
+	if j.State != jobs.StateFailed || j.Error == nil || !strings.Contains(*j.Error, "1000-byte limit for big jobs") || calls.Load() != 1 {
+		t.Fatalf("job = %+v (error %v), %d attempts", j, j.Error, calls.Load())
+	}
+	if _, err := h.blobs.Open("b1"); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("a partial result is visible: %v", err)
 	}
 }

@@ -53,12 +53,13 @@ func (d *Dir) path(key string) (string, error) {
 
 // Writer streams one blob, hashing and counting as it goes.
 type Writer struct {
-	f     *os.File
-	final string
-	h     hash.Hash
-	n     int64
-	limit int64
-	done  bool
+	exceeded bool
+	f        *os.File
+	final    string
+	h        hash.Hash
+	n        int64
+	limit    int64
+	done     bool
 }
 
 // Create starts a blob under key. limit > 0 bounds its size. The blob is not
@@ -78,6 +79,7 @@ func (d *Dir) Create(key string, limit int64) (*Writer, error) {
 // Write implements io.Writer.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.limit > 0 && w.n+int64(len(p)) > w.limit {
+		w.exceeded = true
 		return 0, fmt.Errorf("%w (%d bytes)", ErrTooLarge, w.limit)
 	}
 	n, err := w.f.Write(p)
@@ -85,6 +87,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	return n, err
 }
+
+// Exceeded reports whether a write went past the limit, even if the caller
+// swallowed the error.
+func (w *Writer) Exceeded() bool { return w.exceeded }
+
+// Limit is the writer's size limit (0: none).
+func (w *Writer) Limit() int64 { return w.limit }
 
 // Size is the number of bytes written so far.
 func (w *Writer) Size() int64 { return w.n }

@@ -31,6 +31,10 @@ type TypeSpec struct {
 	MaxRetry int `json:"max_retry"`
 	// ResultType is the content type of the result, for documentation.
 	ResultType string `json:"result_type"`
+	// MaxResultBytes caps this type's result; zero means the worker's
+	// limit (worker.Config.MaxResultBytes), and a larger value is capped by
+	// it. A job whose result outgrows it fails, and is not retried.
+	MaxResultBytes int64 `json:"max_result_bytes,omitempty"`
 }
 
 // MarshalJSON adds the durations in the units clients send them in.
