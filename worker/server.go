@@ -36,6 +36,12 @@ type Config struct {
 	Retention time.Duration
 	// MaxResultBytes caps one result's size (1 GiB).
 	MaxResultBytes int64
+	// ReapInterval is how often the worker deletes results whose job
+	// record has expired (10 min); negative turns reaping off.
+	ReapInterval time.Duration
+	// StaleTemp is how old a temporary result file must be before reaping
+	// takes it for a crashed writer's leftover (24h).
+	StaleTemp time.Duration
 	// ShutdownTimeout is how long Shutdown waits for running jobs before
 	// handing them back to the queue (10s).
 	ShutdownTimeout time.Duration
@@ -59,6 +65,12 @@ func (c *Config) setDefaults() {
 	if c.MaxResultBytes <= 0 {
 		c.MaxResultBytes = 1 << 30
 	}
+	if c.ReapInterval == 0 {
+		c.ReapInterval = 10 * time.Minute
+	}
+	if c.StaleTemp <= 0 {
+		c.StaleTemp = 24 * time.Hour
+	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -76,12 +88,13 @@ func DefaultRetryDelay(n int, _ error) time.Duration {
 
 // Server runs registered job types on Asynq.
 type Server struct {
-	cfg   Config
-	srv   *asynq.Server
-	store *jobs.Store
-	blobs *blob.Dir
-	types map[string]Type
-	log   *slog.Logger
+	cfg      Config
+	stopReap chan struct{}
+	srv      *asynq.Server
+	store    *jobs.Store
+	blobs    *blob.Dir
+	types    map[string]Type
+	log      *slog.Logger
 }
 
 // New builds a worker on rdb. It does not start processing; call Start.
@@ -142,12 +155,22 @@ func (s *Server) Start() error {
 	if err := s.srv.Start(mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	s.stopReap = make(chan struct{})
+	if s.cfg.ReapInterval > 0 {
+		go s.reapLoop(s.stopReap)
+	}
 	return nil
 }
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
 // and hands the rest back to their queues (they run again elsewhere).
-func (s *Server) Shutdown() { s.srv.Shutdown() }
+func (s *Server) Shutdown() {
+	if s.stopReap != nil {
+		close(s.stopReap)
+		s.stopReap = nil
+	}
+	s.srv.Shutdown()
+}
 
 // errCancelRequested is the cause given to a handler's context when the job
 // record says a cancel was requested.

@@ -181,6 +181,24 @@ func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue stri
 	return nil
 }
 
+// Exist reports, for each id, whether its record exists, in one round trip.
+func (s *Store) Exist(ctx context.Context, ids []string) ([]bool, error) {
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Exists(ctx, jobKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check job records: %w", err)
+	}
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.(*redis.IntCmd).Val() == 1
+	}
+	return out, nil
+}
+
 // Get reads a job record.
 func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	h, err := s.rdb.HGetAll(ctx, jobKey(id)).Result()
