@@ -2,8 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +15,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/httpload"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -103,63 +102,27 @@ func BenchmarkExchangeCachedRatio(b *testing.B) {
 // against the exchange, alternating batches. This is the throughput a
 // forward-auth proxy sees.
 //
-//	go test -run '^$' -bench ExchangeCachedRatioHTTP -benchtime 20x -count 5 ./api/gateway/
+//	go test -run '^$' -bench ExchangeCachedRatioHTTP -benchtime 10x -count 3 ./api/gateway/
 func BenchmarkExchangeCachedRatioHTTP(b *testing.B) {
 	bare, exchange, req, f := benchHandlers(b)
 	bareSrv, exSrv := httptest.NewServer(bare), httptest.NewServer(exchange)
 	defer bareSrv.Close()
 	defer exSrv.Close()
-	const workers, batch = 8, 2000
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	auth := req.Header.Get("Authorization")
-	run := func(url string) time.Duration {
-		start := time.Now()
-		errs := make(chan error, workers)
-		for range workers {
-			go func() {
-				for range batch / workers {
-					r, _ := http.NewRequest("GET", url+"/v1/auth/exchange", nil)
-					r.Header.Set("Authorization", auth)
-					resp, err := client.Do(r)
-					if err != nil {
-						errs <- err
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						errs <- fmt.Errorf("status %d", resp.StatusCode)
-						return
-					}
-				}
-				errs <- nil
-			}()
+	get := func(url string) func() *http.Request {
+		return func() *http.Request {
+			r, _ := http.NewRequest("GET", url+"/v1/auth/exchange", nil)
+			r.Header.Set("Authorization", auth)
+			return r
 		}
-		for range workers {
-			if err := <-errs; err != nil {
-				b.Fatal(err)
-			}
-		}
-		return time.Since(start)
 	}
-	run(bareSrv.URL) // open the connections
-	run(exSrv.URL)
 	calls := f.auth.calls.Load()
-	var bareT, exT time.Duration
-	var ratios []float64
-	for b.Loop() {
-		tb, te := run(bareSrv.URL), run(exSrv.URL)
-		bareT += tb
-		exT += te
-		ratios = append(ratios, float64(tb)/float64(te))
-	}
+	httpload.Compare(b, 8, 2000,
+		httpload.Target{Name: "bare", Request: get(bareSrv.URL)},
+		httpload.Target{Name: "exchange", Request: get(exSrv.URL)})
 	if f.auth.calls.Load() != calls {
 		b.Fatal("the cached path looked a credential up")
 	}
-	slices.Sort(ratios)
-	b.ReportMetric(float64(b.N*batch)/bareT.Seconds(), "bare-req/s")
-	b.ReportMetric(float64(b.N*batch)/exT.Seconds(), "exchange-req/s")
-	b.ReportMetric(ratios[len(ratios)/2], "throughput-ratio-median")
 }
 
 // BenchmarkExchangeUncached breaks a cache miss down: the credential lookup

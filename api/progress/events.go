@@ -100,6 +100,9 @@ func (s *Service) events(c *gin.Context) {
 			fmt.Fprint(bw, ": keep-alive\n\n")
 		case <-w.Ready():
 			evs, behind := w.Take()
+			if revokedBelow(evs, jobClaims(c).Epoch) {
+				return // this stream's token was just revoked
+			}
 			if behind {
 				// Some events were dropped: re-read them from the log.
 				if evs, err = s.cfg.Store.EventsAfter(c, id, last); err != nil {
@@ -118,12 +121,26 @@ func (s *Service) events(c *gin.Context) {
 // whether the final one was written.
 func writeAll(bw *bufio.Writer, evs []jobs.Event, last *string) bool {
 	for _, ev := range evs {
-		if jobs.CompareEventIDs(ev.ID, *last) <= 0 {
+		if ev.Type == jobs.EventRevoked || jobs.CompareEventIDs(ev.ID, *last) <= 0 {
 			continue // already sent (from the log, or before a resync)
 		}
 		writeEvent(bw, ev)
 		*last = ev.ID
 		if ev.Type == jobs.EventDone {
+			return true
+		}
+	}
+	return false
+}
+
+// revokedBelow reports whether evs revoke tokens of epoch tokenEpoch.
+func revokedBelow(evs []jobs.Event, tokenEpoch int64) bool {
+	for _, ev := range evs {
+		if ev.Type != jobs.EventRevoked {
+			continue
+		}
+		var r struct{ Epoch int64 }
+		if json.Unmarshal([]byte(ev.Data), &r) == nil && r.Epoch > tokenEpoch {
 			return true
 		}
 	}

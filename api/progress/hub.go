@@ -22,6 +22,9 @@ type Hub struct {
 	mu       sync.Mutex
 	watchers map[string]map[*Watcher]struct{}
 
+	// records is told of every change, and of every resubscription.
+	records *recordCache
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -72,7 +75,11 @@ func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 				continue
 			}
 			// A (re)subscription may have missed events: every watcher
-			// catches up from the job's event log.
+			// catches up from the job's event log, and no cached record
+			// can be trusted.
+			if h.records != nil {
+				h.records.clear()
+			}
 			h.each(func(w *Watcher) { w.resync() })
 			if ready != nil {
 				close(ready)
@@ -87,6 +94,9 @@ func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 }
 
 func (h *Hub) deliver(jobID string, ev jobs.Event) {
+	if h.records != nil {
+		h.records.invalidate(jobID)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watchers[jobID] {

@@ -57,8 +57,9 @@ type Config struct {
 
 // Service is the progress/results HTTP service.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	records *recordCache
 }
 
 // New validates cfg and returns the service.
@@ -77,7 +78,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}, nil
+	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second)}
+	cfg.Hub.records = svc.records
+	return svc, nil
 }
 
 // Watchers counts the event streams and long-polls waiting in this process.
@@ -135,9 +138,14 @@ const claimsKey = "claimcheck.job-claims"
 // tokens were revoked after it was minted: the record is read anyway, so
 // per-job revocation costs no extra round trip.
 func (s *Service) job(c *gin.Context) (*jobs.Job, error) {
-	j, err := s.cfg.Store.Get(c, c.Param("id"))
-	if err != nil {
-		return nil, err
+	id := c.Param("id")
+	j, gen := s.records.get(id)
+	if j == nil {
+		var err error
+		if j, err = s.cfg.Store.Get(c, id); err != nil {
+			return nil, err
+		}
+		s.records.fill(id, gen, j)
 	}
 	if err := j.CheckEpoch(jobClaims(c).Epoch); err != nil {
 		return nil, err

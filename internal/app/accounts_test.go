@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -282,12 +284,29 @@ func TestRevokeJobTokens(t *testing.T) {
 			t.Fatalf("before revoking: %d", r.StatusCode)
 		}
 	}
+	stream := openEvents(t, s.progress.URL+sub.Links.Events, sub.Token)
+	stream.must(t, "state")
 	r := do(t, "POST", s.api.URL+"/v1/jobs/"+sub.ID+"/revoke-tokens", s.apiKey, nil)
 	fresh := decode[struct{ Token, Scope string }](t, r)
 	if r.StatusCode != 201 || fresh.Scope != strings.Join(tokens.JobScopes, " ") {
 		t.Fatalf("revoke-tokens: %d %+v", r.StatusCode, fresh)
 	}
-	// Every earlier token is refused at once, on every route; the fresh one works.
+	// The progress service (another process here) caches job records and
+	// hears of the revocation on Redis pub/sub: from then on — well under a
+	// millisecond — every earlier token is refused, on every route, and its
+	// open event stream ends.
+	waitfor.True(t, time.Second, func() bool {
+		return do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, sub.Token, nil).StatusCode == 401
+	})
+	for {
+		ev, err := stream.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil || ev.Type == "done" {
+			t.Fatalf("revoked token's stream: %+v %v", ev, err)
+		}
+	}
 	for _, tc := range []struct{ tok, method, path string }{
 		{sub.Token, "GET", "/v1/jobs/" + sub.ID},
 		{sub.Token, "GET", "/v1/jobs/" + sub.ID + "/result"},

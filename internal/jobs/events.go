@@ -15,6 +15,9 @@ const (
 	EventProgress = "progress" // {"percent","message"}
 	EventState    = "state"    // {"state","attempts"?,"error"?}
 	EventDone     = "done"     // {"state","error"?,"result"?}: the last one
+	// EventRevoked is published, never logged or sent to clients, when a
+	// job's tokens are revoked: {"epoch"}.
+	EventRevoked = "revoked"
 )
 
 // emitLua defines emit(type, json) for the scripts that change a job: it

@@ -384,6 +384,9 @@ var revokeTokensScript = redis.NewScript(`
 if redis.call("EXISTS", KEYS[1]) == 0 then return false end
 local e = redis.call("HINCRBY", KEYS[1], "epoch", 1)
 redis.call("HINCRBY", KEYS[1], "version", 1)
+-- Not logged (no client replays it), only published: progress processes
+-- drop their cached record and end event streams of revoked tokens.
+redis.call("PUBLISH", "` + ChannelJobEvents + `", string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `) .. " 0-0 ` + EventRevoked + ` {\"epoch\":" .. e .. "}")
 return e
 `)
 

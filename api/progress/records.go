@@ -1,0 +1,101 @@
+package progress
+
+import (
+	"sync"
+	"time"
+
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+// recordCache keeps job records this process read recently, so a client
+// polling a job costs no Redis round trip. It is kept right by the hub:
+// every change to a job is published (from inside the script that made
+// it), and the hub drops the job's entry when it hears of it, or every
+// entry when its subscription restarts. The TTL only bounds how long a
+// record that expired in Redis can still be served from here.
+//
+// A read racing a change is handled with a generation per entry: a miss
+// reserves the entry (bumping its generation) before reading Redis, a
+// change bumps it again, and the read's result is kept only if nothing
+// changed meanwhile.
+type recordCache struct {
+	ttl time.Duration
+	max int
+	now func() time.Time
+
+	mu sync.Mutex
+	m  map[string]*record
+}
+
+type record struct {
+	job     *jobs.Job
+	fetched time.Time
+	gen     uint64
+}
+
+func newRecordCache(max int, ttl time.Duration) *recordCache {
+	return &recordCache{ttl: ttl, max: max, now: time.Now, m: map[string]*record{}}
+}
+
+// get returns a cached record, or nil and a reservation for fill.
+func (c *recordCache) get(id string) (*jobs.Job, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.m[id]
+	if r != nil && r.job != nil && c.now().Sub(r.fetched) < c.ttl {
+		return r.job, 0
+	}
+	if r == nil {
+		if len(c.m) >= c.max {
+			c.evictLocked()
+		}
+		r = &record{}
+		c.m[id] = r
+	}
+	r.gen++
+	r.job = nil
+	return nil, r.gen
+}
+
+// fill stores a record read under reservation gen, unless the job changed
+// (or the entry was dropped) since.
+func (c *recordCache) fill(id string, gen uint64, j *jobs.Job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.m[id]; r != nil && r.gen == gen {
+		r.job, r.fetched = j, c.now()
+	}
+}
+
+// invalidate drops job id's record: it changed.
+func (c *recordCache) invalidate(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.m[id]; r != nil {
+		r.gen++
+		r.job = nil
+	}
+}
+
+// clear drops everything (the hub may have missed changes).
+func (c *recordCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = map[string]*record{}
+}
+
+// evictLocked makes room: expired entries first, then arbitrary ones.
+func (c *recordCache) evictLocked() {
+	now := c.now()
+	for id, r := range c.m {
+		if r.job == nil || now.Sub(r.fetched) >= c.ttl {
+			delete(c.m, id)
+		}
+	}
+	for id := range c.m {
+		if len(c.m) < c.max*3/4 {
+			return
+		}
+		delete(c.m, id)
+	}
+}

@@ -1,0 +1,58 @@
+package progress
+
+import (
+	"testing"
+	"time"
+
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+func TestRecordCache(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	c := newRecordCache(4, 5*time.Second)
+	c.now = func() time.Time { return now }
+	v1, v2 := &jobs.Job{ID: "a", Version: 1}, &jobs.Job{ID: "a", Version: 2}
+
+	j, gen := c.get("a")
+	if j != nil {
+		t.Fatal("hit on an empty cache")
+	}
+	c.fill("a", gen, v1)
+	if j, _ := c.get("a"); j != v1 {
+		t.Fatalf("after fill: %v", j)
+	}
+
+	// A change while a read is in flight: the read's (older) result is
+	// not kept.
+	c.invalidate("a")
+	_, gen = c.get("a")
+	c.invalidate("a") // the job changes again before the read returns
+	c.fill("a", gen, v1)
+	if j, _ := c.get("a"); j != nil {
+		t.Fatalf("stale read kept: %v", j)
+	}
+	_, gen = c.get("a")
+	c.fill("a", gen, v2)
+	if j, _ := c.get("a"); j != v2 {
+		t.Fatalf("fresh read not kept: %v", j)
+	}
+
+	// Entries expire, clear drops all, and the size is bounded.
+	now = now.Add(6 * time.Second)
+	if j, _ := c.get("a"); j != nil {
+		t.Fatal("expired entry served")
+	}
+	_, gen = c.get("b")
+	c.clear()
+	c.fill("b", gen, &jobs.Job{ID: "b"})
+	if j, _ := c.get("b"); j != nil {
+		t.Fatal("a read from before clear was kept")
+	}
+	for _, id := range []string{"c", "d", "e", "f", "g", "h"} {
+		_, g := c.get(id)
+		c.fill(id, g, &jobs.Job{ID: id})
+	}
+	if n := len(c.m); n > 4 {
+		t.Fatalf("cache holds %d entries, bound 4", n)
+	}
+}
