@@ -2,9 +2,13 @@ package progress
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -37,89 +41,142 @@ const writeTimeout = 30 * time.Second
 func (s *Service) events(c *gin.Context) {
 	id := c.Param("id")
 	w := s.cfg.Hub.Watch(id) // before the snapshot: nothing falls between
-	defer w.Close()
 	j, last, err := s.cfg.Store.Snapshot(c, id)
 	if err == nil {
 		err = j.CheckEpoch(jobClaims(c).Epoch)
 	}
-	if err != nil {
-		problem.Abort(c, err)
-		return
-	}
 	var backlog []jobs.Event
-	if resume := c.GetHeader("Last-Event-ID"); resume != "" {
+	if resume := c.GetHeader("Last-Event-ID"); err == nil && resume != "" {
 		backlog, err = s.cfg.Store.EventsAfter(c, id, resume)
 		switch {
 		case err == nil:
 			last = resume // writeAll advances it past the backlog
 		case errors.Is(err, jobs.ErrEventsTrimmed):
-			backlog = nil // start over from the snapshot
-		default:
-			problem.Abort(c, err)
-			return
+			backlog, err = nil, nil // start over from the snapshot
 		}
 	}
+	if err != nil {
+		w.Close()
+		problem.Abort(c, err)
+		return
+	}
+	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, last: last}
+	var first bytes.Buffer
+	fmt.Fprintf(&first, "retry: %d\n\n", retryHint.Milliseconds())
+	if backlog == nil {
+		rec, _ := json.Marshal(j)
+		kind := jobs.EventState
+		if st.done = j.State.Final(); st.done {
+			kind = jobs.EventDone
+		}
+		writeEvent(&first, jobs.Event{ID: last, Type: kind, Data: string(rec)})
+	} else {
+		st.done = writeAll(&first, backlog, &st.last)
+	}
 
+	// Over HTTP/1.1 the stream leaves net/http: the connection is taken
+	// over and served by one small goroutine writing straight to the
+	// socket, so an idle stream holds no request goroutine, no background
+	// reader and no buffers (memory per stream is in docs/BENCHMARKS.md).
+	// The body is delimited by closing the connection. A client that goes
+	// away is noticed at the next write (a heartbeat at the latest).
+	// (Only HTTP/1 connections can be taken over; asking an HTTP/2 writer
+	// would panic inside Gin.)
+	if conn, _, err := hijack(c); err == nil {
+		sink := &connSink{conn: conn}
+		head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n" +
+			"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+		go func() {
+			defer conn.Close()
+			defer w.Close()
+			if _, err := sink.Write(append([]byte(head), first.Bytes()...)); err != nil || st.done {
+				return
+			}
+			st.loop(s.cfg.Hub.Done(), sink, func() bool { return true })
+		}()
+		return
+	}
+	// HTTP/2 (or a test recorder): serve the stream in the handler.
+	defer w.Close()
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	c.Status(http.StatusOK)
 	rc := http.NewResponseController(c.Writer)
-	bw := bufio.NewWriterSize(c.Writer, 1024)
 	flush := func() bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if bw.Flush() != nil {
-			return false
-		}
 		return rc.Flush() == nil
 	}
-	fmt.Fprintf(bw, "retry: %d\n\n", retryHint.Milliseconds())
-	done := false
-	if backlog == nil {
-		rec, _ := json.Marshal(j)
-		kind := jobs.EventState
-		if done = j.State.Final(); done {
-			kind = jobs.EventDone
-		}
-		writeEvent(bw, jobs.Event{ID: last, Type: kind, Data: string(rec)})
-	} else {
-		done = writeAll(bw, backlog, &last)
-	}
-	if !flush() || done {
+	if _, err := c.Writer.Write(first.Bytes()); err != nil || !flush() || st.done {
 		return
 	}
+	st.loop(c.Request.Context().Done(), c.Writer, flush)
+}
 
-	heartbeat := time.NewTicker(s.cfg.Heartbeat)
+// stream is one event stream's state after its first write.
+type stream struct {
+	svc   *Service
+	w     *Watcher
+	job   string
+	epoch int64
+	last  string
+	done  bool
+}
+
+// loop writes heartbeats and events until the job is done, the token is
+// revoked, stop is closed or a write fails.
+func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
+	heartbeat := time.NewTicker(st.svc.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	var buf bytes.Buffer
 	for {
+		buf.Reset()
 		select {
-		case <-c.Request.Context().Done():
+		case <-stop:
 			return
 		case <-heartbeat.C:
-			fmt.Fprint(bw, ": keep-alive\n\n")
-		case <-w.Ready():
-			evs, behind := w.Take()
-			if revokedBelow(evs, jobClaims(c).Epoch) {
+			buf.WriteString(": keep-alive\n\n")
+		case <-st.w.Ready():
+			evs, behind := st.w.Take()
+			if revokedBelow(evs, st.epoch) {
 				return // this stream's token was just revoked
 			}
 			if behind {
 				// Some events were dropped: re-read them from the log.
-				if evs, err = s.cfg.Store.EventsAfter(c, id, last); err != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				var err error
+				evs, err = st.svc.cfg.Store.EventsAfter(ctx, st.job, st.last)
+				cancel()
+				if err != nil {
 					return // the client reconnects and starts over
 				}
 			}
-			done = writeAll(bw, evs, &last)
+			st.done = writeAll(&buf, evs, &st.last)
 		}
-		if !flush() || done {
+		if buf.Len() > 0 {
+			if _, err := out.Write(buf.Bytes()); err != nil {
+				return
+			}
+		}
+		if !flush() || st.done {
 			return
 		}
 	}
 }
 
+// connSink writes to a taken-over connection, each write bounded in time so
+// a client that stops reading is dropped instead of holding its goroutine.
+type connSink struct{ conn net.Conn }
+
+func (s *connSink) Write(p []byte) (int, error) {
+	_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return s.conn.Write(p)
+}
+
 // writeAll writes the events newer than *last, advancing it, and reports
 // whether the final one was written.
-func writeAll(bw *bufio.Writer, evs []jobs.Event, last *string) bool {
+func writeAll(bw io.Writer, evs []jobs.Event, last *string) bool {
 	for _, ev := range evs {
 		if ev.Type == jobs.EventRevoked || jobs.CompareEventIDs(ev.ID, *last) <= 0 {
 			continue // already sent (from the log, or before a resync)
@@ -147,7 +204,14 @@ func revokedBelow(evs []jobs.Event, tokenEpoch int64) bool {
 	return false
 }
 
-func writeEvent(bw *bufio.Writer, ev jobs.Event) {
+func writeEvent(bw io.Writer, ev jobs.Event) {
 	// Data is JSON from json.Marshal or cjson: one line, no raw newlines.
 	fmt.Fprintf(bw, "id: %s\nevent: %s\ndata: %s\n\n", ev.ID, ev.Type, ev.Data)
+}
+
+func hijack(c *gin.Context) (net.Conn, *bufio.ReadWriter, error) {
+	if c.Request.ProtoMajor != 1 {
+		return nil, nil, http.ErrNotSupported
+	}
+	return http.NewResponseController(c.Writer).Hijack()
 }

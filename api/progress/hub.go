@@ -25,13 +25,15 @@ type Hub struct {
 	// records is told of every change, and of every resubscription.
 	records *recordCache
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stopped chan struct{} // closed by Close: taken-over streams end
+	once    sync.Once
 }
 
 // NewHub returns a hub on rdb; call Start.
 func NewHub(rdb redis.UniversalClient, log *slog.Logger) *Hub {
-	return &Hub{rdb: rdb, log: log, watchers: map[string]map[*Watcher]struct{}{}}
+	return &Hub{rdb: rdb, log: log, watchers: map[string]map[*Watcher]struct{}{}, stopped: make(chan struct{})}
 }
 
 // Start subscribes and delivers events until Close or until rdb is closed.
@@ -45,8 +47,13 @@ func (h *Hub) Start(ready chan<- struct{}) {
 	}()
 }
 
-// Close stops the subscription.
+// Done is closed when the hub closes; streams served outside net/http
+// (which Server.Shutdown does not see) end on it.
+func (h *Hub) Done() <-chan struct{} { return h.stopped }
+
+// Close stops the subscription and ends every stream.
 func (h *Hub) Close() {
+	h.once.Do(func() { close(h.stopped) })
 	if h.cancel != nil {
 		h.cancel()
 		<-h.done
@@ -56,6 +63,9 @@ func (h *Hub) Close() {
 func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 	ps := h.rdb.Subscribe(ctx, jobs.ChannelJobEvents)
 	defer ps.Close()
+	// A blocked Receive does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	for {
 		msg, err := ps.Receive(ctx)
 		if err != nil {

@@ -83,6 +83,10 @@ func New(cfg Config) (*Service, error) {
 	return svc, nil
 }
 
+// Close ends the service's event streams and its subscription; call it when
+// the server has shut down.
+func (s *Service) Close() { s.cfg.Hub.Close() }
+
 // Watchers counts the event streams and long-polls waiting in this process.
 func (s *Service) Watchers() int { return s.cfg.Hub.Watchers() }
 

@@ -70,6 +70,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	if err != nil {
 		return err
 	}
+	defer dev.Progress.Close()
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
 		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
 	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
@@ -254,6 +255,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 			if err != nil {
 				return err
 			}
+			defer prog.Close()
 			// Rotated or retired api keys reach this process at once.
 			dirs := map[string]*tokens.KeySet{}
 			if ks, ok := keys.(*tokens.KeySet); ok {

@@ -391,8 +391,9 @@ func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 
 // Dev is the all-in-one service set of `claimcheck dev`.
 type Dev struct {
-	Handler http.Handler
-	Gateway *gateway.Service
+	Handler  http.Handler
+	Gateway  *gateway.Service
+	Progress *progress.Service
 	// GatewayKeys sign the internal tokens of the exchange.
 	GatewayKeys *tokens.KeySet
 }
@@ -418,7 +419,7 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*De
 	if err != nil {
 		return nil, err
 	}
-	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{})...), Gateway: gw, GatewayKeys: gwKeys}, nil
+	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{})...), Gateway: gw, Progress: prog, GatewayKeys: gwKeys}, nil
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

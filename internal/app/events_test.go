@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -304,4 +305,41 @@ func etagOf(t *testing.T, s *stack, sub submitted) string {
 	t.Helper()
 	r := do(t, "GET", s.progress.URL+sub.Links.Self, sub.Token, nil)
 	return r.Header.Get("ETag")
+}
+
+// TestEventStreamOverHTTP2 covers the path where the connection cannot be
+// taken over (HTTP/2 multiplexes it): the stream is served in the handler.
+func TestEventStreamOverHTTP2(t *testing.T) {
+	s := newStack(t)
+	srv := httptest.NewUnstartedServer(app.Handler(s.cfg, s.prog))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	sub := s.submit(t, `{"type":"stepper","input":{"steps":1}}`)
+	req, _ := http.NewRequest("GET", srv.URL+sub.Links.Events, nil)
+	req.Header.Set("Authorization", "Bearer "+sub.Token)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s %q %s", resp.Proto, resp.Header.Get("Content-Type"), b)
+	}
+	st := &sseStream{resp: resp, r: bufio.NewReader(resp.Body)}
+	st.must(t, "state")
+	s.step <- struct{}{}
+	for {
+		ev, err := st.next()
+		if err != nil {
+			t.Fatalf("before done: %v", err)
+		}
+		if ev.Type == "done" {
+			break
+		}
+	}
+	if _, err := st.next(); err != io.EOF {
+		t.Fatalf("not closed after done: %v", err)
+	}
 }

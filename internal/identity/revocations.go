@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -95,10 +96,13 @@ func (r *Revocations) Announce(ctx context.Context, rev Revocation) error {
 func ListenRevocations(ctx context.Context, rdb redis.UniversalClient, fn func(Revocation), ready chan<- struct{}) error {
 	ps := rdb.Subscribe(ctx, ChannelRevocations)
 	defer ps.Close()
+	// A blocked Receive does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	for {
 		msg, err := ps.Receive(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 				return nil
 			}
 			// go-redis reconnects and resubscribes on the next Receive;
