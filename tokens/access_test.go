@@ -220,3 +220,38 @@ func header(t *testing.T, tok string) map[string]any {
 	}
 	return m
 }
+
+func TestLinkTokens(t *testing.T) {
+	ks := newSet(t)
+	now := time.Now().Truncate(time.Second)
+	m := &tokens.LinkMinter{Keys: ks}
+	v := &tokens.LinkVerifier{Keys: ks}
+	link, c, err := m.MintLink("j1", 2, "out.png", "inline", 0)
+	if err != nil || c.Expires().Sub(now) < tokens.DefaultLinkLifetime-time.Second {
+		t.Fatalf("mint: %v %+v", err, c)
+	}
+	got, err := v.VerifyLink(link)
+	if err != nil || got.Job != "j1" || got.Epoch != 2 || got.Filename != "out.png" || got.Scope != tokens.ScopeResultDownload {
+		t.Fatalf("verify: %+v %v", got, err)
+	}
+	if _, _, err := m.MintLink("j1", 0, "", "", 25*time.Hour); err == nil {
+		t.Fatal("minted a link over 24 h")
+	}
+	job, _, _ := (&tokens.Minter{Keys: ks}).MintJob("j1", "ann", tokens.JobScopes, now.Add(time.Hour))
+	if _, err := v.VerifyLink(job); !errors.Is(err, tokens.ErrWrongType) {
+		t.Fatalf("job token as a link: %v", err)
+	}
+	if _, err := (&tokens.Verifier{Keys: ks}).VerifyJob(link); !errors.Is(err, tokens.ErrWrongType) {
+		t.Fatalf("link as a job token: %v", err)
+	}
+	long := signRaw(t, ks, "link+jwt", jwt.MapClaims{"iss": tokens.DefaultProgressIssuer, "aud": tokens.DefaultResultsAudience,
+		"job": "j1", "scope": tokens.ScopeResultDownload, "jti": "x", "iat": now.Unix(), "exp": now.Add(48 * time.Hour).Unix()})
+	if _, err := v.VerifyLink(long); !errors.Is(err, tokens.ErrMalformed) {
+		t.Fatalf("48 h link: %v", err)
+	}
+	wrongScope := signRaw(t, ks, "link+jwt", jwt.MapClaims{"iss": tokens.DefaultProgressIssuer, "aud": tokens.DefaultResultsAudience,
+		"job": "j1", "scope": "job:result", "jti": "x", "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+	if _, err := v.VerifyLink(wrongScope); !errors.Is(err, tokens.ErrMalformed) {
+		t.Fatalf("link with another scope: %v", err)
+	}
+}
