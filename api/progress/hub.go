@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,8 +23,9 @@ type Hub struct {
 	mu       sync.Mutex
 	watchers map[string]map[*Watcher]struct{}
 
-	// records is told of every change, and of every resubscription.
-	records *recordCache
+	// records is told of every change, and of every resubscription; set
+	// by the Service once the hub may already be running.
+	records atomic.Pointer[recordCache]
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -87,8 +89,8 @@ func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 			// A (re)subscription may have missed events: every watcher
 			// catches up from the job's event log, and no cached record
 			// can be trusted.
-			if h.records != nil {
-				h.records.clear()
+			if rc := h.records.Load(); rc != nil {
+				rc.clear()
 			}
 			h.each(func(w *Watcher) { w.resync() })
 			if ready != nil {
@@ -104,8 +106,8 @@ func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 }
 
 func (h *Hub) deliver(jobID string, ev jobs.Event) {
-	if h.records != nil {
-		h.records.invalidate(jobID)
+	if rc := h.records.Load(); rc != nil {
+		rc.invalidate(jobID)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

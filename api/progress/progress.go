@@ -79,7 +79,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second)}
-	cfg.Hub.records = svc.records
+	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
 
