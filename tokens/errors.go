@@ -64,3 +64,29 @@ func (e *verifyError) Unwrap() []error {
 	}
 	return []error{e.reason, e.cause}
 }
+
+// Reason names why err refused a token, for metrics: "ok" for nil, else a
+// short fixed word (never the token or the error's text).
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrSignature):
+		return "signature"
+	case errors.Is(err, ErrUnknownKey):
+		return "unknown-key"
+	case errors.Is(err, ErrWrongType):
+		return "wrong-type"
+	case errors.Is(err, ErrForbiddenHeader):
+		return "forbidden-header"
+	case errors.Is(err, ErrWrongIssuer), errors.Is(err, ErrWrongAudience):
+		return "wrong-issuer-or-audience"
+	case errors.Is(err, ErrNotYetValid):
+		return "not-yet-valid"
+	case errors.Is(err, ErrTooLarge):
+		return "too-large"
+	}
+	return "malformed"
+}

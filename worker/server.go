@@ -15,6 +15,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 )
 
 // Config tunes a worker. Zero values take the defaults in parentheses.
@@ -240,7 +241,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, p.Job, retried+1, w, contentType)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType)
 	}
 	if w != nil {
 		w.Abort()
@@ -250,8 +251,12 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	}
 	if errors.Is(herr, context.Canceled) || errors.Is(context.Cause(hctx), errCancelRequested) {
 		if j, err := s.store.Get(bctx, p.Job); err == nil && j.CancelRequested {
-			if _, err := s.store.Cancel(bctx, p.Job, s.cfg.Retention); err != nil {
+			st, err := s.store.Cancel(bctx, p.Job, s.cfg.Retention)
+			if err != nil {
 				return err
+			}
+			if st == jobs.StateCanceled {
+				metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
 			}
 			log.Info("job canceled")
 			return nil
@@ -262,8 +267,10 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
-	if _, err := s.store.Fail(bctx, p.Job, retried+1, msg, final, s.cfg.Retention); err != nil {
+	if st, err := s.store.Fail(bctx, p.Job, retried+1, msg, final, s.cfg.Retention); err != nil {
 		log.Error("could not record failure", "err", err)
+	} else if st == jobs.StateFailed {
+		metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
 	}
 	log.Warn("attempt failed", "err", herr, "final", final)
 	if final {
@@ -283,7 +290,7 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, attempt int, w *blob.Writer, contentType string) error {
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
@@ -304,6 +311,7 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, id string, attem
 		log.Info("job ended before its result was recorded", "state", st)
 		return nil
 	}
+	metrics.JobsFinished.WithLabelValues(typeName, string(st)).Inc()
 	log.Info("job succeeded", "size", res.Size)
 	return nil
 }

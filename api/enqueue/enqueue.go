@@ -30,8 +30,10 @@ import (
 	"github.com/claimcheck/claimcheck/api/jsonbody"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
+	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -216,7 +218,17 @@ func (s *Service) submit(c *gin.Context) {
 		s.cfg.Logger.Error("enqueue failed", "job", job.ID, "err", err)
 		return
 	}
+	metrics.JobsSubmitted.WithLabelValues(job.Type).Inc()
 	s.accepted(c, p, job, tokenExp, false)
+}
+
+// ReadyChecks are the api's readiness conditions: Redis answers and a
+// signing key is loaded.
+func (s *Service) ReadyChecks() []router.Check {
+	return []router.Check{
+		{Name: "redis", Check: s.cfg.Store.Ping},
+		{Name: "signing-key", Check: func(context.Context) error { _, err := s.cfg.Minter.Keys.Signer(); return err }},
+	}
 }
 
 type plan struct {

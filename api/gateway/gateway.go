@@ -25,7 +25,9 @@ import (
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
+	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -172,6 +174,7 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*mi
 	now := s.cfg.Now()
 	h := credentialHash(cred.Reveal())
 	if e := s.cache.get(h, now, signer.ID); e != nil {
+		metrics.Exchanges.WithLabelValues("hit").Inc()
 		return e, nil
 	}
 	if s.cfg.Limits != nil {
@@ -179,7 +182,18 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*mi
 			return nil, err
 		}
 	}
-	return s.mint(ctx, h, cred, now)
+	e, err := s.mint(ctx, h, cred, now)
+	if err != nil {
+		metrics.Exchanges.WithLabelValues("refused").Inc()
+		return nil, err
+	}
+	metrics.Exchanges.WithLabelValues("miss").Inc()
+	return e, nil
+}
+
+// ReadyChecks: the gateway can sign.
+func (s *Service) ReadyChecks() []router.Check {
+	return []router.Check{{Name: "signing-key", Check: func(context.Context) error { _, err := s.cfg.Minter.Keys.Signer(); return err }}}
 }
 
 func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now time.Time) (*minted, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 )
 
 // Hub is this process's one subscription to job events, fanned out in
@@ -137,6 +138,7 @@ func (h *Hub) Watch(jobID string) *Watcher {
 	}
 	ws[w] = struct{}{}
 	h.mu.Unlock()
+	metrics.StreamsOpen.Inc()
 	return w
 }
 
@@ -215,6 +217,9 @@ func (w *Watcher) Close() {
 	h := w.hub
 	h.mu.Lock()
 	if ws := h.watchers[w.job]; ws != nil {
+		if _, ok := ws[w]; ok {
+			metrics.StreamsOpen.Dec()
+		}
 		delete(ws, w)
 		if len(ws) == 0 {
 			delete(h.watchers, w.job)

@@ -10,6 +10,7 @@
 package progress
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +23,10 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -83,6 +86,15 @@ func New(cfg Config) (*Service, error) {
 	return svc, nil
 }
 
+// ReadyChecks are the progress service's readiness conditions: Redis
+// answers and the api's public keys are known.
+func (s *Service) ReadyChecks() []router.Check {
+	return []router.Check{
+		{Name: "redis", Check: s.cfg.Store.Ping},
+		{Name: "link-key", Check: func(context.Context) error { _, err := s.cfg.Links.Keys.Signer(); return err }},
+	}
+}
+
 // Close ends the service's event streams and its subscription; call it when
 // the server has shut down.
 func (s *Service) Close() { s.cfg.Hub.Close() }
@@ -124,6 +136,7 @@ func (s *Service) authorizeFrom(scope string, query bool) gin.HandlerFunc {
 			return
 		}
 		claims, err := s.cfg.Verifier.VerifyJob(tok.Reveal())
+		metrics.TokenVerifications.WithLabelValues("job", tokens.Reason(err)).Inc()
 		if err == nil {
 			err = claims.Authorize(c.Param("id"), scope)
 		}

@@ -1,17 +1,27 @@
 // Package router builds the Gin engine every claimcheck HTTP service shares:
-// panic recovery into problem+json, problem+json for unknown routes, an
-// access log that never records query strings (where credentials may ride),
-// and GET /healthz.
+// panic recovery into problem+json, problem+json for unknown routes, a
+// request id on every request, an access log that never records query
+// strings (where credentials may ride), request metrics, GET /healthz (the
+// process serves), GET /readyz (its dependencies answer) and GET /metrics.
 package router
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 )
 
 // New returns an engine with the shared middleware. logger may be nil.
@@ -26,7 +36,7 @@ func New(logger *slog.Logger) *gin.Engine {
 	_ = r.SetTrustedProxies(nil)
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(problem.Recover(), accessLog(logger))
+	r.Use(problem.Recover(), requestID, accessLog(logger))
 	r.NoRoute(problem.NoRoute)
 	r.NoMethod(func(c *gin.Context) {
 		problem.Abort(c, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
@@ -36,7 +46,56 @@ func New(logger *slog.Logger) *gin.Engine {
 		c.Header("Cache-Control", "no-store")
 		c.JSON(http.StatusOK, gin.H{"status": "ok"})
 	})
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
 	return r
+}
+
+// Check is one readiness condition (Redis answers, keys are loaded).
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Ready registers GET /readyz: 200 when every check passes within two
+// seconds, else 503 naming the ones that failed (never their errors'
+// text, which may hold addresses).
+func Ready(r gin.IRouter, checks ...Check) {
+	r.GET("/readyz", func(c *gin.Context) {
+		ctx, cancel := context.WithTimeout(c, 2*time.Second)
+		defer cancel()
+		var failed []string
+		for _, ch := range checks {
+			if err := ch.Check(ctx); err != nil {
+				failed = append(failed, ch.Name)
+			}
+		}
+		c.Header("Cache-Control", "no-store")
+		if len(failed) > 0 {
+			problem.Abort(c, problem.New(http.StatusServiceUnavailable, "not-ready", "Not ready",
+				"failing: "+strings.Join(failed, ", ")).With("failing", failed))
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	})
+}
+
+// RequestIDHeader carries a request's id in both directions.
+const RequestIDHeader = "X-Request-Id"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// requestID keeps a well-formed incoming X-Request-Id (a proxy's) or makes
+// one, echoes it, and stores it for the access log.
+func requestID(c *gin.Context) {
+	id := c.GetHeader(RequestIDHeader)
+	if !requestIDPattern.MatchString(id) {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	c.Set(RequestIDHeader, id)
+	c.Header(RequestIDHeader, id)
+	c.Next()
 }
 
 // accessLog logs one line per request with the path only: query strings and
@@ -48,12 +107,32 @@ func accessLog(logger *slog.Logger) gin.HandlerFunc {
 		if c.Request.URL.Path == "/healthz" {
 			return
 		}
+		took := time.Since(start)
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched" // bounded label: never the raw path
+		}
+		metrics.HTTPRequests.WithLabelValues(route, methodLabel(c.Request.Method), strconv.Itoa(c.Writer.Status())).Observe(took.Seconds())
+		if c.Request.URL.Path == "/metrics" || c.Request.URL.Path == "/readyz" {
+			return
+		}
 		logger.LogAttrs(c.Request.Context(), slog.LevelInfo, "http",
 			slog.String("method", c.Request.Method),
 			slog.String("path", c.Request.URL.Path),
 			slog.Int("status", c.Writer.Status()),
 			slog.Int("bytes", c.Writer.Size()),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", took),
+			slog.String("request_id", c.GetString(RequestIDHeader)),
 		)
 	}
+}
+
+// methodLabel bounds the method label: clients may send any token as a
+// method.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }

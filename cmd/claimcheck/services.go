@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -71,6 +73,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		return err
 	}
 	defer dev.Progress.Close()
+	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
 		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
 	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
@@ -153,6 +156,7 @@ func newAPI() *cobra.Command {
 				dirs[c.cfg.GatewayKeyDir] = ks
 			}
 			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, app.ReloadKeys(cmd.Context(), c.cfg, dirs, c.cfg.GatewayKeys), nil)
+			_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
 			return app.Serve(cmd.Context(), c.cfg.Addr, h, listening(c.cfg, "api"))
 		},
 	}
@@ -276,6 +280,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 
 func newWorker() *cobra.Command {
 	var c common
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run an Asynq worker for the built-in job types",
@@ -293,14 +298,19 @@ func newWorker() *cobra.Command {
 			if err := w.Start(); err != nil {
 				return err
 			}
+			defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
 			c.cfg.Logger.Info("worker running", "types", typeNames(c.cfg))
-			<-cmd.Context().Done()
-			w.Shutdown()
-			return nil
+			_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
+			if metricsAddr == "" {
+				<-cmd.Context().Done()
+				return nil
+			}
+			return app.Serve(cmd.Context(), metricsAddr, app.OpsHandler(c.cfg, r.Client), listening(c.cfg, "worker metrics"))
 		},
 	}
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().IntVar(&c.cfg.Worker.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (e.g. :9090; default off)")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	annotateEnv(cmd.Flags())
 	return cmd

@@ -284,9 +284,14 @@ func Handler(cfg Config, services ...service) http.Handler {
 			cfg.Logger.Error("ignoring trusted proxies", "err", err)
 		}
 	}
+	var checks []router.Check
 	for _, s := range services {
 		s.Register(r)
+		if rc, ok := s.(interface{ ReadyChecks() []router.Check }); ok {
+			checks = append(checks, rc.ReadyChecks()...)
+		}
 	}
+	router.Ready(r, checks...)
 	return r
 }
 
@@ -364,6 +369,14 @@ func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet,
 			}
 		}
 	}
+}
+
+// OpsHandler is the worker's small operations server: /healthz, /readyz
+// (Redis answers) and /metrics.
+func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
+	r := router.New(cfg.Logger)
+	router.Ready(r, router.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	return r
 }
 
 // GatewayHandler is the gateway process's handler: the exchange and JWKS,

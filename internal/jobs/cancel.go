@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/claimcheck/claimcheck/internal/metrics"
 )
 
 // Canceler is the part of asynq.Inspector that cancellation needs.
@@ -31,8 +33,14 @@ func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, 
 	}
 	// DeleteTask refuses active tasks; a running one gets CancelProcessing.
 	if err := canceler.DeleteTask(j.Queue, id); err == nil {
-		if _, err := store.Cancel(ctx, id, retention); err != nil {
+		st, err := store.Cancel(ctx, id, retention)
+		if err != nil {
 			return nil, err
+		}
+		if st == StateCanceled {
+			// Only a queued job ends here; a running one is counted by
+			// the worker that stops it.
+			metrics.JobsFinished.WithLabelValues(j.Type, string(StateCanceled)).Inc()
 		}
 	} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 		if err := canceler.CancelProcessing(id); err != nil {

@@ -181,6 +181,14 @@ func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue stri
 	return nil
 }
 
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
 // Exist reports, for each id, whether its record exists, in one round trip.
 func (s *Store) Exist(ctx context.Context, ids []string) ([]bool, error) {
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

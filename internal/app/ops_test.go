@@ -1,0 +1,69 @@
+package app_test
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+)
+
+func TestMetricsReadinessAndRequestIDs(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"count"}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	do(t, "GET", s.progress.URL+sub.Links.Self, sub.Token, nil)
+	do(t, "GET", s.progress.URL+sub.Links.Self, "not-a-token", nil)
+
+	r := do(t, "GET", s.progress.URL+"/metrics", "", nil)
+	body, _ := io.ReadAll(r.Body)
+	for _, want := range []string{
+		`claimcheck_jobs_submitted_total{type="count"}`,
+		`claimcheck_jobs_finished_total{state="succeeded",type="count"}`,
+		`claimcheck_token_verifications_total{kind="job",result="ok"}`,
+		`claimcheck_token_verifications_total{kind="job",result="malformed"}`,
+		`claimcheck_http_request_duration_seconds_count{method="GET",route="/v1/jobs/:id",status="200"}`,
+		`claimcheck_event_streams_open`,
+		`go_goroutines`,
+	} {
+		if r.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), sub.ID) || strings.Contains(string(body), "not-a-token") {
+		t.Error("/metrics carries an id or a token")
+	}
+
+	for _, url := range []string{s.api.URL, s.progress.URL} {
+		if r := do(t, "GET", url+"/readyz", "", nil); r.StatusCode != 200 {
+			t.Errorf("%s/readyz: %d", url, r.StatusCode)
+		}
+	}
+	// With Redis gone, readiness says so (and liveness does not).
+	dead := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
+	dead.Close()
+	ops := httptest.NewServer(app.OpsHandler(app.Config{Logger: slog.New(slog.DiscardHandler)}, dead))
+	defer ops.Close()
+	if r := do(t, "GET", ops.URL+"/readyz", "", nil); r.StatusCode != 503 {
+		t.Fatalf("readyz without redis: %d", r.StatusCode)
+	}
+	if r := do(t, "GET", ops.URL+"/healthz", "", nil); r.StatusCode != 200 {
+		t.Fatalf("healthz: %d", r.StatusCode)
+	}
+
+	// Request ids: a proxy's well-formed one is kept, anything else replaced.
+	if r := do(t, "GET", s.api.URL+"/v1/job-types", "", nil, "X-Request-Id", "edge-42"); r.Header.Get("X-Request-Id") != "edge-42" {
+		t.Fatalf("request id not kept: %q", r.Header.Get("X-Request-Id"))
+	}
+	r = do(t, "GET", s.api.URL+"/v1/job-types", "", nil, "X-Request-Id", "bad id\twith spaces")
+	if id := r.Header.Get("X-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{24}$`).MatchString(id) {
+		t.Fatalf("request id not replaced: %q", id)
+	}
+}
