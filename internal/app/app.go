@@ -399,7 +399,7 @@ func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg, services...), nil
+	return Handler(cfg, append(services, web.Service{})...), nil
 }
 
 // Dev is the all-in-one service set of `claimcheck dev`.

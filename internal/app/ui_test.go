@@ -1,0 +1,231 @@
+package app_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/worker"
+)
+
+// findChromium returns a headless-capable browser, skipping the test when
+// there is none — except in CI (strict mode), where .ci/run installs one.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if redistest.Strict() {
+		t.Fatal("chromium not found; strict mode (CI) requires it: apt-get install -y chromium")
+	}
+	t.Skip("chromium not found; install it to run the browser test")
+	return ""
+}
+
+// TestBrowserUI drives the web UI in real headless Chromium against the
+// all-in-one server: sign in, submit a mandelbrot job from the generated
+// form, watch its bar move over the event stream to 100 %, download the PNG
+// through a download link, see the preview, and cancel another job. It
+// fails on any script error or CSP violation in the page, and saves a
+// screenshot to testdata/ui-job.png for review.
+func TestBrowserUI(t *testing.T) {
+	chrome := findChromium(t)
+	rdb := redistest.Client(t)
+	ctx := context.Background()
+	cfg := app.Config{DataDir: t.TempDir(), Argon2: cheapArgon2, Logger: slog.New(slog.DiscardHandler),
+		Worker: worker.Config{Concurrency: 2}}.WithDefaults()
+	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := app.DevHandler(cfg, rdb, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Progress.Close()
+	srv := httptest.NewServer(dev.Handler)
+	defer srv.Close()
+	w, err := app.Worker(cfg, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+		t.Fatalf("CSP %q", csp)
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
+		chromedp.WindowSize(1200, 1000), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	bctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
+	defer cancelTimeout()
+	var mu sync.Mutex
+	var pageErrors []string
+	if err := chromedp.Listen(bctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			pageErrors = append(pageErrors, e.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError {
+				pageErrors = append(pageErrors, "console.error")
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, steps...); err != nil {
+			page, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`location.hash + " | state=" + document.getElementById("job-state").textContent +
+				" | error=" + document.getElementById("job-error").textContent + " | status=" + document.getElementById("status").textContent +
+				" | submit-error=" + document.getElementById("submit-error").textContent + " | stream=" + (stream ? stream.readyState : "none") + " | msg=" + document.getElementById("job-message").textContent`))
+			t.Fatalf("%s: %v (page: %s)", what, err, page)
+		}
+	}
+	poll := func(expr string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond))(ctx, tg)
+			return err
+		})
+	}
+	waitText := func(id, want string) chromedp.Action[chromedp.Void] {
+		return poll(`document.getElementById(` + jsString(id) + `).textContent === ` + jsString(want))
+	}
+	eval := func(expr string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Evaluate[any](expr)(ctx, tg)
+			return err
+		})
+	}
+	choose := func(typ string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(chromedp.SetValue(chromedp.ID("submit-type"), typ),
+			eval(`document.getElementById("submit-type").dispatchEvent(new Event("change"))`))
+	}
+	set := func(id, value string) chromedp.Action[chromedp.Void] {
+		return chromedp.SetValue(chromedp.ID(id), value)
+	}
+
+	run("sign in", chromedp.Navigate(srv.URL),
+		chromedp.WaitVisible(chromedp.ID("login-user")),
+		chromedp.SendKeys(chromedp.ID("login-user"), "ann"),
+		chromedp.SendKeys(chromedp.ID("login-password"), "correct horse"),
+		chromedp.Click(chromedp.CSS("#login-form button")),
+		chromedp.WaitVisible(chromedp.ID("submit-form")))
+
+	// A mandelbrot view of the seahorse valley: slow enough (about half a
+	// second) for its progress to be seen moving.
+	run("fill the generated form", choose("mandelbrot"),
+		chromedp.WaitVisible(chromedp.ID("in-max_iter")),
+		set("in-width", "480"), set("in-height", "360"), set("in-max_iter", "5000"),
+		set("in-x_min", "-0.75"), set("in-x_max", "-0.74"), set("in-y_min", "0.1"), set("in-y_max", "0.11"))
+	run("submit and watch",
+		eval(`window.__seen = [];
+			new MutationObserver(() => window.__seen.push(document.getElementById("job-progress").value))
+				.observe(document.getElementById("job-progress"), {attributes: true});`),
+		chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("view-job")),
+		waitText("job-state", "succeeded"),
+		chromedp.WaitVisible(chromedp.ID("job-download")))
+	seen, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`window.__seen`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	for _, v := range seen {
+		moved = moved || (v > 0 && v < 100)
+	}
+	if !moved || len(seen) == 0 || seen[len(seen)-1] != 100 {
+		t.Fatalf("progress bar values %v: want some between 0 and 100, ending at 100", seen)
+	}
+
+	png, err := chromedp.Run(bctx, chromedp.Evaluate[[]int](
+		`fetch(document.getElementById("job-download").href).then(r => r.arrayBuffer()).then(b => Array.from(new Uint8Array(b).slice(0, 8)))`,
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("see the preview", poll(`document.getElementById("job-preview").naturalWidth === 480`))
+	if len(png) != 8 || png[0] != 0x89 || png[1] != 'P' || png[2] != 'N' || png[3] != 'G' {
+		t.Fatalf("download starts %v, want a PNG", png)
+	}
+	if shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)); err != nil {
+		t.Fatal(err)
+	} else if err := os.MkdirAll("testdata", 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join("testdata", "ui-job.png"), shot, 0o644)
+	}
+
+	// Share: a read-only link carries its token in the #fragment.
+	run("share", chromedp.Click(chromedp.ID("job-share")), chromedp.WaitVisible(chromedp.ID("job-share-url")))
+	shared, err := chromedp.Run(bctx, chromedp.Value(chromedp.ID("job-share-url")))
+	if err != nil || !strings.Contains(shared, "#job=") || !strings.Contains(shared, "&token=") {
+		t.Fatalf("share link %q %v", shared, err)
+	}
+	run("open the shared page", chromedp.Navigate(shared), waitText("job-state", "succeeded"),
+		poll(`document.getElementById("job-cancel").hidden && document.getElementById("nav").hidden`))
+
+	// Sessions and API keys: create a key, see it listed, revoke it.
+	run("account page", chromedp.Navigate(srv.URL+"/#account"),
+		poll(`document.getElementById("sessions").textContent.includes("This browser")`),
+		chromedp.SendKeys(chromedp.ID("key-name"), "laptop"),
+		chromedp.Click(chromedp.CSS("#key-form button")),
+		chromedp.WaitVisible(chromedp.ID("key-new")),
+		poll(`document.getElementById("keys").textContent.includes("laptop")`),
+		chromedp.Click(chromedp.CSS("#keys button")),
+		poll(`!document.getElementById("keys").textContent.includes("laptop")`))
+	if keys, _ := identity.NewAPIKeys(rdb, nil).ListUser(ctx, "ann"); len(keys) != 0 {
+		t.Fatalf("keys left after revoking in the UI: %+v", keys)
+	}
+
+	run("cancel a long job",
+		chromedp.Navigate(srv.URL+"/#jobs"),
+		chromedp.WaitVisible(chromedp.ID("submit-form")),
+		choose("sleep"),
+		chromedp.WaitVisible(chromedp.ID("in-seconds")),
+		set("in-seconds", "120"), set("in-steps", "120"),
+		chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
+		waitText("job-state", "running"),
+		chromedp.Click(chromedp.ID("job-cancel")),
+		waitText("job-state", "canceled"))
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pageErrors) > 0 {
+		t.Fatalf("the page reported errors: %v", pageErrors)
+	}
+}
+
+func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
