@@ -6,6 +6,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/problem"
@@ -22,7 +23,12 @@ import (
 // server-sent events pass through (httputil.ReverseProxy flushes event
 // streams as they come).
 func (s *Service) Proxy(upstream *url.URL) http.Handler {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// Headers must come within 90 s (a long-poll waits up to 60); bodies,
+	// event streams among them, may take as long as they need.
+	transport.ResponseHeaderTimeout = 90 * time.Second
 	rp := &httputil.ReverseProxy{
+		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.SetXForwarded()
