@@ -74,6 +74,17 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 	}
 	base, key := urlRE.FindStringSubmatch(printed)[1], keyRE.FindStringSubmatch(printed)[1]
 
+	// The printed dev password signs in to the web UI.
+	pw := regexp.MustCompile(`password (\S+)\)`).FindStringSubmatch(printed)
+	if pw == nil {
+		t.Fatalf("no dev password in:\n%s", printed)
+	}
+	login, err := http.Post(base+"/v1/sessions", "application/json", strings.NewReader(`{"username":"dev","password":"`+pw[1]+`"}`))
+	if err != nil || login.StatusCode != http.StatusCreated {
+		t.Fatalf("dev sign-in: %v %v", login.StatusCode, err)
+	}
+	login.Body.Close()
+
 	req, _ := http.NewRequest("POST", base+"/v1/jobs", strings.NewReader(`{"type":"sleep","input":{"seconds":0.2,"steps":2}}`))
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)

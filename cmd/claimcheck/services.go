@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -60,6 +62,10 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	if err != nil {
 		return err
 	}
+	password, err := devPassword(ctx, app.Identity(cfg, r.Client).Users)
+	if err != nil {
+		return err
+	}
 	w, err := app.Worker(cfg, r.Client)
 	if err != nil {
 		return err
@@ -84,6 +90,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		}
 		fmt.Fprintf(out, "  URL:     %s\n", url)
 		fmt.Fprintf(out, "  API key: %s\n", apiKey.Reveal())
+		fmt.Fprintf(out, "  Web UI:  %s/ (sign in as dev, password %s)\n", url, password)
 		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
 	})
 }
@@ -100,6 +107,21 @@ func devAPIKey(ctx context.Context, keys *identity.APIKeys, preset secret.Secret
 	}
 	s, _, err := keys.Create(ctx, "dev", "dev", preset)
 	return s, err
+}
+
+// devPassword gives the user "dev" a fresh random password for the web UI,
+// printed once like the API key.
+func devPassword(ctx context.Context, users *identity.Users) (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random: %w", err)
+	}
+	pw := base64.RawURLEncoding.EncodeToString(b)
+	err := users.Add(ctx, "dev", pw)
+	if errors.Is(err, identity.ErrUserExists) {
+		err = users.SetPassword(ctx, "dev", pw)
+	}
+	return pw, err
 }
 
 func requireRedis(cfg app.Config, what string) error {
