@@ -2,16 +2,15 @@ package progress
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/pubsub"
 )
 
 // Hub is this process's one subscription to job events, fanned out in
@@ -64,46 +63,22 @@ func (h *Hub) Close() {
 }
 
 func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
-	ps := h.rdb.Subscribe(ctx, jobs.ChannelJobEvents)
-	defer ps.Close()
-	// A blocked Receive does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	for {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
+	pubsub.Listen(ctx, h.rdb, jobs.ChannelJobEvents, func() {
+		// A (re)subscription may have missed events: every watcher catches
+		// up from the job's event log, and no cached record can be trusted.
+		if rc := h.records.Load(); rc != nil {
+			rc.clear()
 		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind != "subscribe" {
-				continue
-			}
-			// A (re)subscription may have missed events: every watcher
-			// catches up from the job's event log, and no cached record
-			// can be trusted.
-			if rc := h.records.Load(); rc != nil {
-				rc.clear()
-			}
-			h.each(func(w *Watcher) { w.resync() })
-			if ready != nil {
-				close(ready)
-				ready = nil
-			}
-		case *redis.Message:
-			if id, ev, ok := jobs.ParseEventMessage(m.Payload); ok {
-				h.deliver(id, ev)
-			}
+		h.each(func(w *Watcher) { w.resync() })
+		if ready != nil {
+			close(ready)
+			ready = nil
 		}
-	}
+	}, func(payload string) {
+		if id, ev, ok := jobs.ParseEventMessage(payload); ok {
+			h.deliver(id, ev)
+		}
+	})
 }
 
 func (h *Hub) deliver(jobID string, ev jobs.Event) {

@@ -2,13 +2,13 @@ package identity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/pubsub"
 )
 
 // ChannelRevocations is the Redis pub/sub channel on which every revocation
@@ -94,39 +94,16 @@ func (r *Revocations) Announce(ctx context.Context, rev Revocation) error {
 // listener must assume it missed some. ready, if not nil, is closed once
 // the first subscription is confirmed.
 func ListenRevocations(ctx context.Context, rdb redis.UniversalClient, fn func(Revocation), ready chan<- struct{}) error {
-	ps := rdb.Subscribe(ctx, ChannelRevocations)
-	defer ps.Close()
-	// A blocked Receive does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	for {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-				return nil
-			}
-			// go-redis reconnects and resubscribes on the next Receive;
-			// pause so a Redis that is down is not hammered.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
+	pubsub.Listen(ctx, rdb, ChannelRevocations, func() {
+		fn(Revocation{Kind: RevokedAll})
+		if ready != nil {
+			close(ready)
+			ready = nil
 		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				fn(Revocation{Kind: RevokedAll})
-				if ready != nil {
-					close(ready)
-					ready = nil
-				}
-			}
-		case *redis.Message:
-			if rev, ok := ParseRevocation(m.Payload); ok {
-				fn(rev)
-			}
+	}, func(payload string) {
+		if rev, ok := ParseRevocation(payload); ok {
+			fn(rev)
 		}
-	}
+	})
+	return nil
 }
