@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	gojson "github.com/goccy/go-json"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // TypeAccess is the typ header of an internal access token (RFC 9068 §2.1).
@@ -31,51 +29,17 @@ const (
 // for how long (at most MaxAccessLifetime). Flat like JobClaims, for the
 // same reason.
 type AccessClaims struct {
-	Issuer    string `json:"iss"`
-	Subject   string `json:"sub"`
-	Audience  string `json:"aud"`
-	ExpiresAt int64  `json:"exp"`
-	NotBefore int64  `json:"nbf,omitempty"`
-	IssuedAt  int64  `json:"iat"`
-	ID        string `json:"jti"`
+	Registered
 	ClientID  string `json:"client_id"`
 	SessionID string `json:"sid,omitempty"`
 	Scope     string `json:"scope"`
 }
-
-// Expires is the token's exp as a time.
-func (c *AccessClaims) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
 
 // Scopes splits Scope.
 func (c *AccessClaims) Scopes() []string { return strings.Fields(c.Scope) }
 
 // HasScope reports whether the token carries s.
 func (c *AccessClaims) HasScope(s string) bool { return slices.Contains(c.Scopes(), s) }
-
-// GetExpirationTime implements jwt.Claims.
-func (c *AccessClaims) GetExpirationTime() (*jwt.NumericDate, error) {
-	return numericDate(c.ExpiresAt), nil
-}
-
-// GetNotBefore implements jwt.Claims.
-func (c *AccessClaims) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(c.NotBefore), nil }
-
-// GetIssuedAt implements jwt.Claims.
-func (c *AccessClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
-
-// GetIssuer implements jwt.Claims.
-func (c *AccessClaims) GetIssuer() (string, error) { return c.Issuer, nil }
-
-// GetSubject implements jwt.Claims.
-func (c *AccessClaims) GetSubject() (string, error) { return c.Subject, nil }
-
-// GetAudience implements jwt.Claims.
-func (c *AccessClaims) GetAudience() (jwt.ClaimStrings, error) {
-	if c.Audience == "" {
-		return nil, nil
-	}
-	return jwt.ClaimStrings{c.Audience}, nil
-}
 
 type accessClaimsFields AccessClaims
 
@@ -117,8 +81,10 @@ func (m *AccessMinter) MintAccess(subject, sid string, scopes []string) (string,
 		return "", nil, err
 	}
 	claims := &AccessClaims{
-		Issuer: or(m.Issuer, DefaultGatewayIssuer), Subject: subject, Audience: or(m.Audience, DefaultServicesAudience),
-		ExpiresAt: t.Add(lifetime).Unix(), IssuedAt: t.Unix(), ID: jti,
+		Registered: Registered{
+			Issuer: or(m.Issuer, DefaultGatewayIssuer), Subject: subject, Audience: or(m.Audience, DefaultServicesAudience),
+			ExpiresAt: t.Add(lifetime).Unix(), IssuedAt: t.Unix(), ID: jti,
+		},
 		ClientID: or(m.ClientID, DefaultGatewayClientID), SessionID: sid, Scope: strings.Join(scopes, " "),
 	}
 	tok, err := sign(m.Keys, TypeAccess, claims)
@@ -137,31 +103,14 @@ type AccessVerifier struct {
 	Leeway   time.Duration // DefaultLeeway when zero
 	Now      func() time.Time
 
-	once    sync.Once
-	parser  *jwt.Parser
-	keyfunc jwt.Keyfunc
+	parsing
 }
 
 // VerifyAccess checks an internal token as the package doc describes, with
 // typ at+jwt, and requires sub and jti and a lifetime of at most
 // MaxAccessLifetime. Errors wrap ErrInvalid.
 func (v *AccessVerifier) VerifyAccess(token string) (*AccessClaims, error) {
-	v.once.Do(func() {
-		leeway := v.Leeway
-		if leeway == 0 {
-			leeway = DefaultLeeway
-		}
-		opts := []jwt.ParserOption{
-			jwt.WithIssuer(or(v.Issuer, DefaultGatewayIssuer)),
-			jwt.WithAudience(or(v.Audience, DefaultServicesAudience)),
-			jwt.WithLeeway(leeway),
-		}
-		if v.Now != nil {
-			opts = append(opts, jwt.WithTimeFunc(v.Now))
-		}
-		v.parser = newParser(opts...)
-		v.keyfunc = keyfunc(v.Keys, TypeAccess)
-	})
+	v.init(v.Keys, TypeAccess, or(v.Issuer, DefaultGatewayIssuer), or(v.Audience, DefaultServicesAudience), v.Leeway, v.Now)
 	claims := &AccessClaims{}
 	if err := verify(v.parser, v.keyfunc, token, claims); err != nil {
 		return nil, err

@@ -37,21 +37,9 @@ const (
 	MaxTokenSize            = 4096
 )
 
-// JobClaims are a job token's claims. They implement jwt.Claims directly,
-// with integer dates and a single audience, rather than embedding
-// jwt.RegisteredClaims: its NumericDate and ClaimStrings each run a nested
-// json.Unmarshal, which made up a third of verification's cost beyond the
-// signature check. golang-jwt still does all parsing and validation through
-// the jwt.Claims methods below. Tokens from elsewhere with fractional dates
-// or an audience array are refused as malformed; only claimcheck mints these.
+// JobClaims are a job token's claims.
 type JobClaims struct {
-	Issuer    string `json:"iss"`
-	Subject   string `json:"sub,omitempty"`
-	Audience  string `json:"aud"`
-	ExpiresAt int64  `json:"exp,omitempty"`
-	NotBefore int64  `json:"nbf,omitempty"`
-	IssuedAt  int64  `json:"iat,omitempty"`
-	ID        string `json:"jti"`
+	Registered
 	// Job is the id of the one job the token is for.
 	Job string `json:"job"`
 	// Scope is space-separated, as in OAuth.
@@ -61,43 +49,6 @@ type JobClaims struct {
 	// whose epoch is below the record's: that is how one job's tokens are
 	// revoked without a deny-list.
 	Epoch int64 `json:"ep,omitempty"`
-}
-
-// Expires is the token's exp as a time.
-func (c *JobClaims) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
-
-// GetExpirationTime implements jwt.Claims.
-func (c *JobClaims) GetExpirationTime() (*jwt.NumericDate, error) {
-	return numericDate(c.ExpiresAt), nil
-}
-
-// GetNotBefore implements jwt.Claims.
-func (c *JobClaims) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(c.NotBefore), nil }
-
-// GetIssuedAt implements jwt.Claims.
-func (c *JobClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
-
-// GetIssuer implements jwt.Claims.
-func (c *JobClaims) GetIssuer() (string, error) { return c.Issuer, nil }
-
-// GetSubject implements jwt.Claims.
-func (c *JobClaims) GetSubject() (string, error) { return c.Subject, nil }
-
-// GetAudience implements jwt.Claims.
-func (c *JobClaims) GetAudience() (jwt.ClaimStrings, error) {
-	if c.Audience == "" {
-		return nil, nil
-	}
-	return jwt.ClaimStrings{c.Audience}, nil
-}
-
-// numericDate is nil for an absent (zero) date, so WithExpirationRequired
-// sees a missing exp as missing.
-func numericDate(unix int64) *jwt.NumericDate {
-	if unix == 0 {
-		return nil
-	}
-	return jwt.NewNumericDate(time.Unix(unix, 0))
 }
 
 // Scopes splits Scope.
@@ -152,16 +103,11 @@ func (m *Minter) MintJobAt(jobID, subject string, epoch int64, scopes []string, 
 		return "", nil, err
 	}
 	claims := &JobClaims{
-		Issuer:    or(m.Issuer, DefaultAPIIssuer),
-		Subject:   subject,
-		Audience:  or(m.Audience, DefaultProgressAudience),
-		ExpiresAt: expires.Unix(),
-		NotBefore: t.Unix(),
-		IssuedAt:  t.Unix(),
-		ID:        jti,
-		Job:       jobID,
-		Scope:     scope,
-		Epoch:     epoch,
+		Registered: Registered{
+			Issuer: or(m.Issuer, DefaultAPIIssuer), Subject: subject, Audience: or(m.Audience, DefaultProgressAudience),
+			ExpiresAt: expires.Unix(), NotBefore: t.Unix(), IssuedAt: t.Unix(), ID: jti,
+		},
+		Job: jobID, Scope: scope, Epoch: epoch,
 	}
 	tok, err := sign(m.Keys, TypeJob, claims)
 	if err != nil {
@@ -198,10 +144,9 @@ type Verifier struct {
 	// turns it off.
 	CacheSize int
 
-	once    sync.Once
-	parser  *jwt.Parser
-	keyfunc jwt.Keyfunc
-	cache   *verifiedCache
+	parsing
+	cacheOnce sync.Once
+	cache     *verifiedCache
 }
 
 // VerifyJob checks a job token as the package doc describes and returns its
@@ -212,9 +157,8 @@ type Verifier struct {
 // successes are cached, and a hit still honours exp; a key retired since
 // stops the cached token too, because the kid is checked again on a hit.
 func (v *Verifier) VerifyJob(token string) (*JobClaims, error) {
-	v.once.Do(func() {
-		v.parser = newParser(v.options()...)
-		v.keyfunc = keyfunc(v.Keys, TypeJob)
+	v.init(v.Keys, TypeJob, or(v.Issuer, DefaultAPIIssuer), or(v.Audience, DefaultProgressAudience), v.Leeway, v.Now)
+	v.cacheOnce.Do(func() {
 		if v.CacheSize >= 0 {
 			v.cache = newVerifiedCache(cmp.Or(v.CacheSize, 10_000))
 		}
@@ -244,22 +188,6 @@ func (v *Verifier) VerifyJob(token string) (*JobClaims, error) {
 		v.cache.put(h, claims, kid, now())
 	}
 	return claims, nil
-}
-
-func (v *Verifier) options() []jwt.ParserOption {
-	leeway := v.Leeway
-	if leeway == 0 {
-		leeway = DefaultLeeway
-	}
-	opts := []jwt.ParserOption{
-		jwt.WithIssuer(or(v.Issuer, DefaultAPIIssuer)),
-		jwt.WithAudience(or(v.Audience, DefaultProgressAudience)),
-		jwt.WithLeeway(leeway),
-	}
-	if v.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(v.Now))
-	}
-	return opts
 }
 
 // sign makes a compact JWS of claims with the set's active key.

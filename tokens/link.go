@@ -3,11 +3,9 @@ package tokens
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	gojson "github.com/goccy/go-json"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // TypeLink is the typ header of a download link token.
@@ -31,47 +29,15 @@ const (
 // mints them with its own key, so the api cannot make links and a link is
 // never a job token (typ, issuer and audience all differ).
 type LinkClaims struct {
-	Issuer    string `json:"iss"`
-	Audience  string `json:"aud"`
-	ExpiresAt int64  `json:"exp"`
-	IssuedAt  int64  `json:"iat"`
-	ID        string `json:"jti"`
-	Job       string `json:"job"`
-	Scope     string `json:"scope"`
+	Registered
+	Job   string `json:"job"`
+	Scope string `json:"scope"`
 	// Epoch is the job's token epoch: revoking the job's tokens revokes
 	// its links too.
 	Epoch int64 `json:"ep,omitempty"`
 	// Filename and Disposition shape Content-Disposition.
 	Filename    string `json:"fn,omitempty"`
 	Disposition string `json:"disp,omitempty"`
-}
-
-// Expires is exp as a time.
-func (c *LinkClaims) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
-
-// GetExpirationTime implements jwt.Claims.
-func (c *LinkClaims) GetExpirationTime() (*jwt.NumericDate, error) {
-	return numericDate(c.ExpiresAt), nil
-}
-
-// GetNotBefore implements jwt.Claims.
-func (c *LinkClaims) GetNotBefore() (*jwt.NumericDate, error) { return nil, nil }
-
-// GetIssuedAt implements jwt.Claims.
-func (c *LinkClaims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.IssuedAt), nil }
-
-// GetIssuer implements jwt.Claims.
-func (c *LinkClaims) GetIssuer() (string, error) { return c.Issuer, nil }
-
-// GetSubject implements jwt.Claims.
-func (c *LinkClaims) GetSubject() (string, error) { return "", nil }
-
-// GetAudience implements jwt.Claims.
-func (c *LinkClaims) GetAudience() (jwt.ClaimStrings, error) {
-	if c.Audience == "" {
-		return nil, nil
-	}
-	return jwt.ClaimStrings{c.Audience}, nil
 }
 
 type linkClaimsFields LinkClaims
@@ -111,9 +77,11 @@ func (m *LinkMinter) MintLink(jobID string, epoch int64, filename, disposition s
 		return "", nil, err
 	}
 	c := &LinkClaims{
-		Issuer: or(m.Issuer, DefaultProgressIssuer), Audience: or(m.Audience, DefaultResultsAudience),
-		ExpiresAt: t.Add(ttl).Unix(), IssuedAt: t.Unix(), ID: jti, Job: jobID, Scope: ScopeResultDownload,
-		Epoch: epoch, Filename: filename, Disposition: disposition,
+		Registered: Registered{
+			Issuer: or(m.Issuer, DefaultProgressIssuer), Audience: or(m.Audience, DefaultResultsAudience),
+			ExpiresAt: t.Add(ttl).Unix(), IssuedAt: t.Unix(), ID: jti,
+		},
+		Job: jobID, Scope: ScopeResultDownload, Epoch: epoch, Filename: filename, Disposition: disposition,
 	}
 	tok, err := sign(m.Keys, TypeLink, c)
 	if err != nil {
@@ -130,31 +98,14 @@ type LinkVerifier struct {
 	Leeway   time.Duration
 	Now      func() time.Time
 
-	once    sync.Once
-	parser  *jwt.Parser
-	keyfunc jwt.Keyfunc
+	parsing
 }
 
 // VerifyLink checks a link token (typ link+jwt, the progress issuer and
 // results audience, exp required, lifetime at most MaxLinkLifetime, scope
 // result:download). Errors wrap ErrInvalid.
 func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
-	v.once.Do(func() {
-		leeway := v.Leeway
-		if leeway == 0 {
-			leeway = DefaultLeeway
-		}
-		opts := []jwt.ParserOption{
-			jwt.WithIssuer(or(v.Issuer, DefaultProgressIssuer)),
-			jwt.WithAudience(or(v.Audience, DefaultResultsAudience)),
-			jwt.WithLeeway(leeway),
-		}
-		if v.Now != nil {
-			opts = append(opts, jwt.WithTimeFunc(v.Now))
-		}
-		v.parser = newParser(opts...)
-		v.keyfunc = keyfunc(v.Keys, TypeLink)
-	})
+	v.init(v.Keys, TypeLink, or(v.Issuer, DefaultProgressIssuer), or(v.Audience, DefaultResultsAudience), v.Leeway, v.Now)
 	c := &LinkClaims{}
 	if err := verify(v.parser, v.keyfunc, token, c); err != nil {
 		return nil, err

@@ -37,10 +37,12 @@ func Valid(tb testing.TB, keys *tokens.KeySet, jobID string, now time.Time, mod 
 func sign(tb testing.TB, method jwt.SigningMethod, key any, kid, jobID string, now time.Time, mod func(c *tokens.JobClaims, h map[string]any)) string {
 	tb.Helper()
 	c := &tokens.JobClaims{
-		Issuer: tokens.DefaultAPIIssuer, Audience: tokens.DefaultProgressAudience,
-		Subject: "ann", ID: "forged", IssuedAt: now.Unix(), NotBefore: now.Unix(),
-		ExpiresAt: now.Add(time.Hour).Unix(),
-		Job:       jobID, Scope: strings.Join(tokens.JobScopes, " "),
+		Registered: tokens.Registered{
+			Issuer: tokens.DefaultAPIIssuer, Audience: tokens.DefaultProgressAudience,
+			Subject: "ann", ID: "forged", IssuedAt: now.Unix(), NotBefore: now.Unix(),
+			ExpiresAt: now.Add(time.Hour).Unix(),
+		},
+		Job: jobID, Scope: strings.Join(tokens.JobScopes, " "),
 	}
 	tok := jwt.NewWithClaims(method, c)
 	tok.Header["typ"] = tokens.TypeJob
