@@ -1,0 +1,266 @@
+package deploy_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
+	"github.com/claimcheck/claimcheck/tokens"
+)
+
+const aclFile = "redis/users.acl"
+
+// aclUsers reads users.acl: user name → password.
+func aclUsers(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := os.Open(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	users := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || fields[0] != "user" {
+			continue
+		}
+		users[fields[1]] = ""
+		for _, f := range fields[2:] {
+			if pw, ok := strings.CutPrefix(f, ">"); ok {
+				users[fields[1]] = pw
+			}
+		}
+	}
+	return users
+}
+
+func TestComposeFile(t *testing.T) {
+	ctx := context.Background()
+	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := cli.ProjectFromOptions(ctx, opts)
+	if err != nil {
+		t.Fatalf("compose.yaml does not load: %v", err)
+	}
+	users := aclUsers(t)
+	for _, name := range []string{"redis", "gateway", "api", "worker", "progress"} {
+		svc, ok := project.Services[name]
+		if !ok {
+			t.Errorf("service %s missing", name)
+			continue
+		}
+		if svc.HealthCheck == nil || len(svc.HealthCheck.Test) == 0 {
+			t.Errorf("%s has no healthcheck", name)
+		}
+		for _, v := range svc.Volumes {
+			if v.Type == "bind" {
+				if _, err := os.Stat(v.Source); err != nil {
+					t.Errorf("%s mounts %s, which does not exist: %v", name, v.Source, err)
+				}
+			}
+		}
+		if name == "redis" {
+			continue
+		}
+		if svc.Build == nil {
+			t.Errorf("%s is not built from the Dockerfile", name)
+		} else if _, err := os.Stat(filepath.Join(svc.Build.Context, "Dockerfile")); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		raw := svc.Environment["REDIS_URL"]
+		if raw == nil {
+			t.Errorf("%s has no REDIS_URL", name)
+			continue
+		}
+		u, err := url.Parse(*raw)
+		if err != nil || u.User == nil {
+			t.Errorf("%s REDIS_URL %q names no user", name, *raw)
+			continue
+		}
+		pw, _ := u.User.Password()
+		if want, ok := users[u.User.Username()]; !ok || want != pw {
+			t.Errorf("%s signs in as %q, which users.acl does not define with that password", name, u.User.Username())
+		}
+	}
+	if w := project.Services["worker"]; w.Deploy == nil || w.Deploy.Replicas == nil || *w.Deploy.Replicas != 2 {
+		t.Error("worker should run 2 replicas")
+	}
+	if redisCmd := strings.Join(project.Services["redis"].Command, " "); !strings.Contains(redisCmd, "--appendonly yes") || !strings.Contains(redisCmd, "--aclfile") {
+		t.Errorf("redis command %q: want AOF and the ACL file", redisCmd)
+	}
+}
+
+// TestRedisACL loads users.acl into a real redis-server, proves what the
+// progress and gateway users cannot reach, and then runs the product with
+// each process signed in as its own user: any rule too tight fails here.
+func TestRedisACL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	acl, err := os.ReadFile(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aclCopy := filepath.Join(dir, "users.acl")
+	if err := os.WriteFile(aclCopy, acl, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := redistest.Server(t, "--aclfile", aclCopy)
+	users := aclUsers(t)
+	as := func(user string) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: users[user]})
+		t.Cleanup(func() { c.Close() })
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Fatalf("sign in as %s: %v", user, err)
+		}
+		return c
+	}
+	denied := func(who string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s: want NOPERM, got %v", who, err)
+		}
+	}
+	progress, gateway := as("progress"), as("gateway")
+	denied("progress reads a session", progress.HGetAll(ctx, "cc:session:x").Err())
+	denied("progress reads a user", progress.HGetAll(ctx, "cc:user:ann").Err())
+	denied("progress lists users", progress.SMembers(ctx, "cc:users").Err())
+	denied("progress reads an API key", progress.HGetAll(ctx, "cc:apikey:x").Err())
+	denied("progress reads an API key index", progress.Get(ctx, "cc:apikey-id:x").Err())
+	denied("progress lists someone's jobs", progress.ZRange(ctx, "cc:owner-jobs:ann", 0, -1).Err())
+	denied("progress reads an idempotency claim", progress.Get(ctx, "cc:idem:x").Err())
+	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:x").Err())
+	if err := progress.HGetAll(ctx, "cc:job:x").Err(); err != nil {
+		t.Errorf("progress reads a job: %v", err)
+	}
+	if err := progress.XRange(ctx, "cc:job:x:events", "-", "+").Err(); err != nil {
+		t.Errorf("progress reads a job's events: %v", err)
+	}
+	if err := redis.NewClient(&redis.Options{Addr: addr}).Ping(ctx).Err(); err == nil {
+		t.Error("the default user is on")
+	}
+
+	// The product, each process as its own user.
+	api, worker := as("api"), as("worker")
+	cfg := app.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}}.WithDefaults()
+	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := identity.NewAPIKeys(api, nil).Create(ctx, "ann", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiHandler, err := app.APIHandler(cfg, api, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiSrv := httptest.NewServer(apiHandler)
+	defer apiSrv.Close()
+	prog, err := app.Progress(cfg, progress, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	progSrv := httptest.NewServer(app.Handler(cfg, prog))
+	defer progSrv.Close()
+	w, err := app.Worker(cfg, worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	gw, err := app.Gateway(cfg, gateway, app.Identity(cfg, gateway), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil))
+	defer gwSrv.Close()
+
+	call := func(method, url, bearer, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	token := func(body string) (id, tok string) {
+		t.Helper()
+		i := strings.Index(body, `"id":"`) + 6
+		j := strings.Index(body, `"token":"`) + 9
+		return body[i : i+36], body[j : j+strings.IndexByte(body[j:], '"')]
+	}
+
+	code, body := call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"primes","input":{"n":1000}}`)
+	if code != 202 {
+		t.Fatalf("submit as the api user: %d %s", code, body)
+	}
+	id, tok := token(body)
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id, tok, "")
+		return strings.Contains(b, `"state":"succeeded"`)
+	})
+	if code, body := call("GET", progSrv.URL+"/v1/jobs/"+id+"/result", tok, ""); code != 200 || !strings.Contains(body, `"count":168`) {
+		t.Fatalf("result through progress: %d %s", code, body)
+	}
+	if code, body := call("POST", progSrv.URL+"/v1/jobs/"+id+"/links", tok, ""); code != 201 {
+		t.Fatalf("link through progress: %d %s", code, body)
+	}
+	// The event stream's first event.
+	req, _ := http.NewRequest("GET", progSrv.URL+"/v1/jobs/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("events: %v", err)
+	}
+	first, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	resp.Body.Close()
+	if !strings.HasPrefix(first, "retry:") {
+		t.Fatalf("events began %q", first)
+	}
+	// Cancelling through progress: a queued job's task is deleted, a
+	// running one is cancelled through Asynq.
+	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"sleep","input":{"seconds":60,"steps":60}}`)
+	if code != 202 {
+		t.Fatalf("second submit: %d %s", code, body)
+	}
+	id2, tok2 := token(body)
+	if code, body := call("POST", progSrv.URL+"/v1/jobs/"+id2+"/cancel", tok2, ""); code != 200 && code != 202 {
+		t.Fatalf("cancel through progress: %d %s", code, body)
+	}
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id2, tok2, "")
+		return strings.Contains(b, `"state":"canceled"`)
+	})
+	// The gateway, as its own user, exchanges an API key.
+	if code, body := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), ""); code != 200 {
+		t.Fatalf("exchange as the gateway user: %d %s", code, body)
+	}
+}

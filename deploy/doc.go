@@ -1,0 +1,6 @@
+// Package deploy holds no code: it is where the deployment files' tests
+// live. compose.yaml (at the top of the repository), the Dockerfile and
+// deploy/redis/users.acl are checked here — the compose file is loaded as
+// Compose itself would, and the Redis ACL is loaded into a real
+// redis-server and the product is run against its users.
+package deploy
