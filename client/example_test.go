@@ -1,0 +1,44 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/client"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+)
+
+// Submit a job, wait for it, and print its result.
+func Example() {
+	// A claimcheck for the example to talk to (it lives until the tests end).
+	dir, _ := os.MkdirTemp("", "claimcheck-example-")
+	url, apiKey, err := start(redis.NewClient(&redis.Options{Addr: redistest.Addr()}), dir, func(func()) {}, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := context.Background()
+
+	c := client.New(url, client.WithCredential(apiKey))
+	job, err := c.Submit(ctx, client.SubmitRequest{Type: "primes", Input: json.RawMessage(`{"n":100}`)})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	final, err := c.Wait(ctx, job.ID, job.Token, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(final.State)
+	if _, err := c.Download(ctx, job.ID, job.Token, os.Stdout); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// succeeded
+	// {"n":100,"count":25,"largest":97}
+}
