@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/claimcheck/claimcheck/client"
+)
+
+// remote holds the flags of the commands that talk to a running claimcheck
+// over HTTP (through the SDK) rather than to Redis.
+type remote struct {
+	url, progressURL, apiKey string
+}
+
+func (r *remote) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&r.url, "url", "http://127.0.0.1:8080", "the api's base URL")
+	fs.StringVar(&r.progressURL, "progress-url", "", "the progress service's base URL (default: the api's)")
+	fs.StringVar(&r.apiKey, "api-key", "", "API key (cck_…) or session (ccs_…)")
+}
+
+func (r *remote) client(cmd *cobra.Command) (*client.Client, error) {
+	if err := applyEnv(cmd.Flags()); err != nil {
+		return nil, err
+	}
+	opts := []client.Option{client.WithCredential(r.apiKey)}
+	if r.progressURL != "" {
+		opts = append(opts, client.WithProgressURL(r.progressURL))
+	}
+	return client.New(r.url, opts...), nil
+}
+
+func newSubmit() *cobra.Command {
+	var r remote
+	var input, out string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "submit TYPE",
+		Short: "Submit a job; with --wait follow it to the end, with --out save its result",
+		Long: `submit sends a job to a running claimcheck and prints its id and job token.
+With --wait it follows the job (a progress bar on a terminal, plain lines
+otherwise) and fails if the job does; --out FILE also downloads the result.`,
+		Example: `  claimcheck submit primes --input '{"n":10000000}' --wait
+  claimcheck submit mandelbrot --input '{"width":1280,"height":960}' --out fractal.png`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			if !json.Valid([]byte(input)) {
+				return fmt.Errorf("--input is not JSON: %s", input)
+			}
+			ctx := cmd.Context()
+			sub, err := c.Submit(ctx, client.SubmitRequest{Type: args[0], Input: json.RawMessage(input)})
+			if err != nil {
+				return err
+			}
+			stdout := cmd.OutOrStdout()
+			fmt.Fprintf(stdout, "job   %s\ntoken %s\n", sub.ID, sub.Token)
+			if !wait && out == "" {
+				return nil
+			}
+			show := progressLines(stdout)
+			if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				show = progressBar(f)
+			}
+			final, err := c.Wait(ctx, sub.ID, sub.Token, show)
+			if err != nil {
+				return err
+			}
+			show(final)
+			if final.State != "succeeded" {
+				msg := final.State
+				if final.Error != nil {
+					msg += ": " + *final.Error
+				}
+				return errors.New("job " + msg)
+			}
+			if out == "" {
+				return nil
+			}
+			f, err := os.Create(out)
+			if err != nil {
+				return err
+			}
+			n, err := c.Download(ctx, sub.ID, sub.Token, f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "saved %d bytes to %s\n", n, out)
+			return nil
+		},
+	}
+	r.bind(cmd.Flags())
+	cmd.Flags().StringVar(&input, "input", "{}", "the job's input, JSON")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
+	cmd.Flags().StringVar(&out, "out", "", "download the result to this file (implies --wait)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+// progressLines prints a line whenever the state or whole percent changes:
+// for logs and pipes.
+func progressLines(w io.Writer) func(*client.Job) {
+	last := ""
+	return func(j *client.Job) {
+		line := fmt.Sprintf("%-9s %3.0f%% %s", j.State, j.Progress.Percent, j.Progress.Message)
+		if line != last {
+			fmt.Fprintln(w, strings.TrimSpace(line))
+			last = line
+		}
+	}
+}
+
+// progressBar draws a terminal progress bar.
+func progressBar(f *os.File) func(*client.Job) {
+	bar := progressbar.NewOptions(100, progressbar.OptionSetWriter(f), progressbar.OptionShowDescriptionAtLineEnd(),
+		progressbar.OptionSetWidth(40), progressbar.OptionThrottle(50*time.Millisecond), progressbar.OptionClearOnFinish())
+	return func(j *client.Job) {
+		bar.Describe(j.State + " " + j.Progress.Message)
+		_ = bar.Set(int(j.Progress.Percent))
+		if j.Final() {
+			_ = bar.Finish()
+			fmt.Fprintln(f, j.State)
+		}
+	}
+}
+
+func newJobs() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get or cancel one with its job token"}
+	r.bind(cmd.PersistentFlags())
+	annotateEnv(cmd.PersistentFlags())
+	var state string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List your jobs, newest first (needs --api-key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			page, err := c.List(cmd.Context(), client.ListOptions{State: state, Limit: limit})
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tPROGRESS\tCREATED")
+			for _, j := range page.Jobs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f%%\t%s\n", j.ID, j.Type, j.State, j.Progress.Percent, j.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only jobs in this state")
+	list.Flags().IntVar(&limit, "limit", 20, "at most this many")
+	var token string
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Print a job's record (needs --token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			j, err := c.Get(cmd.Context(), args[0], token)
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(j)
+		},
+	}
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job (needs --token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			j, err := c.Cancel(cmd.Context(), args[0], token)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", j.ID, j.State)
+			return nil
+		},
+	}
+	for _, sub := range []*cobra.Command{get, cancel} {
+		sub.Flags().StringVar(&token, "token", "", "the job's token")
+		_ = sub.MarkFlagRequired("token")
+		annotateEnv(sub.Flags())
+	}
+	cmd.AddCommand(list, get, cancel)
+	return cmd
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/worker"
+)
+
+// devServer runs the all-in-one handler and a worker on the package's
+// Redis and returns its URL and an API key.
+func devServer(t *testing.T) (string, string) {
+	t.Helper()
+	rdb := redistest.Client(t)
+	cfg := app.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), Worker: worker.Config{Concurrency: 2}}.WithDefaults()
+	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := app.DevHandler(cfg, rdb, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Progress.Close)
+	w, err := app.Worker(cfg, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	key, _, err := identity.NewAPIKeys(rdb, nil).Create(context.Background(), "ann", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(dev.Handler)
+	t.Cleanup(srv.Close)
+	return srv.URL, key.Reveal()
+}
+
+func TestSubmitAndJobsCommands(t *testing.T) {
+	url, key := devServer(t)
+	ctx := context.Background()
+	t.Setenv("CLAIMCHECK_URL", url) // the environment works like the flags
+	out := filepath.Join(t.TempDir(), "slept.json")
+
+	printed, err := run(t, ctx, "", "submit", "sleep", "--api-key", key, "--input", `{"seconds":0.2,"steps":2}`, "--out", out)
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, printed)
+	}
+	m := regexp.MustCompile(`(?m)^job\s+(\S+)\ntoken\s+(\S+)$`).FindStringSubmatch(printed)
+	if m == nil || !strings.Contains(printed, "running    50% step 1/2") || !strings.Contains(printed, "succeeded") || !strings.Contains(printed, "saved ") {
+		t.Fatalf("submit printed:\n%s", printed)
+	}
+	id, tok := m[1], m[2]
+	if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), `"slept_seconds":0.2`) {
+		t.Fatalf("saved result %q %v", b, err)
+	}
+
+	if printed, err := run(t, ctx, "", "jobs", "list", "--api-key", key, "--state", "succeeded"); err != nil || !strings.Contains(printed, id) {
+		t.Fatalf("jobs list: %v\n%s", err, printed)
+	}
+	if printed, err := run(t, ctx, "", "jobs", "get", id, "--token", tok); err != nil || !strings.Contains(printed, `"state": "succeeded"`) {
+		t.Fatalf("jobs get: %v\n%s", err, printed)
+	}
+
+	printed, err = run(t, ctx, "", "submit", "sleep", "--api-key", key, "--input", `{"seconds":60,"steps":60}`)
+	m = regexp.MustCompile(`(?m)^job\s+(\S+)\ntoken\s+(\S+)$`).FindStringSubmatch(printed)
+	if err != nil || m == nil {
+		t.Fatalf("submit without --wait: %v\n%s", err, printed)
+	}
+	if printed, err := run(t, ctx, "", "jobs", "cancel", m[1], "--token", m[2]); err != nil || !regexp.MustCompile(`^\S+ (queued|running|canceled)\n$`).MatchString(printed) {
+		t.Fatalf("jobs cancel: %v\n%s", err, printed)
+	}
+
+	// Refused submissions fail the command, saying why.
+	if _, err := run(t, ctx, "", "submit", "sleep", "--api-key", key, "--input", `{"seconds":-1}`, "--wait"); err == nil || !strings.Contains(err.Error(), "422") {
+		t.Fatalf("invalid input: %v", err)
+	}
+	if _, err := run(t, ctx, "", "submit", "nope", "--api-key", key); err == nil || !strings.Contains(err.Error(), "Unknown job type") {
+		t.Fatalf("unknown type: %v", err)
+	}
+}
