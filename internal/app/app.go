@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/api"
 	"github.com/claimcheck/claimcheck/api/account"
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/enqueue"
@@ -399,7 +400,7 @@ func APIHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (htt
 	if err != nil {
 		return nil, err
 	}
-	return Handler(cfg, append(services, web.Service{})...), nil
+	return Handler(cfg, append(services, web.Service{}, api.OpenAPIService{})...), nil
 }
 
 // Dev is the all-in-one service set of `claimcheck dev`.
@@ -432,7 +433,7 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*De
 	if err != nil {
 		return nil, err
 	}
-	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{})...), Gateway: gw, Progress: prog, GatewayKeys: gwKeys}, nil
+	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{}, api.OpenAPIService{})...), Gateway: gw, Progress: prog, GatewayKeys: gwKeys}, nil
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

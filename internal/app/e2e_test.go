@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,7 @@ import (
 	"github.com/claimcheck/claimcheck/worker/builtin"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) { os.Exit(contractMain(m)) }
 
 // cheapArgon2 keeps password hashing fast in tests.
 var cheapArgon2 = &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}

@@ -46,14 +46,18 @@ func Strict() bool { return os.Getenv("CLAIMCHECK_TEST_STRICT") == "1" }
 // whole body of TestMain:
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main that returns the exit code instead of exiting, for a TestMain
+// with more to do after the tests.
+func Run(m *testing.M) int {
 	if err := start(); err != nil {
 		fmt.Fprintln(os.Stderr, "redistest:", err)
-		os.Exit(2)
+		return 2
 	}
 	code := m.Run()
 	stopFn()
-	os.Exit(code)
+	return code
 }
 
 func start() error {
