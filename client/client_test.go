@@ -5,21 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/claimcheck/claimcheck/client"
-	"github.com/claimcheck/claimcheck/internal/app"
-	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/tokens"
-	"github.com/claimcheck/claimcheck/worker"
+	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -28,44 +22,8 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 // wrap, and returns its URL and an API key.
 func server(tb testing.TB, wrap func(http.Handler) http.Handler) (string, string) {
 	tb.Helper()
-	url, key, err := start(redistest.Client(tb), tb.TempDir(), tb.Cleanup, wrap)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return url, key
-}
-
-// start is server without a test: the example uses it too.
-func start(rdb *redis.Client, dir string, cleanup func(func()), wrap func(http.Handler) http.Handler) (string, string, error) {
-	cfg := app.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Worker: worker.Config{Concurrency: 2}}.WithDefaults()
-	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
-	if err != nil {
-		return "", "", err
-	}
-	dev, err := app.DevHandler(cfg, rdb, keys)
-	if err != nil {
-		return "", "", err
-	}
-	cleanup(dev.Progress.Close)
-	w, err := app.Worker(cfg, rdb)
-	if err != nil {
-		return "", "", err
-	}
-	if err := w.Start(); err != nil {
-		return "", "", err
-	}
-	cleanup(w.Shutdown)
-	key, _, err := identity.NewAPIKeys(rdb, nil).Create(context.Background(), "ann", "", "")
-	if err != nil {
-		return "", "", err
-	}
-	h := dev.Handler
-	if wrap != nil {
-		h = wrap(h)
-	}
-	srv := httptest.NewServer(h)
-	cleanup(srv.Close)
-	return srv.URL, key.Reveal(), nil
+	s := devstack.Start(tb, redistest.Client(tb), devstack.Options{Wrap: wrap})
+	return s.URL, s.APIKey
 }
 
 func TestSubmitWaitDownload(t *testing.T) {

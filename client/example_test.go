@@ -9,18 +9,22 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/client"
+	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 )
 
 // Submit a job, wait for it, and print its result.
 func Example() {
 	// A claimcheck for the example to talk to (it lives until the tests end).
 	dir, _ := os.MkdirTemp("", "claimcheck-example-")
-	url, apiKey, err := start(redis.NewClient(&redis.Options{Addr: redistest.Addr()}), dir, func(func()) {}, nil)
+	stack, err := devstack.Run(redis.NewClient(&redis.Options{Addr: redistest.Addr()}),
+		devstack.Options{Config: app.Config{DataDir: dir}}, func(func()) {})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	url, apiKey := stack.URL, stack.APIKey
 	ctx := context.Background()
 
 	c := client.New(url, client.WithCredential(apiKey))

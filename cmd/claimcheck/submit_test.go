@@ -2,51 +2,22 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/claimcheck/claimcheck/internal/app"
-	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/tokens"
-	"github.com/claimcheck/claimcheck/worker"
+	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 )
 
 // devServer runs the all-in-one handler and a worker on the package's
 // Redis and returns its URL and an API key.
 func devServer(t *testing.T) (string, string) {
 	t.Helper()
-	rdb := redistest.Client(t)
-	cfg := app.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), Worker: worker.Config{Concurrency: 2}}.WithDefaults()
-	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := app.DevHandler(cfg, rdb, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dev.Progress.Close)
-	w, err := app.Worker(cfg, rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
-	key, _, err := identity.NewAPIKeys(rdb, nil).Create(context.Background(), "ann", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(dev.Handler)
-	t.Cleanup(srv.Close)
-	return srv.URL, key.Reveal()
+	s := devstack.Start(t, redistest.Client(t), devstack.Options{})
+	return s.URL, s.APIKey
 }
 
 func TestSubmitAndJobsCommands(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 	"github.com/claimcheck/claimcheck/internal/testutil/nginxtest"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -27,20 +27,10 @@ func TestNginxAuthRequest(t *testing.T) {
 	nginxtest.Binary(t) // skip (or, in CI, fail) before building anything
 	rdb := redistest.Client(t)
 	ctx := context.Background()
-	cfg := app.Config{DataDir: t.TempDir(), Argon2: cheapArgon2, Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
-	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := app.DevHandler(cfg, rdb, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := httptest.NewServer(dev.Handler)
-	defer gw.Close()
+	stack := devstack.Start(t, rdb, devstack.Options{Config: app.Config{Argon2: cheapArgon2}})
 
 	// The protected service trusts nothing but a valid at+jwt.
-	verifier := &tokens.AccessVerifier{Keys: dev.GatewayKeys}
+	verifier := &tokens.AccessVerifier{Keys: stack.Dev.GatewayKeys}
 	var reached atomic.Int32
 	service := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached.Add(1)
@@ -60,7 +50,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	}
 	listen := nginxtest.FreeAddr(t)
 	server := strings.NewReplacer(
-		"127.0.0.1:8082", strings.TrimPrefix(gw.URL, "http://"),
+		"127.0.0.1:8082", strings.TrimPrefix(stack.URL, "http://"),
 		"127.0.0.1:9000", strings.TrimPrefix(service.URL, "http://"),
 		"127.0.0.1:8000", listen,
 	).Replace(string(conf))
@@ -69,7 +59,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	login := do(t, "POST", gw.URL+"/v1/sessions", "", strings.NewReader(`{"username":"ann","password":"correct horse"}`))
+	login := do(t, "POST", stack.URL+"/v1/sessions", "", strings.NewReader(`{"username":"ann","password":"correct horse"}`))
 	session := decode[struct{ Session string }](t, login).Session
 
 	through := func(hdr ...string) (int, string) {
@@ -101,7 +91,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	}
 
 	// Log out: the very next request through nginx is refused.
-	if r := do(t, "DELETE", gw.URL+"/v1/sessions/current", session, nil); r.StatusCode != 204 {
+	if r := do(t, "DELETE", stack.URL+"/v1/sessions/current", session, nil); r.StatusCode != 204 {
 		t.Fatalf("logout: %d", r.StatusCode)
 	}
 	if code, _ := through("Cookie", authn.CookieName+"="+session); code != 401 || reached.Load() != before {
