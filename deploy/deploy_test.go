@@ -194,7 +194,7 @@ func TestRedisACL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil))
+	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil, nil))
 	defer gwSrv.Close()
 
 	call := func(method, url, bearer, body string) (int, string) {

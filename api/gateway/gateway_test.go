@@ -372,3 +372,29 @@ func TestProxyPassesEventStreamsAndWebSockets(t *testing.T) {
 		t.Fatalf("websocket bytes through the proxy: %q %v", l, err)
 	}
 }
+
+func TestProgressRoute(t *testing.T) {
+	for _, tc := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/v1/jobs/019a", true},
+		{"HEAD", "/v1/jobs/019a", true},
+		{"GET", "/v1/jobs/019a/events", true},
+		{"POST", "/v1/jobs/019a/cancel", true},
+		{"GET", "/v1/jobs/019a/result", true},
+		{"POST", "/v1/jobs/019a/links", true},
+		{"GET", "/v1/results/019a", true},
+		{"GET", "/v1/jobs", false},
+		{"POST", "/v1/jobs", false},
+		{"POST", "/v1/jobs/019a", false},
+		{"POST", "/v1/jobs/019a/token", false},
+		{"POST", "/v1/jobs/019a/revoke-tokens", false},
+		{"GET", "/v1/jobs/", false},
+		{"GET", "/v1/sessions", false},
+	} {
+		if got := gateway.ProgressRoute(tc.method, tc.path); got != tc.want {
+			t.Errorf("%s %s: %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}

@@ -23,24 +23,7 @@ import (
 // server-sent events pass through (httputil.ReverseProxy flushes event
 // streams as they come).
 func (s *Service) Proxy(upstream *url.URL) http.Handler {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	// Headers must come within 90 s (a long-poll waits up to 60); bodies,
-	// event streams among them, may take as long as they need.
-	transport.ResponseHeaderTimeout = 90 * time.Second
-	rp := &httputil.ReverseProxy{
-		Transport: transport,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(upstream)
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host // upstream sees the public host (cookies, links)
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			p := problem.New(http.StatusBadGateway, "bad-gateway", "Upstream unavailable", "the service behind the gateway did not answer")
-			p.Err = err
-			s.cfg.Logger.Error("gateway upstream", "path", r.URL.Path, "err", err)
-			problem.Write(w, p)
-		},
-	}
+	rp := s.reverseProxy(upstream)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(HeaderUser)
 		if isClaimcheckCredential(r) {
@@ -56,6 +39,64 @@ func (s *Service) Proxy(upstream *url.URL) http.Handler {
 		stripSessionCookie(r)
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// PassThrough proxies to the progress service, which takes job tokens and
+// download links, never people's credentials: nothing is exchanged, and the
+// session cookie and any X-Claimcheck-User are removed all the same.
+func (s *Service) PassThrough(upstream *url.URL) http.Handler {
+	rp := s.reverseProxy(upstream)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(HeaderUser)
+		stripSessionCookie(r)
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// ProgressRoute reports whether a request belongs to the progress service:
+// a job's status, events, cancel, result and links, and download links.
+// (POST /v1/jobs/{id}/token and revoke-tokens are the api's.)
+func ProgressRoute(method, path string) bool {
+	if strings.HasPrefix(path, "/v1/results/") {
+		return true
+	}
+	rest, ok := strings.CutPrefix(path, "/v1/jobs/")
+	if !ok || rest == "" {
+		return false
+	}
+	id, sub, nested := strings.Cut(rest, "/")
+	if id == "" {
+		return false
+	}
+	if !nested {
+		return method == http.MethodGet || method == http.MethodHead
+	}
+	switch sub {
+	case "events", "cancel", "result", "links":
+		return true
+	}
+	return false
+}
+
+func (s *Service) reverseProxy(upstream *url.URL) *httputil.ReverseProxy {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// Headers must come within 90 s (a long-poll waits up to 60); bodies,
+	// event streams among them, may take as long as they need.
+	transport.ResponseHeaderTimeout = 90 * time.Second
+	return &httputil.ReverseProxy{
+		Transport: transport,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host // upstream sees the public host (cookies, links)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p := problem.New(http.StatusBadGateway, "bad-gateway", "Upstream unavailable", "the service behind the gateway did not answer")
+			p.Err = err
+			s.cfg.Logger.Error("gateway upstream", "path", r.URL.Path, "err", err)
+			problem.Write(w, p)
+		},
+	}
 }
 
 // isClaimcheckCredential reports whether r carries a session cookie or a

@@ -206,7 +206,7 @@ func gatewayKeys(ctx context.Context, cfg app.Config, jwksURL string) (tokens.Ke
 
 func newGateway() *cobra.Command {
 	var c common
-	var upstream string
+	var upstream, progressUpstream string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Exchange sessions and API keys for short-lived internal tokens (forward-auth endpoint and reverse proxy)",
@@ -246,12 +246,19 @@ with --trust-gateway.`,
 			}
 			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, gw,
 				app.ReloadKeys(cmd.Context(), c.cfg, map[string]*tokens.KeySet{c.cfg.GatewayKeyDir: gwKeys}), nil)
-			return app.Serve(cmd.Context(), c.cfg.Addr, app.GatewayHandler(c.cfg, gw, up), listening(c.cfg, "gateway"))
+			var prog *url.URL
+			if progressUpstream != "" {
+				if prog, err = url.Parse(progressUpstream); err != nil || prog.Scheme == "" || prog.Host == "" {
+					return fmt.Errorf("--progress-upstream %q: want an absolute URL such as http://127.0.0.1:8081", progressUpstream)
+				}
+			}
+			return app.Serve(cmd.Context(), c.cfg.Addr, app.GatewayHandler(c.cfg, gw, up, prog), listening(c.cfg, "gateway"))
 		},
 	}
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8082", "listen address `host:port`")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "proxy every other request to this URL, exchanged (default: forward-auth only)")
+	cmd.Flags().StringVar(&progressUpstream, "progress-upstream", "", "with --upstream: send the progress service's routes here untouched, so one origin serves all (the web UI needs that)")
 	cmd.Flags().StringVar(&c.cfg.GatewayKeyDir, "key-dir", "", "internal-token signing keys (default DATA_DIR/keys/gateway)")
 	cmd.Flags().StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (the forward-auth proxy)")
 	annotateEnv(cmd.Flags())

@@ -382,15 +382,32 @@ func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
 
 // GatewayHandler is the gateway process's handler: the exchange and JWKS,
 // and, when upstream is not nil, a reverse proxy to it for every other path.
-func GatewayHandler(cfg Config, gw *gateway.Service, upstream *url.URL) http.Handler {
+//
+// With progress too, the progress service's routes (gateway.ProgressRoute)
+// go there untouched, so one origin serves everything — what the web UI
+// needs.
+func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL) http.Handler {
 	own := Handler(cfg, gw)
 	if upstream == nil {
 		return own
 	}
+	api := gw.Proxy(upstream)
+	var prog http.Handler
+	if progress != nil {
+		prog = gw.PassThrough(progress)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/auth/", own)
 	mux.Handle("/healthz", own)
-	mux.Handle("/", gw.Proxy(upstream))
+	mux.Handle("/readyz", own)
+	mux.Handle("/metrics", own)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if prog != nil && gateway.ProgressRoute(r.Method, r.URL.Path) {
+			prog.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
 	return mux
 }
 

@@ -43,11 +43,11 @@ func TestTrustGatewayDeployment(t *testing.T) {
 	<-ready
 	// The api behind it verifies internal tokens with the gateway's JWKS.
 	apiCfg := cfg
-	apiCfg.JobKeyDir = t.TempDir()
+	apiCfg.JobKeyDir = s.cfg.JobKeyDir // the progress service knows these keys
 	jobKeys, _, _ := tokens.EnsureDir(apiCfg.JobKeyDir)
 	// The same gateway serves its JWKS on one port and proxies on another,
 	// so the api can fetch its keys before the proxy knows the api's URL.
-	jwks := httptest.NewServer(app.GatewayHandler(cfg, gw, nil))
+	jwks := httptest.NewServer(app.GatewayHandler(cfg, gw, nil, nil))
 	defer jwks.Close()
 	if apiCfg.GatewayKeys, err = tokens.NewRemoteKeys(ctx, jwks.URL+gateway.JWKSPath, nil); err != nil {
 		t.Fatal(err)
@@ -59,7 +59,8 @@ func TestTrustGatewayDeployment(t *testing.T) {
 	api := httptest.NewServer(apiHandler)
 	defer api.Close()
 	upstream, _ := url.Parse(api.URL)
-	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, upstream))
+	progressURL, _ := url.Parse(s.progress.URL)
+	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, upstream, progressURL))
 	defer gwSrv.Close()
 
 	session, _ := s.login(t)
@@ -71,6 +72,13 @@ func TestTrustGatewayDeployment(t *testing.T) {
 	}
 	if r := do(t, "GET", gwSrv.URL+"/v1/jobs", s.apiKey, nil); r.StatusCode != 200 {
 		t.Fatalf("API key through the gateway: %d", r.StatusCode)
+	}
+	// The progress service's routes pass through the same origin, untouched.
+	if r := do(t, "GET", gwSrv.URL+"/v1/jobs/"+sub.ID, sub.Token, nil); r.StatusCode != 200 {
+		t.Fatalf("job status through the gateway: %d", r.StatusCode)
+	}
+	if r := do(t, "POST", gwSrv.URL+"/v1/jobs/"+sub.ID+"/token", session, strings.NewReader(`{"scope":"job:read"}`)); r.StatusCode != 201 {
+		t.Fatalf("re-issue through the gateway (an api route under /v1/jobs/{id}): %d", r.StatusCode)
 	}
 	// Sign-in passes through untouched.
 	if r := do(t, "POST", gwSrv.URL+"/v1/sessions", "", strings.NewReader(`{"username":"ann","password":"correct horse"}`)); r.StatusCode != 201 {
@@ -138,7 +146,7 @@ func TestKeyRotationReachesRunningProcesses(t *testing.T) {
 	ready := make(chan struct{})
 	go app.WatchRevocations(ctx, cfg, rdb, gw, app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.GatewayKeyDir: gwKeys}), ready)
 	<-ready
-	srv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil))
+	srv := httptest.NewServer(app.GatewayHandler(cfg, gw, nil, nil))
 	defer srv.Close()
 	sess, _, _ := dir.Sessions.Create(ctx, "ann", "", "")
 	exchange := func() (string, string) {
