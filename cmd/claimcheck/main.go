@@ -54,6 +54,7 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	if addr {
 		fs.StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8080", "listen address `host:port`")
 		fs.StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (rate limits key on the client address)")
+		fs.IntVar(&c.cfg.MaxActiveJobs, "max-active-jobs", 100, "each user's queued and running jobs at most (-1: no cap)")
 	}
 	fs.StringVar(&c.cfg.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
 	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
