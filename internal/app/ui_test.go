@@ -165,6 +165,13 @@ func TestBrowserUI(t *testing.T) {
 		_ = os.WriteFile(filepath.Join("testdata", "ui-job.png"), shot, 0o644)
 	}
 
+	// The jobs list shows it, with its state.
+	run("jobs list", chromedp.Navigate(stack.URL+"/#jobs"),
+		poll(`Array.from(document.querySelectorAll("#jobs-table tbody tr")).some(r => r.textContent.includes("mandelbrot") && r.textContent.includes("succeeded"))`),
+		chromedp.Click(chromedp.CSS("#jobs-table tbody a")),
+		waitText("job-state", "succeeded"),
+		chromedp.WaitVisible(chromedp.ID("job-share")))
+
 	// Share: a read-only link carries its token in the #fragment.
 	run("share", chromedp.Click(chromedp.ID("job-share")), chromedp.WaitVisible(chromedp.ID("job-share-url")))
 	shared, err := chromedp.Run(bctx, chromedp.Value(chromedp.ID("job-share-url")))
