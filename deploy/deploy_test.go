@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/app"
@@ -259,6 +260,15 @@ func TestRedisACL(t *testing.T) {
 		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id2, tok2, "")
 		return strings.Contains(b, `"state":"canceled"`)
 	})
+	// Operators' commands and the queue metrics work as the api user too.
+	if _, err := identity.NewUsers(api, nil, nil).List(ctx); err != nil {
+		t.Fatalf("users list as the api user: %v", err)
+	}
+	for _, user := range []*redis.Client{api, worker} {
+		if _, err := asynq.NewInspectorFromRedisClient(user).GetQueueInfo("default"); err != nil {
+			t.Fatalf("queue statistics: %v", err)
+		}
+	}
 	// The gateway, as its own user, exchanges an API key.
 	if code, body := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), ""); code != 200 {
 		t.Fatalf("exchange as the gateway user: %d %s", code, body)
