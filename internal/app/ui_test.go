@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,9 +182,14 @@ func TestBrowserUI(t *testing.T) {
 	run("open the shared page", chromedp.Navigate(shared), waitText("job-state", "succeeded"),
 		poll(`document.getElementById("job-cancel").hidden && document.getElementById("nav").hidden`))
 
-	// Sessions and API keys: create a key, see it listed, revoke it.
+	// Sessions and API keys: revoke another session, create a key, see it
+	// listed, revoke it.
+	other := signInOverHTTP(t, stack.URL, "ann", "correct horse", "other-laptop/1.0")
 	run("account page", chromedp.Navigate(stack.URL+"/#account"),
 		poll(`document.getElementById("sessions").textContent.includes("This browser")`),
+		poll(`document.getElementById("sessions").textContent.includes("other-laptop/1.0")`),
+		chromedp.Click(chromedp.CSS(`#sessions button[aria-label="Revoke session"]`)),
+		poll(`!document.getElementById("sessions").textContent.includes("other-laptop/1.0")`),
 		chromedp.SendKeys(chromedp.ID("key-name"), "laptop"),
 		chromedp.Click(chromedp.CSS("#key-form button")),
 		chromedp.WaitVisible(chromedp.ID("key-new")),
@@ -208,6 +214,16 @@ func TestBrowserUI(t *testing.T) {
 		chromedp.Click(chromedp.ID("job-cancel")),
 		waitText("job-state", "canceled"))
 
+	if code := sessionsStatus(t, stack.URL, other); code != http.StatusUnauthorized {
+		t.Fatalf("the session revoked in the UI answers %d, want 401", code)
+	}
+
+	run("sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("login-form")),
+		poll(`document.getElementById("nav").hidden`))
+	if left, err := identity.NewSessions(rdb, identity.SessionConfig{}, nil).List(ctx, "ann"); err != nil || len(left) != 0 {
+		t.Fatalf("after signing out ann still has sessions %+v (%v)", left, err)
+	}
+
 	mu.Lock()
 	defer mu.Unlock()
 	if len(pageErrors) > 0 {
@@ -216,3 +232,21 @@ func TestBrowserUI(t *testing.T) {
 }
 
 func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
+
+// signInOverHTTP creates a session as a script would and returns its bearer
+// value.
+func signInOverHTTP(t *testing.T, base, user, password, userAgent string) string {
+	t.Helper()
+	resp := do(t, "POST", base+"/v1/sessions", "", strings.NewReader(`{"username":`+strconv.Quote(user)+`,"password":`+strconv.Quote(password)+`}`),
+		"Content-Type", "application/json", "User-Agent", userAgent)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	return decode[struct{ Session string }](t, resp).Session
+}
+
+// sessionsStatus answers the status of GET /v1/sessions with a bearer session.
+func sessionsStatus(t *testing.T, base, session string) int {
+	t.Helper()
+	return do(t, "GET", base+"/v1/sessions", session, nil).StatusCode
+}

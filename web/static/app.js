@@ -333,6 +333,7 @@ function revokeButton(label, path) {
 
 $("signout-all").addEventListener("click", async () => {
   await api("DELETE", "/v1/sessions").catch(() => {});
+  tokens.clear();
   show("login");
 });
 
