@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/identity"
@@ -30,9 +31,16 @@ const cacheShards = 32
 // tokenCache maps the SHA-256 of a credential to the token minted for it.
 // It is bounded: when full, expired entries are swept and, if that frees
 // nothing, new tokens are simply not cached.
+//
+// A token is minted after its credential was looked up, and a revocation can
+// land in between: its purge finds nothing to delete, and the entry stored a
+// moment later would outlive the revocation by the cache's whole lifetime.
+// So every purge advances a generation, a miss notes the generation before
+// its lookup, and put refuses an entry whose generation has passed.
 type tokenCache struct {
 	shards   [cacheShards]cacheShard
 	perShard int
+	gen      atomic.Uint64
 }
 
 type cacheShard struct {
@@ -64,10 +72,19 @@ func (c *tokenCache) get(h [32]byte, now time.Time, kid string) *minted {
 	return e
 }
 
-func (c *tokenCache) put(h [32]byte, e *minted, now time.Time) {
+// generation is taken before a credential lookup and handed to put.
+func (c *tokenCache) generation() uint64 { return c.gen.Load() }
+
+// put stores e unless a purge has happened since gen was taken. (Checked
+// under the shard lock, and purge advances the generation before it takes
+// any: an entry is either refused here or deleted by that purge.)
+func (c *tokenCache) put(h [32]byte, e *minted, now time.Time, gen uint64) {
 	s := c.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.gen.Load() != gen {
+		return
+	}
 	if len(s.m) >= c.perShard {
 		for k, old := range s.m {
 			if !now.Before(old.useUntil) {
@@ -81,8 +98,10 @@ func (c *tokenCache) put(h [32]byte, e *minted, now time.Time) {
 	s.m[h] = e
 }
 
-// purge forgets every entry rev covers.
+// purge forgets every entry rev covers, and keeps lookups already under way
+// from storing what they mint.
 func (c *tokenCache) purge(rev identity.Revocation) int {
+	c.gen.Add(1)
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]

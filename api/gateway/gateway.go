@@ -152,6 +152,13 @@ func ForwardedPath(r *http.Request) string {
 
 var noStore = []string{"no-store"}
 
+// The exchange's counters, looked up once: the cached path counts every call.
+var (
+	exchangesHit     = metrics.Exchanges.WithLabelValues("hit")
+	exchangesMiss    = metrics.Exchanges.WithLabelValues("miss")
+	exchangesRefused = metrics.Exchanges.WithLabelValues("refused")
+)
+
 var errNoCredential = problem.Unauthorized("sign in, or send an API key or session: Authorization: Bearer <credential>",
 	`Bearer realm="claimcheck"`)
 
@@ -174,7 +181,7 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*mi
 	now := s.cfg.Now()
 	h := credentialHash(cred.Reveal())
 	if e := s.cache.get(h, now, signer.ID); e != nil {
-		metrics.Exchanges.WithLabelValues("hit").Inc()
+		exchangesHit.Inc()
 		return e, nil
 	}
 	if s.cfg.Limits != nil {
@@ -184,10 +191,10 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*mi
 	}
 	e, err := s.mint(ctx, h, cred, now)
 	if err != nil {
-		metrics.Exchanges.WithLabelValues("refused").Inc()
+		exchangesRefused.Inc()
 		return nil, err
 	}
-	metrics.Exchanges.WithLabelValues("miss").Inc()
+	exchangesMiss.Inc()
 	return e, nil
 }
 
@@ -197,6 +204,7 @@ func (s *Service) ReadyChecks() []router.Check {
 }
 
 func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now time.Time) (*minted, error) {
+	gen := s.cache.generation() // before the lookup: see tokenCache
 	p, err := s.cfg.Auth.Authenticate(ctx, cred)
 	if errors.Is(err, identity.ErrUnauthenticated) {
 		return nil, problem.Unauthorized("the credential is unknown, expired or revoked",
@@ -225,6 +233,6 @@ func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now 
 	if !p.ExpiresAt.IsZero() && p.ExpiresAt.Before(e.useUntil) {
 		e.useUntil = p.ExpiresAt
 	}
-	s.cache.put(h, e, now)
+	s.cache.put(h, e, now, gen)
 	return e, nil
 }

@@ -35,11 +35,18 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 type countingAuth struct {
 	dir   *identity.Directory
 	calls atomic.Int32
+	// afterLookup, if set, runs once between a lookup and its answer:
+	// where a revocation can land while the exchange is minting.
+	afterLookup atomic.Pointer[func()]
 }
 
 func (a *countingAuth) Authenticate(ctx context.Context, s secret.Secret) (*identity.Principal, error) {
 	a.calls.Add(1)
-	return a.dir.Authenticate(ctx, s)
+	p, err := a.dir.Authenticate(ctx, s)
+	if f := a.afterLookup.Swap(nil); f != nil {
+		(*f)()
+	}
+	return p, err
 }
 
 type fixture struct {
@@ -194,6 +201,27 @@ func TestExchangeIsCachedAndRevocationPurgesAtOnce(t *testing.T) {
 	}
 	if r := f.exchange(t, "GET", "/v1/auth/exchange", "Authorization", "Bearer "+key.Reveal()); r.StatusCode != 401 {
 		t.Fatalf("exchange after block: %d", r.StatusCode)
+	}
+}
+
+// TestRevocationDuringAMissIsNotCached revokes a session after the exchange
+// looked it up but before it minted and cached a token: that one answer may
+// still be 200 (the request was in flight), but nothing may be cached for the
+// revoked session, so the next exchange is refused.
+func TestRevocationDuringAMissIsNotCached(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	sess, info, _ := f.dir.Sessions.Create(ctx, "ann", "", "")
+	bearer := []string{"Authorization", "Bearer " + sess.Reveal()}
+	revoke := func() {
+		if err := f.dir.Sessions.Revoke(ctx, "ann", info.ID); err != nil {
+			t.Error(err)
+		}
+	}
+	f.auth.afterLookup.Store(&revoke)
+	f.internalToken(t, f.exchange(t, "GET", "/v1/auth/exchange", bearer...))
+	if r := f.exchange(t, "GET", "/v1/auth/exchange", bearer...); r.StatusCode != 401 {
+		t.Fatalf("exchange after a revocation that raced the first one: %d, want 401", r.StatusCode)
 	}
 }
 
