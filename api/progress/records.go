@@ -17,14 +17,17 @@ import (
 // A read racing a change is handled with a generation per entry: a miss
 // reserves the entry (bumping its generation) before reading Redis, a
 // change bumps it again, and the read's result is kept only if nothing
-// changed meanwhile.
+// changed meanwhile. Generations come from one counter for the whole cache,
+// so an entry dropped (by clear or eviction) and made again never reuses a
+// generation an older read still holds.
 type recordCache struct {
 	ttl time.Duration
 	max int
 	now func() time.Time
 
-	mu sync.Mutex
-	m  map[string]*record
+	mu  sync.Mutex
+	m   map[string]*record
+	seq uint64 // the last generation handed out
 }
 
 type record struct {
@@ -52,8 +55,8 @@ func (c *recordCache) get(id string) (*jobs.Job, uint64) {
 		r = &record{}
 		c.m[id] = r
 	}
-	r.gen++
-	r.job = nil
+	c.seq++
+	r.gen, r.job = c.seq, nil
 	return nil, r.gen
 }
 
@@ -72,8 +75,8 @@ func (c *recordCache) invalidate(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if r := c.m[id]; r != nil {
-		r.gen++
-		r.job = nil
+		c.seq++
+		r.gen, r.job = c.seq, nil
 	}
 }
 

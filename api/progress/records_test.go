@@ -48,6 +48,23 @@ func TestRecordCache(t *testing.T) {
 	if j, _ := c.get("b"); j != nil {
 		t.Fatal("a read from before clear was kept")
 	}
+	// A read from before clear must not land in the entry a newer read
+	// reserved after it, even though both are the entry's first.
+	_, old := c.get("x")
+	c.clear()
+	c.get("x") // a newer read reserves the entry
+	stale, current := &jobs.Job{ID: "x", Version: 1}, &jobs.Job{ID: "x", Version: 2}
+	c.fill("x", old, stale)
+	if j, _ := c.get("x"); j != nil {
+		t.Fatalf("a read from before clear was kept in a newer reservation: %v", j)
+	}
+	_, fresh := c.get("x")
+	c.fill("x", fresh, current)
+	if j, _ := c.get("x"); j != current {
+		t.Fatalf("the newer read was not kept: %v", j)
+	}
+	c.clear()
+
 	for _, id := range []string{"c", "d", "e", "f", "g", "h"} {
 		_, g := c.get(id)
 		c.fill(id, g, &jobs.Job{ID: id})
