@@ -111,7 +111,7 @@ func (s *Service) Register(r gin.IRouter) {
 // user in X-Claimcheck-User, or a 401/403/429 problem. The body is empty:
 // forward-auth proxies copy headers, not bodies.
 func (s *Service) serveExchange(c *gin.Context) {
-	e, err := s.exchange(c, c.Request, c.ClientIP())
+	e, err := s.exchange(c, c.Request, c.ClientIP)
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -163,9 +163,9 @@ var errNoCredential = problem.Unauthorized("sign in, or send an API key or sessi
 	`Bearer realm="claimcheck"`)
 
 // exchange resolves r's credential to an internal token, from the cache when
-// it can.
-// ip keys the rate limit.
-func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*minted, error) {
+// it can. clientIP keys the rate limit; it is asked only on a cache miss,
+// since resolving it behind trusted proxies is not free.
+func (s *Service) exchange(ctx context.Context, r *http.Request, clientIP func() string) (*minted, error) {
 	cred, viaCookie := authn.FromRequest(r)
 	if cred == "" {
 		return nil, errNoCredential
@@ -185,7 +185,7 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, ip string) (*mi
 		return e, nil
 	}
 	if s.cfg.Limits != nil {
-		if err := s.cfg.Limits.Allow(ctx, s.cfg.Limits.Limits.Exchange, "exchange", ip); err != nil {
+		if err := s.cfg.Limits.Allow(ctx, s.cfg.Limits.Limits.Exchange, "exchange", clientIP()); err != nil {
 			return nil, err
 		}
 	}

@@ -27,7 +27,7 @@ func (s *Service) Proxy(upstream *url.URL) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(HeaderUser)
 		if isClaimcheckCredential(r) {
-			e, err := s.exchange(r.Context(), r, remoteIP(r))
+			e, err := s.exchange(r.Context(), r, func() string { return remoteIP(r) })
 			if err != nil {
 				problem.Write(w, problem.From(err))
 				return
