@@ -179,7 +179,11 @@ func Abort(c *gin.Context, err error) {
 		slog.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
 	}
 	if p.Instance == "" {
-		p.Instance = c.Request.URL.Path
+		// A copy: p may be a shared value (a package's ready-made answer),
+		// and this request's path is this response's alone.
+		cp := *p
+		cp.Instance = c.Request.URL.Path
+		p = &cp
 	}
 	Write(c.Writer, p)
 	c.Abort()
