@@ -103,6 +103,12 @@ func (s *Service) login(c *gin.Context) {
 		return
 	}
 	sec, sess, err := s.dir.Sessions.Create(c, u.Name, c.Request.UserAgent(), c.ClientIP())
+	if errors.Is(err, identity.ErrUserBlocked) {
+		// Blocked while the password was being checked: the same answer
+		// as any refused sign-in.
+		problem.Abort(c, problem.Unauthorized("wrong user name or password", `Bearer realm="claimcheck"`))
+		return
+	}
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -220,6 +226,10 @@ func (s *Service) createKey(c *gin.Context) {
 	sec, key, err := s.dir.APIKeys.CreateKey(c, spec)
 	if errors.Is(err, identity.ErrBadScope) {
 		problem.Abort(c, problem.Invalid("scopes", err.Error()))
+		return
+	}
+	if errors.Is(err, identity.ErrUserBlocked) {
+		problem.Abort(c, authn.ErrRevoked) // blocked since this request was authenticated
 		return
 	}
 	if err != nil {

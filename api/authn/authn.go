@@ -33,6 +33,11 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, s secret.Secret) (*identity.Principal, error)
 }
 
+// ErrRevoked answers a credential that is unknown, expired or revoked —
+// including one whose user was blocked while the request was under way.
+var ErrRevoked = problem.Unauthorized("the credential is unknown, expired or revoked",
+	`Bearer realm="claimcheck", error="invalid_token"`)
+
 // Principal returns who the request acts for; nil before Require ran.
 func Principal(c *gin.Context) *identity.Principal {
 	p, _ := c.Get(principalKeyName)
@@ -72,8 +77,7 @@ func Require(a Authenticator) gin.HandlerFunc {
 			if viaCookie {
 				ClearCookie(c)
 			}
-			problem.Abort(c, problem.Unauthorized("the credential is unknown, expired or revoked",
-				`Bearer realm="claimcheck", error="invalid_token"`))
+			problem.Abort(c, ErrRevoked)
 			return
 		}
 		if err != nil {

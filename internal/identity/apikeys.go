@@ -222,26 +222,41 @@ func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *
 		expires = strconv.FormatInt(e.UnixMilli(), 10)
 	}
 	h := hashSecret(raw)
-	_, err = k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, apiKeyKey(h), "id", key.ID, "user", user, "name", spec.Name, "created", now.UnixMilli(),
-			"prefix", key.Prefix, "scope", strings.Join(scopes, " "), "expires", expires)
-		p.Set(ctx, apiKeyIDKey(key.ID), h, 0)
-		if key.ExpiresAt != nil {
-			// Redis cleans up a day after expiry; Authenticate refuses the
-			// key from the moment it expires, by the caller's clock.
-			lifetime := key.ExpiresAt.Sub(now) + 24*time.Hour
-			p.PExpire(ctx, apiKeyKey(h), lifetime)
-			p.PExpire(ctx, apiKeyIDKey(key.ID), lifetime)
-		}
-		p.ZAdd(ctx, KeyAPIKeyIndex, redis.Z{Score: float64(now.UnixMilli()), Member: key.ID})
-		p.SAdd(ctx, userAPIKeysKey(user), key.ID)
-		return nil
-	})
+	// Redis cleans up a day after expiry; Authenticate refuses the key from
+	// the moment it expires, by the caller's clock. 0: no expiry.
+	var lifetime int64
+	if key.ExpiresAt != nil {
+		lifetime = (key.ExpiresAt.Sub(now) + 24*time.Hour).Milliseconds()
+	}
+	created, err := createKeyScript.Run(ctx, k.rdb,
+		[]string{userKey(user), apiKeyKey(h), apiKeyIDKey(key.ID), KeyAPIKeyIndex, userAPIKeysKey(user)},
+		key.ID, user, spec.Name, now.UnixMilli(), key.Prefix, strings.Join(scopes, " "), expires, h, lifetime).Int()
 	if err != nil {
 		return "", nil, fmt.Errorf("create api key: %w", err)
 	}
+	if created == 0 {
+		return "", nil, ErrUserBlocked
+	}
 	return secret.Secret(raw), key, nil
 }
+
+// createKeyScript stores an API key unless its user is blocked (see
+// ErrUserBlocked), with its id mapping and both indexes.
+var createKeyScript = redis.NewScript(`
+-- KEYS[1] user, KEYS[2] key record, KEYS[3] id → hash, KEYS[4] index, KEYS[5] user's keys
+-- ARGV: id, user, name, created ms, prefix, scope, expires ms or "", hash, lifetime ms or 0
+if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
+redis.call("HSET", KEYS[2], "id", ARGV[1], "user", ARGV[2], "name", ARGV[3], "created", ARGV[4],
+  "prefix", ARGV[5], "scope", ARGV[6], "expires", ARGV[7])
+redis.call("SET", KEYS[3], ARGV[8])
+if tonumber(ARGV[9]) > 0 then
+  redis.call("PEXPIRE", KEYS[2], ARGV[9])
+  redis.call("PEXPIRE", KEYS[3], ARGV[9])
+end
+redis.call("ZADD", KEYS[4], ARGV[4], ARGV[1])
+redis.call("SADD", KEYS[5], ARGV[1])
+return 1
+`)
 
 // useScript checks a key's expiry against the caller's clock and records its
 // use, in one round trip. last_used is written at most once a minute, so a

@@ -82,18 +82,29 @@ func (s *Sessions) Create(ctx context.Context, user, userAgent, ip string) (secr
 		ExpiresAt: s.expiry(now, now), UserAgent: truncate(userAgent, 256), IP: truncate(ip, 64),
 	}
 	key := sessionKey(hashSecret(raw))
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "id", sess.ID, "user", user, "created", now.UnixMilli(), "seen", now.UnixMilli(),
-			"ua", sess.UserAgent, "ip", sess.IP)
-		p.PExpire(ctx, key, sess.ExpiresAt.Sub(now)) // relative: Redis runs on its own clock
-		p.HSet(ctx, userSessionsKey(user), sess.ID, key)
-		return nil
-	})
+	// The TTL is relative: Redis runs on its own clock.
+	created, err := createSessionScript.Run(ctx, s.rdb, []string{userKey(user), key, userSessionsKey(user)},
+		sess.ID, user, now.UnixMilli(), sess.UserAgent, sess.IP, sess.ExpiresAt.Sub(now).Milliseconds()).Int()
 	if err != nil {
 		return "", nil, fmt.Errorf("create session: %w", err)
 	}
+	if created == 0 {
+		return "", nil, ErrUserBlocked
+	}
 	return secret.Secret(raw), sess, nil
 }
+
+// createSessionScript stores a session unless its user is blocked (see
+// ErrUserBlocked), and indexes it under the user.
+var createSessionScript = redis.NewScript(`
+-- KEYS[1] user, KEYS[2] session, KEYS[3] user's sessions
+-- ARGV: id, user, created ms, user agent, ip, ttl ms
+if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
+redis.call("HSET", KEYS[2], "id", ARGV[1], "user", ARGV[2], "created", ARGV[3], "seen", ARGV[3], "ua", ARGV[4], "ip", ARGV[5])
+redis.call("PEXPIRE", KEYS[2], ARGV[6])
+redis.call("HSET", KEYS[3], ARGV[1], KEYS[2])
+return 1
+`)
 
 // expiry is when a session created at created and last used at seen ends.
 func (s *Sessions) expiry(created, seen time.Time) time.Time {

@@ -25,6 +25,13 @@ var (
 	// blocked user alike, so a login answer cannot be used to probe which
 	// accounts exist.
 	ErrBadPassword = errors.New("wrong user name or password")
+	// ErrUserBlocked refuses a new session or API key for a blocked user.
+	// The check runs in the same Redis script that creates the credential,
+	// so a sign-in (or key creation) that was already under way when the
+	// user was blocked cannot leave a credential behind: Block raises the
+	// flag before it revokes, and every creation either precedes the flag
+	// (and is revoked) or sees it.
+	ErrUserBlocked = errors.New("user is blocked")
 )
 
 // Argon2Params are argon2id's cost parameters. They are stored with every

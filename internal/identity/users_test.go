@@ -211,3 +211,46 @@ func TestBlockEndsEverythingAtOnce(t *testing.T) {
 		t.Fatalf("block unknown: %v", err)
 	}
 }
+
+// TestBlockDuringSignInLeavesNoCredential blocks a user between a sign-in's
+// password check and its session being stored, and between a key request's
+// authentication and the key being stored: neither may leave a working
+// credential behind (the creation checks the flag in the same script).
+func TestBlockDuringSignInLeavesNoCredential(t *testing.T) {
+	d, _ := newDirectory(t, identity.SessionConfig{})
+	ctx := context.Background()
+	if err := d.Users.Add(ctx, "ann", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.Users.CheckPassword(ctx, "ann", "correct horse") // the sign-in is under way…
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Block(ctx, "ann"); err != nil { // …when ann is blocked
+		t.Fatal(err)
+	}
+	if _, _, err := d.Sessions.Create(ctx, u.Name, "", ""); !errors.Is(err, identity.ErrUserBlocked) {
+		t.Fatalf("session created for a blocked user: %v", err)
+	}
+	if _, _, err := d.APIKeys.CreateKey(ctx, identity.KeySpec{User: "ann", Name: "late"}); !errors.Is(err, identity.ErrUserBlocked) {
+		t.Fatalf("API key created for a blocked user: %v", err)
+	}
+	if left, _ := d.Sessions.List(ctx, "ann"); len(left) != 0 {
+		t.Fatalf("sessions left: %+v", left)
+	}
+	if left, _ := d.APIKeys.ListUser(ctx, "ann"); len(left) != 0 {
+		t.Fatalf("keys left: %+v", left)
+	}
+
+	// Unblocked, ann signs in again; a user with no record (a service
+	// account that only has API keys) is not blocked.
+	if err := d.Unblock(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Sessions.Create(ctx, "ann", "", ""); err != nil {
+		t.Fatalf("after unblock: %v", err)
+	}
+	if _, _, err := d.APIKeys.CreateKey(ctx, identity.KeySpec{User: "svc-reports"}); err != nil {
+		t.Fatalf("key for a user with no record: %v", err)
+	}
+}
