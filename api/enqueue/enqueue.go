@@ -69,8 +69,12 @@ type Config struct {
 	// MaxActiveJobs caps each user's jobs that are queued or running; zero
 	// means no cap.
 	MaxActiveJobs int
-	Now           func() time.Time
-	Logger        *slog.Logger
+	// OwnerGate names the Redis hash whose "blocked" field refuses a user's
+	// submissions atomically with the job's creation (jobs.NewJob.OwnerGate);
+	// nil means no such check.
+	OwnerGate func(user string) string
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 // Service is the enqueue API.
@@ -197,7 +201,14 @@ func (s *Service) submit(c *gin.Context) {
 		MaxRetry: plan.maxRetry, Timeout: plan.timeout, TTL: tokenExp.Sub(now),
 		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]), MaxActive: s.cfg.MaxActiveJobs,
 	}
+	if s.cfg.OwnerGate != nil {
+		nj.OwnerGate = s.cfg.OwnerGate(p.UserID)
+	}
 	job, err := s.cfg.Store.Create(c, nj)
+	if errors.Is(err, jobs.ErrOwnerBlocked) {
+		problem.Abort(c, authn.ErrRevoked) // blocked since this request was authenticated
+		return
+	}
 	var replay *jobs.IdempotentReplay
 	if errors.As(err, &replay) {
 		s.replay(c, p, replay, req)

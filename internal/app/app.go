@@ -205,6 +205,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *
 		Logger:        cfg.Logger,
 		Limits:        ratelimit.New(rdb, cfg.limits()),
 		MaxActiveJobs: max(cfg.MaxActiveJobs, 0),
+		OwnerGate:     identity.BlockedFlagKey,
 	})
 }
 

@@ -113,6 +113,19 @@ func TestTrustGatewayDeployment(t *testing.T) {
 	if r := do(t, "GET", api.URL+"/v1/jobs", internal, nil); r.StatusCode != 200 {
 		t.Fatalf("internal token at the api: %d", r.StatusCode)
 	}
+	// Blocking ann leaves that internal token valid for the rest of its
+	// (at most 60 s) life, but it cannot submit: the job is created in one
+	// script that checks the owner's blocked flag.
+	if err := dir.Block(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, "POST", api.URL+"/v1/jobs", internal, strings.NewReader(`{"type":"primes","input":{"n":100}}`)); r.StatusCode != 401 {
+		t.Fatalf("submission by a blocked user with a still-valid internal token: %d", r.StatusCode)
+	}
+	if err := dir.Unblock(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	session, _ = s.login(t)
 
 	// Logout through the gateway happens at the api, another process: the
 	// gateway hears of it on Redis pub/sub and refuses the session from then

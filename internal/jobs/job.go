@@ -32,6 +32,8 @@ var (
 	ErrFinished    = errors.New("job already finished")
 	ErrExists      = errors.New("job already exists")
 	ErrQuota       = errors.New("active job quota reached")
+	// ErrOwnerBlocked refuses a job whose owner was blocked (NewJob.OwnerGate).
+	ErrOwnerBlocked = errors.New("job owner is blocked")
 	// ErrTokenRevoked means the job token's epoch is below the job's: its
 	// tokens were revoked after it was minted.
 	ErrTokenRevoked = errors.New("job token revoked")

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 func newJob(owner string, maxActive int) jobs.NewJob {
@@ -114,5 +115,35 @@ func TestActiveJobQuota(t *testing.T) {
 	}
 	if _, err := s.Create(ctx, newJob("ann", 2)); !errors.As(err, &qe) {
 		t.Fatalf("quota not enforced again: %v", err)
+	}
+}
+
+// TestOwnerGate refuses a job, leaving nothing behind, while the hash its
+// OwnerGate names says the owner is blocked.
+func TestOwnerGate(t *testing.T) {
+	rdb := redistest.Client(t)
+	s := jobs.NewStore(rdb, nil)
+	ctx := context.Background()
+	gate := "test:owner:ann"
+	nj := newJob("ann", 0)
+	nj.OwnerGate = gate
+	if _, err := s.Create(ctx, nj); err != nil {
+		t.Fatalf("gate hash absent: %v", err)
+	}
+	rdb.HSet(ctx, gate, "blocked", "1")
+	refused := newJob("ann", 0)
+	refused.OwnerGate, refused.IdempotencyKey = gate, "k1"
+	if _, err := s.Create(ctx, refused); !errors.Is(err, jobs.ErrOwnerBlocked) {
+		t.Fatalf("blocked owner: %v", err)
+	}
+	if _, err := s.Get(ctx, refused.ID); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("refused job left a record: %v", err)
+	}
+	if active, _ := s.Active(ctx, "ann"); len(active) != 1 {
+		t.Fatalf("active jobs %v: want only the first", active)
+	}
+	rdb.HSet(ctx, gate, "blocked", "0")
+	if _, err := s.Create(ctx, refused); err != nil {
+		t.Fatalf("unblocked (and the idempotency key not burnt): %v", err)
 	}
 }

@@ -46,6 +46,12 @@ type NewJob struct {
 	// MaxActive, when positive, refuses the job if the owner already has
 	// this many that have not ended.
 	MaxActive int
+	// OwnerGate, when set, names a Redis hash whose "blocked" field is "1"
+	// while the owner may submit nothing (the api sets it to the owner's
+	// user record). It is read in the script that creates the record, so a
+	// submission already under way when the owner is blocked is refused
+	// rather than slipping past "block --cancel-jobs".
+	OwnerGate string
 }
 
 // IdempotentReplay is returned by Create when the owner already used the
@@ -64,7 +70,11 @@ var createScript = redis.NewScript(`
 -- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
 -- KEYS[4] idempotency claim (optional)
 -- ARGV[1] ttl ms, ARGV[2] claim value, ARGV[3] max active jobs (0: no
--- limit), ARGV[4] index cutoff id, ARGV[5] job id, ARGV[6..] record pairs
+-- limit), ARGV[4] index cutoff id, ARGV[5] job id, ARGV[6] owner gate hash
+-- or "", ARGV[7..] record pairs
+if ARGV[6] ~= "" and redis.call("HGET", ARGV[6], "blocked") == "1" then
+  return redis.error_reply("BLOCKED owner")
+end
 if #KEYS == 4 then
   local prev = redis.call("GET", KEYS[4])
   if prev then return prev end
@@ -88,7 +98,7 @@ end
 if #KEYS == 4 then
   redis.call("SET", KEYS[4], ARGV[2], "PX", ARGV[1])
 end
-redis.call("HSET", KEYS[1], unpack(ARGV, 6))
+redis.call("HSET", KEYS[1], unpack(ARGV, 7))
 redis.call("PEXPIRE", KEYS[1], ARGV[1])
 redis.call("SADD", KEYS[3], ARGV[5])
 redis.call("ZADD", KEYS[2], 0, ARGV[5])
@@ -130,7 +140,7 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 		ttl = 24 * time.Hour
 	}
 	args := []any{
-		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash, nj.MaxActive, idPrefixAt(now.Add(-indexHorizon)), nj.ID,
+		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash, nj.MaxActive, idPrefixAt(now.Add(-indexHorizon)), nj.ID, nj.OwnerGate,
 		fID, nj.ID, fType, nj.Type, fOwner, nj.Owner, fQueue, nj.Queue,
 		fState, string(StateQueued), fCreated, ms(now), fAttempts, 0,
 		fMaxRetry, nj.MaxRetry, fTimeout, nj.Timeout.Milliseconds(), fVersion, 1,
@@ -143,6 +153,8 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 			CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(), MaxRetry: nj.MaxRetry, Timeout: nj.Timeout, Version: 1,
 		}
 		return j, nil
+	case err != nil && strings.Contains(err.Error(), "BLOCKED owner"):
+		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrOwnerBlocked)
 	case err != nil && strings.Contains(err.Error(), "EXISTS job record"):
 		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrExists)
 	case err != nil && strings.Contains(err.Error(), "QUOTA "):
