@@ -212,12 +212,15 @@ func sign(keys *KeySet, typ string, claims jwt.Claims) (string, error) {
 var allowedHeaders = [...]string{"alg", "typ", "kid"}
 
 // newParser builds the golang-jwt parser every token kind shares: EdDSA
-// only, exp required, iat checked, plus the kind's own options.
+// only, exp required, iat checked, canonical base64 only (so a token has
+// exactly one spelling: no variant of a real token, differing in a
+// segment's unused trailing bits, verifies), plus the kind's own options.
 func newParser(opts ...jwt.ParserOption) *jwt.Parser {
 	return jwt.NewParser(append(opts,
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
+		jwt.WithStrictDecoding(),
 	)...)
 }
 
