@@ -18,6 +18,8 @@
 // # Verification, in order
 //
 //  1. Size: more than MaxTokenSize bytes is refused before any decoding.
+//     Segments must be canonical base64url (no padding, unused trailing
+//     bits zero), so a token has exactly one spelling.
 //  2. Header: alg must be EdDSA, typ exactly the kind's typ; jku, x5u, jwk,
 //     x5c and crit headers are refused outright, so a token can never bring
 //     or point at its own key.
@@ -48,9 +50,11 @@
 //
 // # Revocation window
 //
-// A job token cannot be revoked before its exp: it is a bearer proof of
-// "you started job X" and grants nothing beyond that job. Its exp is the
+// A job token's signature stays valid until its exp: it is a bearer proof
+// of "you started job X" and grants nothing beyond that job. Its exp is the
 // job's deadline plus result retention (at most 7 days by default), after
-// which the job record itself is gone. Per-job revocation comes from the job
-// record (a token epoch), not from a deny-list.
+// which the job record itself is gone. Revoking a job's tokens early is the
+// job record's business, not a deny-list's: the record holds a token epoch
+// (claim "ep"), and the progress service, which reads the record anyway,
+// refuses tokens minted under an older one.
 package tokens
