@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -96,6 +97,9 @@ type Server struct {
 	blobs    *blob.Dir
 	types    map[string]Type
 	log      *slog.Logger
+	// stopping is set by Shutdown: from then on an attempt whose context is
+	// cancelled was handed back to its queue by asynq, not abandoned.
+	stopping atomic.Bool
 }
 
 // New builds a worker on rdb. It does not start processing; call Start.
@@ -166,6 +170,7 @@ func (s *Server) Start() error {
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
 // and hands the rest back to their queues (they run again elsewhere).
 func (s *Server) Shutdown() {
+	s.stopping.Store(true)
 	if s.stopReap != nil {
 		close(s.stopReap)
 		s.stopReap = nil
@@ -261,6 +266,16 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			log.Info("job canceled")
 			return nil
 		}
+	}
+	if s.stopping.Load() && errors.Is(ctx.Err(), context.Canceled) {
+		// Shutdown's grace period ran out and asynq has already put the
+		// task back in its queue, where another worker (or this one,
+		// restarted) picks it up as the same attempt. Recording a failure
+		// here would spend a retry, or end a job with none left, for
+		// something the job did not do; and the next run may already have
+		// started. So the record is left to that run.
+		log.Info("worker shutting down: job handed back to its queue")
+		return herr
 	}
 	msg := herr.Error()
 	if errors.Is(herr, context.DeadlineExceeded) {

@@ -35,16 +35,31 @@ type harness struct {
 
 func start(t *testing.T, types ...worker.Type) *harness {
 	t.Helper()
+	h := newHarness(t)
+	t.Cleanup(h.worker(t, 0, types...).Shutdown)
+	return h
+}
+
+// newHarness is a store and blob directory on a fresh Redis, with no worker.
+func newHarness(t *testing.T) *harness {
+	t.Helper()
 	h := &harness{rdb: redistest.Client(t)}
 	h.store = jobs.NewStore(h.rdb, nil)
 	var err error
 	if h.blobs, err = blob.NewDir(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+// worker starts a worker on h (shutdownTimeout 0: the default).
+func (h *harness) worker(t *testing.T, shutdownTimeout time.Duration, types ...worker.Type) *worker.Server {
+	t.Helper()
 	w, err := worker.New(worker.Config{
 		Concurrency:              2,
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
+		ShutdownTimeout:          shutdownTimeout,
 		Logger:                   quiet,
 	}, h.rdb, h.store, h.blobs, types...)
 	if err != nil {
@@ -53,8 +68,7 @@ func start(t *testing.T, types ...worker.Type) *harness {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Shutdown)
-	return h
+	return w
 }
 
 // submit does what the API does: record, then enqueue with the id as TaskID.
@@ -260,5 +274,57 @@ func TestResultOverItsTypeLimitFailsOnce(t *testing.T) {
 	}
 	if _, err := h.blobs.Open("b1"); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("a partial result is visible: %v", err)
+	}
+}
+
+// TestShutdownHandsRunningJobsBack shuts a worker down while its job runs
+// past the grace period: asynq puts the task back in its queue, and the job
+// must neither fail nor spend a retry for it (it has none left here).
+// Another worker then runs it to success as the same attempt.
+func TestShutdownHandsRunningJobsBack(t *testing.T) {
+	h := newHarness(t)
+	started := make(chan int, 2)
+	release := make(chan struct{})
+	long := worker.Type{
+		TypeSpec: jobs.TypeSpec{Name: "long", Timeout: time.Minute, Schema: anyObject},
+		Handle: func(ctx context.Context, task *worker.Task) error {
+			started <- task.Attempt()
+			select {
+			case <-release:
+				w, err := task.Result("text/plain")
+				if err != nil {
+					return err
+				}
+				_, err = io.WriteString(w, "done")
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	}
+	first := h.worker(t, 50*time.Millisecond, long)
+	h.submit(t, "long", "s1", 0)
+	waitStarted := func(who string) int {
+		t.Helper()
+		select {
+		case attempt := <-started:
+			return attempt
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s worker never started the job", who)
+			return 0
+		}
+	}
+	waitStarted("first")
+	first.Shutdown()
+
+	second := h.worker(t, 0, long)
+	t.Cleanup(second.Shutdown)
+	if attempt := waitStarted("second"); attempt != 1 {
+		t.Fatalf("the handed-back job ran as attempt %d, want 1", attempt)
+	}
+	close(release)
+	j := h.waitFinal(t, "s1")
+	if j.State != jobs.StateSucceeded || j.Attempts != 1 || j.Error != nil {
+		t.Fatalf("job = %+v (error %v)", j, j.Error)
 	}
 }
