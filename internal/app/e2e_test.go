@@ -91,9 +91,6 @@ func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.apiKey = key.Reveal()
 
 	s.dir = app.Identity(cfg, rdb)

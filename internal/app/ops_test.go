@@ -1,18 +1,24 @@
 package app_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
 
 func TestMetricsReadinessAndRequestIDs(t *testing.T) {
@@ -65,5 +71,54 @@ func TestMetricsReadinessAndRequestIDs(t *testing.T) {
 	r = do(t, "GET", s.api.URL+"/v1/job-types", "", nil, "X-Request-Id", "bad id\twith spaces")
 	if id := r.Header.Get("X-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{24}$`).MatchString(id) {
 		t.Fatalf("request id not replaced: %q", id)
+	}
+}
+
+// TestServeShutsDownGracefully cancels Serve's context (what SIGTERM does)
+// while a request is in flight: the server stops accepting at once, the
+// request still gets its whole answer, and Serve returns cleanly.
+func TestServeShutsDownGracefully(t *testing.T) {
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(inFlight)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	addrc, served := make(chan string, 1), make(chan error, 1)
+	go func() { served <- app.Serve(ctx, "127.0.0.1:0", h, func(a string) { addrc <- a }) }()
+	addr := <-addrc
+
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/slow")
+		if err != nil {
+			answer <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	<-inFlight
+	stop() // SIGTERM
+	waitfor.True(t, 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	if got := <-answer; got != "200 finished" {
+		t.Fatalf("in-flight request during shutdown: %s", got)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }
