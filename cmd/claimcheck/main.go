@@ -60,8 +60,27 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
 	fs.StringVar(&c.cfg.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
 	fs.DurationVar(&c.cfg.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logFormat, "log-format", "", "log format: text or json (default: json for api, worker, progress and gateway; text for dev and the admin commands)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// defaultLogFormat is JSON for the long-running services, which run under
+// a supervisor and feed a log pipeline, and text for dev and the admin
+// commands, which a person reads.
+func defaultLogFormat(command string) string {
+	switch command {
+	case "api", "worker", "progress", "gateway":
+		return "json"
+	}
+	return "text"
+}
+
+// bindSessions adds the session lifetimes. Every process that signs people
+// in or checks their sessions (api, gateway, dev) needs the same values:
+// the check also slides the idle expiry by its own settings.
+func (c *common) bindSessions(fs *pflag.FlagSet) {
+	fs.DurationVar(&c.cfg.Sessions.IdleTimeout, "session-idle", 12*time.Hour, "end a session not used for this long (sliding)")
+	fs.DurationVar(&c.cfg.Sessions.AbsoluteLifetime, "session-lifetime", 7*24*time.Hour, "end a session this long after sign-in, however much it is used")
 }
 
 // load applies the environment to flags the command line did not set, then
@@ -69,6 +88,9 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 func (c *common) load(cmd *cobra.Command) error {
 	if err := applyEnv(cmd.Flags()); err != nil {
 		return err
+	}
+	if c.logFormat == "" {
+		c.logFormat = defaultLogFormat(cmd.Name())
 	}
 	logger, err := newLogger(cmd.ErrOrStderr(), c.logFormat, c.logLevel)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -60,7 +61,7 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		cmd := newRoot()
-		cmd.SetArgs([]string{"dev", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn"})
+		cmd.SetArgs([]string{"dev", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn", "--session-lifetime", "90m"})
 		cmd.SetOut(&out)
 		cmd.SetErr(io.Discard)
 		done <- cmd.ExecuteContext(ctx)
@@ -79,11 +80,20 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 	if pw == nil {
 		t.Fatalf("no dev password in:\n%s", printed)
 	}
+	signedIn := time.Now()
 	login, err := http.Post(base+"/v1/sessions", "application/json", strings.NewReader(`{"username":"dev","password":"`+pw[1]+`"}`))
 	if err != nil || login.StatusCode != http.StatusCreated {
 		t.Fatalf("dev sign-in: %v %v", login.StatusCode, err)
 	}
+	var session struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	json.NewDecoder(login.Body).Decode(&session)
 	login.Body.Close()
+	// --session-lifetime 90m (shorter than the 12 h idle timeout) ends it.
+	if d := session.ExpiresAt.Sub(signedIn); d < 89*time.Minute || d > 91*time.Minute {
+		t.Fatalf("session expires %v after sign-in, want 90m (--session-lifetime)", d)
+	}
 
 	req, _ := http.NewRequest("POST", base+"/v1/jobs", strings.NewReader(`{"type":"sleep","input":{"seconds":0.2,"steps":2}}`))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -176,6 +186,34 @@ func TestEnvironmentFillsUnsetFlags(t *testing.T) {
 	t.Setenv("REDIS_URL", "")
 	if _, err := run(t, context.Background(), "", "worker", "--log-format", "json"); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
 		t.Fatalf("flag did not win: %v", err)
+	}
+}
+
+func TestLogFormatDefaults(t *testing.T) {
+	for cmd, want := range map[string]string{"api": "json", "worker": "json", "progress": "json", "gateway": "json", "dev": "text", "users": "text", "keys": "text"} {
+		if got := defaultLogFormat(cmd); got != want {
+			t.Errorf("%s logs %s by default, want %s", cmd, got, want)
+		}
+	}
+	// Without a flag or CLAIMCHECK_LOG_FORMAT a service logs JSON lines.
+	t.Setenv("CLAIMCHECK_LOG_FORMAT", "")
+	var logs syncBuffer
+	cmd := newRoot()
+	cmd.SetArgs([]string{"gateway", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--redis-url", "redis://" + redistest.Addr()})
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(&logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	waitfor.True(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "listening") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(logs.String(), "\n")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(first), &line); err != nil || line["msg"] == nil {
+		t.Fatalf("gateway's first log line is not JSON: %q (%v)", first, err)
 	}
 }
 

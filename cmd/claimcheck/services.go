@@ -38,6 +38,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 		},
 	}
 	c.bind(cmd.Flags(), true)
+	c.bindSessions(cmd.Flags())
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	annotateEnv(cmd.Flags())
@@ -183,6 +184,7 @@ func newAPI() *cobra.Command {
 		},
 	}
 	c.bind(cmd.Flags(), true)
+	c.bindSessions(cmd.Flags())
 	cmd.Flags().BoolVar(&trustGateway, "trust-gateway", false, "authenticate people only by the gateway's internal tokens (at+jwt), not by sessions or API keys")
 	cmd.Flags().StringVar(&gatewayJWKS, "gateway-jwks-url", "", "with --trust-gateway: the gateway's JWKS URL (default: public keys in DATA_DIR/keys/gateway)")
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
@@ -256,6 +258,7 @@ with --trust-gateway.`,
 		},
 	}
 	c.bind(cmd.Flags(), false)
+	c.bindSessions(cmd.Flags())
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8082", "listen address `host:port`")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "proxy every other request to this URL, exchanged (default: forward-auth only)")
 	cmd.Flags().StringVar(&progressUpstream, "progress-upstream", "", "with --upstream: send the progress service's routes here untouched, so one origin serves all (the web UI needs that)")
