@@ -84,15 +84,7 @@ func (f *forwardAuth) config(t *testing.T, name, listen string) string {
 // through sends a request to the proxy at listen.
 func through(t *testing.T, listen string, hdr ...string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+listen+"/reports/7", nil)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := do(t, "GET", "http://"+listen+"/reports/7", "", nil, hdr...)
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
