@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
@@ -117,17 +118,20 @@ func TestBrowserUI(t *testing.T) {
 		return chromedp.SetValue(chromedp.ID(id), value)
 	}
 
+	// By keyboard alone: Enter in the password field submits the form.
 	run("sign in", chromedp.Navigate(stack.URL),
 		chromedp.WaitVisible(chromedp.ID("login-user")),
 		chromedp.SendKeys(chromedp.ID("login-user"), "ann"),
-		chromedp.SendKeys(chromedp.ID("login-password"), "correct horse"),
-		chromedp.Click(chromedp.CSS("#login-form button")),
+		chromedp.SendKeys(chromedp.ID("login-password"), "correct horse"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("submit-form")))
 
 	// A mandelbrot view of the seahorse valley: slow enough (about half a
 	// second) for its progress to be seen moving.
 	run("fill the generated form", choose("mandelbrot"),
 		chromedp.WaitVisible(chromedp.ID("in-max_iter")),
+		// Every control, generated ones included, has a label a screen
+		// reader can announce.
+		poll(unlabelledControls+` === 0`),
 		set("in-width", "480"), set("in-height", "360"), set("in-max_iter", "5000"),
 		set("in-x_min", "-0.75"), set("in-x_max", "-0.74"), set("in-y_min", "0.1"), set("in-y_max", "0.11"))
 	run("submit and watch",
@@ -188,6 +192,7 @@ func TestBrowserUI(t *testing.T) {
 	run("account page", chromedp.Navigate(stack.URL+"/#account"),
 		poll(`document.getElementById("sessions").textContent.includes("This browser")`),
 		poll(`document.getElementById("sessions").textContent.includes("other-laptop/1.0")`),
+		poll(unlabelledControls+` === 0`),
 		chromedp.Click(chromedp.CSS(`#sessions button[aria-label="Revoke session"]`)),
 		poll(`!document.getElementById("sessions").textContent.includes("other-laptop/1.0")`),
 		chromedp.SendKeys(chromedp.ID("key-name"), "laptop"),
@@ -230,6 +235,11 @@ func TestBrowserUI(t *testing.T) {
 		t.Fatalf("the page reported errors: %v", pageErrors)
 	}
 }
+
+// unlabelledControls counts the visible form controls with neither a
+// <label> nor an aria-label.
+const unlabelledControls = `Array.from(document.querySelectorAll("input, select, textarea"))
+	.filter(el => el.offsetParent !== null && el.labels.length === 0 && !el.getAttribute("aria-label")).length`
 
 func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
 
