@@ -63,6 +63,10 @@ type LoginResponse struct {
 	ExpiresAt string `json:"expires_at"`
 }
 
+// errBadLogin answers every refused sign-in alike: unknown user, wrong
+// password, blocked user.
+var errBadLogin = problem.Unauthorized("wrong user name or password", `Bearer realm="claimcheck"`)
+
 func (s *Service) login(c *gin.Context) {
 	// A login form posted from another site would sign the victim's browser
 	// into the attacker's account; refuse a foreign Origin when one is sent.
@@ -95,7 +99,7 @@ func (s *Service) login(c *gin.Context) {
 	}
 	u, err := s.dir.Users.CheckPassword(c, req.Username, req.Password)
 	if errors.Is(err, identity.ErrBadPassword) {
-		problem.Abort(c, problem.Unauthorized("wrong user name or password", `Bearer realm="claimcheck"`))
+		problem.Abort(c, errBadLogin)
 		return
 	}
 	if err != nil {
@@ -106,7 +110,7 @@ func (s *Service) login(c *gin.Context) {
 	if errors.Is(err, identity.ErrUserBlocked) {
 		// Blocked while the password was being checked: the same answer
 		// as any refused sign-in.
-		problem.Abort(c, problem.Unauthorized("wrong user name or password", `Bearer realm="claimcheck"`))
+		problem.Abort(c, errBadLogin)
 		return
 	}
 	if err != nil {

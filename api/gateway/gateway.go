@@ -207,8 +207,7 @@ func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now 
 	gen := s.cache.generation() // before the lookup: see tokenCache
 	p, err := s.cfg.Auth.Authenticate(ctx, cred)
 	if errors.Is(err, identity.ErrUnauthenticated) {
-		return nil, problem.Unauthorized("the credential is unknown, expired or revoked",
-			`Bearer realm="claimcheck", error="invalid_token"`)
+		return nil, authn.ErrRevoked
 	}
 	if err != nil {
 		return nil, err

@@ -27,14 +27,14 @@ const (
 	KeyPrefixUserSessions = "cc:user-sessions:"
 )
 
-func apiKeyKey(hash string) string      { return KeyPrefixAPIKey + hash }
-func apiKeyIDKey(id string) string      { return KeyPrefixAPIKeyID + id }
-func userAPIKeysKey(user string) string { return KeyPrefixUserAPIKeys + user }
-func userKey(name string) string        { return KeyPrefixUser + name }
+func apiKeyKey(hash string) string       { return KeyPrefixAPIKey + hash }
+func apiKeyIDKey(id string) string       { return KeyPrefixAPIKeyID + id }
+func userAPIKeysKey(user string) string  { return KeyPrefixUserAPIKeys + user }
+func userKey(name string) string         { return KeyPrefixUser + name }
+func sessionKey(hash string) string      { return KeyPrefixSession + hash }
+func userSessionsKey(user string) string { return KeyPrefixUserSessions + user }
 
 // BlockedFlagKey is the Redis hash whose "blocked" field is "1" while user
 // is blocked (the user's record). Job creation reads it in the same script
 // that creates the job (jobs.NewJob.OwnerGate).
-func BlockedFlagKey(user string) string  { return userKey(user) }
-func sessionKey(hash string) string      { return KeyPrefixSession + hash }
-func userSessionsKey(user string) string { return KeyPrefixUserSessions + user }
+func BlockedFlagKey(user string) string { return userKey(user) }
