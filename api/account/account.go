@@ -18,6 +18,11 @@ import (
 )
 
 // Service serves /v1/sessions and /v1/api-keys.
+//
+// "Sign out everywhere" (DELETE /v1/sessions) ends every session of the
+// user and leaves their API keys working, as GitHub's does: keys are what
+// scripts and CI run on, and signing out of a lost laptop should not stop
+// them. "Revoke all my API keys" (DELETE /v1/api-keys) is its own action.
 type Service struct {
 	dir    *identity.Directory
 	auth   authn.Authenticator
@@ -39,15 +44,19 @@ func New(dir *identity.Directory, auth authn.Authenticator, limits *ratelimit.Li
 
 // Register adds the routes to r.
 func (s *Service) Register(r gin.IRouter) {
+	// Creating and listing credentials needs a session confirmed live in
+	// this request (see authn.RequireSession); ending them does not.
+	live := authn.RequireSession(s.dir.Sessions)
 	r.POST("/v1/sessions", s.login)
 	sessions := r.Group("/v1/sessions", authn.Require(s.auth))
-	sessions.GET("", s.list)
+	sessions.GET("", live, s.list)
 	sessions.DELETE("", s.logoutEverywhere)
 	sessions.DELETE("/current", s.logout)
 	sessions.DELETE("/:id", s.revoke)
-	keys := r.Group("/v1/api-keys", authn.Require(s.auth), authn.RequireSession)
+	keys := r.Group("/v1/api-keys", authn.Require(s.auth), live)
 	keys.POST("", s.createKey)
 	keys.GET("", s.listKeys)
+	keys.DELETE("", s.revokeAllKeys)
 	keys.DELETE("/:id", s.revokeKey)
 }
 
@@ -266,4 +275,22 @@ func (s *Service) revokeKey(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// RevokeAllKeysResponse is the 200 body of DELETE /v1/api-keys.
+type RevokeAllKeysResponse struct {
+	// Revoked is how many keys stopped working.
+	Revoked int `json:"revoked"`
+}
+
+// revokeAllKeys ends every API key of the caller ("revoke all my API
+// keys"); sessions are not touched. Each key's revocation is announced, so
+// every gateway forgets the tokens it minted from them.
+func (s *Service) revokeAllKeys(c *gin.Context) {
+	n, err := s.dir.APIKeys.RevokeAllOwn(c, authn.Principal(c).UserID)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, RevokeAllKeysResponse{Revoked: n})
 }

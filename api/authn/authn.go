@@ -104,16 +104,44 @@ func RequireScope(scope string) gin.HandlerFunc {
 	}
 }
 
-// RequireSession refuses credentials other than a session (an API key, an
-// internal token): what it guards is managing credentials, which a leaked
-// key must not be able to do.
-func RequireSession(c *gin.Context) {
-	if p := Principal(c); p == nil || p.Via != "session" {
-		problem.Abort(c, problem.New(http.StatusForbidden, "session-required", "Session required",
-			"sign in with a password to manage API keys; an API key cannot manage keys"))
-		return
+// SessionChecker confirms, against the session store and at the moment of
+// asking, that user has a live session with id (identity.Sessions does).
+// An unknown, foreign or expired session is an error wrapping
+// identity.ErrUnauthenticated.
+type SessionChecker interface {
+	Confirm(ctx context.Context, user, id string) error
+}
+
+// RequireSession guards managing credentials (creating and listing API
+// keys, listing sessions): it refuses anything but a session (403
+// session-required), and a session that is not live in the session store
+// in this very request (401). Behind a gateway the principal comes from an
+// internal token whose sid was live when it was minted, up to a minute ago;
+// confirming it here is what stops a copied internal token from turning
+// into a credential that outlives it, or one that survives "sign out
+// everywhere". It costs one lookup on these routes only.
+func RequireSession(live SessionChecker) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		p := Principal(c)
+		if p == nil || p.Via != "session" || p.CredentialID == "" {
+			problem.Abort(c, problem.New(http.StatusForbidden, "session-required", "Session required",
+				"sign in with a password to manage API keys and sessions; an API key cannot"))
+			return
+		}
+		err := live.Confirm(c, p.UserID, p.CredentialID)
+		if errors.Is(err, identity.ErrUnauthenticated) {
+			if _, viaCookie := FromRequest(c.Request); viaCookie {
+				ClearCookie(c)
+			}
+			problem.Abort(c, ErrRevoked)
+			return
+		}
+		if err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		c.Next()
 	}
-	c.Next()
 }
 
 // FromRequest takes the bearer credential, else the session cookie; the

@@ -11,8 +11,15 @@ import (
 
 // TokenAuthenticator authenticates requests by the gateway's internal token
 // alone: what a service behind the gateway uses (`claimcheck api
-// --trust-gateway`). It reads no session store; sessions and API keys sent
-// to it directly are refused, so the gateway is the only way in.
+// --trust-gateway`). It reads no session store, so it costs no Redis call
+// on the hot path; sessions and API keys sent to it directly are refused,
+// so the gateway is the only way in.
+//
+// An internal token with a sid acts for that session (Via "session"), one
+// without acts for an API key. That the session is still live is known only
+// as of the token's minting, up to its lifetime ago: routes that manage
+// credentials confirm the sid against the session store themselves
+// (authn.RequireSession), so a copied token cannot outlive its session.
 type TokenAuthenticator struct {
 	Verifier *tokens.AccessVerifier
 }

@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/claimcheck/claimcheck/api/gateway"
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
@@ -26,42 +24,8 @@ import (
 func TestTrustGatewayDeployment(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	cfg := app.Config{DataDir: t.TempDir(), Argon2: cheapArgon2, Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
-	gwKeys, _, err := tokens.EnsureDir(cfg.GatewayKeyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := app.Identity(cfg, s.rdb)
-	gw, err := app.Gateway(cfg, s.rdb, dir, gwKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	ready := make(chan struct{})
-	go app.WatchRevocations(wctx, cfg, s.rdb, gw, nil, ready)
-	<-ready
-	// The api behind it verifies internal tokens with the gateway's JWKS.
-	apiCfg := cfg
-	apiCfg.JobKeyDir = s.cfg.JobKeyDir // the progress service knows these keys
-	jobKeys, _, _ := tokens.EnsureDir(apiCfg.JobKeyDir)
-	// The same gateway serves its JWKS on one port and proxies on another,
-	// so the api can fetch its keys before the proxy knows the api's URL.
-	jwks := httptest.NewServer(app.GatewayHandler(cfg, gw, nil, nil))
-	defer jwks.Close()
-	if apiCfg.GatewayKeys, err = tokens.NewRemoteKeys(ctx, jwks.URL+gateway.JWKSPath, nil); err != nil {
-		t.Fatal(err)
-	}
-	apiHandler, err := app.APIHandler(apiCfg, s.rdb, jobKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := httptest.NewServer(apiHandler)
-	defer api.Close()
-	upstream, _ := url.Parse(api.URL)
-	progressURL, _ := url.Parse(s.progress.URL)
-	gwSrv := httptest.NewServer(app.GatewayHandler(cfg, gw, upstream, progressURL))
-	defer gwSrv.Close()
+	tg := newTrustGateway(t, s)
+	dir, api, gwSrv := tg.dir, tg.api, tg.gw
 
 	session, _ := s.login(t)
 	// Through the gateway: the session becomes an internal token.

@@ -380,6 +380,32 @@ func (k *APIKeys) RevokeOwn(ctx context.Context, user, id string) error {
 	return k.Revoke(ctx, id)
 }
 
+// RevokeAllOwn revokes every key of user ("revoke all my API keys") and
+// returns how many it revoked. Each revocation is announced on its own
+// (RevokedAPIKey), as Revoke does, so caches drop exactly those keys and
+// the user's sessions are untouched. A key created while this runs is
+// either seen and revoked, or created after it and kept.
+func (k *APIKeys) RevokeAllOwn(ctx context.Context, user string) (int, error) {
+	ids, err := k.rdb.SMembers(ctx, userAPIKeysKey(user)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("revoke api keys of %s: %w", user, err)
+	}
+	n := 0
+	for _, id := range ids {
+		err := k.Revoke(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			// Expired and cleaned up by Redis: drop the stale index entry.
+			_ = k.rdb.SRem(ctx, userAPIKeysKey(user), id).Err()
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // List returns every key, oldest first.
 func (k *APIKeys) List(ctx context.Context) ([]APIKey, error) {
 	ids, err := k.rdb.ZRange(ctx, KeyAPIKeyIndex, 0, -1).Result()

@@ -157,6 +157,38 @@ func (s *Sessions) Authenticate(ctx context.Context, sec secret.Secret) (*Princi
 	return p, nil
 }
 
+// Confirm reports whether user has a live session with id: it exists in
+// Redis now, belongs to user and has not passed its idle or absolute
+// expiry. It is what a service that knows a session only by its id (from
+// an internal token's sid) asks before letting it manage credentials. An
+// unknown, foreign or expired session is ErrUnauthenticated.
+//
+// Confirm does not slide the session's idle timer: the token that named
+// the session was minted from a use of it at most a token's lifetime ago
+// (and that use slid it), and a read-only check means a copied internal
+// token cannot keep a session alive that its owner has left.
+func (s *Sessions) Confirm(ctx context.Context, user, id string) error {
+	if user == "" || id == "" {
+		return ErrUnauthenticated
+	}
+	key, err := s.rdb.HGet(ctx, userSessionsKey(user), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrUnauthenticated
+	}
+	if err != nil {
+		return fmt.Errorf("confirm session: %w", err)
+	}
+	h, err := s.rdb.HGetAll(ctx, key).Result()
+	if err != nil {
+		return fmt.Errorf("confirm session: %w", err)
+	}
+	sess, ok := s.fromHash(h)
+	if !ok || sess.ID != id || sess.User != user || !sess.ExpiresAt.After(s.now()) {
+		return ErrUnauthenticated
+	}
+	return nil
+}
+
 // List returns user's live sessions, oldest first.
 func (s *Sessions) List(ctx context.Context, user string) ([]Session, error) {
 	index, err := s.rdb.HGetAll(ctx, userSessionsKey(user)).Result()
