@@ -5,10 +5,10 @@ package account
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/jsonbody"
@@ -92,19 +92,29 @@ func (s *Service) login(c *gin.Context) {
 		problem.Abort(c, problem.BadRequest(`body must be {"username": …, "password": …}`))
 		return
 	}
-	// Both budgets are spent before the password is hashed: a guesser
-	// pays with its budget, not with our CPU.
-	if err := s.limits.Allow(c, s.limitsOf().LoginPerIP, "login-ip", c.ClientIP()); err != nil {
-		problem.Abort(c, err)
-		return
-	}
-	userKey := strings.ToLower(req.Username)
-	if !identity.ValidUserName(userKey) {
+	// Every budget is spent before the password is hashed: a guesser pays
+	// with its budget, not with our CPU. The order matters: a try refused
+	// by the address's own budgets does not spend the user's backstop, so
+	// an attacker held at its (user, address) limit cannot drain it.
+	ip := c.ClientIP()
+	userKey, ok := identity.CanonicalUserName(req.Username)
+	if !ok {
 		userKey = "(invalid)" // no such user can exist; keep the key short
 	}
-	if err := s.limits.Allow(c, s.limitsOf().LoginPerUser, "login-user", userKey); err != nil {
-		problem.Abort(c, err)
-		return
+	userIP := ip + "/" + userKey // neither an address nor a name holds '/'
+	lim := s.limitsOf()
+	for _, b := range []struct {
+		limit     redis_rate.Limit
+		kind, key string
+	}{
+		{lim.LoginPerIP, "login-ip", ip},
+		{lim.LoginPerUserIP, "login-user-ip", userIP},
+		{lim.LoginPerUser, "login-user", userKey},
+	} {
+		if err := s.limits.Allow(c, b.limit, b.kind, b.key); err != nil {
+			problem.Abort(c, err)
+			return
+		}
 	}
 	u, err := s.dir.Users.CheckPassword(c, req.Username, req.Password)
 	if errors.Is(err, identity.ErrBadPassword) {
@@ -115,7 +125,11 @@ func (s *Service) login(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	sec, sess, err := s.dir.Sessions.Create(c, u.Name, c.Request.UserAgent(), c.ClientIP())
+	// The owner is in: this address's failures on them are forgiven, so
+	// only failures count against the (user, address) budget. Best effort:
+	// a failure here only leaves the budget as spent as it was.
+	_ = s.limits.Reset(c, "login-user-ip", userIP)
+	sec, sess, err := s.dir.Sessions.Create(c, u.Name, c.Request.UserAgent(), ip)
 	if errors.Is(err, identity.ErrUserBlocked) {
 		// Blocked while the password was being checked: the same answer
 		// as any refused sign-in.

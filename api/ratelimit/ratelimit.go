@@ -5,9 +5,18 @@
 //
 // What is limited, and keyed by what:
 //
-//	login       per user name and per client IP    brute force on passwords
-//	exchange    per client IP, on the costly path   credential guessing, signing load
-//	submit      per user                           queue flooding
+//	login       per (user, client IP), per client IP,   password guessing,
+//	            and per user (a slower backstop)        without locking owners out
+//	exchange    per client IP, on the costly path       credential guessing, signing load
+//	submit      per user                                queue flooding
+//
+// Sign-in is keyed so that an attacker's failures do not stop the owner
+// signing in from elsewhere: what one address spends on a user is its own
+// budget, and a successful sign-in resets it (so in effect only failures
+// count against it). The per-address budget bounds one address across user
+// names; the per-user backstop, which one address cannot exhaust on its
+// own, bounds guessing from many. User names are keyed in their canonical
+// (lower-case) form, so ANN and ann share every budget.
 //
 // The gateway's cached exchange costs no Redis call and is not limited; a
 // cache miss (a Redis lookup and a signature) and every refused credential
@@ -30,22 +39,37 @@ import (
 
 // Limits are the budgets; a zero Limit means unlimited.
 type Limits struct {
+	// LoginPerUserIP is what one client address may try on one user; a
+	// successful sign-in resets it.
+	LoginPerUserIP redis_rate.Limit
+	// LoginPerIP is what one client address may try across all users.
+	LoginPerIP redis_rate.Limit
+	// LoginPerUser is the backstop across all addresses. It must be more
+	// than one address can spend on a user in the same period
+	// (LoginPerUserIP), or one address could lock the user out again.
 	LoginPerUser redis_rate.Limit
-	LoginPerIP   redis_rate.Limit
 	Exchange     redis_rate.Limit
 	Submit       redis_rate.Limit
 }
 
-// DefaultLimits suit people and scripts, not attackers: ten password tries a
-// minute per account, thirty per address; a hundred uncached exchanges a
-// second per address; twenty submissions a second per user, bursting to a
-// hundred.
+// DefaultLimits suit people and scripts, not attackers:
+//
+//   - sign-in: ten tries a minute per (user, address) — a person mistyping
+//     never meets it, and a success starts it afresh; thirty a minute per
+//     address; and a thousand an hour per user from all addresses together.
+//     One address can spend at most 600 an hour on a user (ten a minute),
+//     under the backstop, so locking a user out takes at least two
+//     addresses guessing flat out, and caps online guessing at 1000 an
+//     hour per user however many addresses an attacker has;
+//   - a hundred uncached exchanges a second per address;
+//   - twenty submissions a second per user, bursting to a hundred.
 func DefaultLimits() Limits {
 	return Limits{
-		LoginPerUser: redis_rate.PerMinute(10),
-		LoginPerIP:   redis_rate.PerMinute(30),
-		Exchange:     redis_rate.Limit{Rate: 100, Period: time.Second, Burst: 200},
-		Submit:       redis_rate.Limit{Rate: 20, Period: time.Second, Burst: 100},
+		LoginPerUserIP: redis_rate.PerMinute(10),
+		LoginPerIP:     redis_rate.PerMinute(30),
+		LoginPerUser:   redis_rate.PerHour(1000),
+		Exchange:       redis_rate.Limit{Rate: 100, Period: time.Second, Burst: 200},
+		Submit:         redis_rate.Limit{Rate: 20, Period: time.Second, Burst: 100},
 	}
 }
 
@@ -79,6 +103,19 @@ func (l *Limiter) Allow(ctx context.Context, limit redis_rate.Limit, kind, key s
 		return nil
 	}
 	return TooMany(kind, res.RetryAfter)
+}
+
+// Reset forgets what the budget named by kind and key has spent (a
+// successful sign-in clears its (user, address) budget). A nil Limiter
+// does nothing.
+func (l *Limiter) Reset(ctx context.Context, kind, key string) error {
+	if l == nil {
+		return nil
+	}
+	if err := l.rl.Reset(ctx, KeyPrefix+kind+":"+key); err != nil {
+		return fmt.Errorf("rate limit %s: reset: %w", kind, err)
+	}
+	return nil
 }
 
 // TooMany is the 429 answer, with Retry-After in whole seconds (at least 1).

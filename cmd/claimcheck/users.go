@@ -24,6 +24,8 @@ func newUsers() *cobra.Command {
 		Use:   "users",
 		Short: "Add, list, block and unblock users, and set passwords",
 		Long: `users manages the people who sign in. Passwords are hashed with argon2id.
+User names are case-insensitive and kept in lower case: "users add ANN"
+adds ann, who signs in as ann or ANN.
 Blocking a user ends every session and API key they have at once; jobs they
 already submitted keep running, and those jobs' tokens keep working until
 they expire (a job token proves one job, it is not a credential of the user).`,
@@ -55,7 +57,7 @@ they expire (a job token proves one job, it is not a credential of the user).`,
 			if err := dir().Users.Add(cmd.Context(), args[0], pw); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "added user %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "added user %s\n", canonical(args[0]))
 			return nil
 		},
 	}
@@ -72,7 +74,7 @@ they expire (a job token proves one job, it is not a credential of the user).`,
 			if err := dir().Users.SetPassword(cmd.Context(), args[0], pw); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", canonical(args[0]))
 			return nil
 		},
 	}
@@ -104,18 +106,19 @@ working until they expire, unless --cancel-jobs is given: then every job of
 theirs that has not ended is cancelled too.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := dir().Block(cmd.Context(), args[0]); err != nil {
+			name := canonical(args[0])
+			if err := dir().Block(cmd.Context(), name); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "blocked %s; their sessions and API keys are revoked\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "blocked %s; their sessions and API keys are revoked\n", name)
 			if !cancelJobs {
 				return nil
 			}
-			n, err := app.CancelUserJobs(cmd.Context(), c.cfg, r.Client, args[0])
+			n, err := app.CancelUserJobs(cmd.Context(), c.cfg, r.Client, name)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cancelled %d active jobs of %s\n", n, args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelled %d active jobs of %s\n", n, name)
 			return nil
 		},
 	}
@@ -128,12 +131,22 @@ theirs that has not ended is cancelled too.`,
 			if err := dir().Unblock(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "unblocked %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "unblocked %s\n", canonical(args[0]))
 			return nil
 		},
 	}
 	cmd.AddCommand(add, passwd, list, block, unblock)
 	return cmd
+}
+
+// canonical is the stored form of a user name (lower case), for messages
+// and for lookups outside the identity package; an invalid name is left as
+// it is, for the store to refuse.
+func canonical(name string) string {
+	if c, ok := identity.CanonicalUserName(name); ok {
+		return c
+	}
+	return name
 }
 
 // readPassword takes the first line of stdin with --password-stdin, or

@@ -124,7 +124,9 @@ func TestLoginBruteForceIsRateLimited(t *testing.T) {
 			t.Fatalf("guess %d: %d", i, r.StatusCode)
 		}
 	}
-	// The budget is spent: even the right password waits now.
+	// The per-user backstop (here 3 a minute) is spent: even the right
+	// password waits now. Under the defaults one address cannot spend it
+	// (TestFinding4AttackerCannotLockOwnerOut).
 	r := do(t, "POST", s.api.URL+"/v1/sessions", "", strings.NewReader(`{"username":"ann","password":"correct horse"}`))
 	p := decode[problemBody](t, r)
 	retry, err := strconv.Atoi(r.Header.Get("Retry-After"))

@@ -141,11 +141,45 @@ func NewAPIKeys(rdb redis.Cmdable, now func() time.Time) *APIKeys {
 var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
 // ValidUserName reports whether name is acceptable as a user id: it appears
-// in tokens and logs, so it is kept short and plain.
+// in tokens and logs, so it is kept short and plain (ASCII letters, digits
+// and . _ @ -, 1-64 of them). Letters may be in either case; see
+// CanonicalUserName.
 func ValidUserName(name string) bool { return userName.MatchString(name) }
+
+// CanonicalUserName is the one form in which a user name is stored,
+// compared, rate-limited and put in tokens: lower case. ANN and ann are one
+// user; `users add ANN` creates ann, and ann signs in as ANN or ann. It
+// reports false for a name ValidUserName refuses. The name is checked
+// before it is folded, and the check allows ASCII only, so no Unicode
+// letter (the Kelvin sign, say) can fold into another user's name.
+//
+// A user added with capitals before names were folded is stored under
+// that spelling and can no longer be found: re-add them (`claimcheck users
+// add`) and revoke the old record's keys.
+func CanonicalUserName(name string) (string, bool) {
+	if !userName.MatchString(name) {
+		return "", false
+	}
+	return strings.ToLower(name), true
+}
+
+// canonicalOr folds name when it is valid and leaves it as it is otherwise,
+// for lookups that must simply find nothing for a bad name.
+func canonicalOr(name string) string {
+	if c, ok := CanonicalUserName(name); ok {
+		return c
+	}
+	return name
+}
+
+// errBadUserName refuses a user name ValidUserName does not accept.
+func errBadUserName(name string) error {
+	return fmt.Errorf("user %q: use 1-64 letters, digits, '.', '_', '@' or '-'", name)
+}
 
 // RevokeUser revokes every key of user.
 func (k *APIKeys) RevokeUser(ctx context.Context, user string) error {
+	user = canonicalOr(user)
 	ids, err := k.rdb.SMembers(ctx, userAPIKeysKey(user)).Result()
 	if err != nil {
 		return fmt.Errorf("revoke api keys of %s: %w", user, err)
@@ -182,9 +216,9 @@ func (k *APIKeys) Create(ctx context.Context, user, name string, presetSecret se
 // CreateKey makes a new key. The secret is returned once and only its hash
 // is kept.
 func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *APIKey, error) {
-	user := spec.User
-	if !ValidUserName(user) {
-		return "", nil, fmt.Errorf("user %q: use 1-64 letters, digits, '.', '_', '@' or '-'", user)
+	user, ok := CanonicalUserName(spec.User)
+	if !ok {
+		return "", nil, errBadUserName(spec.User)
 	}
 	if len(spec.Name) > 100 {
 		return "", nil, errors.New("key name: at most 100 characters")

@@ -52,6 +52,7 @@ func (d *Directory) Authenticate(ctx context.Context, s secret.Secret) (*Princip
 // job tokens keep working until they expire: a job token is a proof about
 // one job, not a credential of the user (see README, "Blocking a user").
 func (d *Directory) Block(ctx context.Context, name string) error {
+	name = canonicalOr(name)
 	if err := d.Users.setBlocked(ctx, name, true); err != nil {
 		return err
 	}

@@ -67,6 +67,7 @@ func NewSessions(rdb redis.Cmdable, cfg SessionConfig, now func() time.Time) *Se
 // Create starts a session for user and returns its secret (shown to the
 // client once) and description.
 func (s *Sessions) Create(ctx context.Context, user, userAgent, ip string) (secret.Secret, *Session, error) {
+	user = canonicalOr(user)
 	body, err := randomToken(32)
 	if err != nil {
 		return "", nil, err
@@ -268,6 +269,7 @@ func (s *Sessions) Revoke(ctx context.Context, user, id string) error {
 // RevokeAll ends every session of user ("log out everywhere") and returns
 // how many there were.
 func (s *Sessions) RevokeAll(ctx context.Context, user string) (int, error) {
+	user = canonicalOr(user)
 	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, "").Int()
 	if err != nil {
 		return 0, fmt.Errorf("revoke sessions of %s: %w", user, err)

@@ -137,11 +137,14 @@ func (u *Users) verify(encoded, pw string) (ok, stale bool) {
 	return subtle.ConstantTimeCompare(got, want) == 1, p != u.params
 }
 
-// Add creates a user.
+// Add creates a user under the canonical form of name (see
+// CanonicalUserName): adding ANN when ann exists is ErrUserExists.
 func (u *Users) Add(ctx context.Context, name, password string) error {
-	if !ValidUserName(name) {
-		return fmt.Errorf("user %q: use 1-64 letters, digits, '.', '_', '@' or '-'", name)
+	canon, ok := CanonicalUserName(name)
+	if !ok {
+		return errBadUserName(name)
 	}
+	name = canon
 	if err := checkPassword(password); err != nil {
 		return err
 	}
@@ -169,6 +172,7 @@ func (u *Users) Add(ctx context.Context, name, password string) error {
 
 // SetPassword replaces a user's password.
 func (u *Users) SetPassword(ctx context.Context, name, password string) error {
+	name = canonicalOr(name)
 	if err := checkPassword(password); err != nil {
 		return err
 	}
@@ -187,6 +191,7 @@ func (u *Users) SetPassword(ctx context.Context, name, password string) error {
 
 // Get reads a user.
 func (u *Users) Get(ctx context.Context, name string) (*User, error) {
+	name = canonicalOr(name)
 	vals, err := u.rdb.HMGet(ctx, userKey(name), "name", "blocked", "created").Result()
 	if err != nil {
 		return nil, fmt.Errorf("get user %s: %w", name, err)
@@ -231,7 +236,8 @@ func (u *Users) List(ctx context.Context) ([]User, error) {
 // blocked. Every refusal is ErrBadPassword and costs one argon2id hash.
 // A hash made with older parameters is redone with the current ones.
 func (u *Users) CheckPassword(ctx context.Context, name, password string) (*User, error) {
-	if len(password) > MaxPasswordLen || !ValidUserName(name) {
+	name, ok := CanonicalUserName(name)
+	if len(password) > MaxPasswordLen || !ok {
 		u.spendDummy(password[:min(len(password), MaxPasswordLen)])
 		return nil, ErrBadPassword
 	}
@@ -258,6 +264,7 @@ func (u *Users) CheckPassword(ctx context.Context, name, password string) (*User
 
 // setBlocked flips a user's blocked flag.
 func (u *Users) setBlocked(ctx context.Context, name string, blocked bool) error {
+	name = canonicalOr(name)
 	if _, err := u.Get(ctx, name); err != nil {
 		return err
 	}
