@@ -156,11 +156,13 @@ func newAPIKeys() *cobra.Command {
 	}
 	c.bind(cmd.PersistentFlags(), false)
 	annotateEnv(cmd.PersistentFlags())
+	var users *identity.Users
 	open := func(cmd *cobra.Command) (*identity.APIKeys, func(), error) {
 		r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
 		if err != nil {
 			return nil, nil, err
 		}
+		users = identity.NewUsers(r.Client, nil, nil)
 		return identity.NewAPIKeys(r.Client, nil), r.Close, nil
 	}
 	var user, name string
@@ -176,6 +178,11 @@ func newAPIKeys() *cobra.Command {
 				return err
 			}
 			defer done()
+			// A key for a user who does not exist would act for whoever is
+			// added under that name later.
+			if _, err := users.Get(cmd.Context(), user); err != nil {
+				return fmt.Errorf("%w (add them first: claimcheck users add)", err)
+			}
 			spec := identity.KeySpec{User: user, Name: name, Scopes: scopes}
 			if expiresIn > 0 {
 				spec.ExpiresAt = time.Now().Add(expiresIn)

@@ -43,6 +43,21 @@ func TestUsersAndAPIKeysCommands(t *testing.T) {
 		t.Fatalf("passwd: %v", err)
 	}
 
+	// User names are one case: Dora is dora.
+	if out, err := run(t, ctx, "correct horse\n", "users", "add", "Dora", "--password-stdin"); err != nil || !strings.Contains(out, "added user dora") {
+		t.Fatalf("users add Dora: %v %s", err, out)
+	}
+	if _, err := run(t, ctx, "correct horse\n", "users", "add", "DORA", "--password-stdin"); err == nil {
+		t.Fatal("DORA added beside dora")
+	}
+	if _, err := dir.Users.CheckPassword(ctx, "dora", "correct horse"); err != nil {
+		t.Fatalf("Dora signing in as dora: %v", err)
+	}
+	// No key for a user who does not exist.
+	if out, err := run(t, ctx, "", "apikeys", "create", "--user", "nobody"); err == nil || !errors.Is(err, identity.ErrUserNotFound) {
+		t.Fatalf("apikeys create for nobody: %v %q", err, out)
+	}
+
 	// apikeys create prints the key once, on stdout alone.
 	out, err := run(t, ctx, "", "apikeys", "create", "--user", "ann", "--name", "ci")
 	key := strings.TrimSpace(out)
