@@ -207,6 +207,25 @@ func TestBrowserUI(t *testing.T) {
 			t.Fatalf("the key revoked in the UI is still there: %+v", k)
 		}
 	}
+	// Revoke all my API keys asks first; Cancel leaves them, Yes ends
+	// every one and leaves the session signed in.
+	run("revoke all API keys",
+		chromedp.SendKeys(chromedp.ID("key-name"), "ci"),
+		chromedp.Click(chromedp.CSS("#key-form button")),
+		poll(`document.getElementById("keys").textContent.includes("ci")`),
+		chromedp.Click(chromedp.ID("revoke-all-keys")),
+		chromedp.WaitVisible(chromedp.ID("revoke-all-confirm")),
+		chromedp.Click(chromedp.ID("revoke-all-no")),
+		chromedp.WaitNotVisible(chromedp.ID("revoke-all-confirm")),
+		poll(`document.getElementById("keys").children.length > 0`),
+		chromedp.Click(chromedp.ID("revoke-all-keys")),
+		chromedp.Click(chromedp.ID("revoke-all-yes")),
+		poll(`document.getElementById("keys").children.length === 0`),
+		poll(`document.getElementById("status").textContent.startsWith("Revoked ")`),
+		poll(unlabelledControls+` === 0`))
+	if keys, _ := identity.NewAPIKeys(rdb, nil).ListUser(ctx, "ann"); len(keys) != 0 {
+		t.Fatalf("after revoking all in the UI ann still has keys %+v", keys)
+	}
 
 	run("cancel a long job",
 		chromedp.Navigate(stack.URL+"/#jobs"),

@@ -298,6 +298,7 @@ $("job-share").addEventListener("click", async () => {
 async function openAccount() {
   show("account");
   $("key-new").hidden = true;
+  $("revoke-all-confirm").hidden = true;
   const [sessions, keys] = await Promise.all([api("GET", "/v1/sessions"), api("GET", "/v1/api-keys")]);
   const ul = $("sessions");
   ul.textContent = "";
@@ -335,6 +336,26 @@ $("signout-all").addEventListener("click", async () => {
   await api("DELETE", "/v1/sessions").catch(() => {});
   tokens.clear();
   show("login");
+});
+
+// Revoking every key cannot be undone, so it asks first, in the page (a
+// dialog box would be easy to click through and hard to test).
+$("revoke-all-keys").addEventListener("click", () => {
+  $("revoke-all-confirm").hidden = false;
+  $("revoke-all-no").focus();
+});
+$("revoke-all-no").addEventListener("click", () => {
+  $("revoke-all-confirm").hidden = true;
+  $("revoke-all-keys").focus();
+});
+$("revoke-all-yes").addEventListener("click", async () => {
+  try {
+    const r = await api("DELETE", "/v1/api-keys");
+    await openAccount();
+    say(r.revoked === 1 ? "Revoked 1 API key." : "Revoked " + r.revoked + " API keys.");
+  } catch (e) {
+    say(e.message);
+  }
 });
 
 $("key-form").addEventListener("submit", async (ev) => {
