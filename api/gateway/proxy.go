@@ -92,9 +92,11 @@ var tokenParams = [...]string{"token", "sig"}
 // verifies); it only routes.
 func forwardable(r *http.Request, bearer bool) *problem.Problem {
 	progress := ProgressRoute(r.Method, r.URL.Path)
-	if bearer && r.Header.Get("Authorization") != "" {
-		cred, ok := secret.FromAuthorization(r.Header.Get("Authorization"))
-		if !ok || !progress || !progressToken(cred.Reveal()) {
+	if authz := r.Header.Values("Authorization"); bearer && len(authz) > 0 {
+		// One header only: upstream reads the first, and a second must not
+		// ride along unchecked.
+		cred, ok := secret.FromAuthorization(authz[0])
+		if len(authz) > 1 || !ok || !progress || !progressToken(cred.Reveal()) {
 			return errNotAccepted
 		}
 	}

@@ -116,6 +116,20 @@ func TestFinding1ProxyNeverForwardsAClientInternalToken(t *testing.T) {
 		}
 	}
 
+	// A second Authorization header does not ride along behind a job token.
+	req2, _ := http.NewRequest("GET", proxy.URL+"/v1/jobs/019a", nil)
+	req2.Header.Add("Authorization", "Bearer "+job)
+	req2.Header.Add("Authorization", "Bearer "+at)
+	before := reached.Load()
+	resp2, err := http.DefaultClient.Do(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != 401 || reached.Load() != before {
+		t.Fatalf("two Authorization headers: %d, upstream reached %d", resp2.StatusCode, reached.Load()-before)
+	}
+
 	// A person's credential is exchanged: upstream sees the gateway's own
 	// token, never the client's.
 	req, _ := http.NewRequest("GET", proxy.URL+"/v1/jobs", nil)

@@ -386,7 +386,9 @@ func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
 //
 // With progress too, the progress service's routes (gateway.ProgressRoute)
 // go there untouched, so one origin serves everything — what the web UI
-// needs.
+// needs. Without it they go to upstream under the same rule: only a job
+// token or download link is forwarded, and only on those routes (see
+// gateway.Service.Proxy); a client's at+jwt never is.
 func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL) http.Handler {
 	own := Handler(cfg, gw)
 	if upstream == nil {
