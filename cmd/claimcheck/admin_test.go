@@ -151,3 +151,49 @@ func TestBlockWithCancelJobs(t *testing.T) {
 		t.Fatalf("bob's task: %v", err)
 	}
 }
+
+// TestBlockWithRevokeJobTokens: a job token a thief re-issued with a stolen
+// session outlives the session by design; blocking with --revoke-job-tokens
+// raises the token epoch of every job of the user, finished ones included,
+// and of no one else's.
+func TestBlockWithRevokeJobTokens(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := context.Background()
+	t.Setenv("REDIS_URL", redistest.URL())
+	store := jobs.NewStore(rdb, nil)
+	submit := func(owner string) string {
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: "sleep", Owner: owner, Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if _, err := run(t, ctx, "correct horse\n", "users", "add", "ann", "--password-stdin"); err != nil {
+		t.Fatal(err)
+	}
+	ann1, ann2, bob := submit("ann"), submit("ann"), submit("bob")
+	if _, err := store.Cancel(ctx, ann2, time.Hour); err != nil { // finished: its result links must die too
+		t.Fatal(err)
+	}
+	epochs := map[string]int64{}
+	for _, id := range []string{ann1, ann2, bob} {
+		j, err := store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		epochs[id] = j.TokenEpoch
+	}
+	out, err := run(t, ctx, "", "users", "block", "ann", "--revoke-job-tokens")
+	if err != nil || !strings.Contains(out, "revoked the job tokens of 2 jobs of ann") {
+		t.Fatalf("block --revoke-job-tokens: %v %s", err, out)
+	}
+	for id, raised := range map[string]bool{ann1: true, ann2: true, bob: false} {
+		j, err := store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := j.TokenEpoch > epochs[id]; got != raised {
+			t.Errorf("job %s: epoch %d → %d, raised %v, want %v", id, epochs[id], j.TokenEpoch, got, raised)
+		}
+	}
+}

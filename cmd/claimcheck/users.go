@@ -96,14 +96,17 @@ they expire (a job token proves one job, it is not a credential of the user).`,
 			return tw.Flush()
 		},
 	}
-	var cancelJobs bool
+	var cancelJobs, revokeJobTokens bool
 	block := &cobra.Command{
 		Use:   "block NAME",
 		Short: "Block a user: end all their sessions and API keys now",
 		Long: `block ends every session and API key of the user at once and refuses their
 password. Their queued and running jobs carry on, and those jobs' tokens keep
 working until they expire, unless --cancel-jobs is given: then every job of
-theirs that has not ended is cancelled too.`,
+theirs that has not ended is cancelled too. With --revoke-job-tokens every
+job token and download link of every job of theirs stops working as well:
+use it when the account was taken over, since a thief with a session could
+have re-issued job tokens, which outlive the session by design.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := canonical(args[0])
@@ -111,18 +114,25 @@ theirs that has not ended is cancelled too.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "blocked %s; their sessions and API keys are revoked\n", name)
-			if !cancelJobs {
-				return nil
+			if cancelJobs {
+				n, err := app.CancelUserJobs(cmd.Context(), c.cfg, r.Client, name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cancelled %d active jobs of %s\n", n, name)
 			}
-			n, err := app.CancelUserJobs(cmd.Context(), c.cfg, r.Client, name)
-			if err != nil {
-				return err
+			if revokeJobTokens {
+				n, err := app.RevokeUserJobTokens(cmd.Context(), r.Client, name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked the job tokens of %d jobs of %s\n", n, name)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cancelled %d active jobs of %s\n", n, name)
 			return nil
 		},
 	}
 	block.Flags().BoolVar(&cancelJobs, "cancel-jobs", false, "also cancel the user's queued and running jobs")
+	block.Flags().BoolVar(&revokeJobTokens, "revoke-job-tokens", false, "also revoke every job token and download link of the user's jobs")
 	unblock := &cobra.Command{
 		Use:   "unblock NAME",
 		Short: "Let a blocked user sign in again",

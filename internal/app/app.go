@@ -269,6 +269,36 @@ func CancelUserJobs(ctx context.Context, cfg Config, rdb redis.UniversalClient, 
 	return n, nil
 }
 
+// RevokeUserJobTokens raises the token epoch of every job of user still on
+// record, finished or not (`users block --revoke-job-tokens`), so every job
+// token and download link handed out for them stops working, including those
+// a thief re-issued with a stolen session or internal token. It returns how
+// many jobs it covered.
+func RevokeUserJobTokens(ctx context.Context, rdb redis.UniversalClient, user string) (int, error) {
+	store := jobs.NewStore(rdb, nil)
+	n, cursor := 0, ""
+	for {
+		page, err := store.List(ctx, user, cursor, 100, "")
+		if err != nil {
+			return n, err
+		}
+		for _, j := range page.Jobs {
+			_, err := store.RevokeTokens(ctx, j.ID)
+			switch {
+			case errors.Is(err, jobs.ErrNotFound): // expired meanwhile
+			case err != nil:
+				return n, err
+			default:
+				n++
+			}
+		}
+		if page.Next == "" {
+			return n, nil
+		}
+		cursor = page.Next
+	}
+}
+
 // ProgressKeys returns the key source a separate progress process verifies
 // with: the JWKS URL when set, else the public keys in JobKeyDir.
 func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
