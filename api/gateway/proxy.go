@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,7 +97,7 @@ func (s *Service) reverseProxy(upstream *url.URL) *httputil.ReverseProxy {
 			// removed anyone else's): pass its view of host and scheme on.
 			for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
 				if v := pr.In.Header.Values(h); len(v) > 0 {
-					pr.Out.Header[h] = v
+					pr.Out.Header[h] = slices.Clone(v)
 				}
 			}
 			// Forward-auth headers mean nothing upstream.
