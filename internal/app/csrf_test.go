@@ -211,6 +211,10 @@ func TestFinding9TrustedProxyForwardedHostAndProtoBelieved(t *testing.T) {
 	t.Cleanup(gw.Close)
 	resp := cookiePost(t, gw.URL+"/reports/7", f.session, `{}`, append([]string{"Origin", "https://jobs.example"}, behind...)...)
 	checkCSRF(t, csrfCase{name: "through the gateway behind a trusted proxy", pass: true}, resp, http.StatusOK)
+	// The service behind the gateway learns the public host and scheme.
+	if seen := *f.seen.Load(); seen.Get("X-Forwarded-Host") != "jobs.example" || seen.Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("upstream saw X-Forwarded-Host %q, -Proto %q", seen.Get("X-Forwarded-Host"), seen.Get("X-Forwarded-Proto"))
+	}
 }
 
 // loginAt signs ann (created here) in at base and returns her session.
