@@ -4,7 +4,8 @@
 //
 // CSRF: a browser attaches the cookie to cross-site requests, so a request
 // that authenticates by cookie and changes state (any method but GET, HEAD
-// and OPTIONS) must carry an Origin header naming this site. Bearer
+// and OPTIONS) must carry an Origin header naming this site — scheme, host
+// and port (see SameOrigin). Bearer
 // credentials are never sent by a browser on its own, so they need no check.
 // SameSite=Lax on the cookie is a second line of defence, not the first.
 package authn
@@ -12,6 +13,7 @@ package authn
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/secret"
@@ -162,32 +165,67 @@ func SafeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
-// SameOrigin reports whether the request's Origin (or, failing that, its
-// Referer) names the host the request was sent to. Behind a proxy the
-// forwarded host counts.
+// SameOrigin reports whether the request comes from a page of this site:
+// its Origin, compared as scheme, host and port (RFC 6454), equals the
+// origin the request was sent to. That origin is https when the connection
+// is TLS or a trusted proxy's X-Forwarded-Proto says so, and the host is a
+// trusted proxy's X-Forwarded-Host or else Host; default ports (http 80,
+// https 443) and case do not matter. Forwarding headers from anyone but a
+// --trusted-proxy never get this far (package forwarded removes them).
+//
+// "Origin: null" (a sandboxed frame, a redirect across sites, a file: page)
+// names no site, so it is refused — no Referer can vouch for it. Only a
+// request with no Origin at all (older browsers, some same-origin requests)
+// falls back to its Referer, compared the same way.
 func SameOrigin(r *http.Request) bool {
-	src := r.Header.Get("Origin")
-	if src == "" || src == "null" {
-		src = r.Header.Get("Referer")
+	src, sent := r.Header["Origin"]
+	if !sent {
+		src = r.Header.Values("Referer")
 	}
-	if src == "" {
+	if len(src) != 1 { // none, or two that might disagree
 		return false
 	}
-	u, err := url.Parse(src)
-	if err != nil || u.Host == "" {
+	got, ok := originOf(src[0], sent)
+	if !ok {
 		return false
 	}
-	host := r.Host
-	if fwd := r.Header.Get("X-Forwarded-Host"); fwd != "" {
-		host = strings.TrimSpace(strings.Split(fwd, ",")[0])
+	want, ok := originOf(forwarded.Proto(r)+"://"+forwarded.Host(r), true)
+	return ok && got == want
+}
+
+// originOf normalises u to scheme://host:port, lower case with the port
+// spelled out. An Origin (isOrigin) may carry nothing else; a Referer may
+// carry a path and query.
+func originOf(u string, isOrigin bool) (string, bool) {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.User != nil || p.Opaque != "" {
+		return "", false
 	}
-	return strings.EqualFold(u.Host, host)
+	if isOrigin && (p.Path != "" || p.RawQuery != "" || p.Fragment != "") {
+		return "", false
+	}
+	scheme := strings.ToLower(p.Scheme)
+	port := p.Port()
+	switch {
+	case port != "":
+	case scheme == "http":
+		port = "80"
+	case scheme == "https":
+		port = "443"
+	default:
+		return "", false
+	}
+	host := strings.ToLower(p.Hostname())
+	if host == "" {
+		return "", false
+	}
+	return scheme + "://" + net.JoinHostPort(host, port), true
 }
 
 // secureRequest reports whether the client reached us over TLS, directly or
-// through a proxy that says so.
+// through a trusted proxy that says so.
 func secureRequest(r *http.Request) bool {
-	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	return forwarded.Proto(r) == "https"
 }
 
 // SetCookie hands a browser its session: HttpOnly (no script can read it),

@@ -48,6 +48,7 @@ func benchmarkPost(b *testing.B, f *fixture) {
 		for pb.Next() {
 			req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
 			req.Header.Set("Authorization", "Bearer "+f.apiKey)
+			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			f.handler.ServeHTTP(rec, req)
 			if rec.Code != http.StatusAccepted {

@@ -85,6 +85,7 @@ func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixtu
 func (f *fixture) post(body string, hdr ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+f.apiKey)
+	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

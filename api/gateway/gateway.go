@@ -111,7 +111,7 @@ func (s *Service) Register(r gin.IRouter) {
 // user in X-Claimcheck-User, or a 401/403/429 problem. The body is empty:
 // forward-auth proxies copy headers, not bodies.
 func (s *Service) serveExchange(c *gin.Context) {
-	e, err := s.exchange(c, c.Request, c.ClientIP)
+	e, err := s.exchange(c, c.Request, ForwardedMethod(c.Request), c.ClientIP)
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -128,14 +128,22 @@ func (s *Service) serveExchange(c *gin.Context) {
 // ForwardedMethod is the method of the request being authorised: a
 // forward-auth proxy calls the exchange with its own method and names the
 // original in X-Forwarded-Method (Traefik, Envoy) or X-Original-Method
-// (nginx, by our config).
+// (nginx, by our config). Only a --trusted-proxy's headers reach this far
+// (package forwarded removes anyone else's), so it is "" — unknown, which
+// the CSRF check treats as state-changing — when the caller is not a trusted
+// proxy, when the proxy names no method, or when the headers disagree.
 func ForwardedMethod(r *http.Request) string {
+	m := ""
 	for _, h := range []string{"X-Forwarded-Method", "X-Original-Method"} {
-		if m := r.Header.Get(h); m != "" {
-			return strings.ToUpper(m)
+		for _, v := range r.Header.Values(h) {
+			v = strings.ToUpper(strings.TrimSpace(v))
+			if v == "" || (m != "" && v != m) {
+				return ""
+			}
+			m = v
 		}
 	}
-	return r.Method
+	return m
 }
 
 // ForwardedPath is the path being authorised (no query: it is logged),
@@ -159,20 +167,25 @@ var (
 	exchangesRefused = metrics.Exchanges.WithLabelValues("refused")
 )
 
+var errCrossSite = problem.New(http.StatusForbidden, "csrf", "Cross-site request refused",
+	"a cookie-authenticated request that changes state (or whose method a trusted proxy did not name) must carry an Origin header naming this site")
+
 var errNoCredential = problem.Unauthorized("sign in, or send an API key or session: Authorization: Bearer <credential>",
 	`Bearer realm="claimcheck"`)
 
 // exchange resolves r's credential to an internal token, from the cache when
-// it can. clientIP keys the rate limit; it is asked only on a cache miss,
-// since resolving it behind trusted proxies is not free.
-func (s *Service) exchange(ctx context.Context, r *http.Request, clientIP func() string) (*minted, error) {
+// it can. method is that of the request being authorised ("" when unknown,
+// which counts as state-changing): r.Method when the gateway is the proxy,
+// ForwardedMethod for forward-auth. clientIP keys the rate limit; it is
+// asked only on a cache miss, since resolving it behind trusted proxies is
+// not free.
+func (s *Service) exchange(ctx context.Context, r *http.Request, method string, clientIP func() string) (*minted, error) {
 	cred, viaCookie := authn.FromRequest(r)
 	if cred == "" {
 		return nil, errNoCredential
 	}
-	if viaCookie && !authn.SafeMethod(ForwardedMethod(r)) && !authn.SameOrigin(r) {
-		return nil, problem.New(http.StatusForbidden, "csrf", "Cross-site request refused",
-			"a cookie-authenticated request that changes state must carry an Origin header naming this site")
+	if viaCookie && !authn.SafeMethod(method) && !authn.SameOrigin(r) {
+		return nil, errCrossSite
 	}
 	signer, err := s.cfg.Minter.Keys.Signer()
 	if err != nil {

@@ -134,7 +134,7 @@ func TestExchangeEveryCredentialKind(t *testing.T) {
 		hdr                []string
 		user, sid, scope   string
 	}{
-		{"cookie", "GET", "/v1/auth/exchange", []string{"Cookie", sess.Reveal()}, "ann", info.ID, "jobs:submit jobs:read"},
+		{"cookie", "GET", "/v1/auth/exchange", []string{"Cookie", sess.Reveal(), "X-Forwarded-Method", "GET"}, "ann", info.ID, "jobs:submit jobs:read"},
 		{"bearer session, any method and sub-path", "POST", "/v1/auth/exchange/v1/jobs", []string{"Authorization", "Bearer " + sess.Reveal()}, "ann", info.ID, "jobs:submit jobs:read"},
 		{"api key", "HEAD", "/v1/auth/exchange", []string{"Authorization", "Bearer " + key.Reveal()}, "bob", "", "jobs:read"},
 	} {
@@ -243,6 +243,10 @@ func TestRevocationReachesAnotherInstance(t *testing.T) {
 	})
 }
 
+// TestExchangeCSRFUsesTheForwardedMethod calls the exchange as a trusted
+// proxy: the fixture's router has no forwarded filter in front, so every
+// header arrives (internal/app's TestFinding9… tests cover untrusted
+// callers).
 func TestExchangeCSRFUsesTheForwardedMethod(t *testing.T) {
 	f := newFixture(t, nil)
 	sess, _, _ := f.dir.Sessions.Create(context.Background(), "ann", "", "")
@@ -254,7 +258,9 @@ func TestExchangeCSRFUsesTheForwardedMethod(t *testing.T) {
 		{append([]string{"X-Forwarded-Method", "POST", "Origin", "https://evil.example"}, ck...), 403},
 		{append([]string{"X-Original-Method", "DELETE"}, ck...), 403}, // no Origin at all
 		{append([]string{"X-Forwarded-Method", "GET", "Origin", "https://evil.example"}, ck...), 200},
-		{append([]string{"X-Forwarded-Method", "POST", "Origin", "https://jobs.example", "X-Forwarded-Host", "jobs.example"}, ck...), 200},
+		{append([]string{"X-Forwarded-Method", "POST", "Origin", "https://jobs.example", "X-Forwarded-Host", "jobs.example", "X-Forwarded-Proto", "https"}, ck...), 200},
+		{append([]string{"X-Forwarded-Method", "POST", "Origin", "https://jobs.example", "X-Forwarded-Host", "jobs.example"}, ck...), 403}, // scheme differs
+		{ck, 403}, // no method named: fails closed
 		// A bearer credential is never sent by a browser on its own.
 		{[]string{"X-Forwarded-Method", "POST", "Origin", "https://evil.example", "Authorization", "Bearer " + sess.Reveal()}, 200},
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,7 +42,9 @@ func (s *Service) Proxy(upstream *url.URL) http.Handler {
 			return
 		}
 		if exchange {
-			e, err := s.exchange(r.Context(), r, func() string { return remoteIP(r) })
+			// The gateway is the proxy here: the method is the request's
+			// own, never one a header names.
+			e, err := s.exchange(r.Context(), r, r.Method, func() string { return remoteIP(r) })
 			if err != nil {
 				problem.Write(w, problem.From(err))
 				return
@@ -164,6 +167,18 @@ func (s *Service) reverseProxy(upstream *url.URL) *httputil.ReverseProxy {
 			pr.SetURL(upstream)
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host // upstream sees the public host (cookies, links)
+			// Forwarding headers still on the inbound request came from a
+			// trusted proxy in front of the gateway (package forwarded
+			// removed anyone else's): pass its view of host and scheme on.
+			for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := pr.In.Header.Values(h); len(v) > 0 {
+					pr.Out.Header[h] = slices.Clone(v)
+				}
+			}
+			// Forward-auth headers mean nothing upstream.
+			for _, h := range []string{"X-Forwarded-Method", "X-Forwarded-Uri", "X-Original-Method", "X-Original-URI"} {
+				pr.Out.Header.Del(h)
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p := problem.New(http.StatusBadGateway, "bad-gateway", "Upstream unavailable", "the service behind the gateway did not answer")

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/internal/app"
 )
 
@@ -53,7 +54,7 @@ type common struct {
 func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	if addr {
 		fs.StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8080", "listen address `host:port`")
-		fs.StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (rate limits key on the client address)")
+		bindTrustedProxy(fs, &c.cfg)
 		fs.IntVar(&c.cfg.MaxActiveJobs, "max-active-jobs", 100, "each user's queued and running jobs at most (-1: no cap)")
 	}
 	fs.StringVar(&c.cfg.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
@@ -98,5 +99,15 @@ func (c *common) load(cmd *cobra.Command) error {
 	}
 	c.cfg.Logger = logger
 	c.cfg = c.cfg.WithDefaults()
+	if _, err := forwarded.Parse(c.cfg.TrustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxy: %w", err)
+	}
 	return nil
+}
+
+// bindTrustedProxy adds --trusted-proxy, for every process that can sit
+// behind a proxy (api, dev, gateway, progress).
+func bindTrustedProxy(fs *pflag.FlagSet, cfg *app.Config) {
+	fs.StringSliceVar(&cfg.TrustedProxies, "trusted-proxy", nil,
+		"addresses or CIDRs of the proxies in front of this process: only their X-Forwarded-* headers are believed (client address, host, scheme, forward-auth method); everyone else's are dropped")
 }

@@ -97,6 +97,7 @@ func TestDevServesAJobWithEmbeddedRedis(t *testing.T) {
 
 	req, _ := http.NewRequest("POST", base+"/v1/jobs", strings.NewReader(`{"type":"sleep","input":{"seconds":0.2,"steps":2}}`))
 	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -92,7 +92,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		fmt.Fprintf(out, "  URL:     %s\n", url)
 		fmt.Fprintf(out, "  API key: %s\n", apiKey.Reveal())
 		fmt.Fprintf(out, "  Web UI:  %s/ (sign in as dev, password %s)\n", url, password)
-		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
+		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
 	})
 }
 
@@ -263,7 +263,7 @@ with --trust-gateway.`,
 	cmd.Flags().StringVar(&upstream, "upstream", "", "proxy every other request to this URL, exchanged (default: forward-auth only)")
 	cmd.Flags().StringVar(&progressUpstream, "progress-upstream", "", "with --upstream: send the progress service's routes here untouched, so one origin serves all (the web UI needs that)")
 	cmd.Flags().StringVar(&c.cfg.GatewayKeyDir, "key-dir", "", "internal-token signing keys (default DATA_DIR/keys/gateway)")
-	cmd.Flags().StringSliceVar(&c.cfg.TrustedProxies, "trusted-proxy", nil, "addresses or CIDRs whose X-Forwarded-For is believed (the forward-auth proxy)")
+	bindTrustedProxy(cmd.Flags(), &c.cfg) // forward-auth needs it: see README
 	annotateEnv(cmd.Flags())
 	return cmd
 }
@@ -304,6 +304,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8081", "listen address `host:port`")
 	cmd.Flags().StringVar(&c.cfg.JWKSURL, "jwks-url", "", "fetch the api's public keys from this URL")
+	bindTrustedProxy(cmd.Flags(), &c.cfg)
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "public-url", "", "this service's public base URL, for absolute download links (default: relative links)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
 	annotateEnv(cmd.Flags())

@@ -24,6 +24,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/account"
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/gateway"
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
@@ -85,8 +86,12 @@ type Config struct {
 	// MaxActiveJobs caps each user's queued and running jobs (100; a
 	// negative value means no cap).
 	MaxActiveJobs int
-	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
-	// believed when finding a client's address (none).
+	// TrustedProxies are the addresses or CIDRs of the proxies in front of
+	// this process (none). Only their forwarding headers are believed: the
+	// client address (X-Forwarded-For, for rate limits), the host and
+	// scheme the client used (X-Forwarded-Host/-Proto, for the CSRF check
+	// and the Secure cookie) and forward-auth's method and URI. Everyone
+	// else's are deleted on arrival (package forwarded).
 	TrustedProxies []string
 	// Logger receives logs (slog.Default()).
 	Logger *slog.Logger
@@ -308,10 +313,23 @@ func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
 	return tokens.LoadDir(cfg.JobKeyDir)
 }
 
-// Handler returns an engine with the given services registered.
+// trustedProxies parses cfg.TrustedProxies. A list that does not parse
+// trusts nobody (cmd/claimcheck refuses it before anything starts).
+func trustedProxies(cfg Config) *forwarded.Proxies {
+	p, err := forwarded.Parse(cfg.TrustedProxies)
+	if err != nil {
+		cfg.Logger.Error("trusting no proxy", "err", err)
+		return nil
+	}
+	return p
+}
+
+// Handler returns an engine with the given services registered, behind the
+// filter that drops forwarding headers from anyone but a trusted proxy.
 func Handler(cfg Config, services ...service) http.Handler {
 	r := router.New(cfg.Logger)
-	if len(cfg.TrustedProxies) > 0 {
+	trusted := trustedProxies(cfg)
+	if trusted != nil && len(cfg.TrustedProxies) > 0 {
 		if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 			cfg.Logger.Error("ignoring trusted proxies", "err", err)
 		}
@@ -324,7 +342,7 @@ func Handler(cfg Config, services ...service) http.Handler {
 		}
 	}
 	router.Ready(r, checks...)
-	return r
+	return trusted.Handler(r)
 }
 
 type service = interface{ Register(gin.IRouter) }
@@ -441,7 +459,10 @@ func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL
 		}
 		api.ServeHTTP(w, r)
 	}))
-	return mux
+	// The gateway is the edge: before the exchange's CSRF check or the
+	// proxy sees a request, forwarding headers from anyone but a trusted
+	// proxy are gone.
+	return trustedProxies(cfg).Handler(mux)
 }
 
 // APIHandler is the api process's handler: job submission and accounts.

@@ -202,6 +202,9 @@ func do(t testing.TB, method, url, bearer string, body io.Reader, hdr ...string)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json") // hdr may say otherwise
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

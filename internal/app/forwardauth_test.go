@@ -40,15 +40,22 @@ type forwardAuth struct {
 	service *httptest.Server
 	session string
 	reached atomic.Int32
+	// seen is the header of the last request that reached the service.
+	seen atomic.Pointer[http.Header]
 }
 
-func newForwardAuth(t *testing.T) *forwardAuth {
+// newForwardAuth starts the set-up; the dev server trusts the forwarding
+// headers of the proxies named in trustedProxies (the proxy under test runs
+// on 127.0.0.1).
+func newForwardAuth(t *testing.T, trustedProxies ...string) *forwardAuth {
 	t.Helper()
 	rdb := redistest.Client(t)
-	f := &forwardAuth{stack: devstack.Start(t, rdb, devstack.Options{Config: app.Config{Argon2: cheapArgon2}})}
+	f := &forwardAuth{stack: devstack.Start(t, rdb, devstack.Options{Config: app.Config{Argon2: cheapArgon2, TrustedProxies: trustedProxies}})}
 	verifier := &tokens.AccessVerifier{Keys: f.stack.Dev.GatewayKeys}
 	f.service = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.reached.Add(1)
+		h := r.Header.Clone()
+		f.seen.Store(&h)
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		claims, err := verifier.VerifyAccess(tok)
 		if err != nil {
@@ -124,7 +131,7 @@ func (f *forwardAuth) check(t *testing.T, listen string) {
 // exchange deciding who gets in.
 func TestNginxAuthRequest(t *testing.T) {
 	nginxtest.Binary(t) // skip (or, in CI, fail) before building anything
-	f := newForwardAuth(t)
+	f := newForwardAuth(t, "127.0.0.1")
 	listen := nginxtest.FreeAddr(t)
 	nginxtest.Start(t, f.config(t, "nginx.conf", listen), listen)
 	f.check(t, listen)
@@ -143,7 +150,7 @@ func TestTraefikForwardAuth(t *testing.T) {
 			t.Skip("traefik not found; put it on PATH or set CLAIMCHECK_TRAEFIK to run the forwardAuth test")
 		}
 	}
-	f := newForwardAuth(t)
+	f := newForwardAuth(t, "127.0.0.1")
 	listen := nginxtest.FreeAddr(t)
 	dir := t.TempDir()
 	dynamic := filepath.Join(dir, "dynamic.yml")
