@@ -109,7 +109,7 @@ func rotateKeys(w io.Writer, dir string) (*tokens.Key, error) {
 	}
 	fmt.Fprintf(w, "new active key %s in %s\n", k.ID, dir)
 	if prev != "" {
-		fmt.Fprintf(w, "previous key %s still verifies; once its tokens have expired: claimcheck keys retire %s --dir %s\n", prev, prev, dir)
+		fmt.Fprintf(w, "previous key %s still verifies; once its tokens have expired: claimcheck keys retire --dir %s -- %s\n", prev, dir, prev)
 	}
 	return k, nil
 }

@@ -30,7 +30,7 @@ func TestKeysRotateAndRetire(t *testing.T) {
 	old, _ := before.Signer()
 
 	out, err := run(t, ctx, "", "keys", "rotate", "--dir", dir)
-	if err != nil || !strings.Contains(out, "keys retire "+old.ID) {
+	if err != nil || !strings.Contains(out, "-- "+old.ID) {
 		t.Fatalf("rotate: %v\n%s", err, out)
 	}
 	if r := <-heard; r.Kind != identity.RevokedAll {
@@ -46,13 +46,13 @@ func TestKeysRotateAndRetire(t *testing.T) {
 		t.Fatalf("list: %s", list)
 	}
 
-	if _, err := run(t, ctx, "", "keys", "retire", active.ID, "--dir", dir); err == nil || !strings.Contains(err.Error(), "active") {
+	if _, err := run(t, ctx, "", "keys", "retire", "--dir", dir, "--", active.ID); err == nil || !strings.Contains(err.Error(), "active") {
 		t.Fatalf("retiring the active key: %v", err)
 	}
 	if _, err := run(t, ctx, "", "keys", "retire", "../../etc/passwd", "--dir", dir); err == nil {
 		t.Fatal("retired a path")
 	}
-	if _, err := run(t, ctx, "", "keys", "retire", old.ID, "--dir", dir); err != nil {
+	if _, err := run(t, ctx, "", "keys", "retire", "--dir", dir, "--", old.ID); err != nil {
 		t.Fatal(err)
 	}
 	if r := <-heard; r.Kind != identity.RevokedAll {
@@ -61,7 +61,7 @@ func TestKeysRotateAndRetire(t *testing.T) {
 	if ks, _ := tokens.LoadDir(dir); len(ks.KIDs()) != 1 {
 		t.Fatalf("after retire: %v", ks.KIDs())
 	}
-	if _, err := run(t, ctx, "", "keys", "retire", old.ID, "--dir", dir); err == nil {
+	if _, err := run(t, ctx, "", "keys", "retire", "--dir", dir, "--", old.ID); err == nil {
 		t.Fatal("retired a key twice")
 	}
 }
