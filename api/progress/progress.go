@@ -55,7 +55,10 @@ type Config struct {
 	// PublicURL is this service's public base URL, for absolute download
 	// links; empty gives links relative to this service.
 	PublicURL string
-	Logger    *slog.Logger
+	// Now is the clock that token expiries are compared with (time.Now):
+	// how long a download link may live.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Service is the progress/results HTTP service.
@@ -80,6 +83,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second)}
 	cfg.Hub.records.Store(svc.records)

@@ -72,6 +72,9 @@ type Config struct {
 	// EventHeartbeat is how often an idle event stream gets a keep-alive
 	// comment (15s).
 	EventHeartbeat time.Duration
+	// Now is the progress service's clock, for token and link expiry
+	// (time.Now); tests move it instead of waiting.
+	Now func() time.Time
 	// Worker tunes the worker (see worker.Config).
 	Worker worker.Config
 	// Types are the job types (builtin.Types()).
@@ -223,12 +226,13 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	hub.Start(nil) // ends when rdb is closed
 	return progress.New(progress.Config{
 		Hub:          hub,
-		Links:        &tokens.LinkMinter{Keys: linkKeys},
-		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys},
+		Links:        &tokens.LinkMinter{Keys: linkKeys, Now: cfg.Now},
+		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys, Now: cfg.Now},
 		PublicURL:    cfg.ProgressURL,
 		Heartbeat:    cfg.EventHeartbeat,
+		Now:          cfg.Now,
 		Store:        jobs.NewStore(rdb, nil),
-		Verifier:     &tokens.Verifier{Keys: keys},
+		Verifier:     &tokens.Verifier{Keys: keys, Now: cfg.Now},
 		Blobs:        blobs,
 		Canceler:     asynq.NewInspectorFromRedisClient(rdb),
 		Retention:    cfg.Retention,
