@@ -37,10 +37,15 @@ const writeTimeout = 30 * time.Second
 //     sent every Heartbeat while nothing happens.
 //
 // Events reach this process once, on the hub's subscription; a slow client
-// gets only the latest progress and never delays another.
+// gets only the latest progress and never delays another. Open streams
+// count under the stream caps (429 beyond them).
 func (s *Service) events(c *gin.Context) {
 	id := c.Param("id")
-	w := s.cfg.Hub.Watch(id) // before the snapshot: nothing falls between
+	w, stop, err := s.watch(c) // before the snapshot: nothing falls between
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
 	j, last, err := s.cfg.Store.Snapshot(c, id)
 	if err == nil {
 		err = j.CheckEpoch(jobClaims(c).Epoch)
@@ -56,7 +61,7 @@ func (s *Service) events(c *gin.Context) {
 		}
 	}
 	if err != nil {
-		w.Close()
+		stop()
 		problem.Abort(c, err)
 		return
 	}
@@ -88,7 +93,7 @@ func (s *Service) events(c *gin.Context) {
 			"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 		go func() {
 			defer conn.Close()
-			defer w.Close()
+			defer stop()
 			if _, err := sink.Write(append([]byte(head), first.Bytes()...)); err != nil || st.done {
 				return
 			}
@@ -97,7 +102,7 @@ func (s *Service) events(c *gin.Context) {
 		return
 	}
 	// HTTP/2 (or a test recorder): serve the stream in the handler.
-	defer w.Close()
+	defer stop()
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

@@ -55,6 +55,8 @@ type Config struct {
 	// PublicURL is this service's public base URL, for absolute download
 	// links; empty gives links relative to this service.
 	PublicURL string
+	// Streams caps open event streams and long-polls (see StreamLimits).
+	Streams StreamLimits
 	// Now is the clock that token expiries are compared with (time.Now):
 	// how long a download link may live.
 	Now    func() time.Time
@@ -66,6 +68,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	records *recordCache
+	caps    *streamCaps
 }
 
 // New validates cfg and returns the service.
@@ -87,7 +90,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second)}
+	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second),
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
@@ -185,9 +189,23 @@ func jobClaims(c *gin.Context) *tokens.JobClaims {
 	return cl
 }
 
+// watch takes a slot under the stream caps for the request's token, job
+// and client address, and starts watching the job; the returned stop ends
+// both. A refusal is the 429 to answer.
+func (s *Service) watch(c *gin.Context) (w *Watcher, stop func(), refused error) {
+	cl := jobClaims(c)
+	release, err := s.caps.acquire(cl.ID, c.Param("id"), c.ClientIP())
+	if err != nil {
+		return nil, nil, err
+	}
+	w = s.cfg.Hub.Watch(c.Param("id"))
+	return w, func() { w.Close(); release() }, nil
+}
+
 // get serves a job's status. With If-None-Match naming the current ETag and
 // Prefer: wait=N (N ≤ 60), it is a long-poll: it answers as soon as the job
-// changes, or with 304 after N seconds.
+// changes, or with 304 after N seconds. A waiting long-poll counts under
+// the stream caps.
 func (s *Service) get(c *gin.Context) {
 	match := c.GetHeader("If-None-Match")
 	wait := preferWait(c.GetHeader("Prefer"))
@@ -195,8 +213,13 @@ func (s *Service) get(c *gin.Context) {
 	if match != "" && wait > 0 {
 		// Watch before reading, so a change between the read and the wait
 		// is not missed.
-		w = s.cfg.Hub.Watch(c.Param("id"))
-		defer w.Close()
+		var stop func()
+		var err error
+		if w, stop, err = s.watch(c); err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		defer stop()
 	}
 	j, err := s.job(c)
 	if err != nil {

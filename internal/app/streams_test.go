@@ -9,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -27,6 +32,107 @@ func (s *stack) reissue(t *testing.T, sub submitted, body string) (string, time.
 		ExpiresAt time.Time `json:"expires_at"`
 	}](t, r)
 	return tok.Token, tok.ExpiresAt
+}
+
+// until reads events up to the first of type typ.
+func (s *sseStream) until(typ string) (sseEvent, error) {
+	for {
+		ev, err := s.next()
+		if err != nil || ev.Type == typ {
+			return ev, err
+		}
+	}
+}
+
+// counterValue reads a counter's (or gauge's) current value.
+func counterValue(m interface{ Write(*dto.Metric) error }) float64 {
+	var d dto.Metric
+	_ = m.Write(&d)
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// refusedStream asserts that opening url with token is refused as too many
+// streams, for reason, and that nothing was opened.
+func refusedStream(t *testing.T, s *stack, url, token, reason string) {
+	t.Helper()
+	before, refusals := s.prog.Watchers(), counterValue(metrics.StreamsRefused.WithLabelValues(reason))
+	r := do(t, "GET", url, token, nil)
+	p := decode[problemBody](t, r)
+	if r.StatusCode != http.StatusTooManyRequests || p.Type != "urn:claimcheck:problem:too-many-streams" ||
+		r.Header.Get("Retry-After") == "" || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("stream over the %s cap: %d %q %+v", reason, r.StatusCode, r.Header.Get("Retry-After"), p)
+	}
+	if got := counterValue(metrics.StreamsRefused.WithLabelValues(reason)); got != refusals+1 {
+		t.Fatalf("refusals{reason=%s} went from %v to %v", reason, refusals, got)
+	}
+	if s.prog.Watchers() != before {
+		t.Fatalf("a refused stream was opened: %d watchers, had %d", s.prog.Watchers(), before)
+	}
+}
+
+func TestFinding6StreamCapsPerTokenJobAndAddress(t *testing.T) {
+	t.Run("default per-token cap", func(t *testing.T) {
+		s := newStack(t)
+		sub := s.submit(t, `{"type":"stepper","input":{"steps":1}}`)
+		url := s.progress.URL + sub.Links.Events
+		var open []*sseStream
+		for range 4 {
+			st := openEvents(t, url, sub.Token)
+			st.must(t, "state")
+			open = append(open, st)
+		}
+		refusedStream(t, s, url, sub.Token, "token")
+		// A waiting long-poll holds a watcher just as a stream does.
+		etag := etagOf(t, s, sub)
+		before := s.prog.Watchers()
+		r := do(t, "GET", s.progress.URL+sub.Links.Self, sub.Token, nil, "If-None-Match", etag, "Prefer", "wait=30")
+		if p := decode[problemBody](t, r); r.StatusCode != 429 || p.Type != "urn:claimcheck:problem:too-many-streams" || s.prog.Watchers() != before {
+			t.Fatalf("long-poll over the cap: %d %+v", r.StatusCode, p)
+		}
+		// The streams that are open still work.
+		s.step <- struct{}{}
+		for _, st := range open {
+			if ev, err := st.until("done"); err != nil {
+				t.Fatalf("an open stream after a refusal: %+v %v", ev, err)
+			}
+		}
+		// Once they are gone, the token may open streams again.
+		waitfor.True(t, 5*time.Second, func() bool { return s.prog.Watchers() == 0 })
+		openEvents(t, url, sub.Token).must(t, "done")
+	})
+
+	t.Run("configured per-job and per-address caps", func(t *testing.T) {
+		s := newStack(t, func(c *app.Config) {
+			c.EventHeartbeat = 20 * time.Millisecond
+			c.Streams = progress.StreamLimits{PerToken: 2, PerJob: 3, PerAddress: 4}
+		})
+		a := s.submit(t, `{"type":"stepper","input":{"steps":1}}`)
+		b := s.submit(t, `{"type":"stepper","input":{"steps":1}}`)
+		ua, ub := s.progress.URL+a.Links.Events, s.progress.URL+b.Links.Events
+		a2, _ := s.reissue(t, a, `{"scope":"job:read"}`)
+		a3, _ := s.reissue(t, a, `{"scope":"job:read"}`)
+		openEvents(t, ua, a.Token).must(t, "state")
+		first := openEvents(t, ua, a.Token)
+		first.must(t, "state")
+		refusedStream(t, s, ua, a.Token, "token")
+		openEvents(t, ua, a2).must(t, "state")
+		refusedStream(t, s, ua, a3, "job") // a3 has none open: the job's cap
+		openEvents(t, ub, b.Token).must(t, "state")
+		b2, _ := s.reissue(t, b, `{"scope":"job:read"}`)
+		refusedStream(t, s, ub, b2, "address") // 4 open from this address
+		// Closing a stream frees its slot once the server notices (at its
+		// next heartbeat).
+		first.resp.Body.Close()
+		waitfor.True(t, 5*time.Second, func() bool { return s.prog.Watchers() == 3 })
+		openEvents(t, ub, b2).must(t, "state")
+		s.step <- struct{}{}
+		s.step <- struct{}{}
+		s.waitState(t, a, jobs.StateSucceeded)
+		s.waitState(t, b, jobs.StateSucceeded)
+	})
 }
 
 func TestFinding8LinkNeverOutlivesItsToken(t *testing.T) {
