@@ -58,7 +58,8 @@ type Config struct {
 	// Streams caps open event streams and long-polls (see StreamLimits).
 	Streams StreamLimits
 	// Now is the clock that token expiries are compared with (time.Now):
-	// how long a download link may live.
+	// when an event stream ends, when a long-poll stops waiting, and how
+	// long a download link may live.
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -204,11 +205,20 @@ func (s *Service) watch(c *gin.Context) (w *Watcher, stop func(), refused error)
 
 // get serves a job's status. With If-None-Match naming the current ETag and
 // Prefer: wait=N (N ≤ 60), it is a long-poll: it answers as soon as the job
-// changes, or with 304 after N seconds. A waiting long-poll counts under
-// the stream caps.
+// changes, or with 304 after N seconds.
+//
+// A long-poll waits no later than its token's exp, and one whose wait
+// reaches exp answers 401 (token expired), never data: like an event
+// stream, it must not outlive its token. (A plain request, or a download
+// already under way, is judged once, when it starts.) A waiting long-poll
+// counts under the stream caps.
 func (s *Service) get(c *gin.Context) {
 	match := c.GetHeader("If-None-Match")
 	wait := preferWait(c.GetHeader("Prefer"))
+	exp := jobClaims(c).Expires()
+	if left := exp.Sub(s.cfg.Now()); wait > left {
+		wait = left // zero or less: answer at once, as a plain request
+	}
 	var w *Watcher
 	if match != "" && wait > 0 {
 		// Watch before reading, so a change between the read and the wait
@@ -236,6 +246,10 @@ func (s *Service) get(c *gin.Context) {
 			case <-c.Request.Context().Done():
 			}
 			timer.Stop()
+			if !s.cfg.Now().Before(exp) {
+				problem.Abort(c, tokens.ErrExpired)
+				return
+			}
 			if j, err = s.job(c); err != nil {
 				problem.Abort(c, err)
 				return

@@ -1,7 +1,10 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/claimcheck/claimcheck/api/progress"
+	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
@@ -34,6 +38,34 @@ func (s *stack) reissue(t *testing.T, sub submitted, body string) (string, time.
 	return tok.Token, tok.ExpiresAt
 }
 
+// openEventsCtx is openEvents whose reads end with ctx, so a test waiting
+// for an event that never comes fails instead of hanging.
+func openEventsCtx(t *testing.T, ctx context.Context, url, token string) *sseStream {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("events: %d %s", resp.StatusCode, b)
+	}
+	return &sseStream{resp: resp, r: bufio.NewReader(resp.Body)}
+}
+
+// nextNot returns the next event that is not of type skip.
+func (s *sseStream) nextNot(skip string) (sseEvent, error) {
+	for {
+		ev, err := s.next()
+		if err != nil || ev.Type != skip {
+			return ev, err
+		}
+	}
+}
+
 // until reads events up to the first of type typ.
 func (s *sseStream) until(typ string) (sseEvent, error) {
 	for {
@@ -52,6 +84,15 @@ func counterValue(m interface{ Write(*dto.Metric) error }) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+func endReason(t *testing.T, ev sseEvent) string {
+	t.Helper()
+	var e struct{ Reason string }
+	if ev.Type != "end" || json.Unmarshal([]byte(ev.Data), &e) != nil {
+		t.Fatalf("want an end event, got %+v", ev)
+	}
+	return e.Reason
 }
 
 // refusedStream asserts that opening url with token is refused as too many
@@ -133,6 +174,96 @@ func TestFinding6StreamCapsPerTokenJobAndAddress(t *testing.T) {
 		s.waitState(t, a, jobs.StateSucceeded)
 		s.waitState(t, b, jobs.StateSucceeded)
 	})
+}
+
+func TestFinding7StreamEndsAtTokenExpiry(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"stepper","input":{"steps":2}}`)
+	s.waitState(t, sub, jobs.StateRunning) // and nothing changes until a step is released
+	short, exp := s.reissue(t, sub, `{"scope":"job:read","expires_in":"2s"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := openEventsCtx(t, ctx, s.progress.URL+sub.Links.Events, short)
+	st.must(t, "state")
+	// A long-poll with the same token, waiting past its exp.
+	etag := do(t, "GET", s.progress.URL+sub.Links.Self, short, nil).Header.Get("ETag")
+	polled := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.progress.URL+sub.Links.Self, nil)
+		req.Header.Set("Authorization", "Bearer "+short)
+		req.Header.Set("If-None-Match", etag)
+		req.Header.Set("Prefer", "wait=60")
+		resp, _ := http.DefaultClient.Do(req)
+		polled <- resp
+	}()
+	ev, err := st.nextNot("state")
+	if err != nil {
+		t.Fatalf("the stream outlived its token (exp %v): %v", exp, err)
+	}
+	if r := endReason(t, ev); r != "token_expired" {
+		t.Fatalf("end reason %q", r)
+	}
+	if time.Now().Before(exp) {
+		t.Fatalf("the stream ended before its token's exp %v", exp)
+	}
+	if _, err := st.next(); err != io.EOF {
+		t.Fatalf("stream not closed after end: %v", err)
+	}
+	// The long-poll answers no data after exp: it is refused.
+	resp := <-polled
+	if resp == nil {
+		t.Fatal("long-poll failed")
+	}
+	defer resp.Body.Close()
+	var p problemBody
+	_ = json.NewDecoder(resp.Body).Decode(&p)
+	if resp.StatusCode != http.StatusUnauthorized || p.Type != "urn:claimcheck:problem:invalid-token" {
+		t.Fatalf("long-poll reaching exp: %d %+v", resp.StatusCode, p)
+	}
+	// The SDK stops too, with a typed error, instead of reconnecting.
+	_, err = client.New(s.progress.URL).Wait(ctx, sub.ID, short, nil)
+	if !errors.Is(err, client.ErrTokenExpired) {
+		t.Fatalf("Wait with an expired token: %v", err)
+	}
+	s.step <- struct{}{}
+	s.step <- struct{}{}
+	s.waitState(t, sub, jobs.StateSucceeded)
+}
+
+func TestFinding7LostRevocationIsCaughtOnResync(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"stepper","input":{"steps":3}}`)
+	s.waitState(t, sub, jobs.StateRunning)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := openEventsCtx(t, ctx, s.progress.URL+sub.Links.Events, sub.Token)
+	st.must(t, "state")
+
+	// revoke-tokens whose publish is lost: the epoch rises in the record,
+	// but no message goes out…
+	if err := s.rdb.HIncrBy(ctx, jobs.KeyPrefixJob+sub.ID, "epoch", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// …and the hub's subscription is cut, so it resubscribes and resyncs.
+	if err := s.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.step <- struct{}{}
+	ev, err := st.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := endReason(t, ev); r != "token_revoked" {
+		t.Fatalf("end reason %q", r)
+	}
+	if ev, err := st.next(); err != io.EOF {
+		t.Fatalf("after end: %+v %v", ev, err)
+	}
+	waitfor.True(t, 5*time.Second, func() bool {
+		return do(t, "GET", s.progress.URL+sub.Links.Self, sub.Token, nil).StatusCode == http.StatusUnauthorized
+	})
+	s.step <- struct{}{}
+	s.step <- struct{}{}
 }
 
 func TestFinding8LinkNeverOutlivesItsToken(t *testing.T) {
