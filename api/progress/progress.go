@@ -6,7 +6,10 @@
 // Every route verifies the token first (401 on any flaw), then that the token
 // names the job in the path and carries the route's scope (403), and only
 // then reads the job (404 if its record is gone). A token for job A therefore
-// learns nothing about job B, not even whether it exists.
+// learns nothing about job B, not even whether it exists. Event streams and
+// waiting long-polls take a slot under the stream caps (429) before reading
+// the job, and end at their token's exp; nothing this service hands out (a
+// download link) outlives the token that asked for it.
 package progress
 
 import (
