@@ -42,6 +42,44 @@ var (
 	ErrInvalid      = errors.New("invalid request") // 400, 413, 422
 )
 
+// Sentinels for errors.Is on a *StreamEndError (and, for their status, on
+// an *Error they match ErrUnauthorized's).
+var (
+	ErrTokenExpired = errors.New("job token expired") // the stream reached the token's exp
+	ErrTokenRevoked = errors.New("job token revoked") // the job's tokens were revoked
+)
+
+// StreamEndError is Wait's error when the server ended the job's event
+// stream before the job ended, because the token it was opened with expired
+// or was revoked: reconnecting with that token cannot help, so Wait returns
+// instead. errors.Is matches ErrTokenExpired or ErrTokenRevoked by Reason,
+// and ErrUnauthorized for both.
+type StreamEndError struct {
+	// Reason is the end event's: "token_expired" or "token_revoked".
+	Reason string
+}
+
+func (e *StreamEndError) Error() string { return "claimcheck: event stream ended: " + e.Reason }
+
+// Is matches ErrTokenExpired, ErrTokenRevoked and ErrUnauthorized.
+func (e *StreamEndError) Is(target error) bool {
+	switch target {
+	case ErrTokenExpired:
+		return e.Reason == endTokenExpired
+	case ErrTokenRevoked:
+		return e.Reason == endTokenRevoked
+	case ErrUnauthorized:
+		return e.Reason == endTokenExpired || e.Reason == endTokenRevoked
+	}
+	return false
+}
+
+// The end event's reasons.
+const (
+	endTokenExpired = "token_expired"
+	endTokenRevoked = "token_revoked"
+)
+
 // Is matches the sentinel for the error's status.
 func (e *Error) Is(target error) bool {
 	switch target {

@@ -16,6 +16,13 @@ import (
 // It follows the event stream, reconnecting with Last-Event-ID after a
 // dropped connection so nothing is missed, and falls back to long-polling
 // (Prefer: wait) where the stream is not available.
+//
+// When the server ends the stream because the token expired or was revoked
+// (an "end" event), Wait returns a *StreamEndError (errors.Is
+// ErrTokenExpired or ErrTokenRevoked): only a new token can go on. A 429
+// (too many streams open, perhaps a dropped connection the server has not
+// noticed yet) is retried after its Retry-After; other refusals are
+// returned.
 func (c *Client) Wait(ctx context.Context, id, token string, onUpdate func(*Job)) (*Job, error) {
 	job := &Job{ID: id}
 	last := ""
@@ -31,14 +38,21 @@ func (c *Client) Wait(ctx context.Context, id, token string, onUpdate func(*Job)
 			return nil, ctx.Err()
 		}
 		var apiErr *Error
-		if errors.As(err, &apiErr) {
+		var end *StreamEndError
+		pause := min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)
+		switch {
+		case errors.As(err, &end) && errors.Is(end, ErrUnauthorized):
+			return nil, err // the token is spent: reconnecting will not help
+		case errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests:
+			pause = max(pause, apiErr.RetryAfter)
+		case errors.As(err, &apiErr):
 			return nil, err // refused: reconnecting will not help
 		}
 		// The connection dropped: reconnect, resuming after the last event.
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		case <-time.After(pause):
 		}
 	}
 }
@@ -91,8 +105,13 @@ func (c *Client) follow(ctx context.Context, id, token string, last *string, job
 				cp := *job
 				onUpdate(&cp)
 			}
-			if evType == "done" {
+			switch evType {
+			case "done":
 				return true, nil
+			case "end":
+				var e struct{ Reason string }
+				_ = json.Unmarshal([]byte(data), &e)
+				return false, &StreamEndError{Reason: e.Reason}
 			}
 			evID, evType, data = "", "", ""
 		case strings.HasPrefix(line, "id: "):

@@ -6,7 +6,7 @@
 //
 //	kind            typ        issuer → audience        lifetime
 //	job token       job+jwt    api → progress           job deadline + retention, capped
-//	download link   link+jwt   progress → progress      10 min (≤ 24 h)
+//	download link   link+jwt   progress → progress      10 min (≤ 24 h, ≤ the asking token's exp)
 //	internal token  at+jwt     gateway → services       ≤ 60 s (MaxAccessLifetime)
 //
 // Every kind is JWS compact with alg EdDSA and an explicit typ, so no token
@@ -57,4 +57,9 @@
 // job record's business, not a deny-list's: the record holds a token epoch
 // (claim "ep"), and the progress service, which reads the record anyway,
 // refuses tokens minted under an older one.
+//
+// Nothing derived from a token outlives it: a download link's exp is at
+// most the exp of the job token that asked for it (LinkMinter.MintLinkUntil),
+// and the progress service ends an open event stream or long-poll at its
+// token's exp.
 package tokens

@@ -58,6 +58,14 @@ type LinkMinter struct {
 // MintLink signs a link to job jobID's result at token epoch epoch, valid
 // for ttl (DefaultLinkLifetime when zero; at most MaxLinkLifetime).
 func (m *LinkMinter) MintLink(jobID string, epoch int64, filename, disposition string, ttl time.Duration) (string, *LinkClaims, error) {
+	return m.MintLinkUntil(jobID, epoch, filename, disposition, ttl, time.Time{})
+}
+
+// MintLinkUntil is MintLink for a link that must not outlive notAfter (the
+// exp of the token asking for it, or its record's expiry): exp is the
+// earlier of now+ttl and notAfter, rounded down to the second. A zero
+// notAfter sets no bound; one that leaves no whole second is ErrExpired.
+func (m *LinkMinter) MintLinkUntil(jobID string, epoch int64, filename, disposition string, ttl time.Duration, notAfter time.Time) (string, *LinkClaims, error) {
 	if jobID == "" {
 		return "", nil, errors.New("mint link: empty job id")
 	}
@@ -76,10 +84,16 @@ func (m *LinkMinter) MintLink(jobID string, epoch int64, filename, disposition s
 	if err != nil {
 		return "", nil, err
 	}
+	exp := t.Add(ttl).Unix()
+	if !notAfter.IsZero() {
+		if exp = min(exp, notAfter.Unix()); exp <= t.Unix() {
+			return "", nil, fmt.Errorf("mint link: %w: its lifetime would end before it starts", ErrExpired)
+		}
+	}
 	c := &LinkClaims{
 		Registered: Registered{
 			Issuer: or(m.Issuer, DefaultProgressIssuer), Audience: or(m.Audience, DefaultResultsAudience),
-			ExpiresAt: t.Add(ttl).Unix(), IssuedAt: t.Unix(), ID: jti,
+			ExpiresAt: exp, IssuedAt: t.Unix(), ID: jti,
 		},
 		Job: jobID, Scope: ScopeResultDownload, Epoch: epoch, Filename: filename, Disposition: disposition,
 	}

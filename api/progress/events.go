@@ -16,6 +16,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/metrics"
 )
 
 // retryHint is the reconnection delay the stream suggests to EventSource.
@@ -34,13 +35,31 @@ const writeTimeout = 30 * time.Second
 //     reaches back that far;
 //   - then "progress", "state" and finally "done" (with the result summary)
 //     as they happen, and the stream closes after "done". A comment line is
-//     sent every Heartbeat while nothing happens.
+//     sent every Heartbeat while nothing happens;
+//   - a stream never outlives its token: at the token's exp, or as soon as
+//     its job's tokens are revoked, it sends a last "end" event (no id, data
+//     {"reason":"token_expired"} or {"reason":"token_revoked"}) and closes.
+//     Reconnecting with the same token is then pointless: a client needs a
+//     new token.
+//
+// Revocation reaches a stream as a message on the hub's subscription. That
+// message can be lost (a subscription cut between the epoch's rise and the
+// publish), and a watcher that fell behind drops messages, so whenever a
+// stream must catch up from the event log — after the hub resubscribed, or
+// after its queue overflowed — it first re-reads the record's token epoch
+// and ends with token_revoked if its token is below it, before sending
+// anything more.
 //
 // Events reach this process once, on the hub's subscription; a slow client
-// gets only the latest progress and never delays another.
+// gets only the latest progress and never delays another. Open streams
+// count under the stream caps (429 beyond them).
 func (s *Service) events(c *gin.Context) {
 	id := c.Param("id")
-	w := s.cfg.Hub.Watch(id) // before the snapshot: nothing falls between
+	w, stop, err := s.watch(c) // before the snapshot: nothing falls between
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
 	j, last, err := s.cfg.Store.Snapshot(c, id)
 	if err == nil {
 		err = j.CheckEpoch(jobClaims(c).Epoch)
@@ -56,14 +75,18 @@ func (s *Service) events(c *gin.Context) {
 		}
 	}
 	if err != nil {
-		w.Close()
+		stop()
 		problem.Abort(c, err)
 		return
 	}
-	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, last: last}
+	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, expires: jobClaims(c).Expires(), last: last}
 	var first bytes.Buffer
 	fmt.Fprintf(&first, "retry: %d\n\n", retryHint.Milliseconds())
-	if backlog == nil {
+	if !s.cfg.Now().Before(st.expires) {
+		// Accepted within the verifier's leeway, but already past exp:
+		// nothing but the end.
+		st.end(&first, endTokenExpired)
+	} else if backlog == nil {
 		rec, _ := json.Marshal(j)
 		kind := jobs.EventState
 		if st.done = j.State.Final(); st.done {
@@ -88,7 +111,7 @@ func (s *Service) events(c *gin.Context) {
 			"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 		go func() {
 			defer conn.Close()
-			defer w.Close()
+			defer stop()
 			if _, err := sink.Write(append([]byte(head), first.Bytes()...)); err != nil || st.done {
 				return
 			}
@@ -97,7 +120,7 @@ func (s *Service) events(c *gin.Context) {
 		return
 	}
 	// HTTP/2 (or a test recorder): serve the stream in the handler.
-	defer w.Close()
+	defer stop()
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -116,19 +139,37 @@ func (s *Service) events(c *gin.Context) {
 
 // stream is one event stream's state after its first write.
 type stream struct {
-	svc   *Service
-	w     *Watcher
-	job   string
-	epoch int64
-	last  string
-	done  bool
+	svc     *Service
+	w       *Watcher
+	job     string
+	epoch   int64     // the token's
+	expires time.Time // the token's exp
+	last    string
+	done    bool
 }
 
-// loop writes heartbeats and events until the job is done, the token is
-// revoked, stop is closed or a write fails.
+// Reasons of the end event.
+const (
+	endTokenExpired = "token_expired"
+	endTokenRevoked = "token_revoked"
+)
+
+// end writes the last event of a stream ended before its job: the token
+// expired or was revoked.
+func (st *stream) end(bw io.Writer, reason string) {
+	// No id: a client's Last-Event-ID stays at the last real event.
+	fmt.Fprintf(bw, "event: end\ndata: {\"reason\":%q}\n\n", reason)
+	metrics.StreamsEnded.WithLabelValues(reason).Inc()
+	st.done = true
+}
+
+// loop writes heartbeats and events until the job is done, the token
+// expires or is revoked, stop is closed or a write fails.
 func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
 	heartbeat := time.NewTicker(st.svc.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	expiry := time.NewTimer(st.expires.Sub(st.svc.cfg.Now()))
+	defer expiry.Stop()
 	var buf bytes.Buffer
 	for {
 		buf.Reset()
@@ -137,22 +178,27 @@ func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
 			return
 		case <-heartbeat.C:
 			buf.WriteString(": keep-alive\n\n")
+		case <-expiry.C:
+			st.end(&buf, endTokenExpired)
 		case <-st.w.Ready():
 			evs, behind := st.w.Take()
-			if revokedBelow(evs, st.epoch) {
-				return // this stream's token was just revoked
-			}
-			if behind {
-				// Some events were dropped: re-read them from the log.
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			switch {
+			case revokedBelow(evs, st.epoch):
+				st.end(&buf, endTokenRevoked) // this stream's token was just revoked
+			case behind:
+				// Messages were lost (a resubscription) or dropped (an
+				// overflow), a revocation perhaps among them: check the
+				// epoch, then re-read the events from the log.
 				var err error
-				evs, err = st.svc.cfg.Store.EventsAfter(ctx, st.job, st.last)
-				cancel()
-				if err != nil {
+				if evs, err = st.catchUp(); errors.Is(err, jobs.ErrTokenRevoked) {
+					st.end(&buf, endTokenRevoked)
+				} else if err != nil {
 					return // the client reconnects and starts over
 				}
 			}
-			st.done = writeAll(&buf, evs, &st.last)
+			if !st.done {
+				st.done = writeAll(&buf, evs, &st.last)
+			}
 		}
 		if buf.Len() > 0 {
 			if _, err := out.Write(buf.Bytes()); err != nil {
@@ -163,6 +209,22 @@ func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
 			return
 		}
 	}
+}
+
+// catchUp re-reads the job's token epoch from its record (never the cache)
+// and, if this stream's token still stands, the events after the last one
+// sent.
+func (st *stream) catchUp() ([]jobs.Event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	j, err := st.svc.cfg.Store.Get(ctx, st.job)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.CheckEpoch(st.epoch); err != nil {
+		return nil, err
+	}
+	return st.svc.cfg.Store.EventsAfter(ctx, st.job, st.last)
 }
 
 // connSink writes to a taken-over connection, each write bounded in time so

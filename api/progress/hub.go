@@ -64,8 +64,10 @@ func (h *Hub) Close() {
 
 func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 	pubsub.Listen(ctx, h.rdb, jobs.ChannelJobEvents, func() {
-		// A (re)subscription may have missed events: every watcher catches
-		// up from the job's event log, and no cached record can be trusted.
+		// A (re)subscription may have missed events, a revocation among
+		// them: every watcher catches up from the job's event log after
+		// re-reading its token epoch from the record (stream.catchUp), and
+		// no cached record can be trusted.
 		if rc := h.records.Load(); rc != nil {
 			rc.clear()
 		}
@@ -130,7 +132,8 @@ func (h *Hub) Watchers() int {
 
 // maxPending bounds a watcher's queue. Progress events coalesce, so only a
 // client stalled through dozens of state changes reaches it; it then
-// catches up from the event log instead.
+// catches up from the event log instead, re-checking its token's epoch
+// first, since a dropped message may have been a revocation.
 const maxPending = 32
 
 // Watcher buffers one watcher's events. Pushing never blocks: a slow client

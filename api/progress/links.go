@@ -22,6 +22,9 @@ type LinkRequest struct {
 	// in the browser).
 	Disposition string `json:"disposition,omitempty"`
 	// ExpiresIn is the link's lifetime as a Go duration (10m; at most 24h).
+	// A link never outlives the token that asks for it nor the job's
+	// record: a longer lifetime is shortened to fit, and the response's
+	// expires_at says when the link really ends.
 	ExpiresIn string `json:"expires_in,omitempty"`
 }
 
@@ -33,6 +36,12 @@ type LinkResponse struct {
 
 // createLink serves POST /v1/jobs/{id}/links: a URL that downloads the
 // result without any header, for a browser's <a href> or a plain curl.
+//
+// A derived credential never outlives the one it came from: the link's exp
+// is at most the asking token's exp and the record's expiry. An expires_in
+// beyond that is shortened rather than refused (the caller could not know
+// the record's expiry, and the answer says the real expires_at); one beyond
+// MaxLinkLifetime is still refused, as that limit is documented.
 func (s *Service) createLink(c *gin.Context) {
 	var req LinkRequest
 	if c.Request.ContentLength != 0 {
@@ -67,7 +76,18 @@ func (s *Service) createLink(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	tok, claims, err := s.cfg.Links.MintLink(j.ID, j.TokenEpoch, req.Filename, req.Disposition, ttl)
+	notAfter := jobClaims(c).Expires()
+	left, err := s.cfg.Store.TTL(c, j.ID)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	if left > 0 {
+		if rec := s.cfg.Now().Add(left); rec.Before(notAfter) {
+			notAfter = rec
+		}
+	}
+	tok, claims, err := s.cfg.Links.MintLinkUntil(j.ID, j.TokenEpoch, req.Filename, req.Disposition, ttl, notAfter)
 	if err != nil {
 		problem.Abort(c, err)
 		return

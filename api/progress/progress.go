@@ -6,7 +6,10 @@
 // Every route verifies the token first (401 on any flaw), then that the token
 // names the job in the path and carries the route's scope (403), and only
 // then reads the job (404 if its record is gone). A token for job A therefore
-// learns nothing about job B, not even whether it exists.
+// learns nothing about job B, not even whether it exists. Event streams and
+// waiting long-polls take a slot under the stream caps (429) before reading
+// the job, and end at their token's exp; nothing this service hands out (a
+// download link) outlives the token that asked for it.
 package progress
 
 import (
@@ -55,7 +58,13 @@ type Config struct {
 	// PublicURL is this service's public base URL, for absolute download
 	// links; empty gives links relative to this service.
 	PublicURL string
-	Logger    *slog.Logger
+	// Streams caps open event streams and long-polls (see StreamLimits).
+	Streams StreamLimits
+	// Now is the clock that token expiries are compared with (time.Now):
+	// when an event stream ends, when a long-poll stops waiting, and how
+	// long a download link may live.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Service is the progress/results HTTP service.
@@ -63,6 +72,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	records *recordCache
+	caps    *streamCaps
 }
 
 // New validates cfg and returns the service.
@@ -81,7 +91,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second),
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
@@ -179,18 +193,46 @@ func jobClaims(c *gin.Context) *tokens.JobClaims {
 	return cl
 }
 
+// watch takes a slot under the stream caps for the request's token, job
+// and client address, and starts watching the job; the returned stop ends
+// both. A refusal is the 429 to answer.
+func (s *Service) watch(c *gin.Context) (w *Watcher, stop func(), refused error) {
+	cl := jobClaims(c)
+	release, err := s.caps.acquire(cl.ID, c.Param("id"), c.ClientIP())
+	if err != nil {
+		return nil, nil, err
+	}
+	w = s.cfg.Hub.Watch(c.Param("id"))
+	return w, func() { w.Close(); release() }, nil
+}
+
 // get serves a job's status. With If-None-Match naming the current ETag and
 // Prefer: wait=N (N ≤ 60), it is a long-poll: it answers as soon as the job
 // changes, or with 304 after N seconds.
+//
+// A long-poll waits no later than its token's exp, and one whose wait
+// reaches exp answers 401 (token expired), never data: like an event
+// stream, it must not outlive its token. (A plain request, or a download
+// already under way, is judged once, when it starts.) A waiting long-poll
+// counts under the stream caps.
 func (s *Service) get(c *gin.Context) {
 	match := c.GetHeader("If-None-Match")
 	wait := preferWait(c.GetHeader("Prefer"))
+	exp := jobClaims(c).Expires()
+	if left := exp.Sub(s.cfg.Now()); wait > left {
+		wait = left // zero or less: answer at once, as a plain request
+	}
 	var w *Watcher
 	if match != "" && wait > 0 {
 		// Watch before reading, so a change between the read and the wait
 		// is not missed.
-		w = s.cfg.Hub.Watch(c.Param("id"))
-		defer w.Close()
+		var stop func()
+		var err error
+		if w, stop, err = s.watch(c); err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		defer stop()
 	}
 	j, err := s.job(c)
 	if err != nil {
@@ -207,6 +249,10 @@ func (s *Service) get(c *gin.Context) {
 			case <-c.Request.Context().Done():
 			}
 			timer.Stop()
+			if !s.cfg.Now().Before(exp) {
+				problem.Abort(c, tokens.ErrExpired)
+				return
+			}
 			if j, err = s.job(c); err != nil {
 				problem.Abort(c, err)
 				return

@@ -36,6 +36,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -74,7 +75,11 @@ func raiseFileLimit() {
 // `claimcheck progress` runs it, printing its address when ready.
 func serveProgress(redisURL, dataDir string) error {
 	ctx := context.Background()
-	cfg := app.Config{DataDir: dataDir, RedisURL: redisURL, Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+	cfg := app.Config{DataDir: dataDir, RedisURL: redisURL, Logger: slog.New(slog.DiscardHandler),
+		// Every stream comes from this one address, ten per token: the
+		// harness measures the streams' cost, not the caps.
+		Streams: progress.StreamLimits{PerToken: -1, PerJob: -1, PerAddress: -1},
+	}.WithDefaults()
 	r, err := app.OpenRedis(ctx, redisURL)
 	if err != nil {
 		return err

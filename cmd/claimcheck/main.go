@@ -84,6 +84,14 @@ func (c *common) bindSessions(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.cfg.Sessions.AbsoluteLifetime, "session-lifetime", 7*24*time.Hour, "end a session this long after sign-in, however much it is used")
 }
 
+// bindStreams adds the progress service's caps on open event streams and
+// long-polls (dev and progress).
+func (c *common) bindStreams(fs *pflag.FlagSet) {
+	fs.IntVar(&c.cfg.Streams.PerToken, "max-streams-per-token", 4, "open event streams and long-polls per job token (jti) at most (-1: no cap)")
+	fs.IntVar(&c.cfg.Streams.PerJob, "max-streams-per-job", 32, "open event streams and long-polls per job at most (-1: no cap)")
+	fs.IntVar(&c.cfg.Streams.PerAddress, "max-streams-per-address", 64, "open event streams and long-polls per client address at most (-1: no cap)")
+}
+
 // load applies the environment to flags the command line did not set, then
 // defaults, and sets up logging.
 func (c *common) load(cmd *cobra.Command) error {

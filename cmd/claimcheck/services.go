@@ -39,6 +39,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	}
 	c.bind(cmd.Flags(), true)
 	c.bindSessions(cmd.Flags())
+	c.bindStreams(cmd.Flags())
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	annotateEnv(cmd.Flags())
@@ -307,6 +308,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 	bindTrustedProxy(cmd.Flags(), &c.cfg)
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "public-url", "", "this service's public base URL, for absolute download links (default: relative links)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
+	c.bindStreams(cmd.Flags())
 	annotateEnv(cmd.Flags())
 	return cmd
 }

@@ -73,6 +73,13 @@ type Config struct {
 	// EventHeartbeat is how often an idle event stream gets a keep-alive
 	// comment (15s).
 	EventHeartbeat time.Duration
+	// Streams caps the progress service's open event streams and
+	// long-polls per token, job and client address (progress.StreamLimits:
+	// 4, 32, 64; negative means no cap).
+	Streams progress.StreamLimits
+	// Now is the progress service's clock, for token and link expiry
+	// (time.Now); tests move it instead of waiting.
+	Now func() time.Time
 	// Worker tunes the worker (see worker.Config).
 	Worker worker.Config
 	// Types are the job types (builtin.Types()).
@@ -228,12 +235,14 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	hub.Start(nil) // ends when rdb is closed
 	return progress.New(progress.Config{
 		Hub:          hub,
-		Links:        &tokens.LinkMinter{Keys: linkKeys},
-		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys},
+		Links:        &tokens.LinkMinter{Keys: linkKeys, Now: cfg.Now},
+		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys, Now: cfg.Now},
 		PublicURL:    cfg.ProgressURL,
 		Heartbeat:    cfg.EventHeartbeat,
+		Streams:      cfg.Streams,
+		Now:          cfg.Now,
 		Store:        jobs.NewStore(rdb, nil),
-		Verifier:     &tokens.Verifier{Keys: keys},
+		Verifier:     &tokens.Verifier{Keys: keys, Now: cfg.Now},
 		Blobs:        blobs,
 		Canceler:     asynq.NewInspectorFromRedisClient(rdb),
 		Retention:    cfg.Retention,

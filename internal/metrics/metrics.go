@@ -51,6 +51,18 @@ var StreamsOpen = factory.NewGauge(prometheus.GaugeOpts{
 	Name: "claimcheck_event_streams_open", Help: "Event streams and long-polls waiting in this process.",
 })
 
+// StreamsRefused counts event streams and long-polls refused (429) because
+// a cap was reached, by which one: "token" (per jti), "job" or "address".
+var StreamsRefused = factory.NewCounterVec(prometheus.CounterOpts{
+	Name: "claimcheck_event_streams_refused_total", Help: "Event streams and long-polls refused at a cap, by cap (token, job, address).",
+}, []string{"reason"})
+
+// StreamsEnded counts event streams the server ended before their job did,
+// by reason: "token_expired" or "token_revoked".
+var StreamsEnded = factory.NewCounterVec(prometheus.CounterOpts{
+	Name: "claimcheck_event_streams_ended_total", Help: "Event streams ended by the server before their job ended, by reason (token_expired, token_revoked).",
+}, []string{"reason"})
+
 // Queues registers a collector reporting each Asynq queue's depth by task
 // state and its latency (age of the oldest pending task), read from Redis
 // on each scrape. Call it once per process.

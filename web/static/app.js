@@ -220,6 +220,16 @@ async function openJob(id) {
     render(JSON.parse(e.data));
     stopWatching();
   });
+  // The server ends a stream at its token's expiry or revocation; EventSource
+  // would reconnect with the dead token, so stop, and follow again with a
+  // fresh token where this page can get one (the owner's, not a share link).
+  stream.addEventListener("end", (e) => {
+    stopWatching();
+    const why = JSON.parse(e.data).reason === "token_revoked" ? "its token was revoked" : "its token expired";
+    if (sharedView || current !== id) return say("Stopped following the job: " + why + ".");
+    tokens.delete(id);
+    openJob(id);
+  });
   stream.onerror = () => {
     if (stream && stream.readyState === EventSource.CLOSED) say("Lost the connection to the job; reload to retry.");
   };
