@@ -232,43 +232,6 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-var startScript = redis.NewScript(emitLua + `
--- KEYS[1] job, KEYS[2] its events; ARGV[1] now ms, ARGV[2] attempt number
-local st = redis.call("HMGET", KEYS[1], "state", "cancel")
-if not st[1] then return "gone" end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
-if st[2] == "1" then
-  redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
-  redis.call("HINCRBY", KEYS[1], "version", 1)
-  emit("done", cjson.encode({state = "canceled"}))
-  return "canceled"
-end
-redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1])
-redis.call("HSETNX", KEYS[1], "started", ARGV[1])
-redis.call("HINCRBY", KEYS[1], "version", 1)
-emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
-return "running"
-`)
-
-// ErrGone is returned to a worker whose job record no longer exists (it
-// expired or was deleted): there is nobody left to run it for.
-var ErrGone = errors.New("job record gone")
-
-// Start moves a job to running for the given attempt (from 1). It returns the
-// state found instead when the job must not run: StateCanceled when a cancel
-// was requested (the record is moved to canceled), a final state when the job
-// already ended, or ErrGone.
-func (s *Store) Start(ctx context.Context, id string, attempt int) (State, error) {
-	res, err := startScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)}, ms(s.now()), attempt).Text()
-	if err != nil {
-		return "", fmt.Errorf("start job %s: %w", id, err)
-	}
-	if res == "gone" {
-		return "", fmt.Errorf("start job %s: %w", id, ErrGone)
-	}
-	return State(res), nil
-}
-
 var progressScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events; ARGV[1] percent, ARGV[2] message, ARGV[3] now ms
 -- returns 1 when the job should stop (cancel requested, ended or gone), else 0
@@ -306,7 +269,7 @@ local final = ARGV[1] ~= "retrying"
 redis.call("HSET", KEYS[1], "state", ARGV[1], "error", ARGV[3])
 if final then
   redis.call("HSET", KEYS[1], "finished", ARGV[2])
-  redis.call("HDEL", KEYS[1], "cancel")
+  redis.call("HDEL", KEYS[1], "cancel", "held")
   redis.call("PEXPIRE", KEYS[1], ARGV[4])
 end
 if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
