@@ -292,12 +292,23 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// The job's own budget decides when it has failed for good; Asynq's
 	// has a spare (jobs.DeliveryRetries), or less for an old task.
 	maxRetry := min(started.MaxRetry, deliveries)
-	handedBack := false
+	// The script that records how the attempt ended also frees its slot;
+	// when none runs (the result could not be stored, Redis failed) the
+	// deferred release does. A hand-back at shutdown keeps the slot.
+	var slot *jobs.Slot
+	if s.cfg.MaxRunningJobs > 0 && owner != "" {
+		slot = &jobs.Slot{Owner: owner, MaxRunning: s.cfg.MaxRunningJobs}
+	}
+	released, handedBack := slot == nil, false
 	defer func() {
-		if !handedBack {
+		if !released && !handedBack {
 			s.release(log, owner, p.Job)
 		}
 	}()
+	ended := func(next []jobs.Waiting) {
+		released = true
+		s.moveForward(log, next)
+	}
 
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -338,7 +349,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType, slot, ended)
 	}
 	if w != nil {
 		w.Abort()
@@ -348,10 +359,11 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	}
 	if errors.Is(herr, context.Canceled) || errors.Is(context.Cause(hctx), errCancelRequested) {
 		if j, err := s.store.Get(bctx, p.Job); err == nil && j.CancelRequested {
-			st, err := s.store.Cancel(bctx, p.Job, s.cfg.Retention)
+			st, next, err := s.store.CancelReleasing(bctx, p.Job, s.cfg.Retention, slot)
 			if err != nil {
 				return err
 			}
+			ended(next)
 			if st == jobs.StateCanceled {
 				metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
 			}
@@ -378,10 +390,13 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
-	if st, err := s.store.Fail(bctx, p.Job, retried+1, msg, final, s.cfg.Retention); err != nil {
+	if st, next, err := s.store.FailReleasing(bctx, p.Job, retried+1, msg, final, s.cfg.Retention, slot); err != nil {
 		log.Error("could not record failure", "err", err)
-	} else if st == jobs.StateFailed {
-		metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
+	} else {
+		ended(next)
+		if st == jobs.StateFailed {
+			metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
+		}
 	}
 	log.Warn("attempt failed", "err", herr, "final", final)
 	if final {
@@ -390,14 +405,10 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	return herr
 }
 
-// release frees the job's slot and moves its owner's oldest held jobs, as
-// many as may now run, to the front of their queues. Both are best effort:
-// a slot not released frees itself when its lease ends, and a held job not
-// moved checks again after its hold delay.
+// release frees the slot of an attempt whose end was not recorded, and
+// moves its owner's held jobs forward. Best effort: a slot not released
+// frees itself when its lease ends.
 func (s *Server) release(log *slog.Logger, owner, id string) {
-	if s.cfg.MaxRunningJobs <= 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	next, err := s.store.Release(ctx, owner, id, s.cfg.MaxRunningJobs)
@@ -405,6 +416,13 @@ func (s *Server) release(log *slog.Logger, owner, id string) {
 		log.Warn("running-job slot not released; it frees itself when its lease ends", "err", err)
 		return
 	}
+	s.moveForward(log, next)
+}
+
+// moveForward moves held jobs whose owner has a free slot again to the
+// front of their queues. Best effort: a held job not moved checks again
+// after its hold delay.
+func (s *Server) moveForward(log *slog.Logger, next []jobs.Waiting) {
 	for _, w := range next {
 		// Fails harmlessly when the task is no longer waiting in the
 		// retry set: already started, cancelled, or not yet handed back.
@@ -425,7 +443,8 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string) error {
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string,
+	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
@@ -433,10 +452,11 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
-	st, err := s.store.Succeed(ctx, id, attempt, res, s.cfg.Retention)
+	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
 	if err != nil {
 		return err
 	}
+	ended(next)
 	if st != jobs.StateSucceeded {
 		// Cancelled while finishing, or a newer attempt owns the record:
 		// this attempt's result must not linger.

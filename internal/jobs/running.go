@@ -23,9 +23,13 @@ import (
 //	    └─ owner at the cap ──▶ record stays queued/retrying with "held" =
 //	           reason; "<queue> <id>" joins cc:owner-held:<owner>; the worker
 //	           hands the task back to Asynq without spending a retry
-//	attempt ends (any way) ──▶ release script: free the slot, and return the
-//	    owner's oldest held jobs, as many as slots are now free, for the
-//	    worker to move to the front of their queues at once
+//	attempt ends ──▶ the script that records its end (SucceedReleasing,
+//	    FailReleasing, CancelReleasing; Release when none could run) frees
+//	    the slot and returns the owner's oldest held jobs, as many as slots
+//	    are now free, for the worker to move to the front of their queues
+//
+// So a job costs the worker one script at its start and one at its end, as
+// before the cap; only a held job costs more (a check, and its hand-back).
 //
 // The slot set is authoritative and self-healing: a slot is leased until
 // the attempt's deadline plus leaseGrace, so a worker killed without
@@ -182,32 +186,48 @@ type Waiting struct {
 // cancelled while waiting leaves its entry behind until then).
 const releaseScan = 16
 
-var releaseScript = redis.NewScript(`
--- KEYS[1] owner's slots, KEYS[2] owner's held jobs
--- ARGV[1] job id, ARGV[2] cap, ARGV[3] now ms
--- returns the held members that may start now, taken off the held set so
--- that two releases do not hand the same job on
-redis.call("ZREM", KEYS[1], ARGV[1])
-local cap = tonumber(ARGV[2])
-if cap <= 0 then return {} end
-redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", ARGV[3])
-local free = cap - redis.call("ZCARD", KEYS[1])
-local out = {}
-if free <= 0 then return out end
-for _, m in ipairs(redis.call("ZRANGE", KEYS[2], 0, free + ` + strconv.Itoa(releaseScan-1) + `)) do
-  if #out >= free then break end
-  redis.call("ZREM", KEYS[2], m)
-  local id = string.match(m, " (.+)$")
-  local st = redis.call("HMGET", "` + KeyPrefixJob + `" .. id, "state", "cancel")
-  if (st[1] == "queued" or st[1] == "retrying") and st[2] ~= "1" then
-    table.insert(out, m)
+// releaseLua defines release(slots, held, id, cap, now ms) for the scripts
+// that end an attempt: it frees the job's slot and returns the owner's held
+// members that may start now (as many as slots are free, oldest first),
+// taking them off the held set so that two releases do not hand the same
+// job on.
+var releaseLua = `
+local function release(slots, held, id, cap, now)
+  redis.call("ZREM", slots, id)
+  local out = {}
+  if cap <= 0 then return out end
+  redis.call("ZREMRANGEBYSCORE", slots, "-inf", now)
+  local free = cap - redis.call("ZCARD", slots)
+  if free <= 0 then return out end
+  for _, m in ipairs(redis.call("ZRANGE", held, 0, free + ` + strconv.Itoa(releaseScan-1) + `)) do
+    if #out >= free then break end
+    redis.call("ZREM", held, m)
+    local jid = string.match(m, " (.+)$")
+    local st = redis.call("HMGET", "` + KeyPrefixJob + `" .. jid, "state", "cancel")
+    if (st[1] == "queued" or st[1] == "retrying") and st[2] ~= "1" then
+      table.insert(out, m)
+    end
   end
+  return out
 end
-return out
+`
+
+var releaseScript = redis.NewScript(releaseLua + `
+-- KEYS[1] owner's slots, KEYS[2] owner's held jobs; ARGV[1] job id, ARGV[2] cap, ARGV[3] now ms
+return release(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[3])
 `)
 
-// Release frees the slot job id of owner took in StartAttempt, whatever
-// became of the attempt, and returns the owner's held jobs that may start
+// Slot names the running-job slot an attempt took in StartAttempt, for the
+// call that ends the attempt (SucceedReleasing, FailReleasing,
+// CancelReleasing) to release in the same script.
+type Slot struct {
+	Owner string
+	// MaxRunning is the cap StartAttempt was given.
+	MaxRunning int
+}
+
+// Release frees the slot job id of owner took in StartAttempt, for an
+// attempt that ends without one of the *Releasing calls, and returns the owner's held jobs that may start
 // now (as many as slots are free, oldest first), for the caller to move to
 // the front of their queues. maxRunning is the cap StartAttempt was given.
 // Releasing a slot that is not held is harmless.
@@ -220,13 +240,17 @@ func (s *Store) Release(ctx context.Context, owner, id string, maxRunning int) (
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("release slot of job %s: %w", id, err)
 	}
-	out := make([]Waiting, 0, len(res))
-	for _, m := range res {
+	return parseWaiting(res), nil
+}
+
+func parseWaiting(members []string) []Waiting {
+	var out []Waiting
+	for _, m := range members {
 		if q, id, ok := strings.Cut(m, " "); ok {
 			out = append(out, Waiting{Queue: q, ID: id})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Owner reads a job's owner from its record, for a task queued before task

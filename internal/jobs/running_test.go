@@ -88,3 +88,40 @@ func TestReleaseHandsHeldJobsOn(t *testing.T) {
 		t.Fatalf("nothing left held: %v", next)
 	}
 }
+
+// TestEndingAnAttemptReleasesItsSlot: the script that records an attempt's
+// end frees its slot and hands a held job on, in one round trip; a report
+// from an attempt that is no longer current leaves the slot to the newer one.
+func TestEndingAnAttemptReleasesItsSlot(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	start := func(id string, n int) jobs.Started {
+		t.Helper()
+		st, err := s.StartAttempt(ctx, jobs.Attempt{ID: id, Owner: "ann", Queue: "low", Number: n, MaxRunning: 1, Lease: time.Hour, MayHold: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	create(t, s, "e1")
+	create(t, s, "e2")
+	start("e1", 1)
+	if !start("e2", 1).Held {
+		t.Fatal("e2 not held")
+	}
+	slot := &jobs.Slot{Owner: "ann", MaxRunning: 1}
+	start("e1", 2) // a newer attempt of e1 took over (its first worker was lost)
+	if st, next, err := s.FailReleasing(ctx, "e1", 1, "stale", false, time.Hour, slot); err != nil || st != jobs.StateRunning || len(next) != 0 {
+		t.Fatalf("stale report: %s %v %v", st, next, err)
+	}
+	if !start("e2", 1).Held {
+		t.Fatal("a stale report freed the newer attempt's slot")
+	}
+	st, next, err := s.SucceedReleasing(ctx, "e1", 2, jobs.Result{}, time.Hour, slot)
+	if err != nil || st != jobs.StateSucceeded || !slices.Equal(next, []jobs.Waiting{{Queue: "low", ID: "e2"}}) {
+		t.Fatalf("succeed: %s %v %v", st, next, err)
+	}
+	if st := start("e2", 1); st.State != jobs.StateRunning {
+		t.Fatalf("e2 after e1 ended: %+v", st)
+	}
+}
