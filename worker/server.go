@@ -47,6 +47,18 @@ type Config struct {
 	// ShutdownTimeout is how long Shutdown waits for running jobs before
 	// handing them back to the queue (10s).
 	ShutdownTimeout time.Duration
+	// MaxRunningJobs caps how many jobs of one owner run at once across
+	// every worker sharing this Redis (4); a negative value means no cap.
+	// It is enforced where jobs start, so every worker of a fleet must be
+	// given the same value.
+	MaxRunningJobs int
+	// HoldDelay is how long a job held back by MaxRunningJobs waits before
+	// it is checked again on its own, given how long it has been held
+	// (DefaultHoldDelay). A held job normally starts sooner: when one of
+	// its owner's jobs ends, that worker moves the owner's oldest held jobs
+	// forward at once; this delay is only the fallback (a worker that died
+	// without releasing its slot, a hand-off that raced).
+	HoldDelay func(heldFor time.Duration) time.Duration
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
 }
@@ -76,9 +88,43 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.MaxRunningJobs == 0 {
+		c.MaxRunningJobs = DefaultMaxRunningJobs
+	}
+	if c.HoldDelay == nil {
+		c.HoldDelay = DefaultHoldDelay
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+}
+
+// DefaultMaxRunningJobs is Config.MaxRunningJobs unless set: sized for a
+// small fleet (two or three workers of a few cores each), so that one user
+// holds at most about half of it and others' jobs still find slots. A
+// fleet with more slots than users can raise it.
+const DefaultMaxRunningJobs = 4
+
+// DefaultHoldDelay is the fallback re-check of a held job: half as long as
+// it has been held, from 1s to 30s, with ±25% jitter. A job held for long
+// costs a check every half minute; one whose owner's jobs are short is
+// usually started sooner by the hand-off from a job that ends.
+func DefaultHoldDelay(heldFor time.Duration) time.Duration {
+	d := min(max(heldFor/2, time.Second), 30*time.Second)
+	return d*3/4 + rand.N(d/2+1)
+}
+
+// leaseGrace is how long past an attempt's deadline its slot stays taken
+// if the worker never releases it: long enough for the bookkeeping after a
+// timeout, short enough that a dead worker's slot comes back soon after.
+const leaseGrace = time.Minute
+
+// heldError is what process returns to hand a held job back to Asynq: not
+// a failure (no retry spent), re-queued after delay.
+type heldError struct{ delay time.Duration }
+
+func (e *heldError) Error() string {
+	return "held back: the owner has as many jobs running as allowed"
 }
 
 // DefaultRetryDelay backs off exponentially from 1s to 5 min with ±25% jitter.
@@ -97,6 +143,8 @@ type Server struct {
 	blobs    *blob.Dir
 	types    map[string]Type
 	log      *slog.Logger
+	// insp moves held jobs to the front of their queues when a slot frees.
+	insp *asynq.Inspector
 	// stopping is set by Shutdown: from then on an attempt whose context is
 	// cancelled was handed back to its queue by asynq, not abandoned.
 	stopping atomic.Bool
@@ -108,7 +156,8 @@ func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.D
 	if len(types) == 0 {
 		return nil, errors.New("worker: no job types registered")
 	}
-	s := &Server{cfg: cfg, store: store, blobs: blobs, types: map[string]Type{}, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: store, blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
+		insp: asynq.NewInspectorFromRedisClient(rdb)}
 	for _, t := range types {
 		if t.Handle == nil {
 			return nil, fmt.Errorf("worker: job type %q has no handler", t.Name)
@@ -126,6 +175,10 @@ func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.D
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+			var held *heldError
+			if errors.As(err, &held) {
+				return held.delay
+			}
 			// A cancelled attempt is retried by Asynq only so that the
 			// next attempt can find the job canceled and end it: no backoff.
 			if errors.Is(err, context.Canceled) {
@@ -133,11 +186,16 @@ func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.D
 			}
 			return retryDelay(n, err)
 		},
-		// A cancellation is not a failure: it must not use up a retry or
-		// count in Asynq's failure statistics.
-		IsFailure: func(err error) bool { return !errors.Is(err, context.Canceled) },
-		Logger:    asynqLogger{s.log},
-		LogLevel:  asynq.WarnLevel,
+		// A cancellation, or a job held back by the running-job cap, is
+		// not a failure: it must not use up a retry or count in Asynq's
+		// failure statistics. (Asynq still archives a task whose retries
+		// are used up before asking this; see jobs.DeliveryRetries.)
+		IsFailure: func(err error) bool {
+			var held *heldError
+			return !errors.Is(err, context.Canceled) && !errors.As(err, &held)
+		},
+		Logger:   asynqLogger{s.log},
+		LogLevel: asynq.WarnLevel,
 	})
 	return s, nil
 }
@@ -192,19 +250,64 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	}
 	typ := s.types[at.Type()]
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	deliveries, _ := asynq.GetMaxRetry(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
 	log := s.log.With("job", p.Job, "type", at.Type(), "attempt", retried+1)
 
-	st, err := s.store.Start(ctx, p.Job, retried+1)
+	owner := p.Owner
+	var err error
+	if owner == "" { // a task queued before payloads named their owner
+		if owner, err = s.store.Owner(ctx, p.Job); errors.Is(err, jobs.ErrGone) {
+			log.Warn("job record is gone; dropping its task")
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	lease := typ.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		lease = time.Until(dl)
+	}
+	started, err := s.store.StartAttempt(ctx, jobs.Attempt{
+		ID: p.Job, Owner: owner, Queue: queue, Number: retried + 1,
+		MaxRunning: max(s.cfg.MaxRunningJobs, 0), Lease: lease + leaseGrace,
+		// Asynq re-queues a handed-back task only while it has retries
+		// left; one without (queued before jobs.DeliveryRetries, or by
+		// other means) runs over the cap rather than be archived unrun.
+		MayHold: retried < deliveries,
+	})
 	switch {
 	case errors.Is(err, jobs.ErrGone):
 		log.Warn("job record is gone; dropping its task")
 		return nil
 	case err != nil:
 		return err
-	case st != jobs.StateRunning:
-		log.Info("job not run", "state", st)
+	case started.Held:
+		log.Debug("job held back: its owner is at the running-job cap", "held_for", started.HeldFor)
+		return &heldError{delay: s.cfg.HoldDelay(started.HeldFor)}
+	case started.State != jobs.StateRunning:
+		log.Info("job not run", "state", started.State)
 		return nil
+	}
+	// The job's own budget decides when it has failed for good; Asynq's
+	// has a spare (jobs.DeliveryRetries), or less for an old task.
+	maxRetry := min(started.MaxRetry, deliveries)
+	// The script that records how the attempt ended also frees its slot;
+	// when none runs (the result could not be stored, Redis failed) the
+	// deferred release does. A hand-back at shutdown keeps the slot.
+	var slot *jobs.Slot
+	if s.cfg.MaxRunningJobs > 0 && owner != "" {
+		slot = &jobs.Slot{Owner: owner, MaxRunning: s.cfg.MaxRunningJobs}
+	}
+	released, handedBack := slot == nil, false
+	defer func() {
+		if !released && !handedBack {
+			s.release(log, owner, p.Job)
+		}
+	}()
+	ended := func(next []jobs.Waiting) {
+		released = true
+		s.moveForward(log, next)
 	}
 
 	hctx, cancel := context.WithCancelCause(ctx)
@@ -246,7 +349,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType, slot, ended)
 	}
 	if w != nil {
 		w.Abort()
@@ -256,10 +359,11 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	}
 	if errors.Is(herr, context.Canceled) || errors.Is(context.Cause(hctx), errCancelRequested) {
 		if j, err := s.store.Get(bctx, p.Job); err == nil && j.CancelRequested {
-			st, err := s.store.Cancel(bctx, p.Job, s.cfg.Retention)
+			st, next, err := s.store.CancelReleasing(bctx, p.Job, s.cfg.Retention, slot)
 			if err != nil {
 				return err
 			}
+			ended(next)
 			if st == jobs.StateCanceled {
 				metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
 			}
@@ -274,6 +378,10 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		// here would spend a retry, or end a job with none left, for
 		// something the job did not do; and the next run may already have
 		// started. So the record is left to that run.
+		// The job keeps its slot for that run (a re-run of a job holding
+		// a slot is let in); releasing it here could free the slot the
+		// next run has already taken.
+		handedBack = true
 		log.Info("worker shutting down: job handed back to its queue")
 		return herr
 	}
@@ -282,16 +390,46 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
-	if st, err := s.store.Fail(bctx, p.Job, retried+1, msg, final, s.cfg.Retention); err != nil {
+	if st, next, err := s.store.FailReleasing(bctx, p.Job, retried+1, msg, final, s.cfg.Retention, slot); err != nil {
 		log.Error("could not record failure", "err", err)
-	} else if st == jobs.StateFailed {
-		metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
+	} else {
+		ended(next)
+		if st == jobs.StateFailed {
+			metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
+		}
 	}
 	log.Warn("attempt failed", "err", herr, "final", final)
 	if final {
 		return fmt.Errorf("%w: %w", herr, asynq.SkipRetry)
 	}
 	return herr
+}
+
+// release frees the slot of an attempt whose end was not recorded, and
+// moves its owner's held jobs forward. Best effort: a slot not released
+// frees itself when its lease ends.
+func (s *Server) release(log *slog.Logger, owner, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, err := s.store.Release(ctx, owner, id, s.cfg.MaxRunningJobs)
+	if err != nil {
+		log.Warn("running-job slot not released; it frees itself when its lease ends", "err", err)
+		return
+	}
+	s.moveForward(log, next)
+}
+
+// moveForward moves held jobs whose owner has a free slot again to the
+// front of their queues. Best effort: a held job not moved checks again
+// after its hold delay.
+func (s *Server) moveForward(log *slog.Logger, next []jobs.Waiting) {
+	for _, w := range next {
+		// Fails harmlessly when the task is no longer waiting in the
+		// retry set: already started, cancelled, or not yet handed back.
+		if err := s.insp.RunTask(w.Queue, w.ID); err != nil {
+			log.Debug("held job not moved forward", "held_job", w.ID, "err", err)
+		}
+	}
 }
 
 // run calls the handler, turning a panic into an error so that one bad
@@ -305,7 +443,8 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string) error {
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string,
+	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
@@ -313,10 +452,11 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
-	st, err := s.store.Succeed(ctx, id, attempt, res, s.cfg.Retention)
+	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
 	if err != nil {
 		return err
 	}
+	ended(next)
 	if st != jobs.StateSucceeded {
 		// Cancelled while finishing, or a newer attempt owns the record:
 		// this attempt's result must not linger.

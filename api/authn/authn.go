@@ -98,13 +98,20 @@ func Require(a Authenticator) gin.HandlerFunc {
 func RequireScope(scope string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if p := Principal(c); p == nil || !p.Can(scope) {
-			problem.Abort(c, problem.New(http.StatusForbidden, "insufficient-scope", "Insufficient scope",
-				"this credential lacks the "+scope+" scope").
-				WithHeader("WWW-Authenticate", `Bearer realm="claimcheck", error="insufficient_scope", scope="`+scope+`"`))
+			problem.Abort(c, InsufficientScope(scope))
 			return
 		}
 		c.Next()
 	}
+}
+
+// InsufficientScope is the 403 for a credential that lacks scope, for a
+// handler whose need for a scope depends on the request (RequireScope
+// answers the same for a whole route).
+func InsufficientScope(scope string) *problem.Problem {
+	return problem.New(http.StatusForbidden, "insufficient-scope", "Insufficient scope",
+		"this credential lacks the "+scope+" scope").
+		WithHeader("WWW-Authenticate", `Bearer realm="claimcheck", error="insufficient_scope", scope="`+scope+`"`)
 }
 
 // SessionChecker confirms, against the session store and at the moment of

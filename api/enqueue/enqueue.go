@@ -69,6 +69,12 @@ type Config struct {
 	// MaxActiveJobs caps each user's jobs that are queued or running; zero
 	// means no cap.
 	MaxActiveJobs int
+	// PriorityForAll lets every credential submit at high priority. By
+	// default (false) priority "high" and queue "critical" need the
+	// jobs:priority scope, which only an operator grants: the critical
+	// queue is served first by every worker, so anyone allowed on it can
+	// push every other user's jobs back.
+	PriorityForAll bool
 	// OwnerGate names the Redis hash whose "blocked" field refuses a user's
 	// submissions atomically with the job's creation (jobs.NewJob.OwnerGate);
 	// nil means no such check.
@@ -162,7 +168,11 @@ type Links struct {
 	Cancel string `json:"cancel"`
 }
 
-var priorities = map[string]string{"high": "critical", "normal": "default", "low": "low"}
+var priorities = map[string]string{"high": highPriorityQueue, "normal": "default", "low": "low"}
+
+// highPriorityQueue is the queue of priority "high"; submitting to it needs
+// identity.ScopeJobsPriority (see Config.PriorityForAll).
+const highPriorityQueue = "critical"
 
 func (s *Service) submit(c *gin.Context) {
 	p := authn.Principal(c)
@@ -181,6 +191,10 @@ func (s *Service) submit(c *gin.Context) {
 	spec, plan, err := s.plan(req)
 	if err != nil {
 		problem.Abort(c, err)
+		return
+	}
+	if plan.queue == highPriorityQueue && !s.cfg.PriorityForAll && !p.Can(identity.ScopeJobsPriority) {
+		problem.Abort(c, authn.InsufficientScope(identity.ScopeJobsPriority))
 		return
 	}
 	idemKey := c.GetHeader("Idempotency-Key")
@@ -303,14 +317,14 @@ func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
 // enqueue puts the job on Asynq. The job id is the TaskID, so enqueueing the
 // same job twice (a replayed request finding its job unqueued) is harmless.
 func (s *Service) enqueue(ctx context.Context, job *jobs.Job, input json.RawMessage, deadline time.Time) error {
-	payload, err := json.Marshal(jobs.TaskPayload{Job: job.ID, Input: input})
+	payload, err := json.Marshal(jobs.TaskPayload{Job: job.ID, Owner: job.Owner, Input: input})
 	if err != nil {
 		return fmt.Errorf("task payload: %w", err)
 	}
 	_, err = s.cfg.Enqueuer.EnqueueContext(ctx, asynq.NewTask(job.Type, payload),
 		asynq.TaskID(job.ID),
 		asynq.Queue(job.Queue),
-		asynq.MaxRetry(job.MaxRetry),
+		asynq.MaxRetry(jobs.DeliveryRetries(job.MaxRetry)),
 		asynq.Timeout(job.Timeout),
 		asynq.Deadline(deadline),
 		asynq.Retention(s.cfg.Retention),

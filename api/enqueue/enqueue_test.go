@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
@@ -94,6 +95,17 @@ func (f *fixture) post(body string, hdr ...string) *httptest.ResponseRecorder {
 	return rec
 }
 
+// useOperatorKey switches f to a key for ann that an operator made with
+// scopes.
+func (f *fixture) useOperatorKey(tb testing.TB, scopes ...string) {
+	tb.Helper()
+	sec, _, err := identity.NewAPIKeys(f.rdb, nil).CreateKey(context.Background(), identity.KeySpec{User: "ann", Scopes: scopes, Operator: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.apiKey = sec.Reveal()
+}
+
 // failingEnqueuer stands in for Asynq while Redis is unreachable for it.
 type failingEnqueuer struct{ calls int }
 
@@ -124,6 +136,7 @@ func TestEnqueueFailureLeavesNothingBehind(t *testing.T) {
 
 func TestAcceptedJobIsQueuedWithItsOptions(t *testing.T) {
 	f := newFixture(t, nil)
+	f.useOperatorKey(t, identity.ScopeJobsSubmit, identity.ScopeJobsPriority)
 	rec := f.post(`{"type":"echo","input":{"n":1},"timeout":"30s","priority":"high","max_retry":1}`)
 	if rec.Code != http.StatusAccepted {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
@@ -134,7 +147,8 @@ func TestAcceptedJobIsQueuedWithItsOptions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("task not in the critical queue: %v", err)
 	}
-	if info.ID != sub.ID || info.MaxRetry != 1 || info.Timeout != 30*time.Second || info.Deadline.IsZero() || info.Retention != 24*time.Hour {
+	// Asynq's retry budget has one spare for hand-backs (jobs.DeliveryRetries).
+	if info.ID != sub.ID || info.MaxRetry != 2 || info.Timeout != 30*time.Second || info.Deadline.IsZero() || info.Retention != 24*time.Hour {
 		t.Fatalf("task = %+v", info)
 	}
 	claims, err := (&tokens.Verifier{Keys: f.keys}).VerifyJob(sub.Token)
@@ -145,5 +159,54 @@ func TestAcceptedJobIsQueuedWithItsOptions(t *testing.T) {
 	// can be fetched until it is deleted.
 	if sub.TokenExpiresAt.Before(info.Deadline.Add(23 * time.Hour)) {
 		t.Fatalf("token expires %v, deadline %v", sub.TokenExpiresAt, info.Deadline)
+	}
+}
+
+// TestFinding5HighPriorityNeedsScope: "priority": "high" (or its queue,
+// "critical") is refused with 403 insufficient-scope naming jobs:priority
+// for a credential without that scope (a default API key, like a session,
+// lacks it), and nothing is recorded or enqueued; a key an operator made
+// with the scope gets its job on the critical queue.
+func TestFinding5HighPriorityNeedsScope(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	for _, body := range []string{
+		`{"type":"echo","input":{"n":1},"priority":"high"}`,
+		`{"type":"echo","input":{"n":1},"queue":"critical"}`,
+	} {
+		rec := f.post(body)
+		if rec.Code != http.StatusForbidden || rec.Header().Get("Content-Type") != "application/problem+json" ||
+			!strings.Contains(rec.Body.String(), `"type":"`+problem.TypePrefix+`insufficient-scope"`) ||
+			!strings.Contains(rec.Body.String(), "jobs:priority") ||
+			!strings.Contains(rec.Header().Get("WWW-Authenticate"), `scope="jobs:priority"`) {
+			t.Fatalf("%s: %d %v %s", body, rec.Code, rec.Header(), rec.Body)
+		}
+	}
+	left, _ := f.rdb.Keys(ctx, "cc:job:*").Result()
+	queued, _ := insp.ListPendingTasks("critical")
+	if len(left) != 0 || len(queued) != 0 {
+		t.Fatalf("a refused submission left records %v, tasks %v", left, queued)
+	}
+	// Normal and low priority need nothing more than jobs:submit.
+	if rec := f.post(`{"type":"echo","input":{"n":1},"priority":"low"}`); rec.Code != http.StatusAccepted {
+		t.Fatalf("low priority: %d %s", rec.Code, rec.Body)
+	}
+
+	// A user cannot give their own key the scope; an operator can.
+	if _, _, err := identity.NewAPIKeys(f.rdb, nil).CreateKey(ctx, identity.KeySpec{
+		User: "ann", Scopes: []string{identity.ScopeJobsSubmit, identity.ScopeJobsPriority},
+	}); !errors.Is(err, identity.ErrBadScope) {
+		t.Fatalf("self-service key with jobs:priority: %v", err)
+	}
+	f.useOperatorKey(t, identity.ScopeJobsSubmit, identity.ScopeJobsPriority)
+	rec := f.post(`{"type":"echo","input":{"n":1},"priority":"high"}`)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("with jobs:priority: %d %s", rec.Code, rec.Body)
+	}
+	var sub enqueue.SubmitResponse
+	json.Unmarshal(rec.Body.Bytes(), &sub)
+	if _, err := insp.GetTaskInfo("critical", sub.ID); err != nil {
+		t.Fatalf("task not in the critical queue: %v", err)
 	}
 }

@@ -183,7 +183,7 @@ func newAPIKeys() *cobra.Command {
 			if _, err := users.Get(cmd.Context(), user); err != nil {
 				return fmt.Errorf("%w (add them first: claimcheck users add)", err)
 			}
-			spec := identity.KeySpec{User: user, Name: name, Scopes: scopes}
+			spec := identity.KeySpec{User: user, Name: name, Scopes: scopes, Operator: true}
 			if expiresIn > 0 {
 				spec.ExpiresAt = time.Now().Add(expiresIn)
 			}
@@ -198,7 +198,7 @@ func newAPIKeys() *cobra.Command {
 	}
 	create.Flags().StringVar(&user, "user", "", "user the key acts for (required)")
 	create.Flags().StringVar(&name, "name", "", "a label for the key")
-	create.Flags().StringSliceVar(&scopes, "scope", nil, "what the key may do: jobs:submit, jobs:read (default both)")
+	create.Flags().StringSliceVar(&scopes, "scope", nil, "what the key may do: jobs:submit, jobs:read (default both); jobs:priority lets it submit at high priority")
 	create.Flags().DurationVar(&expiresIn, "expires-in", 0, "end the key on its own after this long (e.g. 720h; default never)")
 	_ = create.MarkFlagRequired("user")
 	list := &cobra.Command{

@@ -7,16 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/worker"
 )
 
 func newDev() *cobra.Command {
@@ -42,6 +45,8 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	c.bindStreams(cmd.Flags())
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
+	bindPriority(cmd.Flags(), &c.cfg)
+	bindRunningCap(cmd.Flags(), &c.cfg)
 	annotateEnv(cmd.Flags())
 	return cmd
 }
@@ -190,6 +195,7 @@ func newAPI() *cobra.Command {
 	cmd.Flags().StringVar(&gatewayJWKS, "gateway-jwks-url", "", "with --trust-gateway: the gateway's JWKS URL (default: public keys in DATA_DIR/keys/gateway)")
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
+	bindPriority(cmd.Flags(), &c.cfg)
 	annotateEnv(cmd.Flags())
 	return cmd
 }
@@ -347,8 +353,41 @@ func newWorker() *cobra.Command {
 	cmd.Flags().IntVar(&c.cfg.Worker.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (e.g. :9090; default off)")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
+	bindRunningCap(cmd.Flags(), &c.cfg)
 	annotateEnv(cmd.Flags())
 	return cmd
+}
+
+// bindPriority adds the api's priority setting (api, dev).
+func bindPriority(fs *pflag.FlagSet, cfg *app.Config) {
+	fs.BoolVar(&cfg.PriorityForAll, "priority-for-all", false, `let every user submit at priority "high" (default: only credentials with the jobs:priority scope, which an operator grants)`)
+}
+
+// bindRunningCap adds the per-user running-job cap (worker, dev). It is
+// enforced where jobs start, so every worker of a fleet needs the same value.
+func bindRunningCap(fs *pflag.FlagSet, cfg *app.Config) {
+	cfg.Worker.MaxRunningJobs = worker.DefaultMaxRunningJobs
+	fs.Var((*runningCap)(&cfg.Worker.MaxRunningJobs), "max-running-jobs",
+		"each user's jobs running at once across the fleet; give every worker the same value (0 or less: no cap)")
+}
+
+// runningCap reads --max-running-jobs, where 0 means no cap, into
+// worker.Config.MaxRunningJobs, where 0 means the default and no cap is
+// negative.
+type runningCap int
+
+func (r *runningCap) String() string { return strconv.Itoa(max(int(*r), 0)) }
+func (r *runningCap) Type() string   { return "int" }
+func (r *runningCap) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		n = -1
+	}
+	*r = runningCap(n)
+	return nil
 }
 
 func typeNames(cfg app.Config) string {

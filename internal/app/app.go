@@ -93,6 +93,9 @@ type Config struct {
 	// MaxActiveJobs caps each user's queued and running jobs (100; a
 	// negative value means no cap).
 	MaxActiveJobs int
+	// PriorityForAll lets every credential submit at high priority; by
+	// default it needs the jobs:priority scope (enqueue.Config.PriorityForAll).
+	PriorityForAll bool
 	// TrustedProxies are the addresses or CIDRs of the proxies in front of
 	// this process (none). Only their forwarding headers are believed: the
 	// client address (X-Forwarded-For, for rate limits), the host and
@@ -206,18 +209,19 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *
 		return nil, err
 	}
 	return enqueue.New(enqueue.Config{
-		Catalog:       catalog,
-		Store:         jobs.NewStore(rdb, nil),
-		Enqueuer:      asynq.NewClientFromRedisClient(rdb),
-		Auth:          auth,
-		Minter:        &tokens.Minter{Keys: keys},
-		JWKS:          keys.JWKS,
-		ProgressURL:   cfg.ProgressURL,
-		Retention:     cfg.Retention,
-		Logger:        cfg.Logger,
-		Limits:        ratelimit.New(rdb, cfg.limits()),
-		MaxActiveJobs: max(cfg.MaxActiveJobs, 0),
-		OwnerGate:     identity.BlockedFlagKey,
+		Catalog:        catalog,
+		Store:          jobs.NewStore(rdb, nil),
+		Enqueuer:       asynq.NewClientFromRedisClient(rdb),
+		Auth:           auth,
+		Minter:         &tokens.Minter{Keys: keys},
+		JWKS:           keys.JWKS,
+		ProgressURL:    cfg.ProgressURL,
+		Retention:      cfg.Retention,
+		Logger:         cfg.Logger,
+		Limits:         ratelimit.New(rdb, cfg.limits()),
+		MaxActiveJobs:  max(cfg.MaxActiveJobs, 0),
+		PriorityForAll: cfg.PriorityForAll,
+		OwnerGate:      identity.BlockedFlagKey,
 	})
 }
 

@@ -35,8 +35,8 @@ var ErrUnauthenticated = errors.New("unknown or revoked credential")
 // ErrNotFound means no API key has that id.
 var ErrNotFound = errors.New("api key not found")
 
-// Scopes a credential may carry. A session carries both; an API key carries
-// the ones it was created with.
+// Scopes a credential may carry. A session carries AllScopes; an API key
+// carries the ones it was created with.
 const (
 	// ScopeJobsSubmit allows submitting and cancelling jobs and re-issuing
 	// job tokens with job:cancel.
@@ -44,10 +44,22 @@ const (
 	// ScopeJobsRead allows listing one's jobs and re-issuing read-only job
 	// tokens.
 	ScopeJobsRead = "jobs:read"
+	// ScopeJobsPriority allows submitting at high priority (priority
+	// "high", queue "critical"), which jumps every other user's queued
+	// jobs. It is one of OperatorScopes: no session carries it and nobody
+	// can give it to themselves.
+	ScopeJobsPriority = "jobs:priority"
 )
 
-// AllScopes is every scope, the scope of a session.
+// AllScopes is every scope a user may give their own keys, and the scope of
+// a session.
 var AllScopes = []string{ScopeJobsSubmit, ScopeJobsRead}
+
+// OperatorScopes are the scopes only an operator grants (`claimcheck
+// apikeys create --scope jobs:priority`, KeySpec.Operator): they let one
+// user's work go ahead of everybody else's, so a user's own session, or a
+// key it makes, must not be able to mint them.
+var OperatorScopes = []string{ScopeJobsPriority}
 
 // Principal is who a request acts for.
 type Principal struct {
@@ -88,8 +100,13 @@ type APIKey struct {
 type KeySpec struct {
 	User string
 	Name string
-	// Scopes default to AllScopes; each must be one of AllScopes.
+	// Scopes default to AllScopes; each must be one of AllScopes, or of
+	// OperatorScopes when Operator is set.
 	Scopes []string
+	// Operator says an operator is creating the key (the admin command),
+	// not the user themselves: only then may Scopes name OperatorScopes.
+	// Self-service key creation must leave it false.
+	Operator bool
 	// ExpiresAt, when not zero, ends the key on its own.
 	ExpiresAt time.Time
 	// Preset, when non-empty, is used instead of a random secret (the dev
@@ -97,19 +114,32 @@ type KeySpec struct {
 	Preset secret.Secret
 }
 
-// ErrBadScope means a requested scope is not one of AllScopes.
+// ErrBadScope means a requested scope is not one of AllScopes (or, for an
+// operator, OperatorScopes).
 var ErrBadScope = errors.New("unknown scope")
 
 // NormalizeScopes checks scopes against AllScopes and removes duplicates;
-// none means all.
+// none means all. It is the check for keys a user makes themselves: an
+// operator scope is refused here (KeySpec.Operator allows them).
 func NormalizeScopes(scopes []string) ([]string, error) {
+	return normalizeScopes(scopes, false)
+}
+
+func normalizeScopes(scopes []string, operator bool) ([]string, error) {
 	if len(scopes) == 0 {
 		return slices.Clone(AllScopes), nil
 	}
 	var out []string
 	for _, sc := range scopes {
-		if !slices.Contains(AllScopes, sc) {
-			return nil, fmt.Errorf("%w %q: use %s", ErrBadScope, sc, strings.Join(AllScopes, " or "))
+		if slices.Contains(OperatorScopes, sc) && !operator {
+			return nil, fmt.Errorf("%w %q: only an operator can grant it", ErrBadScope, sc)
+		}
+		if !slices.Contains(AllScopes, sc) && !slices.Contains(OperatorScopes, sc) {
+			known := AllScopes
+			if operator {
+				known = slices.Concat(AllScopes, OperatorScopes)
+			}
+			return nil, fmt.Errorf("%w %q: use %s", ErrBadScope, sc, strings.Join(known, " or "))
 		}
 		if !slices.Contains(out, sc) {
 			out = append(out, sc)
@@ -223,7 +253,7 @@ func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *
 	if len(spec.Name) > 100 {
 		return "", nil, errors.New("key name: at most 100 characters")
 	}
-	scopes, err := NormalizeScopes(spec.Scopes)
+	scopes, err := normalizeScopes(spec.Scopes, spec.Operator)
 	if err != nil {
 		return "", nil, err
 	}

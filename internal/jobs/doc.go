@@ -24,4 +24,7 @@
 // write (which returns the flag at no extra round trip) or Asynq's
 // cancellation message stops a running one, and a worker about to start an
 // attempt finds the flag and never runs it.
+//
+// The same start script enforces the per-owner running-job cap (running.go):
+// a job over it keeps its state with a "held" reason instead of running.
 package jobs

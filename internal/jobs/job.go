@@ -53,6 +53,10 @@ type Job struct {
 	FinishedAt *time.Time `json:"finished_at"`
 	Error      *string    `json:"error"`
 	Result     *Result    `json:"result"`
+	// HoldReason, while the job waits because its owner already has as
+	// many jobs running as the fleet allows one owner, says so; the job
+	// keeps its state (queued, or retrying between attempts) meanwhile.
+	HoldReason *string `json:"hold_reason"`
 
 	// Owner is the user id of whoever submitted the job. The progress
 	// service never shows or uses it.
@@ -105,6 +109,7 @@ const (
 	fVersion    = "version"
 	fCancel     = "cancel"
 	fEpoch      = "epoch"
+	fHeld       = "held"
 )
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
@@ -164,6 +169,9 @@ func fromHash(h map[string]string) (*Job, error) {
 	j.Progress.UpdatedAt = parseMS(h[fProgressAt])
 	if e, ok := h[fError]; ok && e != "" {
 		j.Error = &e
+	}
+	if r := h[fHeld]; r != "" {
+		j.HoldReason = &r
 	}
 	if ct := h[fResultType]; ct != "" {
 		size, _ := strconv.ParseInt(h[fResultSize], 10, 64)

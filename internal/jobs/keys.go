@@ -27,12 +27,24 @@ const (
 	// KeyPrefixOwnerActive prefixes a set per owner of the ids of jobs that
 	// may still be active; finished ones are pruned when the set is full.
 	KeyPrefixOwnerActive = "cc:owner-active:"
+	// KeyPrefixOwnerRunning prefixes a sorted set per owner of the ids of
+	// their jobs that hold a worker slot, each scored by the end of its
+	// lease (Unix ms). A member whose lease has passed (its worker died
+	// without releasing the slot) stops counting and is dropped the next
+	// time the set is checked.
+	KeyPrefixOwnerRunning = "cc:owner-running:"
+	// KeyPrefixOwnerHeld prefixes a sorted set per owner of "<queue> <job
+	// id>" for jobs held back by the running-job cap, scored by when each
+	// was first held (Unix ms): when a slot frees, the oldest go first.
+	KeyPrefixOwnerHeld = "cc:owner-held:"
 )
 
-func jobKey(id string) string            { return KeyPrefixJob + id }
-func eventsKey(id string) string         { return KeyPrefixJob + id + KeySuffixEvents }
-func ownerJobsKey(owner string) string   { return KeyPrefixOwnerJobs + owner }
-func ownerActiveKey(owner string) string { return KeyPrefixOwnerActive + owner }
+func jobKey(id string) string             { return KeyPrefixJob + id }
+func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }
+func ownerJobsKey(owner string) string    { return KeyPrefixOwnerJobs + owner }
+func ownerActiveKey(owner string) string  { return KeyPrefixOwnerActive + owner }
+func ownerRunningKey(owner string) string { return KeyPrefixOwnerRunning + owner }
+func ownerHeldKey(owner string) string    { return KeyPrefixOwnerHeld + owner }
 
 // idempotencyKey hashes owner and client key together so neither can smuggle
 // separators or unbounded length into a key name.

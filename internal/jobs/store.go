@@ -232,43 +232,6 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-var startScript = redis.NewScript(emitLua + `
--- KEYS[1] job, KEYS[2] its events; ARGV[1] now ms, ARGV[2] attempt number
-local st = redis.call("HMGET", KEYS[1], "state", "cancel")
-if not st[1] then return "gone" end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
-if st[2] == "1" then
-  redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
-  redis.call("HINCRBY", KEYS[1], "version", 1)
-  emit("done", cjson.encode({state = "canceled"}))
-  return "canceled"
-end
-redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1])
-redis.call("HSETNX", KEYS[1], "started", ARGV[1])
-redis.call("HINCRBY", KEYS[1], "version", 1)
-emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
-return "running"
-`)
-
-// ErrGone is returned to a worker whose job record no longer exists (it
-// expired or was deleted): there is nobody left to run it for.
-var ErrGone = errors.New("job record gone")
-
-// Start moves a job to running for the given attempt (from 1). It returns the
-// state found instead when the job must not run: StateCanceled when a cancel
-// was requested (the record is moved to canceled), a final state when the job
-// already ended, or ErrGone.
-func (s *Store) Start(ctx context.Context, id string, attempt int) (State, error) {
-	res, err := startScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)}, ms(s.now()), attempt).Text()
-	if err != nil {
-		return "", fmt.Errorf("start job %s: %w", id, err)
-	}
-	if res == "gone" {
-		return "", fmt.Errorf("start job %s: %w", id, ErrGone)
-	}
-	return State(res), nil
-}
-
 var progressScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events; ARGV[1] percent, ARGV[2] message, ARGV[3] now ms
 -- returns 1 when the job should stop (cancel requested, ended or gone), else 0
@@ -292,24 +255,33 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 	return n == 1, nil
 }
 
-var finishScript = redis.NewScript(emitLua + `
--- KEYS[1] job, KEYS[2] its events; ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
+var finishScript = redis.NewScript(emitLua + releaseLua + `
+-- KEYS[1] job, KEYS[2] its events, and when the attempt holds a running-job
+-- slot KEYS[3] the owner's slots, KEYS[4] the owner's held jobs
+-- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
--- ARGV[6..] extra field/value pairs
+-- ARGV[6] the running-job cap, ARGV[7..] extra field/value pairs
+-- returns {state, held members that may start now...}
+local function ended(state)
+  if #KEYS < 4 then return {state} end
+  local out = release(KEYS[3], KEYS[4], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
+  table.insert(out, 1, state)
+  return out
+end
 local st = redis.call("HMGET", KEYS[1], "state", "attempts")
-if not st[1] then return "gone" end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return st[1] end
+if not st[1] then return ended("gone") end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return ended(st[1]) end
 -- A worker reporting on an attempt that is no longer the current one (a
--- retry already started) changes nothing.
-if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return st[1] end
+-- retry already started) changes nothing, and leaves the slot to that one.
+if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return {st[1]} end
 local final = ARGV[1] ~= "retrying"
 redis.call("HSET", KEYS[1], "state", ARGV[1], "error", ARGV[3])
 if final then
   redis.call("HSET", KEYS[1], "finished", ARGV[2])
-  redis.call("HDEL", KEYS[1], "cancel")
+  redis.call("HDEL", KEYS[1], "cancel", "held")
   redis.call("PEXPIRE", KEYS[1], ARGV[4])
 end
-if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
+if #ARGV > 6 then redis.call("HSET", KEYS[1], unpack(ARGV, 7)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[1]}
 if ARGV[3] ~= "" then ev.error = ARGV[3] end
@@ -318,50 +290,80 @@ if ARGV[1] == "succeeded" then
   ev.result = {content_type = r[1], size = tonumber(r[2]), sha256 = r[3]}
 end
 if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
-return ARGV[1]
+return ended(ARGV[1])
 `)
 
 // anyAttempt lets a finish apply whatever attempt the record is on.
 const anyAttempt = 0
 
-func (s *Store) finish(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, extra ...any) (State, error) {
+// finish moves job id to state to. With a slot it also releases the slot
+// in the same script and returns the owner's held jobs that may start now.
+func (s *Store) finish(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, slot *Slot, extra ...any) (State, []Waiting, error) {
 	att := ""
 	if attempt != anyAttempt {
 		att = strconv.Itoa(attempt)
 	}
-	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att}, extra...)
-	res, err := finishScript.Run(ctx, s.rdb, []string{jobKey(id), eventsKey(id)}, args...).Text()
+	keys := []string{jobKey(id), eventsKey(id)}
+	capacity := 0
+	if slot != nil && slot.Owner != "" {
+		keys = append(keys, ownerRunningKey(slot.Owner), ownerHeldKey(slot.Owner))
+		capacity = slot.MaxRunning
+	}
+	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att, capacity}, extra...)
+	res, err := finishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
-		return "", fmt.Errorf("job %s to %s: %w", id, to, err)
+		return "", nil, fmt.Errorf("job %s to %s: %w", id, to, err)
 	}
-	if res == "gone" {
-		return "", fmt.Errorf("job %s to %s: %w", id, to, ErrGone)
+	if len(res) == 0 {
+		return "", nil, fmt.Errorf("job %s to %s: empty reply", id, to)
 	}
-	return State(res), nil
+	if res[0] == "gone" {
+		return "", nil, fmt.Errorf("job %s to %s: %w", id, to, ErrGone)
+	}
+	return State(res[0]), parseWaiting(res[1:]), nil
 }
 
 // Succeed records attempt's result and ends the job. It returns the state
 // the job is in afterwards: a job cancelled meanwhile stays canceled, and a
 // report from an attempt that is no longer current changes nothing.
 func (s *Store) Succeed(ctx context.Context, id string, attempt int, r Result, retention time.Duration) (State, error) {
-	return s.finish(ctx, id, attempt, StateSucceeded, "", retention,
+	st, _, err := s.SucceedReleasing(ctx, id, attempt, r, retention, nil)
+	return st, err
+}
+
+// SucceedReleasing is Succeed for an attempt that holds slot (nil: none):
+// the same script releases it, as Release does.
+func (s *Store) SucceedReleasing(ctx context.Context, id string, attempt int, r Result, retention time.Duration, slot *Slot) (State, []Waiting, error) {
+	return s.finish(ctx, id, attempt, StateSucceeded, "", retention, slot,
 		fResultType, r.ContentType, fResultSize, r.Size, fResultSHA, r.SHA256, fPercent, 100)
 }
 
 // Fail records a failed attempt: StateRetrying when another attempt follows,
 // StateFailed when none does. Like Succeed, it ignores a stale attempt.
 func (s *Store) Fail(ctx context.Context, id string, attempt int, errMsg string, final bool, retention time.Duration) (State, error) {
+	st, _, err := s.FailReleasing(ctx, id, attempt, errMsg, final, retention, nil)
+	return st, err
+}
+
+// FailReleasing is Fail for an attempt that holds slot (nil: none).
+func (s *Store) FailReleasing(ctx context.Context, id string, attempt int, errMsg string, final bool, retention time.Duration, slot *Slot) (State, []Waiting, error) {
 	to := StateRetrying
 	if final {
 		to = StateFailed
 	}
-	return s.finish(ctx, id, attempt, to, errMsg, retention)
+	return s.finish(ctx, id, attempt, to, errMsg, retention, slot)
 }
 
 // Cancel ends a job as canceled (its task was removed from the queue, or its
 // handler stopped after a cancel request).
 func (s *Store) Cancel(ctx context.Context, id string, retention time.Duration) (State, error) {
-	return s.finish(ctx, id, anyAttempt, StateCanceled, "", retention)
+	st, _, err := s.CancelReleasing(ctx, id, retention, nil)
+	return st, err
+}
+
+// CancelReleasing is Cancel for an attempt that holds slot (nil: none).
+func (s *Store) CancelReleasing(ctx context.Context, id string, retention time.Duration, slot *Slot) (State, []Waiting, error) {
+	return s.finish(ctx, id, anyAttempt, StateCanceled, "", retention, slot)
 }
 
 var requestCancelScript = redis.NewScript(`
