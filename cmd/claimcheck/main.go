@@ -64,6 +64,11 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
+// bindMetrics adds --metrics-addr: the operations server of a service.
+func (c *common) bindMetrics(fs *pflag.FlagSet) {
+	fs.StringVar(&c.cfg.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, apart from the public one (e.g. 127.0.0.1:9090; default off)")
+}
+
 // defaultLogFormat is JSON for the long-running services, which run under
 // a supervisor and feed a log pipeline, and text for dev and the admin
 // commands, which a person reads.

@@ -41,6 +41,10 @@ import (
 type Config struct {
 	// Addr is the listen address (127.0.0.1:8080).
 	Addr string
+	// MetricsAddr, when set, is where the operations server listens:
+	// /metrics, /healthz and /readyz (see ServeWithOps). Empty means no
+	// metrics at all; the public Addr never serves them.
+	MetricsAddr string
 	// DataDir holds keys and, by default, results (./.claimcheck).
 	DataDir string
 	// RedisURL is a redis:// URL; empty means an embedded in-memory Redis
@@ -373,10 +377,12 @@ func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet,
 	}
 }
 
-// OpsHandler is the worker's small operations server: /healthz, /readyz
-// (Redis answers) and /metrics.
+// OpsHandler is every process's small operations server, for
+// --metrics-addr: /healthz, /readyz (Redis answers) and /metrics. It is the
+// only handler that serves /metrics.
 func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
 	r := router.New(cfg.Logger)
+	router.Metrics(r)
 	router.Ready(r, router.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	return r
 }
@@ -401,7 +407,6 @@ func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL
 	mux.Handle("/v1/auth/", own)
 	mux.Handle("/healthz", own)
 	mux.Handle("/readyz", own)
-	mux.Handle("/metrics", own)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if prog != nil && gateway.ProgressRoute(r.Method, r.URL.Path) {
 			prog.ServeHTTP(w, r)
@@ -452,6 +457,30 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*De
 		return nil, err
 	}
 	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{}, api.OpenAPIService{})...), Gateway: gw, Progress: prog, GatewayKeys: gwKeys}, nil
+}
+
+// ServeWithOps serves h on cfg.Addr like Serve and, when cfg.MetricsAddr is
+// set, the operations server (OpsHandler) there beside it; either failing
+// stops both. ready, if not nil, receives the public address.
+func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h http.Handler, ready func(addr string)) error {
+	if cfg.MetricsAddr == "" {
+		return Serve(ctx, cfg.Addr, h, ready)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Serve(ctx, cfg.MetricsAddr, OpsHandler(cfg, rdb), func(addr string) {
+			cfg.Logger.Info("metrics listening", "addr", addr)
+		})
+		cancel()
+	}()
+	err := Serve(ctx, cfg.Addr, h, ready)
+	cancel()
+	if oerr := <-errc; err == nil {
+		err = oerr
+	}
+	return err
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it
