@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,15 +55,7 @@ func aclUsers(t *testing.T) map[string]string {
 }
 
 func TestComposeFile(t *testing.T) {
-	ctx := context.Background()
-	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	project, err := cli.ProjectFromOptions(ctx, opts)
-	if err != nil {
-		t.Fatalf("compose.yaml does not load: %v", err)
-	}
+	project := loadCompose(t)
 	users := aclUsers(t)
 	for _, name := range []string{"redis", "gateway", "api", "worker", "progress"} {
 		svc, ok := project.Services[name]
@@ -94,12 +88,15 @@ func TestComposeFile(t *testing.T) {
 		}
 		u, err := url.Parse(*raw)
 		if err != nil || u.User == nil {
-			t.Errorf("%s REDIS_URL %q names no user", name, *raw)
+			t.Errorf("%s REDIS_URL names no user (%v)", name, err)
 			continue
 		}
 		pw, _ := u.User.Password()
-		if want, ok := users[u.User.Username()]; !ok || want != pw {
-			t.Errorf("%s signs in as %q, which users.acl does not define with that password", name, u.User.Username())
+		if _, ok := users[u.User.Username()]; !ok || pw != testPasswords[u.User.Username()] {
+			t.Errorf("%s signs in as %q, which users.acl does not define, or not with its CLAIMCHECK_REDIS_PASSWORD_…", name, u.User.Username())
+		}
+		if v := svc.Environment["CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"]; v == nil || *v != "false" {
+			t.Errorf("%s allows the example passwords by default", name)
 		}
 	}
 	if w := project.Services["worker"]; w.Deploy == nil || w.Deploy.Replicas == nil || *w.Deploy.Replicas != 2 {
@@ -107,6 +104,82 @@ func TestComposeFile(t *testing.T) {
 	}
 	if redisCmd := strings.Join(project.Services["redis"].Command, " "); !strings.Contains(redisCmd, "--appendonly yes") || !strings.Contains(redisCmd, "--aclfile") {
 		t.Errorf("redis command %q: want AOF and the ACL file", redisCmd)
+	}
+	// Without the passwords compose refuses to start, naming what to set.
+	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."), cli.WithEnv([]string{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ProjectFromOptions(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "CLAIMCHECK_REDIS_PASSWORD_API") {
+		t.Errorf("compose loads without Redis passwords: %v", err)
+	}
+}
+
+// TestComposeRedisPasswordsFromEnvironment runs the redis container's
+// entrypoint script as compose would (bash, with the passwords in its
+// environment, redis-server replaced by a stub that records its
+// arguments), then loads the ACL it wrote into a real redis-server: every
+// user signs in with its password from the environment, and not with the
+// shipped example.
+func TestComposeRedisPasswordsFromEnvironment(t *testing.T) {
+	ctx := context.Background()
+	project := loadCompose(t)
+	svc := project.Services["redis"]
+	if len(svc.Entrypoint) < 3 || svc.Entrypoint[0] != "bash" || svc.Entrypoint[1] != "-c" {
+		t.Fatalf("redis entrypoint %q: want bash -c SCRIPT", svc.Entrypoint)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stub := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + filepath.Join(dir, "args") + "\n"
+	if err := os.WriteFile(filepath.Join(bin, "redis-server"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The command's two paths (template, output) point into dir instead.
+	args := slices.Clone([]string(svc.Command))
+	rendered := filepath.Join(dir, "users.acl")
+	args[0], _ = filepath.Abs(aclFile)
+	args[1] = rendered
+	cmd := exec.Command(svc.Entrypoint[0], append(slices.Clone([]string(svc.Entrypoint[1:])), args...)...)
+	cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin"}
+	for k, v := range svc.Environment {
+		cmd.Env = append(cmd.Env, k+"="+*v)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("entrypoint: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(rendered); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("rendered ACL: %v %v, want mode 0600", err, fi)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "args"))
+	if want := strings.Join(args[2:], "\n") + "\n"; string(got) != want {
+		t.Errorf("redis-server ran with %q, want %q", got, want)
+	}
+	// The rendered file is users.acl with only the passwords changed.
+	orig, _ := os.ReadFile(aclFile)
+	text, _ := os.ReadFile(rendered)
+	for user, pw := range testPasswords {
+		if !strings.Contains(string(text), ">"+pw+" ") {
+			t.Errorf("rendered ACL lacks %s's password", user)
+		}
+	}
+	if n, m := strings.Count(string(orig), "\n"), strings.Count(string(text), "\n"); n != m {
+		t.Errorf("rendered ACL has %d lines, users.acl %d", m, n)
+	}
+	addr := redistest.Server(t, "--aclfile", rendered)
+	for user, pw := range testPasswords {
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: pw})
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Errorf("%s with its password: %v", user, err)
+		}
+		c.Close()
+		c = redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "change-me-" + user})
+		if err := c.Ping(ctx).Err(); err == nil {
+			t.Errorf("%s still signs in with the example password", user)
+		}
+		c.Close()
 	}
 }
 
