@@ -176,6 +176,9 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 		// ParseURL's error can echo the URL, password included.
 		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
 	}
+	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
+	// may not run CLIENT at all, and Redis would log every refusal.
+	opt.DisableIdentity = true
 	r.Client = redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
