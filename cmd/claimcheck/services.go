@@ -94,6 +94,10 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		fmt.Fprintf(out, "  API key: %s\n", apiKey.Reveal())
 		fmt.Fprintf(out, "  Web UI:  %s/ (sign in as dev, password %s)\n", url, password)
 		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
+		if r.Embedded != nil {
+			fmt.Fprintf(out, "  Redis:   %s (embedded; its password is new each run)\n", r.EmbeddedURL.Reveal())
+		}
+		fmt.Fprintln(out, "  The API key and passwords above are for this machine only: anyone who sees them can act as dev.")
 	})
 }
 

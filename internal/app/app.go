@@ -7,6 +7,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +33,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -150,6 +153,9 @@ type Redis struct {
 	// Embedded is set when no URL was given and an in-memory server runs
 	// inside this process.
 	Embedded *miniredis.Miniredis
+	// EmbeddedURL is how to reach Embedded, password included (the dev
+	// banner shows it; nothing logs it).
+	EmbeddedURL secret.Secret
 }
 
 // Close closes the client and stops an embedded server.
@@ -162,14 +168,26 @@ func (r *Redis) Close() {
 
 // OpenRedis connects to url and pings it, or starts an embedded server when
 // url is empty.
+//
+// The embedded server listens on a loopback port, where any local process
+// (another user's, a browser page's fetch to 127.0.0.1) could otherwise
+// read every session and key: it requires a password generated here, 32
+// random bytes, which lives only in this process and in r.EmbeddedURL.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	r := &Redis{}
 	if url == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("embedded redis password: %w", err)
+		}
+		pw := base64.RawURLEncoding.EncodeToString(b)
 		r.Embedded = miniredis.NewMiniRedis()
-		if err := r.Embedded.Start(); err != nil {
+		r.Embedded.RequireAuth(pw)
+		if err := r.Embedded.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("start embedded redis: %w", err)
 		}
-		url = "redis://" + r.Embedded.Addr()
+		url = "redis://:" + pw + "@" + r.Embedded.Addr()
+		r.EmbeddedURL = secret.Secret(url)
 	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
