@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,15 @@ func TestComposeFile(t *testing.T) {
 		pw, _ := u.User.Password()
 		if _, ok := users[u.User.Username()]; !ok || pw != testPasswords[u.User.Username()] {
 			t.Errorf("%s signs in as %q, which users.acl does not define, or not with its CLAIMCHECK_REDIS_PASSWORD_…", name, u.User.Username())
+		}
+		// Metrics are on their own address, which is not published.
+		if m := serviceFlag(svc, "metrics-addr"); m != "" {
+			_, port, _ := strings.Cut(m, ":")
+			for _, p := range svc.Ports {
+				if strconv.Itoa(int(p.Target)) == port || p.Published == port {
+					t.Errorf("%s publishes its metrics address %s", name, m)
+				}
+			}
 		}
 		if v := svc.Environment["CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"]; v == nil || *v != "false" {
 			t.Errorf("%s allows the example passwords by default", name)
