@@ -58,6 +58,10 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"SET", "cc:job:canary:canary", "2"}, // reads and cancels jobs; never sets a string
 			{"LPUSH", "asynq:{default}:pending", "x"}, {"PUBLISH", "asynq:servers", "x"},
 			{"XADD", "cc:user:ann:x", "*", "a", "b"},
+			// It can read a job it is given the id of, never list ids.
+			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"ZRANGE", "asynq:{default}:scheduled", "0", "-1"},
+			{"SMEMBERS", "asynq:queues"}, {"ZRANGE", "asynq:servers", "0", "-1"},
+			{"EVAL", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "asynq:{default}:pending"},
 		}, everyone...), identityKeys...),
 		"worker": append(append([][]any{
 			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
