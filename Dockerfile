@@ -1,4 +1,5 @@
-# One static, non-root image for every claimcheck service.
+# One static, non-root image for every claimcheck service. COPY --chmod
+# needs BuildKit (the default builder since Docker 23).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
