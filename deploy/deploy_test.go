@@ -3,13 +3,17 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,15 +57,7 @@ func aclUsers(t *testing.T) map[string]string {
 }
 
 func TestComposeFile(t *testing.T) {
-	ctx := context.Background()
-	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	project, err := cli.ProjectFromOptions(ctx, opts)
-	if err != nil {
-		t.Fatalf("compose.yaml does not load: %v", err)
-	}
+	project := loadCompose(t)
 	users := aclUsers(t)
 	for _, name := range []string{"redis", "gateway", "api", "worker", "progress"} {
 		svc, ok := project.Services[name]
@@ -94,12 +90,24 @@ func TestComposeFile(t *testing.T) {
 		}
 		u, err := url.Parse(*raw)
 		if err != nil || u.User == nil {
-			t.Errorf("%s REDIS_URL %q names no user", name, *raw)
+			t.Errorf("%s REDIS_URL names no user (%v)", name, err)
 			continue
 		}
 		pw, _ := u.User.Password()
-		if want, ok := users[u.User.Username()]; !ok || want != pw {
-			t.Errorf("%s signs in as %q, which users.acl does not define with that password", name, u.User.Username())
+		if _, ok := users[u.User.Username()]; !ok || pw != testPasswords[u.User.Username()] {
+			t.Errorf("%s signs in as %q, which users.acl does not define, or not with its CLAIMCHECK_REDIS_PASSWORD_…", name, u.User.Username())
+		}
+		// Metrics are on their own address, which is not published.
+		if m := serviceFlag(svc, "metrics-addr"); m != "" {
+			_, port, _ := strings.Cut(m, ":")
+			for _, p := range svc.Ports {
+				if strconv.Itoa(int(p.Target)) == port || p.Published == port {
+					t.Errorf("%s publishes its metrics address %s", name, m)
+				}
+			}
+		}
+		if v := svc.Environment["CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"]; v == nil || *v != "false" {
+			t.Errorf("%s allows the example passwords by default", name)
 		}
 	}
 	if w := project.Services["worker"]; w.Deploy == nil || w.Deploy.Replicas == nil || *w.Deploy.Replicas != 2 {
@@ -108,47 +116,164 @@ func TestComposeFile(t *testing.T) {
 	if redisCmd := strings.Join(project.Services["redis"].Command, " "); !strings.Contains(redisCmd, "--appendonly yes") || !strings.Contains(redisCmd, "--aclfile") {
 		t.Errorf("redis command %q: want AOF and the ACL file", redisCmd)
 	}
+	// Without the passwords compose refuses to start, naming what to set.
+	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."), cli.WithEnv([]string{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ProjectFromOptions(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "CLAIMCHECK_REDIS_PASSWORD_API") {
+		t.Errorf("compose loads without Redis passwords: %v", err)
+	}
 }
 
-// TestRedisACL loads users.acl into a real redis-server, proves what the
-// progress and gateway users cannot reach, and then runs the product with
-// each process signed in as its own user: any rule too tight fails here.
-func TestRedisACL(t *testing.T) {
+// TestComposeRedisPasswordsFromEnvironment runs the redis container's
+// entrypoint script as compose would (bash, with the passwords in its
+// environment, redis-server replaced by a stub that records its
+// arguments), then loads the ACL it wrote into a real redis-server: every
+// user signs in with its password from the environment, and not with the
+// shipped example.
+func TestComposeRedisPasswordsFromEnvironment(t *testing.T) {
 	ctx := context.Background()
+	project := loadCompose(t)
+	svc := project.Services["redis"]
+	if len(svc.Entrypoint) < 3 || svc.Entrypoint[0] != "bash" || svc.Entrypoint[1] != "-c" {
+		t.Fatalf("redis entrypoint %q: want bash -c SCRIPT", svc.Entrypoint)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stub := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + filepath.Join(dir, "args") + "\n"
+	if err := os.WriteFile(filepath.Join(bin, "redis-server"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The command's two paths (template, output) point into dir instead.
+	args := slices.Clone([]string(svc.Command))
+	rendered := filepath.Join(dir, "users.acl")
+	args[0], _ = filepath.Abs(aclFile)
+	args[1] = rendered
+	cmd := exec.Command(svc.Entrypoint[0], append(slices.Clone([]string(svc.Entrypoint[1:])), args...)...)
+	cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin"}
+	for k, v := range svc.Environment {
+		cmd.Env = append(cmd.Env, k+"="+*v)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("entrypoint: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(rendered); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("rendered ACL: %v %v, want mode 0600", err, fi)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "args"))
+	if want := strings.Join(args[2:], "\n") + "\n"; string(got) != want {
+		t.Errorf("redis-server ran with %q, want %q", got, want)
+	}
+	// The rendered file is users.acl with only the passwords changed.
+	orig, _ := os.ReadFile(aclFile)
+	text, _ := os.ReadFile(rendered)
+	for user, pw := range testPasswords {
+		if !strings.Contains(string(text), ">"+pw+" ") {
+			t.Errorf("rendered ACL lacks %s's password", user)
+		}
+	}
+	if n, m := strings.Count(string(orig), "\n"), strings.Count(string(text), "\n"); n != m {
+		t.Errorf("rendered ACL has %d lines, users.acl %d", m, n)
+	}
+	addr := redistest.Server(t, "--aclfile", rendered)
+	for user, pw := range testPasswords {
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: pw})
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Errorf("%s with its password: %v", user, err)
+		}
+		c.Close()
+		c = redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "change-me-" + user})
+		if err := c.Ping(ctx).Err(); err == nil {
+			t.Errorf("%s still signs in with the example password", user)
+		}
+		c.Close()
+	}
+}
+
+// aclRedis is a real redis-server loaded with users.acl, plus a test-only
+// administrator ("acl-test-admin") that reads the ACL log.
+type aclRedis struct {
+	addr  string
+	dir   string
+	users map[string]string
+	admin *redis.Client
+}
+
+func startACLRedis(t *testing.T) *aclRedis {
+	t.Helper()
 	dir := t.TempDir()
 	acl, err := os.ReadFile(aclFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	acl = append(acl, "user acl-test-admin on >acl-test-admin ~* &* +@all\n"...)
 	aclCopy := filepath.Join(dir, "users.acl")
 	if err := os.WriteFile(aclCopy, acl, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := redistest.Server(t, "--aclfile", aclCopy)
-	users := aclUsers(t)
-	as := func(user string) *redis.Client {
-		c := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: users[user]})
-		t.Cleanup(func() { c.Close() })
-		if err := c.Ping(ctx).Err(); err != nil {
-			t.Fatalf("sign in as %s: %v", user, err)
-		}
-		return c
+	r := &aclRedis{addr: redistest.Server(t, "--aclfile", aclCopy), dir: dir, users: aclUsers(t)}
+	r.admin = redis.NewClient(&redis.Options{Addr: r.addr, Username: "acl-test-admin", Password: "acl-test-admin"})
+	t.Cleanup(func() { r.admin.Close() })
+	return r
+}
+
+// as signs in as user with its users.acl password.
+func (r *aclRedis) as(t *testing.T, user string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.addr, Username: user, Password: r.users[user]})
+	t.Cleanup(func() { c.Close() })
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("sign in as %s: %v", user, err)
 	}
+	return c
+}
+
+// denials is what the ACL log holds: one line per refused command, with
+// the user, the command (and whether it ran inside a script) and what it
+// touched.
+func (r *aclRedis) denials(t *testing.T) []string {
+	t.Helper()
+	entries, err := r.admin.Do(context.Background(), "ACL", "LOG").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		fields := map[any]any{}
+		switch e := e.(type) {
+		case []any:
+			for i := 0; i+1 < len(e); i += 2 {
+				fields[e[i]] = e[i+1]
+			}
+		case map[any]any:
+			fields = e
+		}
+		out = append(out, fmt.Sprintf("%v: %v %v %v (%v)", fields["username"], fields["reason"], fields["context"], fields["object"], fields["count"]))
+	}
+	return out
+}
+
+// TestRedisACL loads users.acl into a real redis-server and runs the
+// product with each process signed in as its own user: any rule too tight
+// fails here, either as an error the product reports or as an entry in
+// Redis's ACL log (a background loop's refused command is in no response).
+func TestRedisACL(t *testing.T) {
+	ctx := context.Background()
+	r := startACLRedis(t)
+	addr, dir, users := r.addr, r.dir, r.users
+	as := func(user string) *redis.Client { return r.as(t, user) }
 	denied := func(who string, err error) {
 		t.Helper()
 		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 			t.Errorf("%s: want NOPERM, got %v", who, err)
 		}
 	}
+	_ = users
 	progress, gateway := as("progress"), as("gateway")
-	denied("progress reads a session", progress.HGetAll(ctx, "cc:session:x").Err())
-	denied("progress reads a user", progress.HGetAll(ctx, "cc:user:ann").Err())
-	denied("progress lists users", progress.SMembers(ctx, "cc:users").Err())
-	denied("progress reads an API key", progress.HGetAll(ctx, "cc:apikey:x").Err())
-	denied("progress reads an API key index", progress.Get(ctx, "cc:apikey-id:x").Err())
-	denied("progress lists someone's jobs", progress.ZRange(ctx, "cc:owner-jobs:ann", 0, -1).Err())
-	denied("progress reads an idempotency claim", progress.Get(ctx, "cc:idem:x").Err())
-	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:x").Err())
 	if err := progress.HGetAll(ctx, "cc:job:x").Err(); err != nil {
 		t.Errorf("progress reads a job: %v", err)
 	}
@@ -158,6 +283,15 @@ func TestRedisACL(t *testing.T) {
 	if err := redis.NewClient(&redis.Options{Addr: addr}).Ping(ctx).Err(); err == nil {
 		t.Error("the default user is on")
 	}
+	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:x").Err())
+	if err := r.admin.Do(ctx, "ACL", "LOG", "RESET").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ACL log:\n%s", strings.Join(r.denials(t), "\n"))
+		}
+	})
 
 	// The product, each process as its own user.
 	api, worker := as("api"), as("worker")
@@ -263,6 +397,41 @@ func TestRedisACL(t *testing.T) {
 		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id2, tok2, "")
 		return strings.Contains(b, `"state":"canceled"`)
 	})
+	// A running job: progress publishes Asynq's cancellation, the worker
+	// hears it as its own user.
+	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"sleep","input":{"seconds":60,"steps":60}}`)
+	if code != 202 {
+		t.Fatalf("third submit: %d %s", code, body)
+	}
+	id3, tok3 := token(body)
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id3, tok3, "")
+		return strings.Contains(b, `"state":"running"`)
+	})
+	if code, body := call("POST", progSrv.URL+"/v1/jobs/"+id3+"/cancel", tok3, ""); code != 200 && code != 202 {
+		t.Fatalf("cancel a running job through progress: %d %s", code, body)
+	}
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id3, tok3, "")
+		return strings.Contains(b, `"state":"canceled"`)
+	})
+	// `users block --cancel-jobs` runs as the api user.
+	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"sleep","input":{"seconds":60,"steps":60}}`)
+	if code != 202 {
+		t.Fatalf("fourth submit: %d %s", code, body)
+	}
+	id4, tok4 := token(body)
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id4, tok4, "")
+		return strings.Contains(b, `"state":"running"`)
+	})
+	if n, err := app.CancelUserJobs(ctx, cfg, api, "ann"); err != nil || n != 1 {
+		t.Fatalf("cancel a user's jobs as the api user: %d %v", n, err)
+	}
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id4, tok4, "")
+		return strings.Contains(b, `"state":"canceled"`)
+	})
 	// Operators' commands and the queue metrics work as the api user too.
 	if _, err := identity.NewUsers(api, nil, nil).List(ctx); err != nil {
 		t.Fatalf("users list as the api user: %v", err)
@@ -275,5 +444,60 @@ func TestRedisACL(t *testing.T) {
 	// The gateway, as its own user, exchanges an API key.
 	if code, body := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), ""); code != 200 {
 		t.Fatalf("exchange as the gateway user: %d %s", code, body)
+	}
+	// And a session: sign-in through the api, checked (and slid) by the
+	// gateway.
+	if err := identity.NewUsers(api, cfg.Argon2, nil).Add(ctx, "bob", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	login, err := http.Post(apiSrv.URL+"/v1/sessions", "application/json", strings.NewReader(`{"username":"bob","password":"correct horse"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	login.Body.Close()
+	if login.StatusCode != http.StatusCreated || len(login.Cookies()) == 0 {
+		t.Fatalf("sign in as the api user: %d", login.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", gwSrv.URL+"/v1/auth/exchange", nil)
+	req.AddCookie(login.Cookies()[0])
+	// No trusted proxy names the method, so the exchange takes the cookie
+	// request as state-changing: it needs a same-site Origin.
+	req.Header.Set("Origin", gwSrv.URL)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("session exchange as the gateway user: %v %v", resp.StatusCode, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Revocations: the api publishes, the gateway (and the api's key
+	// reloader) hear it as their own users. The gateway cached the key's
+	// exchange; only the announcement makes it forget before the cache
+	// entry expires.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	gwReady, apiReady := make(chan struct{}), make(chan struct{})
+	go app.WatchRevocations(wctx, cfg, gateway, gw, nil, gwReady)
+	go app.WatchRevocations(wctx, cfg, api, nil, func() {}, apiReady)
+	<-gwReady
+	<-apiReady
+	if code, _ := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), ""); code != 200 {
+		t.Fatalf("exchange before revocation: %d", code)
+	}
+	keyInfo, err := identity.NewAPIKeys(api, nil).ListUser(ctx, "ann")
+	if err != nil || len(keyInfo) == 0 {
+		t.Fatalf("list keys as the api user: %v", err)
+	}
+	// Revoked in another process (not the gateway's directory), so only
+	// pub/sub can tell the gateway.
+	if err := identity.NewAPIKeys(api, nil).Revoke(ctx, keyInfo[0].ID); err != nil {
+		t.Fatalf("revoke as the api user: %v", err)
+	}
+	waitfor.True(t, 10*time.Second, func() bool {
+		code, _ := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), "")
+		return code == http.StatusUnauthorized
+	})
+	// Nothing any process did, in a request or in a background loop
+	// (Asynq's heartbeat, forwarder, janitor; the hubs), was refused.
+	if d := r.denials(t); len(d) > 0 {
+		t.Errorf("the product was refused by the ACL:\n%s", strings.Join(d, "\n"))
 	}
 }

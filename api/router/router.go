@@ -2,7 +2,9 @@
 // panic recovery into problem+json, problem+json for unknown routes, a
 // request id on every request, an access log that never records query
 // strings (where credentials may ride), request metrics, GET /healthz (the
-// process serves), GET /readyz (its dependencies answer) and GET /metrics.
+// process serves) and GET /readyz (its dependencies answer). GET /metrics
+// is not on it: Metrics registers it, on an operations engine only, so a
+// public listener never shows traffic, queue depths or build details.
 package router
 
 import (
@@ -46,8 +48,14 @@ func New(logger *slog.Logger) *gin.Engine {
 		c.Header("Cache-Control", "no-store")
 		c.JSON(http.StatusOK, gin.H{"status": "ok"})
 	})
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
 	return r
+}
+
+// Metrics registers GET /metrics (Prometheus). Call it on an engine that
+// listens only where the scraper reaches (--metrics-addr), never on a
+// public one.
+func Metrics(r gin.IRouter) {
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
 }
 
 // Check is one readiness condition (Redis answers, keys are loaded).

@@ -130,6 +130,9 @@ func announceKeyChange(cmd *cobra.Command) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "REDIS_URL not set: restart the services (or they reload on their next reconnect)")
 		return nil
 	}
+	if err := checkRedisPassword(url, allowExampleFromEnv()); err != nil {
+		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)
+	}
 	r, err := app.OpenRedis(cmd.Context(), url)
 	if err != nil {
 		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)

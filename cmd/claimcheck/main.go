@@ -49,6 +49,8 @@ type common struct {
 	cfg       app.Config
 	logFormat string
 	logLevel  string
+	// allowExample lets REDIS_URL carry a password users.acl ships with.
+	allowExample bool
 }
 
 func (c *common) bind(fs *pflag.FlagSet, addr bool) {
@@ -59,10 +61,16 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	}
 	fs.StringVar(&c.cfg.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
 	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
+	fs.BoolVar(&c.allowExample, "allow-example-passwords", false, "accept a REDIS_URL with one of deploy/redis/users.acl's example passwords (change-me-…): throwaway setups only")
 	fs.StringVar(&c.cfg.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
 	fs.DurationVar(&c.cfg.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
 	fs.StringVar(&c.logFormat, "log-format", "", "log format: text or json (default: json for api, worker, progress and gateway; text for dev and the admin commands)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// bindMetrics adds --metrics-addr: the operations server of a service.
+func (c *common) bindMetrics(fs *pflag.FlagSet) {
+	fs.StringVar(&c.cfg.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, apart from the public one (e.g. 127.0.0.1:9090; default off)")
 }
 
 // defaultLogFormat is JSON for the long-running services, which run under
@@ -96,6 +104,9 @@ func (c *common) bindStreams(fs *pflag.FlagSet) {
 // defaults, and sets up logging.
 func (c *common) load(cmd *cobra.Command) error {
 	if err := applyEnv(cmd.Flags()); err != nil {
+		return err
+	}
+	if err := checkRedisPassword(c.cfg.RedisURL, c.allowExample); err != nil {
 		return err
 	}
 	if c.logFormat == "" {

@@ -43,6 +43,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	c.bind(cmd.Flags(), true)
 	c.bindSessions(cmd.Flags())
 	c.bindStreams(cmd.Flags())
+	c.bindMetrics(cmd.Flags())
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	bindPriority(cmd.Flags(), &c.cfg)
@@ -89,7 +90,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
 		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
-	return app.Serve(ctx, cfg.Addr, dev.Handler, func(addr string) {
+	return app.ServeWithOps(ctx, cfg, r.Client, dev.Handler, func(addr string) {
 		url := "http://" + addr
 		fmt.Fprintln(out, "claimcheck dev: api, worker, progress, gateway exchange and web UI on one port")
 		if r.Embedded != nil {
@@ -99,6 +100,10 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		fmt.Fprintf(out, "  API key: %s\n", apiKey.Reveal())
 		fmt.Fprintf(out, "  Web UI:  %s/ (sign in as dev, password %s)\n", url, password)
 		fmt.Fprintf(out, "  Try:     curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"type\":\"primes\",\"input\":{\"n\":10000000}}' %s/v1/jobs\n", apiKey.Reveal(), url)
+		if r.Embedded != nil {
+			fmt.Fprintf(out, "  Redis:   %s (embedded; its password is new each run)\n", r.EmbeddedURL.Reveal())
+		}
+		fmt.Fprintln(out, "  The API key and passwords above are for this machine only: anyone who sees them can act as dev.")
 	})
 }
 
@@ -186,11 +191,12 @@ func newAPI() *cobra.Command {
 			}
 			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, app.ReloadKeys(cmd.Context(), c.cfg, dirs, c.cfg.GatewayKeys), nil)
 			_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
-			return app.Serve(cmd.Context(), c.cfg.Addr, h, listening(c.cfg, "api"))
+			return app.ServeWithOps(cmd.Context(), c.cfg, r.Client, h, listening(c.cfg, "api"))
 		},
 	}
 	c.bind(cmd.Flags(), true)
 	c.bindSessions(cmd.Flags())
+	c.bindMetrics(cmd.Flags())
 	cmd.Flags().BoolVar(&trustGateway, "trust-gateway", false, "authenticate people only by the gateway's internal tokens (at+jwt), not by sessions or API keys")
 	cmd.Flags().StringVar(&gatewayJWKS, "gateway-jwks-url", "", "with --trust-gateway: the gateway's JWKS URL (default: public keys in DATA_DIR/keys/gateway)")
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
@@ -261,12 +267,13 @@ with --trust-gateway.`,
 					return fmt.Errorf("--progress-upstream %q: want an absolute URL such as http://127.0.0.1:8081", progressUpstream)
 				}
 			}
-			return app.Serve(cmd.Context(), c.cfg.Addr, app.GatewayHandler(c.cfg, gw, up, prog), listening(c.cfg, "gateway"))
+			return app.ServeWithOps(cmd.Context(), c.cfg, r.Client, app.GatewayHandler(c.cfg, gw, up, prog), listening(c.cfg, "gateway"))
 		},
 	}
 	c.bind(cmd.Flags(), false)
 	c.bindSessions(cmd.Flags())
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8082", "listen address `host:port`")
+	c.bindMetrics(cmd.Flags())
 	cmd.Flags().StringVar(&upstream, "upstream", "", "proxy every other request to this URL, exchanged (default: forward-auth only)")
 	cmd.Flags().StringVar(&progressUpstream, "progress-upstream", "", "with --upstream: send the progress service's routes here untouched, so one origin serves all (the web UI needs that)")
 	cmd.Flags().StringVar(&c.cfg.GatewayKeyDir, "key-dir", "", "internal-token signing keys (default DATA_DIR/keys/gateway)")
@@ -305,15 +312,17 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 				dirs[c.cfg.JobKeyDir] = ks
 			}
 			go app.WatchRevocations(cmd.Context(), c.cfg, r.Client, nil, app.ReloadKeys(cmd.Context(), c.cfg, dirs, keys), nil)
-			return app.Serve(cmd.Context(), c.cfg.Addr, app.Handler(c.cfg, prog), listening(c.cfg, "progress"))
+			return app.ServeWithOps(cmd.Context(), c.cfg, r.Client, app.Handler(c.cfg, prog), listening(c.cfg, "progress"))
 		},
 	}
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().StringVar(&c.cfg.Addr, "addr", "127.0.0.1:8081", "listen address `host:port`")
+	c.bindMetrics(cmd.Flags())
 	cmd.Flags().StringVar(&c.cfg.JWKSURL, "jwks-url", "", "fetch the api's public keys from this URL")
 	bindTrustedProxy(cmd.Flags(), &c.cfg)
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "public-url", "", "this service's public base URL, for absolute download links (default: relative links)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
+	cmd.Flags().StringVar(&c.cfg.LinkKeyDir, "link-key-dir", "", "download-link signing keys, shared by every progress instance (default DATA_DIR/keys/progress)")
 	c.bindStreams(cmd.Flags())
 	annotateEnv(cmd.Flags())
 	return cmd
@@ -321,7 +330,6 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 
 func newWorker() *cobra.Command {
 	var c common
-	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run an Asynq worker for the built-in job types",
@@ -342,16 +350,16 @@ func newWorker() *cobra.Command {
 			defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
 			c.cfg.Logger.Info("worker running", "types", typeNames(c.cfg))
 			_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
-			if metricsAddr == "" {
+			if c.cfg.MetricsAddr == "" {
 				<-cmd.Context().Done()
 				return nil
 			}
-			return app.Serve(cmd.Context(), metricsAddr, app.OpsHandler(c.cfg, r.Client), listening(c.cfg, "worker metrics"))
+			return app.Serve(cmd.Context(), c.cfg.MetricsAddr, app.OpsHandler(c.cfg, r.Client), listening(c.cfg, "worker metrics"))
 		},
 	}
 	c.bind(cmd.Flags(), false)
 	cmd.Flags().IntVar(&c.cfg.Worker.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
-	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (e.g. :9090; default off)")
+	c.bindMetrics(cmd.Flags())
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	bindRunningCap(cmd.Flags(), &c.cfg)
 	annotateEnv(cmd.Flags())

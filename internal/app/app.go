@@ -7,6 +7,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +34,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -42,6 +45,10 @@ import (
 type Config struct {
 	// Addr is the listen address (127.0.0.1:8080).
 	Addr string
+	// MetricsAddr, when set, is where the operations server listens:
+	// /metrics, /healthz and /readyz (see ServeWithOps). Empty means no
+	// metrics at all; the public Addr never serves them.
+	MetricsAddr string
 	// DataDir holds keys and, by default, results (./.claimcheck).
 	DataDir string
 	// RedisURL is a redis:// URL; empty means an embedded in-memory Redis
@@ -161,6 +168,9 @@ type Redis struct {
 	// Embedded is set when no URL was given and an in-memory server runs
 	// inside this process.
 	Embedded *miniredis.Miniredis
+	// EmbeddedURL is how to reach Embedded, password included (the dev
+	// banner shows it; nothing logs it).
+	EmbeddedURL secret.Secret
 }
 
 // Close closes the client and stops an embedded server.
@@ -173,20 +183,35 @@ func (r *Redis) Close() {
 
 // OpenRedis connects to url and pings it, or starts an embedded server when
 // url is empty.
+//
+// The embedded server listens on a loopback port, where any local process
+// (another user's, a browser page's fetch to 127.0.0.1) could otherwise
+// read every session and key: it requires a password generated here, 32
+// random bytes, which lives only in this process and in r.EmbeddedURL.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	r := &Redis{}
 	if url == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("embedded redis password: %w", err)
+		}
+		pw := base64.RawURLEncoding.EncodeToString(b)
 		r.Embedded = miniredis.NewMiniRedis()
-		if err := r.Embedded.Start(); err != nil {
+		r.Embedded.RequireAuth(pw)
+		if err := r.Embedded.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("start embedded redis: %w", err)
 		}
-		url = "redis://" + r.Embedded.Addr()
+		url = "redis://:" + pw + "@" + r.Embedded.Addr()
+		r.EmbeddedURL = secret.Secret(url)
 	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		// ParseURL's error can echo the URL, password included.
 		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
 	}
+	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
+	// may not run CLIENT at all, and Redis would log every refusal.
+	opt.DisableIdentity = true
 	r.Client = redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -434,10 +459,12 @@ func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet,
 	}
 }
 
-// OpsHandler is the worker's small operations server: /healthz, /readyz
-// (Redis answers) and /metrics.
+// OpsHandler is every process's small operations server, for
+// --metrics-addr: /healthz, /readyz (Redis answers) and /metrics. It is the
+// only handler that serves /metrics.
 func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
 	r := router.New(cfg.Logger)
+	router.Metrics(r)
 	router.Ready(r, router.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	return r
 }
@@ -464,7 +491,6 @@ func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL
 	mux.Handle("/v1/auth/", own)
 	mux.Handle("/healthz", own)
 	mux.Handle("/readyz", own)
-	mux.Handle("/metrics", own)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if prog != nil && gateway.ProgressRoute(r.Method, r.URL.Path) {
 			prog.ServeHTTP(w, r)
@@ -518,6 +544,30 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*De
 		return nil, err
 	}
 	return &Dev{Handler: Handler(cfg, append(services, gw, prog, web.Service{}, api.OpenAPIService{})...), Gateway: gw, Progress: prog, GatewayKeys: gwKeys}, nil
+}
+
+// ServeWithOps serves h on cfg.Addr like Serve and, when cfg.MetricsAddr is
+// set, the operations server (OpsHandler) there beside it; either failing
+// stops both. ready, if not nil, receives the public address.
+func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h http.Handler, ready func(addr string)) error {
+	if cfg.MetricsAddr == "" {
+		return Serve(ctx, cfg.Addr, h, ready)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Serve(ctx, cfg.MetricsAddr, OpsHandler(cfg, rdb), func(addr string) {
+			cfg.Logger.Info("metrics listening", "addr", addr)
+		})
+		cancel()
+	}()
+	err := Serve(ctx, cfg.Addr, h, ready)
+	cancel()
+	if oerr := <-errc; err == nil {
+		err = oerr
+	}
+	return err
 }
 
 // Serve runs h on addr until ctx is done, then shuts down gracefully: it

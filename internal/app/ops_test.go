@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
+	"github.com/claimcheck/claimcheck/tokens"
 )
 
 func TestMetricsReadinessAndRequestIDs(t *testing.T) {
@@ -28,7 +31,9 @@ func TestMetricsReadinessAndRequestIDs(t *testing.T) {
 	do(t, "GET", s.progress.URL+sub.Links.Self, sub.Token, nil)
 	do(t, "GET", s.progress.URL+sub.Links.Self, "not-a-token", nil)
 
-	r := do(t, "GET", s.progress.URL+"/metrics", "", nil)
+	ops := httptest.NewServer(app.OpsHandler(s.cfg, s.rdb))
+	defer ops.Close()
+	r := do(t, "GET", ops.URL+"/metrics", "", nil)
 	body, _ := io.ReadAll(r.Body)
 	for _, want := range []string{
 		`claimcheck_jobs_submitted_total{type="count"}`,
@@ -55,12 +60,12 @@ func TestMetricsReadinessAndRequestIDs(t *testing.T) {
 	// With Redis gone, readiness says so (and liveness does not).
 	dead := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
 	dead.Close()
-	ops := httptest.NewServer(app.OpsHandler(app.Config{Logger: slog.New(slog.DiscardHandler)}, dead))
-	defer ops.Close()
-	if r := do(t, "GET", ops.URL+"/readyz", "", nil); r.StatusCode != 503 {
+	deadOps := httptest.NewServer(app.OpsHandler(app.Config{Logger: slog.New(slog.DiscardHandler)}, dead))
+	defer deadOps.Close()
+	if r := do(t, "GET", deadOps.URL+"/readyz", "", nil); r.StatusCode != 503 {
 		t.Fatalf("readyz without redis: %d", r.StatusCode)
 	}
-	if r := do(t, "GET", ops.URL+"/healthz", "", nil); r.StatusCode != 200 {
+	if r := do(t, "GET", deadOps.URL+"/healthz", "", nil); r.StatusCode != 200 {
 		t.Fatalf("healthz: %d", r.StatusCode)
 	}
 
@@ -72,6 +77,93 @@ func TestMetricsReadinessAndRequestIDs(t *testing.T) {
 	if id := r.Header.Get("X-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{24}$`).MatchString(id) {
 		t.Fatalf("request id not replaced: %q", id)
 	}
+}
+
+// TestMetricsNotOnPublicAddressOfAnyService: /metrics (request counts by
+// route, queue depths, build details) was public on the gateway. Every
+// public handler — api, progress, the gateway (proxying to the api) and
+// dev — answers it 404 problem+json; only the operations server of
+// --metrics-addr serves it, and a process started with --metrics-addr
+// serves it there and not on its public address.
+func TestMetricsNotOnPublicAddressOfAnyService(t *testing.T) {
+	s := newStack(t)
+	gwKeys, _, err := tokens.EnsureDir(s.cfg.GatewayKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := app.Gateway(s.cfg, s.rdb, app.Identity(s.cfg, s.rdb), gwKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, _ := url.Parse(s.api.URL)
+	progressURL, _ := url.Parse(s.progress.URL)
+	gwSrv := httptest.NewServer(app.GatewayHandler(s.cfg, gw, upstream, progressURL))
+	defer gwSrv.Close()
+	forwardAuth := httptest.NewServer(app.GatewayHandler(s.cfg, gw, nil, nil))
+	defer forwardAuth.Close()
+	dev, err := app.DevHandler(s.cfg, s.rdb, s.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Progress.Close()
+	devSrv := httptest.NewServer(dev.Handler)
+	defer devSrv.Close()
+	for name, base := range map[string]string{"api": s.api.URL, "progress": s.progress.URL, "gateway": gwSrv.URL, "gateway forward-auth": forwardAuth.URL, "dev": devSrv.URL} {
+		r := do(t, "GET", base+"/metrics", "", nil)
+		body, _ := io.ReadAll(r.Body)
+		if r.StatusCode != http.StatusNotFound || !strings.Contains(r.Header.Get("Content-Type"), "application/problem+json") || strings.Contains(string(body), "claimcheck_") {
+			t.Errorf("%s serves /metrics publicly: %d %s %.80q", name, r.StatusCode, r.Header.Get("Content-Type"), body)
+		}
+		if r := do(t, "GET", base+"/readyz", "", nil); r.StatusCode != 200 {
+			t.Errorf("%s/readyz: %d (healthchecks stay public)", name, r.StatusCode)
+		}
+	}
+
+	// ServeWithOps: the public address has no /metrics, the ops one does.
+	cfg := s.cfg
+	cfg.Addr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ctx, stop := context.WithCancel(context.Background())
+	public := make(chan string, 1)
+	served := make(chan error, 1)
+	var logs syncLog
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	go func() {
+		served <- app.ServeWithOps(ctx, cfg, s.rdb, app.Handler(cfg, s.prog), func(a string) { public <- a })
+	}()
+	pub := <-public
+	metricsAddr := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	waitfor.True(t, 5*time.Second, func() bool { return metricsAddr.MatchString(logs.String()) })
+	opsAddr := metricsAddr.FindStringSubmatch(logs.String())[1]
+	if r := do(t, "GET", "http://"+pub+"/metrics", "", nil); r.StatusCode != http.StatusNotFound {
+		t.Errorf("public address of ServeWithOps serves /metrics: %d", r.StatusCode)
+	}
+	r := do(t, "GET", "http://"+opsAddr+"/metrics", "", nil)
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || !strings.Contains(string(body), "go_goroutines") {
+		t.Errorf("--metrics-addr does not serve /metrics: %d", r.StatusCode)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("ServeWithOps: %v", err)
+	}
+}
+
+// syncLog is a log sink a test reads while a server writes to it.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestServeShutsDownGracefully cancels Serve's context (what SIGTERM does)

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+)
+
+// examplePasswords are the passwords deploy/redis/users.acl ships with.
+// They are public, so a Redis that uses them is open to anyone who can
+// reach it; the services refuse them unless told this is a throwaway setup.
+var examplePasswords = []string{"change-me-api", "change-me-worker", "change-me-progress", "change-me-gateway"}
+
+// allowExampleEnv is the variable of --allow-example-passwords, also read
+// by the commands that have no such flag (keys rotate, keys retire).
+const allowExampleEnv = "CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"
+
+// checkRedisPassword refuses a Redis URL whose password is one of the
+// shipped examples, unless allow. The error names the example (it is
+// public) but never any other password, and never the URL.
+func checkRedisPassword(redisURL string, allow bool) error {
+	if redisURL == "" || allow {
+		return nil
+	}
+	u, err := url.Parse(redisURL)
+	if err != nil || u.User == nil {
+		return nil // OpenRedis reports a bad URL without echoing it
+	}
+	pw, ok := u.User.Password()
+	if !ok {
+		// redis://password@host: go-redis reads a lone user as the password.
+		pw = u.User.Username()
+	}
+	if !slices.Contains(examplePasswords, pw) {
+		return nil
+	}
+	return fmt.Errorf("REDIS_URL uses the shipped example password '%s'; set your own in deploy/redis/users.acl and compose.yaml (compose: CLAIMCHECK_REDIS_PASSWORD_* in .env), or pass --allow-example-passwords / %s=1 for a throwaway setup", pw, allowExampleEnv)
+}
+
+// allowExampleFromEnv reads CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS for commands
+// without the flag.
+func allowExampleFromEnv() bool {
+	ok, _ := strconv.ParseBool(os.Getenv(allowExampleEnv))
+	return ok
+}

@@ -1,0 +1,126 @@
+package deploy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestACLEachUserDeniedWhatItDoesNotNeed proves, on a real redis-server
+// loaded with users.acl, what each process's user cannot do: no
+// keyspace-wide commands (SCAN, KEYS, RANDOMKEY list every key name, user
+// names included), no FLUSH*, no SCRIPT FLUSH/KILL, no server admin; keys
+// and channels only of its own domain — also from inside a Lua script,
+// which runs with the caller's ACL; PUBLISH only where it must publish.
+// Every refusal is NOPERM and changes nothing: a canary key survives and
+// no message reaches any channel. TestRedisACL proves the product still
+// works as these users.
+func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
+	ctx := context.Background()
+	r := startACLRedis(t)
+	for _, k := range []string{"cc:job:canary", "cc:user:ann", "cc:session:x", "rate:cc:login:ann", "asynq:{default}:pending"} {
+		if err := r.admin.Set(ctx, k+":canary", "1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.admin.HSet(ctx, "cc:user:ann", "name", "ann").Err(); err != nil {
+		t.Fatal(err)
+	}
+	watch := r.admin.PSubscribe(ctx, "*")
+	defer watch.Close()
+	if _, err := watch.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	everyone := [][]any{
+		{"SCAN", "0"}, {"KEYS", "*"}, {"RANDOMKEY"}, {"FLUSHALL"}, {"FLUSHDB"},
+		{"SCRIPT", "FLUSH"}, {"SCRIPT", "KILL"}, {"CONFIG", "GET", "*"}, {"CONFIG", "SET", "appendonly", "no"},
+		{"CLIENT", "LIST"}, {"CLIENT", "KILL", "ID", "1"}, {"ACL", "LIST"},
+		{"MONITOR"}, {"SHUTDOWN", "NOSAVE"}, {"SAVE"}, {"BGREWRITEAOF"}, {"SWAPDB", "0", "1"},
+		{"MOVE", "cc:job:canary:canary", "1"}, {"OBJECT", "ENCODING", "cc:job:canary:canary"},
+		{"PUBLISH", "cc:revocations", "all "}, {"SELECT", "1"},
+	}
+	identityKeys := [][]any{
+		{"GET", "cc:user:ann:canary"}, {"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:session:x"},
+		{"SMEMBERS", "cc:users"}, {"HGETALL", "cc:apikey:x"}, {"GET", "cc:apikey-id:x"},
+		{"SMEMBERS", "cc:user-apikeys:ann"}, {"HGETALL", "cc:user-sessions:ann"},
+		{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"}, {"SMEMBERS", "cc:owner-active:ann"}, {"GET", "cc:idem:x"},
+		{"GET", "rate:cc:login:ann:canary"}, {"DEL", "rate:cc:login:ann:canary"},
+		// Lua runs with the caller's ACL: a script cannot reach further.
+		{"EVAL", "return redis.call('HGETALL', 'cc:user:ann')", "0"},
+		{"EVAL", "return redis.call('HGETALL', KEYS[1])", "1", "cc:user:ann"},
+		{"EVAL", "return redis.call('PUBLISH', 'cc:revocations', 'all ')", "0"},
+	}
+	denied := map[string][][]any{
+		"progress": append(append([][]any{
+			{"SET", "cc:job:canary:canary", "2"}, // reads and cancels jobs; never sets a string
+			{"LPUSH", "asynq:{default}:pending", "x"}, {"PUBLISH", "asynq:servers", "x"},
+			{"XADD", "cc:user:ann:x", "*", "a", "b"},
+			// It can read a job it is given the id of, never list ids.
+			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"ZRANGE", "asynq:{default}:scheduled", "0", "-1"},
+			{"SMEMBERS", "asynq:queues"}, {"ZRANGE", "asynq:servers", "0", "-1"},
+			{"EVAL", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "asynq:{default}:pending"},
+		}, everyone...), identityKeys...),
+		"worker": append(append([][]any{
+			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
+		}, everyone...), identityKeys...),
+		"gateway": append([][]any{
+			{"HGETALL", "cc:job:canary"}, {"GET", "cc:job:canary:canary"}, {"XRANGE", "cc:job:x:events", "-", "+"},
+			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"GET", "asynq:{default}:pending:canary"},
+			{"SMEMBERS", "cc:users"}, {"SMEMBERS", "cc:user-apikeys:ann"}, {"GET", "cc:idem:x"},
+			{"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:user-sessions:ann"}, {"ZRANGE", "cc:apikey-index", "0", "-1"},
+			{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"},
+			{"PUBLISH", "cc:job-events", "x"}, {"PUBLISH", "asynq:cancel", "x"},
+			{"EVAL", "return redis.call('HGETALL', 'cc:job:canary')", "0"},
+		}, everyone...),
+		"api": append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}}, everyone[:len(everyone)-2]...),
+	}
+	for user, cmds := range denied {
+		c := r.as(t, user)
+		for _, cmd := range cmds {
+			err := c.Do(ctx, cmd...).Err()
+			// Inside a script the refusal reads "The user executing the
+			// script can't …" instead of NOPERM.
+			if err == nil || !strings.Contains(err.Error(), "NOPERM") && !strings.Contains(err.Error(), "The user executing the script can't") {
+				t.Errorf("%s %v: want NOPERM, got %v", user, cmd, err)
+			}
+		}
+	}
+	// Subscriptions: only the channels each process listens to.
+	for user, channel := range map[string]string{
+		"progress": "asynq:cancel", "worker": "cc:revocations", "gateway": "cc:job-events", "api": "cc:job-events",
+	} {
+		ps := r.as(t, user).Subscribe(ctx, channel)
+		if _, err := ps.Receive(ctx); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s SUBSCRIBE %s: want NOPERM, got %v", user, channel, err)
+		}
+		ps.Close()
+	}
+
+	// Nothing changed: every canary is there, and no message was published
+	// (a PING on the watching connection arrives after any message would).
+	if n, err := r.admin.DBSize(ctx).Result(); err != nil || n != 6 {
+		t.Errorf("the keyspace changed: %d keys (%v), want the 6 canaries", n, err)
+	}
+	if v, _ := r.admin.Get(ctx, "cc:job:canary:canary").Result(); v != "1" {
+		t.Errorf("canary is %q", v)
+	}
+	if err := watch.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := watch.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			t.Errorf("a refused user published on %s: %q", m.Channel, m.Payload)
+			continue
+		}
+		if _, ok := msg.(*redis.Pong); ok {
+			break
+		}
+	}
+}
