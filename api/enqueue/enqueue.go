@@ -259,6 +259,10 @@ func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
 		return spec, plan{}, &jobs.UnknownTypeError{Type: req.Type, Known: s.cfg.Catalog.Names()}
 	}
 	if err := s.cfg.Catalog.Validate(spec.Name, req.Input); err != nil {
+		// The catalog points into the input; the client sent a body.
+		if ie, ok := errors.AsType[*jobs.InputError](err); ok {
+			err = ie.Under("/input")
+		}
 		return spec, plan{}, err
 	}
 	pl := plan{queue: "default", maxRetry: spec.MaxRetry}

@@ -148,7 +148,7 @@ func From(err error) *Problem {
 		p = New(http.StatusUnprocessableEntity, "unknown-job-type", "Unknown job type", unknownType.Error()).
 			With("known_types", unknownType.Known)
 	case errors.As(err, &inputErr):
-		p = New(http.StatusUnprocessableEntity, "invalid-input", "Job input does not match its schema", inputErr.Error()).
+		p = New(http.StatusUnprocessableEntity, "invalid-input", "Invalid job input", inputErr.Error()).
 			With("errors", inputErr.Errors)
 	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		p = New(http.StatusNotFound, "not-found", "Not found", "no such job, or its record has expired")
