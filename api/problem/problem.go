@@ -211,12 +211,3 @@ func Write(w http.ResponseWriter, p *Problem) {
 func NoRoute(c *gin.Context) {
 	Abort(c, New(http.StatusNotFound, "not-found", "Not found", "no route for "+c.Request.Method+" "+c.Request.URL.Path))
 }
-
-// Recover turns a handler panic into a 500 problem, so no request can take a
-// process down.
-func Recover() gin.HandlerFunc {
-	return gin.CustomRecovery(func(c *gin.Context, recovered any) {
-		slog.ErrorContext(c.Request.Context(), "handler panicked", "path", c.FullPath(), "panic", recovered)
-		Abort(c, New(http.StatusInternalServerError, "internal", "Internal error", ""))
-	})
-}
