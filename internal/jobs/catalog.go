@@ -159,6 +159,9 @@ func (e *InputError) Error() string {
 	for _, f := range e.Errors {
 		parts = append(parts, f.Pointer+": "+f.Detail)
 	}
+	if e.Type == "" {
+		return "input: " + strings.Join(parts, "; ")
+	}
 	return fmt.Sprintf("input for %s: %s", e.Type, strings.Join(parts, "; "))
 }
 
