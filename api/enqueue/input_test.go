@@ -29,13 +29,16 @@ type problemBody struct {
 func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 	f := newFixture(t, nil)
 	sleep := func(input string) string { return `{"type":"sleep","input":` + input + `}` }
-	// A 1 MiB body (the envelope's limit) of the largest float64s.
-	var mib strings.Builder
-	mib.WriteString(`{"type":"sleep","input":{"tags":[1e308`)
-	for mib.Len() < 1<<20-len(`]}}`)-len(`,1e308`) {
-		mib.WriteString(`,1e308`)
+	// numbers fills a body with the largest float64s to size bytes.
+	numbers := func(size int) string {
+		var sb strings.Builder
+		sb.WriteString(`{"type":"sleep","input":{"tags":[1e308`)
+		for sb.Len() < size-len(`]}}`)-len(`,1e308`) {
+			sb.WriteString(`,1e308`)
+		}
+		sb.WriteString(`]}}`)
+		return sb.String()
 	}
-	mib.WriteString(`]}}`)
 	for _, tc := range []struct {
 		name, body, pointer string
 	}{
@@ -50,8 +53,8 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 		{"long digit string", sleep(`{"seconds":` + strings.Repeat("9", 10000) + `}`), "/input/seconds"},
 		{"long fraction", sleep(`{"seconds":0.` + strings.Repeat("1", 10000) + `}`), "/input/seconds"},
 		{"deep nesting", sleep(`{"tags":` + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + `}`), "/input/tags" + strings.Repeat("/0", 31)},
-		{"1 MiB of numbers", mib.String(), "/input"},
-		{"too many values", sleep(`{"tags":[` + strings.Repeat("0,", 20000) + `0]}`), "/input/tags/9998"},
+		{"input over 64 KiB", numbers(70 << 10), "/input"},
+		{"too many values", sleep(`{"tags":[` + strings.Repeat("0,", 5000) + `0]}`), "/input/tags/4094"},
 		{"long string", sleep(`{"note":"` + strings.Repeat("a", 20<<10) + `"}`), "/input/note"},
 		{"duplicate member", sleep(`{"seconds":1,"seconds":4000}`), "/input/seconds"},
 		{"schema violation", sleep(`{"seconds":-1}`), "/input/seconds"},
@@ -76,6 +79,17 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 				t.Fatalf("a refused body created %v", jobs)
 			}
 		})
+	}
+	// A body larger than any type's input could be (64 KiB and the
+	// envelope's 16 KiB) is refused as it is read, before any decoding.
+	rec := f.post(numbers(1 << 20))
+	var p problemBody
+	_ = json.Unmarshal(rec.Body.Bytes(), &p)
+	if rec.Code != http.StatusRequestEntityTooLarge || p.Type != "urn:claimcheck:problem:body-too-large" {
+		t.Fatalf("1 MiB of numbers: %d %.300s", rec.Code, rec.Body)
+	}
+	if jobs, _ := f.rdb.Keys(context.Background(), "cc:job:*").Result(); len(jobs) != 0 {
+		t.Fatalf("a refused body created %v", jobs)
 	}
 	// The same types still take ordinary input.
 	if rec := f.post(sleep(`{"seconds":1.5e0,"tags":[1,2.5,-3e-5,"x",{"a":[true,null]}],"note":"hi"}`)); rec.Code != http.StatusAccepted {

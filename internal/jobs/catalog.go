@@ -104,6 +104,19 @@ func NewCatalog(specs ...TypeSpec) (*Catalog, error) {
 // Specs lists the types in registration order.
 func (c *Catalog) Specs() []TypeSpec { return slices.Clone(c.specs) }
 
+// MaxInputBytes is the largest input any type takes (InputLimits.MaxBytes),
+// which bounds a job request's body.
+func (c *Catalog) MaxInputBytes() int {
+	n := DefaultMaxInputBytes
+	if len(c.specs) > 0 {
+		n = 0
+	}
+	for _, s := range c.specs {
+		n = max(n, s.InputLimits.MaxBytes)
+	}
+	return n
+}
+
 // Names lists the type names, sorted, for error messages.
 func (c *Catalog) Names() []string {
 	names := make([]string, 0, len(c.specs))

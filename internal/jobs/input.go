@@ -28,13 +28,14 @@ type InputLimits struct {
 	MaxDepth int `json:"max_depth"`
 	// MaxValues bounds how many JSON values the input holds in all, every
 	// object, array, string, number, true, false and null counted, the
-	// input object included (default 10 000).
+	// input object included (default 4096).
 	MaxValues int `json:"max_values"`
 	// MaxStringBytes bounds one string or member name, in bytes once
 	// unescaped (default 16 KiB).
 	MaxStringBytes int `json:"max_string_bytes"`
 	// MaxNumberLength bounds one number literal, in characters (default
-	// 32: any float64 is written in 24, any int64 in 20).
+	// 24: the shortest spelling of any float64 takes at most 24, of any
+	// int64 20).
 	MaxNumberLength int `json:"max_number_length"`
 }
 
@@ -42,9 +43,9 @@ type InputLimits struct {
 const (
 	DefaultMaxInputBytes       = 64 << 10
 	DefaultMaxInputDepth       = 32
-	DefaultMaxInputValues      = 10_000
+	DefaultMaxInputValues      = 4096
 	DefaultMaxInputStringBytes = 16 << 10
-	DefaultMaxNumberLength     = 32
+	DefaultMaxNumberLength     = 24
 )
 
 // MaxExponent bounds the written exponent of a number (the 400 of 1e400),
@@ -109,15 +110,26 @@ func parseInput(input json.RawMessage, l InputLimits) (any, error) {
 type inputParser struct {
 	dec    *json.Decoder
 	l      InputLimits
-	path   []string // reference tokens, unescaped, of the value being read
+	path   []step // to the value being read
 	values int
+}
+
+// step is one reference token: a member name, or an array index (key "",
+// index ≥ 0), kept as an int so the pointer is spelled only on refusal.
+type step struct {
+	key   string
+	index int
 }
 
 func (p *inputParser) pointer() string {
 	var b strings.Builder
-	for _, tok := range p.path {
+	for _, s := range p.path {
 		b.WriteByte('/')
-		b.WriteString(pointerEscaper.Replace(tok))
+		if s.index >= 0 {
+			b.WriteString(strconv.Itoa(s.index))
+		} else {
+			b.WriteString(pointerEscaper.Replace(s.key))
+		}
 	}
 	return b.String()
 }
@@ -191,7 +203,7 @@ func (p *inputParser) object() (any, error) {
 		if !ok {
 			return nil, p.fail("not valid JSON: member name is not a string")
 		}
-		p.path = append(p.path, k)
+		p.path = append(p.path, step{key: k, index: -1})
 		if len(k) > p.l.MaxStringBytes {
 			return nil, p.fail(fmt.Sprintf("member name of %d bytes; at most %d", len(k), p.l.MaxStringBytes))
 		}
@@ -214,7 +226,7 @@ func (p *inputParser) object() (any, error) {
 func (p *inputParser) array() (any, error) {
 	a := []any{}
 	for i := 0; p.dec.More(); i++ {
-		p.path = append(p.path, strconv.Itoa(i))
+		p.path = append(p.path, step{index: i})
 		v, err := p.value()
 		if err != nil {
 			return nil, err
