@@ -54,7 +54,7 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 		{"long fraction", sleep(`{"seconds":0.` + strings.Repeat("1", 10000) + `}`), "/input/seconds"},
 		{"deep nesting", sleep(`{"tags":` + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + `}`), "/input/tags" + strings.Repeat("/0", 31)},
 		{"input over 64 KiB", numbers(70 << 10), "/input"},
-		{"too many values", sleep(`{"tags":[` + strings.Repeat("0,", 5000) + `0]}`), "/input/tags/4094"},
+		{"too many values", sleep(`{"tags":[` + strings.Repeat("0,", 2000) + `0]}`), "/input/tags/1022"},
 		{"long string", sleep(`{"note":"` + strings.Repeat("a", 20<<10) + `"}`), "/input/note"},
 		{"duplicate member", sleep(`{"seconds":1,"seconds":4000}`), "/input/seconds"},
 		{"schema violation", sleep(`{"seconds":-1}`), "/input/seconds"},

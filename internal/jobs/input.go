@@ -28,7 +28,7 @@ type InputLimits struct {
 	MaxDepth int `json:"max_depth"`
 	// MaxValues bounds how many JSON values the input holds in all, every
 	// object, array, string, number, true, false and null counted, the
-	// input object included (default 4096).
+	// input object included (default 1024).
 	MaxValues int `json:"max_values"`
 	// MaxStringBytes bounds one string or member name, in bytes once
 	// unescaped (default 16 KiB).
@@ -43,7 +43,7 @@ type InputLimits struct {
 const (
 	DefaultMaxInputBytes       = 64 << 10
 	DefaultMaxInputDepth       = 32
-	DefaultMaxInputValues      = 4096
+	DefaultMaxInputValues      = 1024
 	DefaultMaxInputStringBytes = 16 << 10
 	DefaultMaxNumberLength     = 24
 )
