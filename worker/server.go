@@ -318,6 +318,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		id:      p.Job,
 		attempt: retried + 1,
 		input:   p.Input,
+		limits:  typ.InputLimits,
 		progress: func(percent float64, message string) {
 			stop, err := s.store.Progress(hctx, p.Job, percent, message)
 			if err != nil {

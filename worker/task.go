@@ -34,6 +34,7 @@ type Task struct {
 	id       string
 	attempt  int
 	input    json.RawMessage
+	limits   jobs.InputLimits // the type's; zero fields default
 	progress func(percent float64, message string)
 	open     func(contentType string) (io.Writer, error)
 	result   io.Writer
@@ -47,11 +48,16 @@ func (t *Task) Attempt() int { return t.attempt }
 
 // Decode unmarshals the job's input into v, rejecting unknown fields. The API
 // validated the input against the type's schema already; Decode is the typed
-// second line of defence.
+// second line of defence. It checks the type's input limits first (as the
+// API does), so a task that reached the queue some other way cannot hand a
+// handler a number or a nesting built to burn its CPU.
 func (t *Task) Decode(v any) error {
 	in := t.input
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = json.RawMessage("{}")
+	}
+	if err := jobs.CheckInput(in, t.limits); err != nil {
+		return fmt.Errorf("decode input: %v: %w", err, ErrPermanent)
 	}
 	dec := json.NewDecoder(bytes.NewReader(in))
 	dec.DisallowUnknownFields()

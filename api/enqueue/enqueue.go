@@ -62,7 +62,11 @@ type Config struct {
 	MaxQueueWait time.Duration
 	// MaxTokenLifetime caps a job token's lifetime (7 days).
 	MaxTokenLifetime time.Duration
-	// MaxBodyBytes bounds a request body (1 MiB).
+	// MaxBodyBytes bounds a POST /v1/jobs body. Zero means the largest
+	// input any type takes (its InputLimits.MaxBytes, 64 KiB by default)
+	// plus EnvelopeBytes: no larger body could be accepted, and reading and
+	// decoding one costs CPU and memory in proportion (a 1 MiB body took
+	// ~7 MB and milliseconds to decode before being refused).
 	MaxBodyBytes int64
 	// Limits rate-limits submissions per user; nil means no limit.
 	Limits *ratelimit.Limiter
@@ -82,6 +86,10 @@ type Config struct {
 	Now       func() time.Time
 	Logger    *slog.Logger
 }
+
+// EnvelopeBytes is what a job request may add to its input (type, options,
+// whitespace) under the default MaxBodyBytes.
+const EnvelopeBytes = 16 << 10
 
 // Service is the enqueue API.
 type Service struct {
@@ -103,7 +111,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxTokenLifetime = 7 * 24 * time.Hour
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
+		cfg.MaxBodyBytes = int64(cfg.Catalog.MaxInputBytes()) + EnvelopeBytes
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -273,6 +281,10 @@ func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
 		return spec, plan{}, &jobs.UnknownTypeError{Type: req.Type, Known: s.cfg.Catalog.Names()}
 	}
 	if err := s.cfg.Catalog.Validate(spec.Name, req.Input); err != nil {
+		// The catalog points into the input; the client sent a body.
+		if ie, ok := errors.AsType[*jobs.InputError](err); ok {
+			err = ie.Under("/input")
+		}
 		return spec, plan{}, err
 	}
 	pl := plan{queue: "default", maxRetry: spec.MaxRetry}

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/claimcheck/claimcheck/api/enqueue"
+	"github.com/claimcheck/claimcheck/internal/jobs"
 )
 
 // BenchmarkSubmit compares POST /v1/jobs (API-key lookup, body decode,
@@ -57,4 +60,53 @@ func benchmarkPost(b *testing.B, f *fixture) {
 			}
 		}
 	})
+}
+
+// BenchmarkSubmitHostile1MiB is the whole of POST /v1/jobs (API-key lookup
+// in Redis, reading and decoding the body, input limits, schema) for the
+// costliest hostile bodies, against a small body refused by its schema
+// ("baseline"). A 1 MiB body is refused (413) as it is read; the costliest
+// bodies are those at the body limit (80 KiB by default). With
+// BenchmarkValidateHostile1MiB in internal/jobs (the input alone) it bounds
+// one request's CPU.
+//
+//	go test -run '^$' -bench SubmitHostile -benchtime 200x -count 3 ./api/enqueue/
+func BenchmarkSubmitHostile1MiB(b *testing.B) {
+	// body fills {"type":"sleep","input":{"tags":[item,…]}} to size bytes.
+	body := func(item string, size int) string {
+		var sb strings.Builder
+		sb.WriteString(`{"type":"sleep","input":{"tags":[` + item)
+		for sb.Len()+len(item)+4 <= size {
+			sb.WriteString("," + item)
+		}
+		sb.WriteString("]}}")
+		return sb.String()
+	}
+	limit := jobs.DefaultMaxInputBytes + enqueue.EnvelopeBytes
+	f := newFixture(b, nil)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+	}{
+		{"baseline", `{"type":"sleep","input":{"seconds":-1}}`, http.StatusUnprocessableEntity},
+		{"1MiB-1e1000000", body("1e1000000", 1<<20), http.StatusRequestEntityTooLarge},
+		{"80KiB-1e1000000", body("1e1000000", limit), http.StatusUnprocessableEntity},
+		{"80KiB-small-numbers", body("0", limit), http.StatusUnprocessableEntity},
+		{"64KiB-small-numbers", body("0", jobs.DefaultMaxInputBytes), http.StatusUnprocessableEntity},
+		{"80KiB-deep-nesting", `{"type":"sleep","input":{"tags":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}}`, http.StatusUnprocessableEntity},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(tc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(tc.body))
+				req.Header.Set("Authorization", "Bearer "+f.apiKey)
+				rec := httptest.NewRecorder()
+				f.handler.ServeHTTP(rec, req)
+				if rec.Code != tc.status {
+					b.Fatalf("%d %.200s", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
 }

@@ -51,6 +51,11 @@ func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixtu
 	catalog, err := jobs.NewCatalog(jobs.TypeSpec{
 		Name: "echo", Timeout: time.Minute, MaxRetry: 3,
 		Schema: json.RawMessage(`{"type":"object","additionalProperties":false,"properties":{"n":{"type":"integer","minimum":0}}}`),
+	}, jobs.TypeSpec{
+		// A number field with bounds, as the built-in sleep has: the
+		// schema library compares it exactly (big.Rat).
+		Name: "sleep", Timeout: time.Minute, MaxRetry: 3,
+		Schema: json.RawMessage(`{"type":"object","additionalProperties":false,"properties":{"seconds":{"type":"number","minimum":0,"maximum":3600},"tags":{"type":"array"},"note":{"type":"string"}}}`),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -52,7 +52,9 @@ func Read(c *gin.Context, v any, limit int64) ([]byte, error) {
 	if err := dec.Decode(v); err != nil {
 		return nil, problem.BadRequest("body is not a valid request: " + err.Error())
 	}
-	if dec.More() {
+	// Not dec.More(): it answers false before a stray '}' or ']', so
+	// `{…}}` passed. Only JSON whitespace may follow the object.
+	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, problem.BadRequest("body has data after the JSON object")
 	}
 	return body, nil

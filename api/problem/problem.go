@@ -148,7 +148,7 @@ func From(err error) *Problem {
 		p = New(http.StatusUnprocessableEntity, "unknown-job-type", "Unknown job type", unknownType.Error()).
 			With("known_types", unknownType.Known)
 	case errors.As(err, &inputErr):
-		p = New(http.StatusUnprocessableEntity, "invalid-input", "Job input does not match its schema", inputErr.Error()).
+		p = New(http.StatusUnprocessableEntity, "invalid-input", "Invalid job input", inputErr.Error()).
 			With("errors", inputErr.Errors)
 	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		p = New(http.StatusNotFound, "not-found", "Not found", "no such job, or its record has expired")
@@ -210,13 +210,4 @@ func Write(w http.ResponseWriter, p *Problem) {
 // Gin's plain text.
 func NoRoute(c *gin.Context) {
 	Abort(c, New(http.StatusNotFound, "not-found", "Not found", "no route for "+c.Request.Method+" "+c.Request.URL.Path))
-}
-
-// Recover turns a handler panic into a 500 problem, so no request can take a
-// process down.
-func Recover() gin.HandlerFunc {
-	return gin.CustomRecovery(func(c *gin.Context, recovered any) {
-		slog.ErrorContext(c.Request.Context(), "handler panicked", "path", c.FullPath(), "panic", recovered)
-		Abort(c, New(http.StatusInternalServerError, "internal", "Internal error", ""))
-	})
 }

@@ -38,7 +38,9 @@ func New(logger *slog.Logger) *gin.Engine {
 	_ = r.SetTrustedProxies(nil)
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(problem.Recover(), requestID, accessLog(logger))
+	// Recovery first, so a panic anywhere after it, middleware included,
+	// is answered as a problem.
+	r.Use(recoverer(logger), requestID, accessLog(logger))
 	r.NoRoute(problem.NoRoute)
 	r.NoMethod(func(c *gin.Context) {
 		problem.Abort(c, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
@@ -35,6 +36,9 @@ type TypeSpec struct {
 	// limit (worker.Config.MaxResultBytes), and a larger value is capped by
 	// it. A job whose result outgrows it fails, and is not retried.
 	MaxResultBytes int64 `json:"max_result_bytes,omitempty"`
+	// InputLimits bound the input before schema validation, the API's and
+	// the worker's alike; zero fields take their defaults (see InputLimits).
+	InputLimits InputLimits `json:"input_limits"`
 }
 
 // MarshalJSON adds the durations in the units clients send them in.
@@ -89,6 +93,7 @@ func NewCatalog(specs ...TypeSpec) (*Catalog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
 		}
+		s.InputLimits = s.InputLimits.WithDefaults()
 		c.byName[s.Name] = len(c.specs)
 		c.specs = append(c.specs, s)
 		c.schemas[s.Name] = sch
@@ -98,6 +103,19 @@ func NewCatalog(specs ...TypeSpec) (*Catalog, error) {
 
 // Specs lists the types in registration order.
 func (c *Catalog) Specs() []TypeSpec { return slices.Clone(c.specs) }
+
+// MaxInputBytes is the largest input any type takes (InputLimits.MaxBytes),
+// which bounds a job request's body.
+func (c *Catalog) MaxInputBytes() int {
+	n := DefaultMaxInputBytes
+	if len(c.specs) > 0 {
+		n = 0
+	}
+	for _, s := range c.specs {
+		n = max(n, s.InputLimits.MaxBytes)
+	}
+	return n
+}
 
 // Names lists the type names, sorted, for error messages.
 func (c *Catalog) Names() []string {
@@ -133,7 +151,8 @@ func (e *UnknownTypeError) Error() string {
 
 func (e *UnknownTypeError) Unwrap() error { return ErrUnknownType }
 
-// ErrInvalidInput is returned when a job's input does not match its schema.
+// ErrInvalidInput is returned when a job's input breaks its type's input
+// limits or schema.
 var ErrInvalidInput = errors.New("invalid job input")
 
 // InputError lists every way an input breaks its type's schema.
@@ -153,13 +172,31 @@ func (e *InputError) Error() string {
 	for _, f := range e.Errors {
 		parts = append(parts, f.Pointer+": "+f.Detail)
 	}
+	if e.Type == "" {
+		return "input: " + strings.Join(parts, "; ")
+	}
 	return fmt.Sprintf("input for %s: %s", e.Type, strings.Join(parts, "; "))
 }
 
 func (e *InputError) Unwrap() error { return ErrInvalidInput }
 
-// Validate checks input against the named type's schema. An absent input is
-// validated as the empty object.
+// Under returns a copy of e whose pointers are prefixed with prefix, the
+// input's own pointer in a larger document ("/input" in a request body).
+func (e *InputError) Under(prefix string) *InputError {
+	cp := &InputError{Type: e.Type, Errors: make([]FieldError, len(e.Errors))}
+	for i, f := range e.Errors {
+		cp.Errors[i] = FieldError{Pointer: prefix + f.Pointer, Detail: f.Detail}
+	}
+	return cp
+}
+
+// Validate checks input against the named type's input limits, then its
+// schema. An absent input is validated as the empty object. Pointers in an
+// *InputError are into the input.
+//
+// The limits are checked, and the document built, by this package's own
+// linear pass (parseInput): the schema library never reads the text, so it
+// never meets a number it cannot afford to compare.
 func (c *Catalog) Validate(name string, input json.RawMessage) error {
 	sch, ok := c.schemas[name]
 	if !ok {
@@ -168,9 +205,13 @@ func (c *Catalog) Validate(name string, input json.RawMessage) error {
 	if len(bytes.TrimSpace(input)) == 0 {
 		input = json.RawMessage("{}")
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(input))
+	doc, err := parseInput(input, c.specs[c.byName[name]].InputLimits)
 	if err != nil {
-		return &InputError{Type: name, Errors: []FieldError{{Pointer: "", Detail: "not valid JSON: " + err.Error()}}}
+		var ie *InputError
+		if errors.As(err, &ie) {
+			ie.Type = name
+		}
+		return err
 	}
 	err = sch.Validate(doc)
 	if err == nil {
@@ -185,12 +226,35 @@ func (c *Catalog) Validate(name string, input json.RawMessage) error {
 		if u.Error == nil || u.Error.Kind == nil {
 			continue
 		}
-		ie.Errors = append(ie.Errors, FieldError{Pointer: u.InstanceLocation, Detail: u.Error.String()})
+		if len(ie.Errors) == maxFieldErrors {
+			break
+		}
+		ie.Errors = append(ie.Errors, FieldError{Pointer: u.InstanceLocation, Detail: clip(u.Error.String())})
 	}
 	if len(ie.Errors) == 0 {
-		ie.Errors = []FieldError{{Pointer: "", Detail: ve.Error()}}
+		ie.Errors = []FieldError{{Pointer: "", Detail: clip(ve.Error())}}
 	}
 	return ie
+}
+
+// maxFieldErrors and maxDetailBytes bound an InputError: the library's
+// messages may quote the input (a 16 KiB string against an enum), and a
+// refusal must not answer with more than it was sent.
+const (
+	maxFieldErrors = 20
+	maxDetailBytes = 256
+)
+
+// clip shortens s to maxDetailBytes, at a rune boundary.
+func clip(s string) string {
+	if len(s) <= maxDetailBytes {
+		return s
+	}
+	cut := maxDetailBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // EffectiveTimeout resolves a requested per-attempt timeout against the

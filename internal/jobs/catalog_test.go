@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +72,55 @@ func TestCatalogRejectsBadSpecs(t *testing.T) {
 		if _, err := jobs.NewCatalog(tc.specs...); err == nil {
 			t.Errorf("%s: NewCatalog accepted it", tc.name)
 		}
+	}
+}
+
+// TestInputLimitsBeforeSchema checks the pass that runs before the schema:
+// what it refuses, where it points, and that ordinary JSON passes it,
+// numbers at float64's edges included.
+func TestInputLimitsBeforeSchema(t *testing.T) {
+	c, err := jobs.NewCatalog(jobs.TypeSpec{
+		Name: "any", Timeout: time.Minute, Schema: json.RawMessage(`{"type":"object"}`),
+		InputLimits: jobs.InputLimits{MaxDepth: 3, MaxValues: 8, MaxStringBytes: 5, MaxBytes: 100},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec, _ := c.Lookup("any"); spec.InputLimits != (jobs.InputLimits{MaxBytes: 100, MaxDepth: 3, MaxValues: 8, MaxStringBytes: 5, MaxNumberLength: 24}) {
+		t.Fatalf("limits with defaults: %+v", spec.InputLimits)
+	}
+	for _, in := range []string{
+		`{"a":1e308,"b":-1.7976931348623157e308,"c":4.9e-324,"d":-0,"e":0.0e-400}`,
+		`{"f":1e0000000000000000001}`,
+		`{"a":1E+2,"b":[[1]],"c":null,"d":"12345"}`,
+		`{"a~/b":true}`,
+	} {
+		if err := c.Validate("any", json.RawMessage(in)); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	for _, tc := range []struct{ in, pointer string }{
+		{`{"a":1e401}`, "/a"},
+		{`{"a":1e400}`, "/a"},
+		{`{"a":[1e-400]}`, "/a/0"},
+		{`{"a":0e401}`, "/a"},
+		{`{"a":1234567890123456789012345}`, "/a"},
+		{`{"a":{"b":[[]]}}`, "/a/b/0"},
+		{`{"a":[1,2,3,4,5,6,7]}`, "/a/6"},
+		{`{"a~/b":"123456"}`, "/a~0~1b"},
+		{`{"123456":1}`, "/123456"},
+		{`{"a":1,"a":1}`, "/a"},
+		{`{"a":[1,}`, "/a/1"},
+		{`{"a":1} {}`, ""},
+		{`{"a":"` + strings.Repeat("x", 100) + `"}`, ""},
+	} {
+		err := c.Validate("any", json.RawMessage(tc.in))
+		var ie *jobs.InputError
+		if !errors.As(err, &ie) || ie.Type != "any" || len(ie.Errors) != 1 || ie.Errors[0].Pointer != tc.pointer {
+			t.Errorf("%.40s: %v, want one error at %q", tc.in, err, tc.pointer)
+		}
+	}
+	if err := jobs.CheckInput(json.RawMessage(`[`+strings.Repeat("1,", 1024)+`1]`), jobs.InputLimits{}); err == nil {
+		t.Error("CheckInput with default limits took 1025 values")
 	}
 }

@@ -2,6 +2,11 @@
 // what a job is doing (state, progress, attempts, result summary) and the
 // catalog of job types with their input schemas.
 //
+// The catalog checks an input against its type's InputLimits in its own
+// linear pass before the schema library sees it (input.go): exact schema
+// arithmetic on an unbounded number is what let one tiny body cost a
+// second of CPU or crash the library.
+//
 // The record is authoritative for clients; Asynq's task state is a delivery
 // detail. Every transition is one Lua script so that concurrent writers (a
 // worker reporting progress, a client cancelling, Asynq retrying) cannot
