@@ -80,13 +80,26 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 			}
 		})
 	}
-	// A body larger than any type's input could be (64 KiB and the
-	// envelope's 16 KiB) is refused as it is read, before any decoding.
-	rec := f.post(numbers(1 << 20))
-	var p problemBody
-	_ = json.Unmarshal(rec.Body.Bytes(), &p)
-	if rec.Code != http.StatusRequestEntityTooLarge || p.Type != "urn:claimcheck:problem:body-too-large" {
-		t.Fatalf("1 MiB of numbers: %d %.300s", rec.Code, rec.Body)
+	// A hostile body just under the 1 MiB body limit: its input is over
+	// its type's 64 KiB, which is told by pointer before any of it is
+	// parsed; a body over the body limit is refused as it is read.
+	for _, tc := range []struct {
+		size    int
+		status  int
+		problem string
+	}{
+		{1<<20 - 64, http.StatusUnprocessableEntity, "invalid-input"},
+		{1<<20 + 64, http.StatusRequestEntityTooLarge, "body-too-large"},
+	} {
+		rec := f.post(numbers(tc.size))
+		var p problemBody
+		_ = json.Unmarshal(rec.Body.Bytes(), &p)
+		if rec.Code != tc.status || p.Type != "urn:claimcheck:problem:"+tc.problem {
+			t.Fatalf("%d bytes of numbers: %d %.300s", tc.size, rec.Code, rec.Body)
+		}
+		if tc.status == http.StatusUnprocessableEntity && (len(p.Errors) == 0 || p.Errors[0].Pointer != "/input") {
+			t.Fatalf("%d bytes of numbers: errors %+v, want pointer /input", tc.size, p.Errors)
+		}
 	}
 	if jobs, _ := f.rdb.Keys(context.Background(), "cc:job:*").Result(); len(jobs) != 0 {
 		t.Fatalf("a refused body created %v", jobs)

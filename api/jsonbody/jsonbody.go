@@ -38,6 +38,16 @@ var ErrUnsupportedMediaType = problem.New(http.StatusUnsupportedMediaType, "unsu
 // Errors are a *problem.Problem (400, or 415 for a non-empty body that is
 // not application/json) or wrap *http.MaxBytesError (413).
 func Read(c *gin.Context, v any, limit int64) ([]byte, error) {
+	body, err := ReadRaw(c, limit)
+	if err != nil {
+		return nil, err
+	}
+	return body, Decode(body, v)
+}
+
+// ReadRaw reads a body of at most limit bytes without decoding it, for a
+// handler that looks at its size first; errors are as Read's.
+func ReadRaw(c *gin.Context, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)
@@ -47,17 +57,23 @@ func Read(c *gin.Context, v any, limit int64) ([]byte, error) {
 	if len(body) > 0 && !IsJSON(c.Request.Header.Get("Content-Type")) {
 		return nil, ErrUnsupportedMediaType
 	}
+	return body, nil
+}
+
+// Decode decodes one JSON object from body into v, refusing unknown fields
+// and anything after the object (400 problems).
+func Decode(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return nil, problem.BadRequest("body is not a valid request: " + err.Error())
+		return problem.BadRequest("body is not a valid request: " + err.Error())
 	}
 	// Not dec.More(): it answers false before a stray '}' or ']', so
 	// `{…}}` passed. Only JSON whitespace may follow the object.
 	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) > 0 {
-		return nil, problem.BadRequest("body has data after the JSON object")
+		return problem.BadRequest("body has data after the JSON object")
 	}
-	return body, nil
+	return nil
 }
 
 // IsJSON reports whether a Content-Type value is application/json, with at
