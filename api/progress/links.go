@@ -65,8 +65,10 @@ func (s *Service) createLink(c *gin.Context) {
 	var ttl time.Duration
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
-		if err != nil || d <= 0 || d > tokens.MaxLinkLifetime {
-			problem.Abort(c, problem.Invalid("expires_in", `a positive duration up to 24h, such as "10m"`))
+		// A link's exp is in whole seconds: under one, it would be
+		// refused as expiring before it starts.
+		if err != nil || d < time.Second || d > tokens.MaxLinkLifetime {
+			problem.Abort(c, problem.Invalid("expires_in", `a duration from 1s up to 24h, such as "10m"`))
 			return
 		}
 		ttl = d

@@ -75,6 +75,17 @@ func TestDownloadLinks(t *testing.T) {
 		}
 	}
 
+	// A lifetime the link cannot carry (its exp is in whole seconds) is a
+	// bad request, not a sign that the valid token is dead.
+	for _, d := range []string{"1ns", "500ms", "0s", "-1m", "25h", "soon"} {
+		r := do(t, "POST", s.progress.URL+sub.Links.Result[:strings.LastIndex(sub.Links.Result, "/")]+"/links", sub.Token,
+			strings.NewReader(`{"expires_in":"`+d+`"}`), "Content-Type", "application/json")
+		body, _ := io.ReadAll(r.Body)
+		if r.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), "expires_in") {
+			t.Errorf("expires_in %q: %d %s, want 422 naming expires_in", d, r.StatusCode, body)
+		}
+	}
+
 	// A job that has not succeeded has no link.
 	running := s.submit(t, `{"type":"stepper","input":{"steps":1}}`)
 	if r := do(t, "POST", s.progress.URL+"/v1/jobs/"+running.ID+"/links", running.Token, nil); r.StatusCode != 409 {
