@@ -11,6 +11,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/jsonbody"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
@@ -76,6 +77,13 @@ type LoginResponse struct {
 // password, blocked user.
 var errBadLogin = problem.Unauthorized("wrong user name or password", `Bearer realm="claimcheck"`)
 
+// knownAddress names the (user, address) pairs that signed in lately, for
+// knownAddressFor: such an address is not held by the per-user backstop.
+const (
+	knownAddress    = "login-known"
+	knownAddressFor = 30 * 24 * time.Hour
+)
+
 func (s *Service) login(c *gin.Context) {
 	// A login form posted from another site would sign the victim's browser
 	// into the attacker's account; refuse a foreign Origin when one is sent.
@@ -96,7 +104,7 @@ func (s *Service) login(c *gin.Context) {
 	// with its budget, not with our CPU. The order matters: a try refused
 	// by the address's own budgets does not spend the user's backstop, so
 	// an attacker held at its (user, address) limit cannot drain it.
-	ip := c.ClientIP()
+	ip := forwarded.AddressKey(c.ClientIP())
 	userKey, ok := identity.CanonicalUserName(req.Username)
 	if !ok {
 		userKey = "(invalid)" // no such user can exist; keep the key short
@@ -111,7 +119,14 @@ func (s *Service) login(c *gin.Context) {
 		{lim.LoginPerUserIP, "login-user-ip", userIP},
 		{lim.LoginPerUser, "login-user", userKey},
 	} {
-		if err := s.limits.Allow(c, b.limit, b.kind, b.key); err != nil {
+		err := s.limits.Allow(c, b.limit, b.kind, b.key)
+		if err != nil && b.kind == "login-user" && s.limits.Remembered(c, knownAddress, userIP) {
+			// Attackers on many addresses can drain the backstop; an
+			// address the owner signed in from lately still gets its own
+			// (user, address) budget, so they cannot lock the owner out.
+			err = nil
+		}
+		if err != nil {
 			problem.Abort(c, err)
 			return
 		}
@@ -129,6 +144,7 @@ func (s *Service) login(c *gin.Context) {
 	// only failures count against the (user, address) budget. Best effort:
 	// a failure here only leaves the budget as spent as it was.
 	_ = s.limits.Reset(c, "login-user-ip", userIP)
+	_ = s.limits.Remember(c, knownAddress, userIP, knownAddressFor)
 	sec, sess, err := s.dir.Sessions.Create(c, u.Name, c.Request.UserAgent(), ip)
 	if errors.Is(err, identity.ErrUserBlocked) {
 		// Blocked while the password was being checked: the same answer

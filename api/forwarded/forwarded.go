@@ -145,3 +145,24 @@ func nearest(h http.Header, key string) string {
 	}
 	return strings.TrimSpace(v)
 }
+
+// AddressKey is the key that per-address limits count a client address
+// under: an IPv4 address as it is, an IPv6 address as its /64. One IPv6
+// host is routinely given a whole /64, so counting each /128 would hand a
+// single client 2^64 budgets. Anything that is not an address is returned
+// unchanged.
+func AddressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}

@@ -53,3 +53,18 @@ func TestUntrustedForwardingHeadersAreDropped(t *testing.T) {
 		}
 	}
 }
+
+func TestAddressKeyGroupsIPv6By64(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":                      "192.0.2.7",
+		"::ffff:192.0.2.7":               "192.0.2.7",
+		"2001:db8:1:2::1":                "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff:ffff:ffff:ff": "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":                "2001:db8:1:3::/64",
+		"not an address":                 "not an address",
+	} {
+		if got := forwarded.AddressKey(in); got != want {
+			t.Errorf("AddressKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
@@ -198,7 +199,7 @@ func (s *Service) exchange(ctx context.Context, r *http.Request, method string, 
 		return e, nil
 	}
 	if s.cfg.Limits != nil {
-		if err := s.cfg.Limits.Allow(ctx, s.cfg.Limits.Limits.Exchange, "exchange", clientIP()); err != nil {
+		if err := s.cfg.Limits.Allow(ctx, s.cfg.Limits.Limits.Exchange, "exchange", forwarded.AddressKey(clientIP())); err != nil {
 			return nil, err
 		}
 	}

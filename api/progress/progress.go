@@ -25,6 +25,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/blob"
@@ -198,7 +199,7 @@ func jobClaims(c *gin.Context) *tokens.JobClaims {
 // both. A refusal is the 429 to answer.
 func (s *Service) watch(c *gin.Context) (w *Watcher, stop func(), refused error) {
 	cl := jobClaims(c)
-	release, err := s.caps.acquire(cl.ID, c.Param("id"), c.ClientIP())
+	release, err := s.caps.acquire(cl.ID, c.Param("id"), forwarded.AddressKey(c.ClientIP()))
 	if err != nil {
 		return nil, nil, err
 	}

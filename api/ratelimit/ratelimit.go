@@ -15,7 +15,10 @@
 // budget, and a successful sign-in resets it (so in effect only failures
 // count against it). The per-address budget bounds one address across user
 // names; the per-user backstop, which one address cannot exhaust on its
-// own, bounds guessing from many. User names are keyed in their canonical
+// own, bounds guessing from many — except for an address the user signed in
+// from in the last 30 days, which the backstop does not hold, so attackers
+// on many addresses cannot lock the owner out of their usual places either.
+// IPv6 addresses count by their /64 (forwarded.AddressKey). User names are keyed in their canonical
 // (lower-case) form, so ANN and ann share every budget.
 //
 // The gateway's cached exchange costs no Redis call and is not limited; a
@@ -81,11 +84,12 @@ const KeyPrefix = "cc:"
 type Limiter struct {
 	Limits Limits
 	rl     *redis_rate.Limiter
+	rdb    redis.UniversalClient
 }
 
 // New returns a limiter on rdb.
 func New(rdb redis.UniversalClient, limits Limits) *Limiter {
-	return &Limiter{Limits: limits, rl: redis_rate.NewLimiter(rdb)}
+	return &Limiter{Limits: limits, rl: redis_rate.NewLimiter(rdb), rdb: rdb}
 }
 
 // Allow spends one event of limit from the budget named by kind and key. It
@@ -117,6 +121,32 @@ func (l *Limiter) Reset(ctx context.Context, kind, key string) error {
 	}
 	return nil
 }
+
+// Remember notes key under kind for ttl (a (user, address) that signed in),
+// for Remembered to find. A nil Limiter does nothing.
+func (l *Limiter) Remember(ctx context.Context, kind, key string, ttl time.Duration) error {
+	if l == nil {
+		return nil
+	}
+	if err := l.rdb.Set(ctx, rememberKey(kind, key), "1", ttl).Err(); err != nil {
+		return fmt.Errorf("rate limit %s: remember: %w", kind, err)
+	}
+	return nil
+}
+
+// Remembered reports whether Remember noted key under kind within its ttl.
+// An error counts as not remembered: the caller's limit then holds.
+func (l *Limiter) Remembered(ctx context.Context, kind, key string) bool {
+	if l == nil {
+		return false
+	}
+	n, err := l.rdb.Exists(ctx, rememberKey(kind, key)).Result()
+	return err == nil && n == 1
+}
+
+// rememberKey sits beside redis_rate's keys ("rate:" + KeyPrefix), so the
+// same ACL pattern covers both.
+func rememberKey(kind, key string) string { return "rate:" + KeyPrefix + kind + ":" + key }
 
 // TooMany is the 429 answer, with Retry-After in whole seconds (at least 1).
 func TooMany(kind string, retryAfter time.Duration) *problem.Problem {

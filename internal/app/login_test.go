@@ -96,6 +96,18 @@ func TestFinding4AttackerCannotLockOwnerOut(t *testing.T) {
 	if code, limit := signIn(t, another, s.api.URL, "ann", "guess"); code != 429 || limit != "login-user" {
 		t.Fatalf("seventh try on ann in the hour: %d %s", code, limit)
 	}
+	// Attackers on many addresses can drain the backstop, but not for an
+	// address the owner signed in from lately: the owner still gets in
+	// from there, with the right password only.
+	if code, _ := signIn(t, owner, s.api.URL, "ann", "correct horse"); code != 201 {
+		t.Fatalf("owner from a known address once the backstop is spent: %d", code)
+	}
+	if code, _ := signIn(t, owner, s.api.URL, "ann", "guess"); code != 401 {
+		t.Fatalf("wrong password from the owner's address: %d", code)
+	}
+	if code, limit := signIn(t, from("127.0.0.5"), s.api.URL, "ann", "correct horse"); code != 429 || limit != "login-user" {
+		t.Fatalf("a new address once the backstop is spent: %d %s", code, limit)
+	}
 }
 
 // TestFinding4UserNamesAreCaseInsensitive: a user added as ANN is ann,
