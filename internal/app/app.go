@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -28,6 +30,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/enqueue"
 	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/api/gateway"
+	"github.com/claimcheck/claimcheck/api/problem"
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
@@ -375,6 +378,9 @@ func Handler(cfg Config, services ...service) http.Handler {
 	var checks []router.Check
 	for _, s := range services {
 		s.Register(r)
+		if f, ok := s.(interface{ Fallback(*gin.Engine) }); ok {
+			f.Fallback(r)
+		}
 		if rc, ok := s.(interface{ ReadyChecks() []router.Check }); ok {
 			checks = append(checks, rc.ReadyChecks()...)
 		}
@@ -478,30 +484,51 @@ func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
 // token or download link is forwarded, and only on those routes (see
 // gateway.Service.Proxy); a client's at+jwt never is.
 func GatewayHandler(cfg Config, gw *gateway.Service, upstream, progress *url.URL) http.Handler {
-	own := Handler(cfg, gw)
 	if upstream == nil {
-		return own
+		return Handler(cfg, gw)
 	}
-	api := gw.Proxy(upstream)
-	var prog http.Handler
+	edge := edgeProxy{api: gw.Proxy(upstream)}
 	if progress != nil {
-		prog = gw.PassThrough(progress)
+		edge.progress = gw.PassThrough(progress)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/auth/", own)
-	mux.Handle("/healthz", own)
-	mux.Handle("/readyz", own)
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if prog != nil && gateway.ProgressRoute(r.Method, r.URL.Path) {
-			prog.ServeHTTP(w, r)
-			return
-		}
-		api.ServeHTTP(w, r)
-	}))
 	// The gateway is the edge: before the exchange's CSRF check or the
 	// proxy sees a request, forwarding headers from anyone but a trusted
-	// proxy are gone.
-	return trustedProxies(cfg).Handler(mux)
+	// proxy are gone (Handler), and every request, proxied or refused, is
+	// logged once with a request id by the same router as the exchange.
+	return Handler(cfg, gw, edge)
+}
+
+// edgeProxy is the gateway's reverse proxy as the fallback of its router:
+// every path the gateway does not serve itself goes to the progress
+// service (its routes, gateway.ProgressRoute) or the api.
+type edgeProxy struct {
+	api, progress http.Handler
+}
+
+var errUncleanPath = problem.BadRequest("the path is not in canonical form (no //, . or .. segments)")
+
+// Register adds no routes: the proxy is the engine's fallback (Fallback).
+func (edgeProxy) Register(gin.IRouter) {}
+
+// Fallback makes the proxy the engine's NoRoute handler, so it runs behind
+// the router's recovery, request id and access log.
+func (e edgeProxy) Fallback(engine *gin.Engine) {
+	engine.NoRoute(func(c *gin.Context) {
+		p := c.Request.URL.Path
+		switch {
+		case p == "" || path.Clean(p) != p && path.Clean(p)+"/" != p:
+			// Routing looks at the path, so one spelling per path: a
+			// ../ must not pick the progress service for an api route,
+			// nor the other way round.
+			problem.Abort(c, errUncleanPath)
+		case strings.HasPrefix(p, "/v1/auth/"):
+			problem.NoRoute(c) // the gateway's own, never proxied
+		case e.progress != nil && gateway.ProgressRoute(c.Request.Method, p):
+			e.progress.ServeHTTP(c.Writer, c.Request)
+		default:
+			e.api.ServeHTTP(c.Writer, c.Request)
+		}
+	})
 }
 
 // APIHandler is the api process's handler: job submission and accounts.
