@@ -154,6 +154,39 @@ func RequireSession(live SessionChecker) gin.HandlerFunc {
 	}
 }
 
+// CredentialChecker confirms, at the moment of asking, that the credential
+// a principal was authenticated with is live (identity.Directory does).
+type CredentialChecker interface {
+	Confirm(ctx context.Context, p *identity.Principal) error
+}
+
+// RequireLive guards routes that derive a credential outliving the
+// request's own — re-issuing a job token, revoking a job's tokens for a
+// fresh one — behind a gateway, where the principal comes from an internal
+// token: its session or API key must be live in Redis in this request, so
+// a copied internal token cannot outlast "sign out everywhere" or a
+// revoked key through the job tokens it collects. A nil live means the
+// principal was looked up in this request already (no gateway), and
+// nothing is checked.
+func RequireLive(live CredentialChecker) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if live == nil {
+			c.Next()
+			return
+		}
+		err := live.Confirm(c, Principal(c))
+		if errors.Is(err, identity.ErrUnauthenticated) {
+			problem.Abort(c, ErrRevoked)
+			return
+		}
+		if err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		c.Next()
+	}
+}
+
 // FromRequest takes the bearer credential, else the session cookie; the
 // bool says it came from the cookie (and so needs the CSRF check).
 func FromRequest(r *http.Request) (secret.Secret, bool) {

@@ -81,6 +81,12 @@ type Config struct {
 	// queue is served first by every worker, so anyone allowed on it can
 	// push every other user's jobs back.
 	PriorityForAll bool
+	// Live, when set, confirms the caller's session or API key in Redis
+	// before a job token is re-issued or a job's tokens replaced: what a
+	// trust-gateway api needs, whose callers' credentials are known only as
+	// of their internal token's minting. Nil (an api that looks every
+	// credential up itself) checks nothing more.
+	Live authn.CredentialChecker
 	// OwnerGate names the Redis hash whose "blocked" field refuses a user's
 	// submissions atomically with the job's creation (jobs.NewJob.OwnerGate);
 	// nil means no such check.
@@ -135,8 +141,9 @@ func (s *Service) Register(r gin.IRouter) {
 	auth := authn.Require(s.cfg.Auth)
 	r.POST("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsSubmit), s.submit)
 	r.GET("/v1/jobs", auth, authn.RequireScope(identity.ScopeJobsRead), s.list)
-	r.POST("/v1/jobs/:id/token", auth, authn.RequireScope(identity.ScopeJobsRead), s.reissue)
-	r.POST("/v1/jobs/:id/revoke-tokens", auth, authn.RequireScope(identity.ScopeJobsSubmit), s.revokeTokens)
+	live := authn.RequireLive(s.cfg.Live)
+	r.POST("/v1/jobs/:id/token", auth, authn.RequireScope(identity.ScopeJobsRead), live, s.reissue)
+	r.POST("/v1/jobs/:id/revoke-tokens", auth, authn.RequireScope(identity.ScopeJobsSubmit), live, s.revokeTokens)
 }
 
 func (s *Service) jwks(c *gin.Context) {

@@ -230,7 +230,11 @@ func (s *Service) mint(ctx context.Context, h [32]byte, cred secret.Secret, now 
 	if p.Via == "session" {
 		kind, sid = identity.RevokedSession, p.CredentialID
 	}
-	tok, claims, err := s.cfg.Minter.MintAccess(p.UserID, sid, p.Scopes)
+	mint := s.cfg.Minter.MintAccess
+	if kind == identity.RevokedAPIKey {
+		mint, sid = s.cfg.Minter.MintAccessForKey, p.CredentialID
+	}
+	tok, claims, err := mint(p.UserID, sid, p.Scopes)
 	if err != nil {
 		return nil, fmt.Errorf("exchange: %w", err)
 	}

@@ -33,6 +33,8 @@ func (a TokenAuthenticator) Authenticate(_ context.Context, s secret.Secret) (*i
 	p := &identity.Principal{UserID: claims.Subject, Via: "api_key", Scopes: claims.Scopes(), ExpiresAt: claims.Expires()}
 	if claims.SessionID != "" {
 		p.Via, p.CredentialID = "session", claims.SessionID
+	} else {
+		p.CredentialID = claims.KeyID // "" from a gateway before key ids
 	}
 	return p, nil
 }

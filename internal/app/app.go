@@ -231,7 +231,9 @@ func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 }
 
 // API builds the enqueue API's routes, authenticating people with auth.
-func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *tokens.KeySet) (*enqueue.Service, error) {
+// live, when not nil, confirms callers' credentials before job tokens are
+// re-issued (a trust-gateway api; see enqueue.Config.Live).
+func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live authn.CredentialChecker, keys *tokens.KeySet) (*enqueue.Service, error) {
 	catalog, err := worker.Catalog(cfg.Types)
 	if err != nil {
 		return nil, err
@@ -250,6 +252,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, keys *
 		MaxActiveJobs:  max(cfg.MaxActiveJobs, 0),
 		PriorityForAll: cfg.PriorityForAll,
 		OwnerGate:      identity.BlockedFlagKey,
+		Live:           live,
 	})
 }
 
@@ -396,10 +399,12 @@ type service = interface{ Register(gin.IRouter) }
 // internal tokens only.
 func apiServices(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, keys *tokens.KeySet) ([]service, error) {
 	var auth authn.Authenticator = dir
+	var live authn.CredentialChecker // dir looks every credential up itself
 	if cfg.GatewayKeys != nil {
 		auth = gateway.TokenAuthenticator{Verifier: &tokens.AccessVerifier{Keys: cfg.GatewayKeys}}
+		live = dir
 	}
-	api, err := API(cfg, rdb, auth, keys)
+	api, err := API(cfg, rdb, auth, live, keys)
 	if err != nil {
 		return nil, err
 	}

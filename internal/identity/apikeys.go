@@ -357,6 +357,39 @@ func (k *APIKeys) Authenticate(ctx context.Context, s secret.Secret) (*Principal
 	return p, nil
 }
 
+// Confirm reports whether user has a live API key with id: it exists now,
+// belongs to user and has not expired. It is what a service that knows a
+// key only by its id (from an internal token's key_id) asks before the
+// token may derive a credential that outlives it. An unknown, foreign or
+// expired key is ErrUnauthenticated. It does not touch last_used.
+func (k *APIKeys) Confirm(ctx context.Context, user, id string) error {
+	if user == "" || id == "" {
+		return ErrUnauthenticated
+	}
+	hash, err := k.rdb.Get(ctx, apiKeyIDKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrUnauthenticated
+	}
+	if err != nil {
+		return fmt.Errorf("confirm api key: %w", err)
+	}
+	v, err := k.rdb.HMGet(ctx, apiKeyKey(hash), "id", "user", "expires").Result()
+	if err != nil {
+		return fmt.Errorf("confirm api key: %w", err)
+	}
+	gotID, _ := v[0].(string)
+	gotUser, _ := v[1].(string)
+	if gotID != id || gotUser != user {
+		return ErrUnauthenticated
+	}
+	if exp, _ := v[2].(string); exp != "" {
+		if t := parseMillis(exp); t != nil && !k.now().Before(*t) {
+			return ErrUnauthenticated
+		}
+	}
+	return nil
+}
+
 // keyScopes reads a stored scope; keys made before scopes existed have all.
 func keyScopes(stored string) []string {
 	if stored == "" {

@@ -69,3 +69,21 @@ func (d *Directory) Block(ctx context.Context, name string) error {
 func (d *Directory) Unblock(ctx context.Context, name string) error {
 	return d.Users.setBlocked(ctx, name, false)
 }
+
+// Confirm reports whether the credential p was authenticated with is live
+// in Redis now: its session (Sessions.Confirm) or its API key
+// (APIKeys.Confirm). A principal built from an internal token knows its
+// credential only as of the token's minting; routes that derive a
+// longer-lived credential from it confirm it first. An unknown, ended or
+// unnamed credential is ErrUnauthenticated.
+func (d *Directory) Confirm(ctx context.Context, p *Principal) error {
+	switch {
+	case p == nil:
+		return ErrUnauthenticated
+	case p.Via == "session":
+		return d.Sessions.Confirm(ctx, p.UserID, p.CredentialID)
+	case p.Via == "api_key":
+		return d.APIKeys.Confirm(ctx, p.UserID, p.CredentialID)
+	}
+	return ErrUnauthenticated
+}
