@@ -64,9 +64,12 @@ func (s *Service) createLink(c *gin.Context) {
 	}
 	var ttl time.Duration
 	if req.ExpiresIn != "" {
+		// Links end on a whole second, so one under a second would end
+		// before it starts: refuse it here rather than answer 401 (the
+		// asking token is fine).
 		d, err := time.ParseDuration(req.ExpiresIn)
-		if err != nil || d <= 0 || d > tokens.MaxLinkLifetime {
-			problem.Abort(c, problem.Invalid("expires_in", `a positive duration up to 24h, such as "10m"`))
+		if err != nil || d < time.Second || d > tokens.MaxLinkLifetime {
+			problem.Abort(c, problem.Invalid("expires_in", `a duration from 1s up to 24h, such as "10m"`))
 			return
 		}
 		ttl = d
