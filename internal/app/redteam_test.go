@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -29,5 +30,53 @@ func TestRedteamSubSecondLinkExpiryIsInvalidRequest(t *testing.T) {
 	// The token still works, and a one-second link is fine.
 	if r := do(t, "POST", s.progress.URL+"/v1/jobs/"+sub.ID+"/links", sub.Token, strings.NewReader(`{"expires_in":"1s"}`)); r.StatusCode != http.StatusCreated {
 		t.Fatalf("expires_in 1s: %d", r.StatusCode)
+	}
+}
+
+// TestRedteamGatewayAnswersEveryPathWithProblems: the gateway's own mux must
+// not answer with Go's text/html redirect for an unclean path (dot
+// segments, a double slash): every answer of every process is
+// problem+json or the upstream's, never an HTML page.
+func TestRedteamGatewayAnswersEveryPathWithProblems(t *testing.T) {
+	s := newStack(t)
+	tg := newTrustGateway(t, s)
+	// Go's client sends these paths as written: it cleans none of them.
+	for _, path := range []string{"/v1/results/../api-keys", "//v1/api-keys", "/v1/auth/../jobs", "/static/../../etc/passwd"} {
+		req, err := http.NewRequest("GET", tg.gw.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "text/html") || resp.StatusCode/100 == 3 {
+			t.Errorf("GET %s: %d %s %.60q", path, resp.StatusCode, ct, b)
+		}
+	}
+}
+
+// TestRedteamGatewayRefusalsCarryARequestID: a request the gateway refuses
+// itself (a client's at+jwt, 401 credential-not-accepted) gets an
+// X-Request-Id like every other answer, so it can be found in the logs —
+// the gateway logs and ids only its own routes, not what it proxies or
+// refuses on the way.
+func TestRedteamGatewayRefusalsCarryARequestID(t *testing.T) {
+	s := newStack(t)
+	tg := newTrustGateway(t, s)
+	session, _ := s.login(t)
+	internal := tg.exchange(t, session)
+	r := do(t, "GET", tg.gw.URL+"/v1/api-keys", internal, nil)
+	if r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("client at+jwt through the gateway: %d", r.StatusCode)
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		t.Error("the gateway's 401 credential-not-accepted has no X-Request-Id")
+	}
+	if r := do(t, "GET", tg.gw.URL+"/v1/jobs", session, nil); r.Header.Get("X-Request-Id") == "" {
+		t.Error("a proxied answer has no X-Request-Id")
 	}
 }
