@@ -80,3 +80,36 @@ func TestRedteamGatewayRefusalsCarryARequestID(t *testing.T) {
 		t.Error("a proxied answer has no X-Request-Id")
 	}
 }
+
+// TestRedteamSignedOutInternalTokenCannotReissueJobTokens: a copied at+jwt
+// whose session has ended (sign out everywhere) must not mint new
+// credentials within its remaining 60 s — a re-issued job token is one, and
+// lives as long as the job's original (days), so without a live-session
+// check on POST /v1/jobs/{id}/token the "≤ 60 s" of an internal token
+// becomes days of access to every job of the user. Refused: 401, and the
+// job's token epoch (what revoke-tokens would bump) unchanged.
+func TestRedteamSignedOutInternalTokenCannotReissueJobTokens(t *testing.T) {
+	s := newStack(t)
+	tg := newTrustGateway(t, s)
+	session, _ := s.login(t)
+	at := tg.exchange(t, session)
+	r := do(t, "POST", tg.gw.URL+"/v1/jobs", session, strings.NewReader(`{"type":"primes","input":{"n":100}}`))
+	sub := decode[submitted](t, r)
+	if r.StatusCode != 202 {
+		t.Fatalf("submit through the gateway: %d", r.StatusCode)
+	}
+	if r := do(t, "DELETE", tg.gw.URL+"/v1/sessions", session, nil); r.StatusCode != 204 {
+		t.Fatalf("sign out everywhere: %d", r.StatusCode)
+	}
+	for _, path := range []string{"/v1/jobs/" + sub.ID + "/token", "/v1/jobs/" + sub.ID + "/revoke-tokens"} {
+		r := do(t, "POST", tg.api.URL+path, at, strings.NewReader(`{}`))
+		b, _ := io.ReadAll(r.Body)
+		if r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s with a signed-out at+jwt: %d %.120s", path, r.StatusCode, b)
+		}
+	}
+	// The submission's own token still works: nothing was revoked.
+	if r := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, sub.Token, nil); r.StatusCode != 200 {
+		t.Fatalf("the original job token after the refusals: %d", r.StatusCode)
+	}
+}
