@@ -1,12 +1,14 @@
 package app_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
 // Holes the red team's black-box re-test of issue 10 found around the
@@ -111,5 +113,38 @@ func TestRedteamSignedOutInternalTokenCannotReissueJobTokens(t *testing.T) {
 	// The submission's own token still works: nothing was revoked.
 	if r := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID, sub.Token, nil); r.StatusCode != 200 {
 		t.Fatalf("the original job token after the refusals: %d", r.StatusCode)
+	}
+}
+
+// TestRevokedKeysInternalTokenCannotReissueJobTokens: the same for an
+// at+jwt minted from an API key: it carries the key's id, so the api
+// confirms the key is live before re-issuing — which works while it is,
+// and is refused once the key is revoked.
+func TestRevokedKeysInternalTokenCannotReissueJobTokens(t *testing.T) {
+	s := newStack(t)
+	tg := newTrustGateway(t, s)
+	at := tg.exchange(t, s.apiKey)
+	r := do(t, "POST", tg.gw.URL+"/v1/jobs", s.apiKey, strings.NewReader(`{"type":"primes","input":{"n":100}}`))
+	sub := decode[submitted](t, r)
+	if r.StatusCode != 202 {
+		t.Fatalf("submit through the gateway: %d", r.StatusCode)
+	}
+	reissue := func() int {
+		r := do(t, "POST", tg.api.URL+"/v1/jobs/"+sub.ID+"/token", at, strings.NewReader(`{"scope":"job:read"}`))
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if code := reissue(); code != http.StatusCreated {
+		t.Fatalf("re-issue with a live key's at+jwt: %d", code)
+	}
+	p, err := s.dir.APIKeys.Authenticate(context.Background(), secret.Secret(s.apiKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.dir.APIKeys.Revoke(context.Background(), p.CredentialID); err != nil {
+		t.Fatal(err)
+	}
+	if code := reissue(); code != http.StatusUnauthorized {
+		t.Fatalf("re-issue with a revoked key's at+jwt: %d, want 401", code)
 	}
 }
