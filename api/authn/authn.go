@@ -76,15 +76,7 @@ func Require(a Authenticator) gin.HandlerFunc {
 			return
 		}
 		p, err := a.Authenticate(c, cred)
-		if errors.Is(err, identity.ErrUnauthenticated) {
-			if viaCookie {
-				ClearCookie(c)
-			}
-			problem.Abort(c, ErrRevoked)
-			return
-		}
-		if err != nil {
-			problem.Abort(c, err)
+		if refused(c, err) {
 			return
 		}
 		c.Set(principalKeyName, p)
@@ -138,16 +130,7 @@ func RequireSession(live SessionChecker) gin.HandlerFunc {
 				"sign in with a password to manage API keys and sessions; an API key cannot"))
 			return
 		}
-		err := live.Confirm(c, p.UserID, p.CredentialID)
-		if errors.Is(err, identity.ErrUnauthenticated) {
-			if _, viaCookie := FromRequest(c.Request); viaCookie {
-				ClearCookie(c)
-			}
-			problem.Abort(c, ErrRevoked)
-			return
-		}
-		if err != nil {
-			problem.Abort(c, err)
+		if refused(c, live.Confirm(c, p.UserID, p.CredentialID)) {
 			return
 		}
 		c.Next()
@@ -174,17 +157,28 @@ func RequireLive(live CredentialChecker) gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		err := live.Confirm(c, Principal(c))
-		if errors.Is(err, identity.ErrUnauthenticated) {
-			problem.Abort(c, ErrRevoked)
-			return
-		}
-		if err != nil {
-			problem.Abort(c, err)
+		if refused(c, live.Confirm(c, Principal(c))) {
 			return
 		}
 		c.Next()
 	}
+}
+
+// refused answers a failed credential lookup or confirmation and reports
+// whether it did: an unknown, ended or revoked credential is ErrRevoked
+// (and a browser's cookie is cleared), anything else its own problem.
+func refused(c *gin.Context, err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, identity.ErrUnauthenticated) {
+		if _, viaCookie := FromRequest(c.Request); viaCookie {
+			ClearCookie(c)
+		}
+		err = ErrRevoked
+	}
+	problem.Abort(c, err)
+	return true
 }
 
 // FromRequest takes the bearer credential, else the session cookie; the
