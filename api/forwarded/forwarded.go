@@ -106,6 +106,25 @@ func (p *Proxies) Handler(h http.Handler) http.Handler {
 	})
 }
 
+// ClientIP is the client's address: from a trusted proxy, the address that
+// proxy put last in X-Forwarded-For (the peer it saw; one hop, as Trusts
+// is); from anyone else, the connection's own address. It is what a plain
+// net/http handler uses where gin's ClientIP is not at hand.
+func (p *Proxies) ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if p.Trusts(r.RemoteAddr) {
+		if ip := nearest(r.Header, "X-Forwarded-For"); ip != "" {
+			if _, err := netip.ParseAddr(ip); err == nil {
+				return ip
+			}
+		}
+	}
+	return host
+}
+
 // Strip deletes every forwarding header from h.
 func Strip(h http.Header) {
 	for _, k := range Headers {

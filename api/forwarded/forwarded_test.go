@@ -68,3 +68,29 @@ func TestAddressKeyGroupsIPv6By64(t *testing.T) {
 		}
 	}
 }
+
+func TestClientIPBelievesOnlyTrustedProxies(t *testing.T) {
+	trusted, err := forwarded.Parse([]string{"10.0.0.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, remote, xff, want string
+		proxies                 *forwarded.Proxies
+	}{
+		{"trusted proxy: the peer it saw", "10.0.0.7:4000", "203.0.113.9, 198.51.100.4", "198.51.100.4", trusted},
+		{"trusted proxy, no header", "10.0.0.7:4000", "", "10.0.0.7", trusted},
+		{"trusted proxy, garbage", "10.0.0.7:4000", "not-an-ip", "10.0.0.7", trusted},
+		{"anyone else's header is ignored", "192.0.2.1:4000", "198.51.100.4", "192.0.2.1", trusted},
+		{"no trusted proxies", "10.0.0.7:4000", "198.51.100.4", "10.0.0.7", nil},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := tc.proxies.ClientIP(r); got != tc.want {
+			t.Errorf("%s: ClientIP = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -51,6 +51,11 @@ type Config struct {
 	// quarters of the token's lifetime, so a client never receives one
 	// about to expire). Zero or negative values take the default.
 	CacheFor time.Duration
+	// TrustedProxies are the proxies in front of the gateway; as a reverse
+	// proxy it keys its rate limit on the client address they report
+	// (nil: the connection's address). Behind a load balancer that is not
+	// named here, every client shares the balancer's budget.
+	TrustedProxies *forwarded.Proxies
 	// MaxCacheEntries bounds the cache (100 000).
 	MaxCacheEntries int
 	Now             func() time.Time

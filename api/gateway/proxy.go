@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -44,7 +43,7 @@ func (s *Service) Proxy(upstream *url.URL) http.Handler {
 		if exchange {
 			// The gateway is the proxy here: the method is the request's
 			// own, never one a header names.
-			e, err := s.exchange(r.Context(), r, r.Method, func() string { return remoteIP(r) })
+			e, err := s.exchange(r.Context(), r, r.Method, func() string { return s.cfg.TrustedProxies.ClientIP(r) })
 			if err != nil {
 				problem.Write(w, problem.From(err))
 				return
@@ -210,14 +209,4 @@ func stripSessionCookie(r *http.Request) {
 			r.AddCookie(c)
 		}
 	}
-}
-
-// remoteIP is the connection's address: the proxy is the edge, so it
-// believes no X-Forwarded-For.
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

@@ -420,10 +420,11 @@ func apiServices(cfg Config, rdb redis.UniversalClient, dir *identity.Directory,
 // at once; call WatchRevocations for those made by other processes.
 func Gateway(cfg Config, rdb redis.UniversalClient, dir *identity.Directory, gwKeys *tokens.KeySet) (*gateway.Service, error) {
 	gw, err := gateway.New(gateway.Config{
-		Auth:   dir,
-		Minter: &tokens.AccessMinter{Keys: gwKeys},
-		Limits: ratelimit.New(rdb, cfg.limits()),
-		Logger: cfg.Logger,
+		Auth:           dir,
+		Minter:         &tokens.AccessMinter{Keys: gwKeys},
+		Limits:         ratelimit.New(rdb, cfg.limits()),
+		TrustedProxies: trustedProxies(cfg),
+		Logger:         cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -3,12 +3,20 @@ package app_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/claimcheck/claimcheck/api/ratelimit"
+	"github.com/claimcheck/claimcheck/internal/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/secret"
+	"github.com/claimcheck/claimcheck/tokens"
 )
 
 // Holes the red team's black-box re-test of issue 10 found around the
@@ -146,5 +154,45 @@ func TestRevokedKeysInternalTokenCannotReissueJobTokens(t *testing.T) {
 	}
 	if code := reissue(); code != http.StatusUnauthorized {
 		t.Fatalf("re-issue with a revoked key's at+jwt: %d, want 401", code)
+	}
+}
+
+// TestGatewayProxyLimitsTheClientBehindATrustedProxy: behind a load
+// balancer named by --trusted-proxy, the gateway's reverse proxy keys its
+// exchange limit on the client the balancer reports, so one client spending
+// it on made-up credentials does not refuse another; a client's own
+// X-Forwarded-For is believed from no one else.
+func TestGatewayProxyLimitsTheClientBehindATrustedProxy(t *testing.T) {
+	s := newStack(t)
+	limits := ratelimit.DefaultLimits()
+	limits.Exchange = redis_rate.PerMinute(2)
+	cfg := app.Config{DataDir: t.TempDir(), Argon2: cheapArgon2, Logger: slog.New(slog.DiscardHandler),
+		Limits: &limits, TrustedProxies: []string{"127.0.0.1"}}.WithDefaults()
+	gwKeys, _, err := tokens.EnsureDir(cfg.GatewayKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := app.Gateway(cfg, s.rdb, app.Identity(cfg, s.rdb), gwKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, _ := url.Parse(s.api.URL)
+	srv := httptest.NewServer(app.GatewayHandler(cfg, gw, upstream, nil))
+	t.Cleanup(srv.Close)
+	call := func(client string) int {
+		r := do(t, "GET", srv.URL+"/v1/jobs", "cck_made-up", nil, "X-Forwarded-For", client)
+		r.Body.Close()
+		return r.StatusCode
+	}
+	for i := range 2 {
+		if code := call("198.51.100.1"); code != http.StatusUnauthorized {
+			t.Fatalf("made-up key %d from the first client: %d", i, code)
+		}
+	}
+	if code := call("198.51.100.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("third made-up key from the first client: %d, want 429", code)
+	}
+	if code := call("198.51.100.2"); code != http.StatusUnauthorized {
+		t.Fatalf("another client behind the same balancer: %d, want its own budget (401)", code)
 	}
 }
