@@ -1,7 +1,7 @@
 // Package api owns claimcheck's HTTP contract: the OpenAPI 3.1 document
 // (openapi.yaml, next to this file) that describes every route, schema,
 // error and security scheme, served at /openapi.yaml. Its sub-packages
-// implement the routes; a contract test in internal/app validates every
+// implement the routes; a contract test in app validates every
 // response of the end-to-end tests against the document, so the two cannot
 // drift apart.
 package api

@@ -13,7 +13,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
+	"github.com/claimcheck/claimcheck/app/devstack"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

@@ -40,7 +40,7 @@ func (g *gate) release(id string) { close(g.of(id)) }
 // blocking is a job type whose attempts run until the test releases them.
 func (g *gate) blocking() worker.Type {
 	return worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "block", Timeout: time.Hour, Schema: anyObject},
+		Name: "block", Timeout: time.Hour, InputSchema: anyObject,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			select {
 			case <-g.of(task.ID()):
@@ -96,12 +96,13 @@ func TestFinding5PerUserRunningCap(t *testing.T) {
 	h := newHarness(t)
 	g := &gate{}
 	w, err := worker.New(worker.Config{
+		ResultsDir:               h.blobs.Root(),
 		Concurrency:              4,
 		MaxRunningJobs:           2,
 		HoldDelay:                func(time.Duration) time.Duration { return time.Hour },
 		DelayedTaskCheckInterval: 20 * time.Millisecond,
 		Logger:                   quiet,
-	}, h.rdb, h.store, h.blobs, g.blocking())
+	}, h.rdb, g.blocking())
 	if err != nil {
 		t.Fatal(err)
 	}

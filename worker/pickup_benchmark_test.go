@@ -73,9 +73,9 @@ func startLatencyWorker(b *testing.B, interval time.Duration) (*latencyHarness, 
 	if h.blobs, err = blob.NewDir(b.TempDir()); err != nil {
 		b.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Concurrency: 2, TaskCheckInterval: interval, Logger: quiet}, rdb, h.store, h.blobs, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "noop", Timeout: time.Minute, Schema: anyObject},
-		Handle:   func(context.Context, *worker.Task) error { started <- time.Now(); return nil },
+	w, err := worker.New(worker.Config{ResultsDir: h.blobs.Root(), Concurrency: 2, TaskCheckInterval: interval, Logger: quiet}, rdb, worker.Type{
+		Name: "noop", Timeout: time.Minute, InputSchema: anyObject,
+		Handle: func(context.Context, *worker.Task) error { started <- time.Now(); return nil },
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -21,6 +21,9 @@ import (
 
 // Config tunes a worker. Zero values take the defaults in parentheses.
 type Config struct {
+	// ResultsDir is the directory results are written to, shared with the
+	// progress service that serves them (required).
+	ResultsDir string
 	// Concurrency is how many jobs run at once (number of CPUs).
 	Concurrency int
 	// TaskCheckInterval is how often an idle worker polls Redis for new
@@ -150,14 +153,24 @@ type Server struct {
 	stopping atomic.Bool
 }
 
-// New builds a worker on rdb. It does not start processing; call Start.
-func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.Dir, types ...Type) (*Server, error) {
+// New builds a worker on rdb that runs types. It does not start
+// processing; call Start. Main is the whole process in one call; New is
+// for embedding a worker in a program of your own.
+func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) {
 	cfg.setDefaults()
 	if len(types) == 0 {
 		return nil, errors.New("worker: no job types registered")
 	}
-	s := &Server{cfg: cfg, store: store, blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
+	if cfg.ResultsDir == "" {
+		return nil, errors.New("worker: Config.ResultsDir is required")
+	}
+	blobs, err := blob.NewDir(cfg.ResultsDir)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
 		insp: asynq.NewInspectorFromRedisClient(rdb)}
+	specs := make([]jobs.TypeSpec, 0, len(types))
 	for _, t := range types {
 		if t.Handle == nil {
 			return nil, fmt.Errorf("worker: job type %q has no handler", t.Name)
@@ -166,6 +179,12 @@ func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.D
 			return nil, fmt.Errorf("worker: job type %q registered twice", t.Name)
 		}
 		s.types[t.Name] = t
+		specs = append(specs, t.spec())
+	}
+	// The API compiles the same specs; a schema that does not compile is
+	// the type author's mistake, told here rather than at the first job.
+	if _, err := jobs.NewCatalog(specs...); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	retryDelay := cfg.RetryDelay
 	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -198,15 +217,6 @@ func New(cfg Config, rdb redis.UniversalClient, store *jobs.Store, blobs *blob.D
 		LogLevel: asynq.WarnLevel,
 	})
 	return s, nil
-}
-
-// Catalog returns the specs of types, for the API.
-func Catalog(types []Type) (*jobs.Catalog, error) {
-	specs := make([]jobs.TypeSpec, 0, len(types))
-	for _, t := range types {
-		specs = append(specs, t.TypeSpec)
-	}
-	return jobs.NewCatalog(specs...)
 }
 
 // Start begins processing in the background.
@@ -318,7 +328,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		id:      p.Job,
 		attempt: retried + 1,
 		input:   p.Input,
-		limits:  typ.InputLimits,
+		limits:  jobs.InputLimits(typ.InputLimits),
 		progress: func(percent float64, message string) {
 			stop, err := s.store.Progress(hctx, p.Job, percent, message)
 			if err != nil {

@@ -56,12 +56,13 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) worker(t *testing.T, shutdownTimeout time.Duration, types ...worker.Type) *worker.Server {
 	t.Helper()
 	w, err := worker.New(worker.Config{
+		ResultsDir:               h.blobs.Root(),
 		Concurrency:              2,
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
 		ShutdownTimeout:          shutdownTimeout,
 		Logger:                   quiet,
-	}, h.rdb, h.store, h.blobs, types...)
+	}, h.rdb, types...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func (h *harness) waitFinal(t *testing.T, id string) *jobs.Job {
 
 func TestSuccessStoresResult(t *testing.T) {
 	h := start(t, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "echo", Timeout: time.Minute, Schema: anyObject},
+		Name: "echo", Timeout: time.Minute, InputSchema: anyObject,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			task.Progress(50, "half")
 			w, err := task.Result("text/plain")
@@ -128,7 +129,7 @@ func TestSuccessStoresResult(t *testing.T) {
 func TestFailingHandlerRetriesThenFails(t *testing.T) {
 	var calls atomic.Int32
 	h := start(t, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "flaky", Timeout: time.Minute, Schema: anyObject},
+		Name: "flaky", Timeout: time.Minute, InputSchema: anyObject,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			calls.Add(1)
 			w, _ := task.Result("text/plain")
@@ -150,14 +151,14 @@ func TestPermanentErrorsAndPanicsDoNotRetry(t *testing.T) {
 	var calls atomic.Int32
 	h := start(t,
 		worker.Type{
-			TypeSpec: jobs.TypeSpec{Name: "bad", Timeout: time.Minute, Schema: anyObject},
+			Name: "bad", Timeout: time.Minute, InputSchema: anyObject,
 			Handle: func(ctx context.Context, task *worker.Task) error {
 				calls.Add(1)
 				return fmt.Errorf("input makes no sense: %w", worker.ErrPermanent)
 			},
 		},
 		worker.Type{
-			TypeSpec: jobs.TypeSpec{Name: "panics", Timeout: time.Minute, Schema: anyObject},
+			Name: "panics", Timeout: time.Minute, InputSchema: anyObject,
 			Handle: func(ctx context.Context, task *worker.Task) error {
 				calls.Add(1)
 				var m map[string]int
@@ -181,8 +182,8 @@ func TestPermanentErrorsAndPanicsDoNotRetry(t *testing.T) {
 func TestCancelRequestedBeforeStartNeverRuns(t *testing.T) {
 	var ran atomic.Bool
 	h := start(t, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "never", Timeout: time.Minute, Schema: anyObject},
-		Handle:   func(context.Context, *worker.Task) error { ran.Store(true); return nil },
+		Name: "never", Timeout: time.Minute, InputSchema: anyObject,
+		Handle: func(context.Context, *worker.Task) error { ran.Store(true); return nil },
 	})
 	ctx := context.Background()
 	if _, err := h.store.Create(ctx, jobs.NewJob{ID: "c1", Type: "never", Queue: "default", Timeout: time.Second, TTL: time.Hour}); err != nil {
@@ -211,7 +212,7 @@ func TestProgressStopsHandlerOnCancelRequest(t *testing.T) {
 	started := make(chan struct{})
 	var sawDone atomic.Bool
 	h := start(t, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "loop", Timeout: time.Minute, Schema: anyObject},
+		Name: "loop", Timeout: time.Minute, InputSchema: anyObject,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			close(started)
 			for i := 0; ; i++ {
@@ -240,15 +241,14 @@ func TestProgressStopsHandlerOnCancelRequest(t *testing.T) {
 
 func TestNewRejectsBadRegistrations(t *testing.T) {
 	rdb := redistest.Client(t)
-	store := jobs.NewStore(rdb, nil)
 	blobs, _ := blob.NewDir(t.TempDir())
 	ok := func(context.Context, *worker.Task) error { return nil }
 	for name, types := range map[string][]worker.Type{
 		"none":       nil,
-		"no handler": {{TypeSpec: jobs.TypeSpec{Name: "a"}}},
-		"duplicate":  {{TypeSpec: jobs.TypeSpec{Name: "a"}, Handle: ok}, {TypeSpec: jobs.TypeSpec{Name: "a"}, Handle: ok}},
+		"no handler": {{Name: "a"}},
+		"duplicate":  {{Name: "a", Handle: ok}, {Name: "a", Handle: ok}},
 	} {
-		if _, err := worker.New(worker.Config{}, rdb, store, blobs, types...); err == nil {
+		if _, err := worker.New(worker.Config{ResultsDir: blobs.Root()}, rdb, types...); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
 	}
@@ -257,7 +257,7 @@ func TestNewRejectsBadRegistrations(t *testing.T) {
 func TestResultOverItsTypeLimitFailsOnce(t *testing.T) {
 	var calls atomic.Int32
 	h := start(t, worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "big", Timeout: time.Minute, Schema: anyObject, MaxRetry: 3, MaxResultBytes: 1000},
+		Name: "big", Timeout: time.Minute, InputSchema: anyObject, MaxRetry: 3, MaxResultBytes: 1000,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			calls.Add(1)
 			w, _ := task.Result("application/octet-stream")
@@ -286,7 +286,7 @@ func TestShutdownHandsRunningJobsBack(t *testing.T) {
 	started := make(chan int, 2)
 	release := make(chan struct{})
 	long := worker.Type{
-		TypeSpec: jobs.TypeSpec{Name: "long", Timeout: time.Minute, Schema: anyObject},
+		Name: "long", Timeout: time.Minute, InputSchema: anyObject,
 		Handle: func(ctx context.Context, task *worker.Task) error {
 			started <- task.Attempt()
 			select {

@@ -7,15 +7,99 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 )
 
-// Type is a job type a worker can run: the spec the API validates against,
-// and the handler that does the work.
+// Type is a job type a worker can run: what the API validates a job
+// against (the worker announces it; see package doc), where it runs, and
+// the handler that does the work. Only Name, Timeout and Handle are
+// required.
 type Type struct {
-	jobs.TypeSpec
+	// Name is the type's identifier in requests ("primes"): letters,
+	// digits, '.', '_' and '-'.
+	Name string
+	// Description is one sentence for people reading GET /v1/job-types.
+	Description string
+	// InputSchema is the JSON Schema (draft 2020-12) of the job's input;
+	// nil means any JSON object.
+	InputSchema json.RawMessage
+	// ContentType is the content type of the result, for documentation
+	// (the handler names it again when it opens the result).
+	ContentType string
+	// Timeout is the default time one attempt may run; a request may ask
+	// for less, or for more up to MaxTimeout.
+	Timeout time.Duration
+	// MaxTimeout caps the timeout a request may ask for; zero means Timeout.
+	MaxTimeout time.Duration
+	// MaxRetry is how many times a failed attempt is retried.
+	MaxRetry int
+	// MaxResultBytes caps one result; zero means the worker's limit
+	// (Config.MaxResultBytes), which also caps a larger value. A job whose
+	// result outgrows it fails, and is not retried.
+	MaxResultBytes int64
+	// Pool names the workers that run this type ("default" when empty):
+	// each pool has its own queues, and a worker takes jobs only from the
+	// pools of the types it serves, so a GPU box serving "render" never
+	// dequeues a CPU box's "primes".
+	Pool string
+	// InputLimits bound the input before its schema sees it, at the API
+	// and again in Task.Decode; zero fields take their defaults.
+	InputLimits InputLimits
+	// Handle runs one attempt.
 	Handle Handler
+}
+
+// InputLimits bound a job's input before schema validation, so that no
+// input can cost more to check than it is worth. Zero fields take the
+// defaults in parentheses.
+type InputLimits struct {
+	// MaxBytes bounds the input's JSON text (64 KiB).
+	MaxBytes int
+	// MaxDepth bounds the nesting of objects and arrays, the input object
+	// being depth 1 (32).
+	MaxDepth int
+	// MaxValues bounds how many JSON values the input holds in all (1024).
+	MaxValues int
+	// MaxStringBytes bounds one string or member name, unescaped (16 KiB).
+	MaxStringBytes int
+	// MaxNumberLength bounds one number literal, in characters (24).
+	MaxNumberLength int
+}
+
+// DefaultPool is the pool of a Type that names none.
+const DefaultPool = jobs.DefaultPool
+
+// Validate checks input as the API would on submit: the type's input limits,
+// then its schema. It is for a type's own tests; the error lists every
+// violation with a JSON Pointer into input.
+func (t Type) Validate(input json.RawMessage) error {
+	c, err := jobs.NewCatalog(t.spec())
+	if err != nil {
+		return err
+	}
+	return c.Validate(t.Name, input)
+}
+
+// spec is what the API needs to know of t.
+func (t Type) spec() jobs.TypeSpec {
+	schema := t.InputSchema
+	if len(bytes.TrimSpace(schema)) == 0 {
+		schema = json.RawMessage(`{"type":"object"}`)
+	}
+	pool := t.Pool
+	if pool == "" {
+		pool = DefaultPool
+	}
+	return jobs.TypeSpec{
+		Name: t.Name, Description: t.Description, Schema: schema,
+		Timeout: t.Timeout, MaxTimeout: t.MaxTimeout, MaxRetry: t.MaxRetry,
+		ResultType: t.ContentType, MaxResultBytes: t.MaxResultBytes, Pool: pool,
+		InputLimits: jobs.InputLimits(t.InputLimits),
+	}
 }
 
 // Handler runs one attempt of a job. ctx is cancelled when the job is
@@ -38,6 +122,9 @@ type Task struct {
 	progress func(percent float64, message string)
 	open     func(contentType string) (io.Writer, error)
 	result   io.Writer
+	// log keeps one line of the job's log; nil drops it.
+	log    func(line string)
+	logger *slog.Logger
 }
 
 // ID is the job's id.
@@ -92,6 +179,49 @@ func (t *Task) Result(contentType string) (io.Writer, error) {
 	}
 	t.result = w
 	return w, nil
+}
+
+// Logf adds one line to the job's log, which the job-token holder reads
+// from the progress service (GET /v1/jobs/{id}/logs and "log" events).
+// Job logs are the user's data, kept with the job and capped (see README,
+// "Job logs"); they are not the worker's own logs. A message with
+// newlines becomes several lines. Like Progress, Logf never fails the job:
+// lines over the cap are dropped and counted.
+func (t *Task) Logf(format string, args ...any) {
+	if t.log == nil {
+		return
+	}
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	for line := range strings.SplitSeq(strings.TrimRight(msg, "\n"), "\n") {
+		t.log(line)
+	}
+}
+
+// Logger is a *slog.Logger writing to the job's log (see Logf) in slog's
+// text format, for code that logs through slog.
+func (t *Task) Logger() *slog.Logger {
+	if t.logger == nil {
+		t.logger = slog.New(slog.NewTextHandler(logfWriter{t}, &slog.HandlerOptions{
+			ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+				if len(groups) == 0 && a.Key == slog.TimeKey {
+					return slog.Attr{} // each line is timed where it is kept
+				}
+				return a
+			},
+		}))
+	}
+	return t.logger
+}
+
+// logfWriter feeds slog's output, one record per Write, to Logf.
+type logfWriter struct{ t *Task }
+
+func (w logfWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
 }
 
 // RunLocal runs h outside Asynq, with progress going to onProgress (may be

@@ -245,7 +245,7 @@ func TestRevocationReachesAnotherInstance(t *testing.T) {
 
 // TestExchangeCSRFUsesTheForwardedMethod calls the exchange as a trusted
 // proxy: the fixture's router has no forwarded filter in front, so every
-// header arrives (internal/app's TestFinding9… tests cover untrusted
+// header arrives (app's TestFinding9… tests cover untrusted
 // callers).
 func TestExchangeCSRFUsesTheForwardedMethod(t *testing.T) {
 	f := newFixture(t, nil)

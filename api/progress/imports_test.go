@@ -22,7 +22,7 @@ func TestNoIdentityImports(t *testing.T) {
 		switch {
 		case strings.HasPrefix(d, "github.com/claimcheck/claimcheck/internal/identity"),
 			strings.HasPrefix(d, "github.com/claimcheck/claimcheck/api/enqueue"),
-			strings.HasPrefix(d, "github.com/claimcheck/claimcheck/internal/app"):
+			strings.HasPrefix(d, "github.com/claimcheck/claimcheck/app"):
 			t.Errorf("progress service depends on %s", d)
 		case d == "github.com/claimcheck/claimcheck/tokens":
 			sawTokens = true

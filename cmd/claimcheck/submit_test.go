@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
+	"github.com/claimcheck/claimcheck/app/devstack"
 )
 
 // devServer runs the all-in-one handler and a worker on the package's

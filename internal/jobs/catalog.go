@@ -39,7 +39,12 @@ type TypeSpec struct {
 	// InputLimits bound the input before schema validation, the API's and
 	// the worker's alike; zero fields take their defaults (see InputLimits).
 	InputLimits InputLimits `json:"input_limits"`
+	// Pool names the workers that run the type (DefaultPool when empty).
+	Pool string `json:"pool"`
 }
+
+// DefaultPool is the pool of a type that names none.
+const DefaultPool = "default"
 
 // MarshalJSON adds the durations in the units clients send them in.
 func (t TypeSpec) MarshalJSON() ([]byte, error) {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
@@ -29,14 +28,13 @@ type SleepInput struct {
 // long-running job, for trying the API out.
 func Sleep() worker.Type {
 	return worker.Type{
-		TypeSpec: jobs.TypeSpec{
-			Name:        "sleep",
-			Description: "Waits for a number of seconds, reporting progress after each step.",
-			Timeout:     65 * time.Minute,
-			MaxTimeout:  2 * time.Hour,
-			MaxRetry:    3,
-			ResultType:  "application/json",
-			Schema: json.RawMessage(`{
+		Name:        "sleep",
+		Description: "Waits for a number of seconds, reporting progress after each step.",
+		Timeout:     65 * time.Minute,
+		MaxTimeout:  2 * time.Hour,
+		MaxRetry:    3,
+		ContentType: "application/json",
+		InputSchema: json.RawMessage(`{
   "type": "object",
   "additionalProperties": false,
   "properties": {
@@ -44,7 +42,6 @@ func Sleep() worker.Type {
     "steps": {"type": "integer", "minimum": 1, "maximum": 1000, "title": "Steps", "description": "How many progress reports; default: one per second."}
   }
 }`),
-		},
 		Handle: sleep,
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
@@ -33,14 +32,13 @@ type MandelbrotInput struct {
 // Mandelbrot renders a region of the Mandelbrot set as a PNG.
 func Mandelbrot() worker.Type {
 	return worker.Type{
-		TypeSpec: jobs.TypeSpec{
-			Name:        "mandelbrot",
-			Description: "Renders a region of the Mandelbrot set as a PNG image.",
-			Timeout:     5 * time.Minute,
-			MaxTimeout:  30 * time.Minute,
-			MaxRetry:    3,
-			ResultType:  "image/png",
-			Schema: json.RawMessage(`{
+		Name:        "mandelbrot",
+		Description: "Renders a region of the Mandelbrot set as a PNG image.",
+		Timeout:     5 * time.Minute,
+		MaxTimeout:  30 * time.Minute,
+		MaxRetry:    3,
+		ContentType: "image/png",
+		InputSchema: json.RawMessage(`{
   "type": "object",
   "additionalProperties": false,
   "properties": {
@@ -53,7 +51,6 @@ func Mandelbrot() worker.Type {
     "y_max": {"type": "number", "minimum": -4, "maximum": 4, "default": 1.25, "title": "Top", "description": "Imaginary part at the top edge."}
   }
 }`),
-		},
 		Handle: mandelbrot,
 	}
 }

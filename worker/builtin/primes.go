@@ -7,7 +7,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
@@ -34,14 +33,13 @@ type PrimesResult struct {
 // Primes counts the primes below n with a segmented sieve.
 func Primes() worker.Type {
 	return worker.Type{
-		TypeSpec: jobs.TypeSpec{
-			Name:        "primes",
-			Description: "Counts the primes below n with a segmented Sieve of Eratosthenes.",
-			Timeout:     10 * time.Minute,
-			MaxTimeout:  time.Hour,
-			MaxRetry:    3,
-			ResultType:  "application/json",
-			Schema: json.RawMessage(`{
+		Name:        "primes",
+		Description: "Counts the primes below n with a segmented Sieve of Eratosthenes.",
+		Timeout:     10 * time.Minute,
+		MaxTimeout:  time.Hour,
+		MaxRetry:    3,
+		ContentType: "application/json",
+		InputSchema: json.RawMessage(`{
   "type": "object",
   "additionalProperties": false,
   "required": ["n"],
@@ -49,7 +47,6 @@ func Primes() worker.Type {
     "n": {"type": "integer", "minimum": 0, "maximum": 10000000000, "title": "n", "description": "Count the primes below this number."}
   }
 }`),
-		},
 		Handle: primes,
 	}
 }

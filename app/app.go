@@ -234,7 +234,7 @@ func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 // live, when not nil, confirms callers' credentials before job tokens are
 // re-issued (a trust-gateway api; see enqueue.Config.Live).
 func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live authn.CredentialChecker, keys *tokens.KeySet) (*enqueue.Service, error) {
-	catalog, err := worker.Catalog(cfg.Types)
+	catalog, err := typesCatalog(cfg.Types)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +254,22 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		OwnerGate:      identity.BlockedFlagKey,
 		Live:           live,
 	})
+}
+
+// typesCatalog is the catalog of the types linked into this binary.
+// Interim: the live registry (workers announcing their types) replaces it.
+func typesCatalog(types []worker.Type) (*jobs.Catalog, error) {
+	specs := make([]jobs.TypeSpec, 0, len(types))
+	for _, t := range types {
+		schema := t.InputSchema
+		if len(schema) == 0 {
+			schema = []byte(`{"type":"object"}`)
+		}
+		specs = append(specs, jobs.TypeSpec{Name: t.Name, Description: t.Description, Schema: schema,
+			Timeout: t.Timeout, MaxTimeout: t.MaxTimeout, MaxRetry: t.MaxRetry, ResultType: t.ContentType,
+			MaxResultBytes: t.MaxResultBytes, Pool: t.Pool, InputLimits: jobs.InputLimits(t.InputLimits)})
+	}
+	return jobs.NewCatalog(specs...)
 }
 
 // Progress builds the progress service's routes, verifying with keys.
@@ -287,11 +303,9 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 
 // Worker builds a worker; call Start on it.
 func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
-	blobs, err := blob.NewDir(cfg.ResultsDir)
-	if err != nil {
-		return nil, err
-	}
-	return worker.New(cfg.Worker, rdb, jobs.NewStore(rdb, nil), blobs, cfg.Types...)
+	wc := cfg.Worker
+	wc.ResultsDir = cfg.ResultsDir
+	return worker.New(wc, rdb, cfg.Types...)
 }
 
 // CancelUserJobs cancels every job of user that has not ended (`users block

@@ -16,10 +16,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 )
 
 // findChromium returns a headless-capable browser, skipping the test when

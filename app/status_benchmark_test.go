@@ -23,7 +23,7 @@ import (
 //
 // Targets: status ≥ 0.6× bare, and ≥ 2× session.
 //
-//	go test -run '^$' -bench JobStatus -benchtime 10x -count 3 ./internal/app/
+//	go test -run '^$' -bench JobStatus -benchtime 10x -count 3 ./app/
 func BenchmarkJobStatus(b *testing.B) {
 	s := newStack(b)
 	ctx := context.Background()

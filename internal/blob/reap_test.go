@@ -1,4 +1,4 @@
-package worker_test
+package blob_test
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/worker"
 )
 
 func TestReapDeletesOnlyExpiredData(t *testing.T) {
@@ -63,7 +62,7 @@ func TestReapDeletesOnlyExpiredData(t *testing.T) {
 		}
 	}
 
-	st, err := worker.Reap(ctx, store, blobs, 24*time.Hour, time.Now())
+	st, err := blobs.Reap(ctx, store.Exist, 24*time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

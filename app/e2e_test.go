@@ -23,7 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/api/progress"
-	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
@@ -130,7 +130,7 @@ func (s *stack) testTypes() []worker.Type {
 	obj := json.RawMessage(`{"type":"object"}`)
 	return []worker.Type{
 		{
-			TypeSpec: jobs.TypeSpec{Name: "block", Description: "waits to be cancelled", Timeout: time.Minute, Schema: obj},
+			Name: "block", Description: "waits to be cancelled", Timeout: time.Minute, InputSchema: obj,
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				s.blockRuns.Add(1)
 				t.Progress(10, "blocking")
@@ -140,14 +140,14 @@ func (s *stack) testTypes() []worker.Type {
 			},
 		},
 		{
-			TypeSpec: jobs.TypeSpec{Name: "flaky", Description: "always fails", Timeout: time.Minute, MaxRetry: 2, Schema: obj},
+			Name: "flaky", Description: "always fails", Timeout: time.Minute, MaxRetry: 2, InputSchema: obj,
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				return fmt.Errorf("disk on fire (attempt %d)", t.Attempt())
 			},
 		},
 		{
-			TypeSpec: jobs.TypeSpec{Name: "stepper", Description: "reports progress one step at a time, as the test releases them",
-				Timeout: time.Minute, Schema: json.RawMessage(`{"type":"object","properties":{"steps":{"type":"integer"},"pad":{"type":"integer"}}}`)},
+			Name: "stepper", Description: "reports progress one step at a time, as the test releases them",
+			Timeout: time.Minute, InputSchema: json.RawMessage(`{"type":"object","properties":{"steps":{"type":"integer"},"pad":{"type":"integer"}}}`),
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				var in struct{ Steps, Pad int }
 				if err := t.Decode(&in); err != nil {
@@ -165,7 +165,7 @@ func (s *stack) testTypes() []worker.Type {
 			},
 		},
 		{
-			TypeSpec: jobs.TypeSpec{Name: "count", Description: "counts its runs", Timeout: time.Minute, Schema: obj},
+			Name: "count", Description: "counts its runs", Timeout: time.Minute, InputSchema: obj,
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				s.countRuns.Add(1)
 				return nil

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/claimcheck/claimcheck/api/authn"
-	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 	"github.com/claimcheck/claimcheck/internal/testutil/nginxtest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -77,7 +77,7 @@ func newForwardAuth(t *testing.T, trustedProxies ...string) *forwardAuth {
 // with the proxy listening on listen.
 func (f *forwardAuth) config(t *testing.T, name, listen string) string {
 	t.Helper()
-	conf, err := os.ReadFile(filepath.Join("..", "..", "docs", "gateway", name))
+	conf, err := os.ReadFile(filepath.Join("..", "docs", "gateway", name))
 	if err != nil {
 		t.Fatal(err)
 	}

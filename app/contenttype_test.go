@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/internal/testutil/devstack"
 )
 
 // TestFinding9JSONRoutesRefuseOtherContentTypes: a body that is not sent as

@@ -13,7 +13,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/claimcheck/claimcheck/api/ratelimit"
-	"github.com/claimcheck/claimcheck/internal/app"
+	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"

@@ -16,7 +16,7 @@ import (
 // progress once and then only waits on its context, so the cancellation must
 // arrive through Asynq's cancel message, not the record's flag.
 //
-//	go test -run '^$' -bench CancelLatency -benchtime 50x ./internal/app/
+//	go test -run '^$' -bench CancelLatency -benchtime 50x ./app/
 func BenchmarkCancelLatency(b *testing.B) {
 	s := newStack(b)
 	var lat []time.Duration
