@@ -7,10 +7,7 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -19,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -37,7 +33,6 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -163,66 +158,6 @@ func (c Config) limits() ratelimit.Limits {
 		return ratelimit.DefaultLimits()
 	}
 	return *c.Limits
-}
-
-// Redis is an open connection, possibly to an embedded server.
-type Redis struct {
-	Client *redis.Client
-	// Embedded is set when no URL was given and an in-memory server runs
-	// inside this process.
-	Embedded *miniredis.Miniredis
-	// EmbeddedURL is how to reach Embedded, password included (the dev
-	// banner shows it; nothing logs it).
-	EmbeddedURL secret.Secret
-}
-
-// Close closes the client and stops an embedded server.
-func (r *Redis) Close() {
-	_ = r.Client.Close()
-	if r.Embedded != nil {
-		r.Embedded.Close()
-	}
-}
-
-// OpenRedis connects to url and pings it, or starts an embedded server when
-// url is empty.
-//
-// The embedded server listens on a loopback port, where any local process
-// (another user's, a browser page's fetch to 127.0.0.1) could otherwise
-// read every session and key: it requires a password generated here, 32
-// random bytes, which lives only in this process and in r.EmbeddedURL.
-func OpenRedis(ctx context.Context, url string) (*Redis, error) {
-	r := &Redis{}
-	if url == "" {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("embedded redis password: %w", err)
-		}
-		pw := base64.RawURLEncoding.EncodeToString(b)
-		r.Embedded = miniredis.NewMiniRedis()
-		r.Embedded.RequireAuth(pw)
-		if err := r.Embedded.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("start embedded redis: %w", err)
-		}
-		url = "redis://:" + pw + "@" + r.Embedded.Addr()
-		r.EmbeddedURL = secret.Secret(url)
-	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		// ParseURL's error can echo the URL, password included.
-		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
-	}
-	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
-	// may not run CLIENT at all, and Redis would log every refusal.
-	opt.DisableIdentity = true
-	r.Client = redis.NewClient(opt)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := r.Client.Ping(pctx).Err(); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
-	}
-	return r, nil
 }
 
 // Identity builds the user, session and API-key directory.
@@ -486,13 +421,10 @@ func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet,
 }
 
 // OpsHandler is every process's small operations server, for
-// --metrics-addr: /healthz, /readyz (Redis answers) and /metrics. It is the
-// only handler that serves /metrics.
+// --metrics-addr (router.Ops: /healthz, /readyz, /metrics); a worker
+// process serves the same one.
 func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
-	r := router.New(cfg.Logger)
-	router.Metrics(r)
-	router.Ready(r, router.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
-	return r
+	return router.Ops(cfg.Logger, rdb)
 }
 
 // GatewayHandler is the gateway process's handler: the exchange and JWKS,
@@ -617,36 +549,8 @@ func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h 
 	return err
 }
 
-// Serve runs h on addr until ctx is done, then shuts down gracefully: it
-// stops accepting, and gives in-flight requests up to 10s. ready, if not nil,
-// receives the bound address once listening (addr may use port 0).
+// Serve runs h on addr until ctx is done, then shuts down gracefully
+// (router.Serve, which worker processes share).
 func Serve(ctx context.Context, addr string, h http.Handler, ready func(addr string)) error {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		// No WriteTimeout: result downloads and (later) event streams are
-		// long by design; handlers bound their own work.
-	}
-	ln, err := listen(ctx, addr)
-	if err != nil {
-		return err
-	}
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
+	return router.Serve(ctx, addr, h, ready)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 )
@@ -26,6 +27,9 @@ type Config struct {
 	ResultsDir string
 	// Concurrency is how many jobs run at once (number of CPUs).
 	Concurrency int
+	// Pools are the pools this worker takes jobs from; default: the pools
+	// of its types (Type.Pool).
+	Pools []string
 	// TaskCheckInterval is how often an idle worker polls Redis for new
 	// tasks (10ms). Asynq's default of 1s costs ~0.5 s of pickup latency on
 	// average; at 10ms an idle worker costs about 100 polls per second per
@@ -106,7 +110,7 @@ func (c *Config) setDefaults() {
 // small fleet (two or three workers of a few cores each), so that one user
 // holds at most about half of it and others' jobs still find slots. A
 // fleet with more slots than users can raise it.
-const DefaultMaxRunningJobs = 4
+const DefaultMaxRunningJobs = config.DefaultMaxRunningJobs
 
 // DefaultHoldDelay is the fallback re-check of a held job: half as long as
 // it has been held, from 1s to 30s, with ±25% jitter. A job held for long

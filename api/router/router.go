@@ -4,7 +4,9 @@
 // strings (where credentials may ride), request metrics, GET /healthz (the
 // process serves) and GET /readyz (its dependencies answer). GET /metrics
 // is not on it: Metrics registers it, on an operations engine only, so a
-// public listener never shows traffic, queue depths or build details.
+// public listener never shows traffic, queue depths or build details; Ops is
+// that operations engine, and Serve the graceful HTTP server every process,
+// worker.Main programs included, runs its handlers with.
 package router
 
 import (

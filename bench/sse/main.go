@@ -38,6 +38,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -80,7 +81,7 @@ func serveProgress(redisURL, dataDir string) error {
 		// harness measures the streams' cost, not the caps.
 		Streams: progress.StreamLimits{PerToken: -1, PerJob: -1, PerAddress: -1},
 	}.WithDefaults()
-	r, err := app.OpenRedis(ctx, redisURL)
+	r, err := config.OpenRedis(ctx, redisURL)
 	if err != nil {
 		return err
 	}

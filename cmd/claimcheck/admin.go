@@ -14,7 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
 
-	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -130,10 +130,10 @@ func announceKeyChange(cmd *cobra.Command) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "REDIS_URL not set: restart the services (or they reload on their next reconnect)")
 		return nil
 	}
-	if err := checkRedisPassword(url, allowExampleFromEnv()); err != nil {
+	if err := config.CheckRedisPassword(url, config.AllowExampleFromEnv()); err != nil {
 		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)
 	}
-	r, err := app.OpenRedis(cmd.Context(), url)
+	r, err := config.OpenRedis(cmd.Context(), url)
 	if err != nil {
 		return fmt.Errorf("key changed on disk, but running services were not told: %w", err)
 	}
@@ -158,10 +158,10 @@ func newAPIKeys() *cobra.Command {
 		},
 	}
 	c.bind(cmd.PersistentFlags(), false)
-	annotateEnv(cmd.PersistentFlags())
+	config.AnnotateEnv(cmd.PersistentFlags())
 	var users *identity.Users
 	open := func(cmd *cobra.Command) (*identity.APIKeys, func(), error) {
-		r, err := app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+		r, err := config.OpenRedis(cmd.Context(), c.cfg.RedisURL)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/api/forwarded"
 	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 )
 
 func main() {
@@ -103,16 +104,16 @@ func (c *common) bindStreams(fs *pflag.FlagSet) {
 // load applies the environment to flags the command line did not set, then
 // defaults, and sets up logging.
 func (c *common) load(cmd *cobra.Command) error {
-	if err := applyEnv(cmd.Flags()); err != nil {
+	if err := config.ApplyEnv(cmd.Flags()); err != nil {
 		return err
 	}
-	if err := checkRedisPassword(c.cfg.RedisURL, c.allowExample); err != nil {
+	if err := config.CheckRedisPassword(c.cfg.RedisURL, c.allowExample); err != nil {
 		return err
 	}
 	if c.logFormat == "" {
 		c.logFormat = defaultLogFormat(cmd.Name())
 	}
-	logger, err := newLogger(cmd.ErrOrStderr(), c.logFormat, c.logLevel)
+	logger, err := config.NewLogger(cmd.ErrOrStderr(), c.logFormat, c.logLevel)
 	if err != nil {
 		return err
 	}

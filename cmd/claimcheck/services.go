@@ -7,24 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
-	"strings"
+	"slices"
 
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/worker"
+	"github.com/claimcheck/claimcheck/worker/builtin"
 )
 
 func newDev() *cobra.Command {
 	var c common
-	var devKey string
+	var devKey, typesFile string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run api, worker, progress, the gateway exchange and the web UI in one process on one port",
@@ -37,6 +38,9 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 			if err := c.load(cmd); err != nil {
 				return err
 			}
+			if err := addTypesFile(&c.cfg, typesFile); err != nil {
+				return err
+			}
 			return runDev(cmd.Context(), cmd, c.cfg, secret.Secret(devKey))
 		},
 	}
@@ -44,17 +48,18 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	c.bindSessions(cmd.Flags())
 	c.bindStreams(cmd.Flags())
 	c.bindMetrics(cmd.Flags())
+	cmd.Flags().StringVar(&typesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	bindPriority(cmd.Flags(), &c.cfg)
 	bindRunningCap(cmd.Flags(), &c.cfg)
-	annotateEnv(cmd.Flags())
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
 func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secret.Secret) error {
 	out := cmd.OutOrStdout()
-	r, err := app.OpenRedis(ctx, cfg.RedisURL)
+	r, err := config.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -107,6 +112,26 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	})
 }
 
+// addTypesFile adds the job types of dev's --types FILE to the built-in
+// ones: the in-process worker runs them and the api accepts them. A name in
+// both is refused, as `claimcheck worker --types` refuses it.
+func addTypesFile(cfg *app.Config, path string) error {
+	if path == "" {
+		return nil
+	}
+	more, err := worker.TypesFromFile(path)
+	if err != nil {
+		return fmt.Errorf("--types %s: %w", path, err)
+	}
+	for _, t := range more {
+		if slices.ContainsFunc(cfg.Types, func(b worker.Type) bool { return b.Name == t.Name }) {
+			return fmt.Errorf("--types %s: job type %q is also compiled in; rename one of them", path, t.Name)
+		}
+	}
+	cfg.Types = append(slices.Clip(cfg.Types), more...)
+	return nil
+}
+
 // devAPIKey returns the preset key (registering it if Redis does not know it
 // yet) or a new random key for the user "dev".
 func devAPIKey(ctx context.Context, keys *identity.APIKeys, preset secret.Secret) (secret.Secret, error) {
@@ -145,14 +170,14 @@ func requireRedis(cfg app.Config, what string) error {
 
 // loadShared loads the configuration of a service that runs beside others
 // and connects to their shared Redis; the caller closes it.
-func (c *common) loadShared(cmd *cobra.Command, what string) (*app.Redis, error) {
+func (c *common) loadShared(cmd *cobra.Command, what string) (*config.Redis, error) {
 	if err := c.load(cmd); err != nil {
 		return nil, err
 	}
 	if err := requireRedis(c.cfg, what); err != nil {
 		return nil, err
 	}
-	return app.OpenRedis(cmd.Context(), c.cfg.RedisURL)
+	return config.OpenRedis(cmd.Context(), c.cfg.RedisURL)
 }
 
 func newAPI() *cobra.Command {
@@ -202,7 +227,7 @@ func newAPI() *cobra.Command {
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
 	bindPriority(cmd.Flags(), &c.cfg)
-	annotateEnv(cmd.Flags())
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
@@ -278,7 +303,7 @@ with --trust-gateway.`,
 	cmd.Flags().StringVar(&progressUpstream, "progress-upstream", "", "with --upstream: send the progress service's routes here untouched, so one origin serves all (the web UI needs that)")
 	cmd.Flags().StringVar(&c.cfg.GatewayKeyDir, "key-dir", "", "internal-token signing keys (default DATA_DIR/keys/gateway)")
 	bindTrustedProxy(cmd.Flags(), &c.cfg) // forward-auth needs it: see README
-	annotateEnv(cmd.Flags())
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
@@ -324,45 +349,24 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
 	cmd.Flags().StringVar(&c.cfg.LinkKeyDir, "link-key-dir", "", "download-link signing keys, shared by every progress instance (default DATA_DIR/keys/progress)")
 	c.bindStreams(cmd.Flags())
-	annotateEnv(cmd.Flags())
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
 func newWorker() *cobra.Command {
-	var c common
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Run an Asynq worker for the built-in job types",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := c.loadShared(cmd, "worker")
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			w, err := app.Worker(c.cfg, r.Client)
-			if err != nil {
-				return err
-			}
-			if err := w.Start(); err != nil {
-				return err
-			}
-			defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
-			c.cfg.Logger.Info("worker running", "types", typeNames(c.cfg))
-			_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
-			if c.cfg.MetricsAddr == "" {
-				<-cmd.Context().Done()
-				return nil
-			}
-			return app.Serve(cmd.Context(), c.cfg.MetricsAddr, app.OpsHandler(c.cfg, r.Client), listening(c.cfg, "worker metrics"))
-		},
+		Short: "Run an Asynq worker for the built-in job types (and those of --types FILE)",
+		Long: `worker runs the built-in job types, and with --types FILE also the programs a
+types file describes, until SIGINT or SIGTERM. It reads exactly the flags and
+environment a worker.Main program of your own reads (package worker, BindFlags).`,
+		Args: cobra.NoArgs,
 	}
-	c.bind(cmd.Flags(), false)
-	cmd.Flags().IntVar(&c.cfg.Worker.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
-	c.bindMetrics(cmd.Flags())
-	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
-	bindRunningCap(cmd.Flags(), &c.cfg)
-	annotateEnv(cmd.Flags())
+	run := worker.BindFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return run(cmd.Context(), builtin.Types()...)
+	}
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
@@ -371,39 +375,11 @@ func bindPriority(fs *pflag.FlagSet, cfg *app.Config) {
 	fs.BoolVar(&cfg.PriorityForAll, "priority-for-all", false, `let every user submit at priority "high" (default: only credentials with the jobs:priority scope, which an operator grants)`)
 }
 
-// bindRunningCap adds the per-user running-job cap (worker, dev). It is
-// enforced where jobs start, so every worker of a fleet needs the same value.
+// bindRunningCap adds the per-user running-job cap (dev; the worker's is in
+// config.Worker). It is enforced where jobs start, so every worker of a
+// fleet needs the same value.
 func bindRunningCap(fs *pflag.FlagSet, cfg *app.Config) {
-	cfg.Worker.MaxRunningJobs = worker.DefaultMaxRunningJobs
-	fs.Var((*runningCap)(&cfg.Worker.MaxRunningJobs), "max-running-jobs",
-		"each user's jobs running at once across the fleet; give every worker the same value (0 or less: no cap)")
-}
-
-// runningCap reads --max-running-jobs, where 0 means no cap, into
-// worker.Config.MaxRunningJobs, where 0 means the default and no cap is
-// negative.
-type runningCap int
-
-func (r *runningCap) String() string { return strconv.Itoa(max(int(*r), 0)) }
-func (r *runningCap) Type() string   { return "int" }
-func (r *runningCap) Set(v string) error {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return err
-	}
-	if n <= 0 {
-		n = -1
-	}
-	*r = runningCap(n)
-	return nil
-}
-
-func typeNames(cfg app.Config) string {
-	names := make([]string, 0, len(cfg.Types))
-	for _, t := range cfg.Types {
-		names = append(names, t.Name)
-	}
-	return strings.Join(names, ",")
+	config.BindMaxRunningJobs(fs, &cfg.Worker.MaxRunningJobs)
 }
 
 func listening(cfg app.Config, what string) func(string) {

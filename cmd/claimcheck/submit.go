@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/claimcheck/claimcheck/client"
+	"github.com/claimcheck/claimcheck/internal/config"
 )
 
 // remote holds the flags of the commands that talk to a running claimcheck
@@ -31,7 +32,7 @@ func (r *remote) bind(fs *pflag.FlagSet) {
 }
 
 func (r *remote) client(cmd *cobra.Command) (*client.Client, error) {
-	if err := applyEnv(cmd.Flags()); err != nil {
+	if err := config.ApplyEnv(cmd.Flags()); err != nil {
 		return nil, err
 	}
 	opts := []client.Option{client.WithCredential(r.apiKey)}
@@ -110,7 +111,7 @@ otherwise) and fails if the job does; --out FILE also downloads the result.`,
 	cmd.Flags().StringVar(&input, "input", "{}", "the job's input, JSON")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
 	cmd.Flags().StringVar(&out, "out", "", "download the result to this file (implies --wait)")
-	annotateEnv(cmd.Flags())
+	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
 
@@ -145,7 +146,7 @@ func newJobs() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get or cancel one with its job token"}
 	r.bind(cmd.PersistentFlags())
-	annotateEnv(cmd.PersistentFlags())
+	config.AnnotateEnv(cmd.PersistentFlags())
 	var state string
 	var limit int
 	list := &cobra.Command{
@@ -210,7 +211,7 @@ func newJobs() *cobra.Command {
 	for _, sub := range []*cobra.Command{get, cancel} {
 		sub.Flags().StringVar(&token, "token", "", "the job's token")
 		_ = sub.MarkFlagRequired("token")
-		annotateEnv(sub.Flags())
+		config.AnnotateEnv(sub.Flags())
 	}
 	cmd.AddCommand(list, get, cancel)
 	return cmd

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/app/devstack"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // devServer runs the all-in-one handler and a worker on the package's

@@ -14,12 +14,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/identity"
 )
 
 func newUsers() *cobra.Command {
 	var c common
-	var r *app.Redis
+	var r *config.Redis
 	cmd := &cobra.Command{
 		Use:   "users",
 		Short: "Add, list, block and unblock users, and set passwords",
@@ -41,7 +42,7 @@ they expire (a job token proves one job, it is not a credential of the user).`,
 		},
 	}
 	c.bind(cmd.PersistentFlags(), false)
-	annotateEnv(cmd.PersistentFlags())
+	config.AnnotateEnv(cmd.PersistentFlags())
 	dir := func() *identity.Directory { return app.Identity(c.cfg, r.Client) }
 
 	var fromStdin bool

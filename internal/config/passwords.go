@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -13,14 +13,14 @@ import (
 // reach it; the services refuse them unless told this is a throwaway setup.
 var examplePasswords = []string{"change-me-api", "change-me-worker", "change-me-progress", "change-me-gateway"}
 
-// allowExampleEnv is the variable of --allow-example-passwords, also read
+// AllowExampleEnv is the variable of --allow-example-passwords, also read
 // by the commands that have no such flag (keys rotate, keys retire).
-const allowExampleEnv = "CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"
+const AllowExampleEnv = "CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS"
 
-// checkRedisPassword refuses a Redis URL whose password is one of the
+// CheckRedisPassword refuses a Redis URL whose password is one of the
 // shipped examples, unless allow. The error names the example (it is
 // public) but never any other password, and never the URL.
-func checkRedisPassword(redisURL string, allow bool) error {
+func CheckRedisPassword(redisURL string, allow bool) error {
 	if redisURL == "" || allow {
 		return nil
 	}
@@ -36,12 +36,12 @@ func checkRedisPassword(redisURL string, allow bool) error {
 	if !slices.Contains(examplePasswords, pw) {
 		return nil
 	}
-	return fmt.Errorf("REDIS_URL uses the shipped example password '%s'; set your own in deploy/redis/users.acl and compose.yaml (compose: CLAIMCHECK_REDIS_PASSWORD_* in .env), or pass --allow-example-passwords / %s=1 for a throwaway setup", pw, allowExampleEnv)
+	return fmt.Errorf("REDIS_URL uses the shipped example password '%s'; set your own in deploy/redis/users.acl and compose.yaml (compose: CLAIMCHECK_REDIS_PASSWORD_* in .env), or pass --allow-example-passwords / %s=1 for a throwaway setup", pw, AllowExampleEnv)
 }
 
-// allowExampleFromEnv reads CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS for commands
-// without the flag.
-func allowExampleFromEnv() bool {
-	ok, _ := strconv.ParseBool(os.Getenv(allowExampleEnv))
+// AllowExampleFromEnv reads CLAIMCHECK_ALLOW_EXAMPLE_PASSWORDS, for
+// commands without the flag.
+func AllowExampleFromEnv() bool {
+	ok, _ := strconv.ParseBool(os.Getenv(AllowExampleEnv))
 	return ok
 }

@@ -1,0 +1,214 @@
+package config_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/claimcheck/claimcheck/internal/config"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+)
+
+func TestEnvName(t *testing.T) {
+	for flag, want := range map[string]string{
+		"redis-url": "REDIS_URL", "data-dir": "CLAIMCHECK_DATA_DIR", "max-running-jobs": "CLAIMCHECK_MAX_RUNNING_JOBS", "types": "CLAIMCHECK_TYPES",
+	} {
+		if got := config.EnvName(flag); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}
+
+// TestCheckRedisPassword: the shipped example passwords are refused unless
+// allowed, in either URL spelling, naming the example but never another
+// password or the URL.
+func TestCheckRedisPassword(t *testing.T) {
+	for _, tc := range []struct {
+		name, url string
+		allow     bool
+		refused   bool
+	}{
+		{"example as password", "redis://:change-me-worker@h:6379/0", false, true},
+		{"example with a user", "redis://worker:change-me-worker@h:6379/0", false, true},
+		{"example as lone user", "redis://change-me-api@h:6379/0", false, true},
+		{"example allowed", "redis://:change-me-worker@h:6379/0", true, false},
+		{"own password", "redis://:change-me-worker-not@h:6379/0", false, false},
+		{"no password", "redis://h:6379/0", false, false},
+		{"empty", "", false, false},
+		{"not a URL", "::::", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := config.CheckRedisPassword(tc.url, tc.allow)
+			if (err != nil) != tc.refused {
+				t.Fatalf("refused = %v, want %v", err, tc.refused)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), "shipped example password") || !strings.Contains(err.Error(), config.AllowExampleEnv+"=1") {
+					t.Errorf("error does not say why or how to go on: %v", err)
+				}
+				if strings.Contains(err.Error(), "h:6379") {
+					t.Errorf("error echoes the URL: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestAllowExampleFromEnv(t *testing.T) {
+	for v, want := range map[string]bool{"1": true, "true": true, "0": false, "": false, "yes please": false} {
+		t.Setenv(config.AllowExampleEnv, v)
+		if got := config.AllowExampleFromEnv(); got != want {
+			t.Errorf("%s=%q: %v, want %v", config.AllowExampleEnv, v, got, want)
+		}
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	var b bytes.Buffer
+	l, err := config.NewLogger(&b, "json", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info("dropped")
+	l.Warn("kept")
+	var line map[string]any
+	if err := json.Unmarshal(b.Bytes(), &line); err != nil || line["msg"] != "kept" {
+		t.Fatalf("json logger at warn wrote %q (%v)", b.String(), err)
+	}
+	if _, err := config.NewLogger(&b, "yaml", "info"); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Errorf("yaml format: %v", err)
+	}
+	if _, err := config.NewLogger(&b, "text", "loud"); err == nil || !strings.Contains(err.Error(), "--log-level") {
+		t.Errorf("level loud: %v", err)
+	}
+}
+
+// parse binds config.Worker on a fresh flag set and parses args.
+func parse(t *testing.T, args ...string) (*config.Worker, *pflag.FlagSet) {
+	t.Helper()
+	var w config.Worker
+	fs := pflag.NewFlagSet("w", pflag.ContinueOnError)
+	w.Bind(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return &w, fs
+}
+
+// TestWorkerFlags: the worker's flags exist under their documented names,
+// the command line wins over the environment and the environment over
+// defaults.
+func TestWorkerFlags(t *testing.T) {
+	var w config.Worker
+	fs := pflag.NewFlagSet("w", pflag.ContinueOnError)
+	w.Bind(fs)
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-dir,retention,task-check-interval,types"
+	if got := strings.Join(names, ","); got != want {
+		t.Errorf("flags\n got %s\nwant %s", got, want)
+	}
+
+	t.Setenv("REDIS_URL", "redis://from-env:1/0")
+	t.Setenv("CLAIMCHECK_CONCURRENCY", "7")
+	t.Setenv("CLAIMCHECK_POOLS", "gpu, ,cpu")
+	t.Setenv("CLAIMCHECK_DATA_DIR", "/srv/cc")
+	t.Setenv("CLAIMCHECK_LOG_LEVEL", "debug")
+	c, fs := parse(t, "--concurrency", "3", "--max-running-jobs", "0", "--task-check-interval", "50ms", "--types", "t.yaml")
+	var logs bytes.Buffer
+	logger, err := c.Load(fs, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL != "redis://from-env:1/0" || c.Concurrency != 3 || c.MaxRunningJobs != -1 ||
+		c.TaskCheckInterval != 50*time.Millisecond || c.TypesFile != "t.yaml" || c.Retention != 24*time.Hour {
+		t.Errorf("loaded %+v", *c)
+	}
+	if strings.Join(c.Pools, "|") != "gpu|cpu" {
+		t.Errorf("pools %q, want gpu and cpu", c.Pools)
+	}
+	if c.Results() != "/srv/cc/results" {
+		t.Errorf("results dir %q, want DATA_DIR/results", c.Results())
+	}
+	logger.Debug("hello")
+	if !strings.HasPrefix(logs.String(), "{") || !strings.Contains(logs.String(), "hello") {
+		t.Errorf("want JSON logs at debug (CLAIMCHECK_LOG_LEVEL), got %q", logs.String())
+	}
+
+	// Defaults: the cap is DefaultMaxRunningJobs, shown as such in help.
+	c, _ = parse(t, "--results-dir", "/r")
+	if c.MaxRunningJobs != config.DefaultMaxRunningJobs || c.Results() != "/r" || c.LogFormat != "json" {
+		t.Errorf("defaults %+v", *c)
+	}
+	if f := fs.Lookup("max-running-jobs"); f.DefValue != "4" {
+		t.Errorf("--max-running-jobs default shows %q", f.DefValue)
+	}
+}
+
+// TestWorkerLoadRefuses: each refusal happens in Load, before anything is
+// opened, and says what to fix.
+func TestWorkerLoadRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no redis", map[string]string{"REDIS_URL": ""}, nil, "needs a shared Redis: set REDIS_URL"},
+		{"example password", map[string]string{"REDIS_URL": "redis://:change-me-worker@127.0.0.1:1/0", config.AllowExampleEnv: "false"}, nil, "shipped example password"},
+		{"bad env value", map[string]string{"REDIS_URL": "redis://x:1", "CLAIMCHECK_CONCURRENCY": "many"}, nil, "CLAIMCHECK_CONCURRENCY"},
+		{"bad log format", map[string]string{"REDIS_URL": "redis://x:1", "CLAIMCHECK_LOG_FORMAT": "yaml"}, nil, "--log-format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, fs := parse(t, tc.args...)
+			if _, err := c.Load(fs, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	// Allowed by the variable, the example password is not refused.
+	t.Setenv("REDIS_URL", "redis://:change-me-worker@127.0.0.1:1/0")
+	t.Setenv(config.AllowExampleEnv, "1")
+	c, fs := parse(t)
+	if _, err := c.Load(fs, &bytes.Buffer{}); err != nil {
+		t.Fatalf("allowed example password refused: %v", err)
+	}
+}
+
+func TestOpenRedis(t *testing.T) {
+	ctx := context.Background()
+	r, err := config.OpenRedis(ctx, redistest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Embedded != nil || r.Client.Set(ctx, "k", "v", 0).Err() != nil {
+		t.Fatalf("real redis: embedded=%v", r.Embedded != nil)
+	}
+	r.Close()
+
+	// Embedded: reachable only with its own password.
+	e, err := config.OpenRedis(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Embedded == nil || e.Client.Ping(ctx).Err() != nil {
+		t.Fatal("embedded redis not running")
+	}
+	if _, err := config.OpenRedis(ctx, "redis://"+e.Embedded.Addr()); err == nil {
+		t.Error("embedded redis answered without its password")
+	}
+
+	// A bad URL is refused without echoing it (it may hold a password).
+	if _, err := config.OpenRedis(ctx, "redis://:s3cret@host:notaport"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad URL: %v", err)
+	}
+}

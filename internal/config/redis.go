@@ -1,0 +1,76 @@
+package config
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/secret"
+)
+
+// Redis is an open connection, possibly to an embedded server.
+type Redis struct {
+	Client *redis.Client
+	// Embedded is set when no URL was given and an in-memory server runs
+	// inside this process.
+	Embedded *miniredis.Miniredis
+	// EmbeddedURL is how to reach Embedded, password included (the dev
+	// banner shows it; nothing logs it).
+	EmbeddedURL secret.Secret
+}
+
+// Close closes the client and stops an embedded server.
+func (r *Redis) Close() {
+	_ = r.Client.Close()
+	if r.Embedded != nil {
+		r.Embedded.Close()
+	}
+}
+
+// OpenRedis connects to url and pings it, or starts an embedded server when
+// url is empty (only `claimcheck dev` wants that; the services refuse an
+// empty URL before they get here).
+//
+// The embedded server listens on a loopback port, where any local process
+// (another user's, a browser page's fetch to 127.0.0.1) could otherwise
+// read every session and key: it requires a password generated here, 32
+// random bytes, which lives only in this process and in r.EmbeddedURL.
+func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+	r := &Redis{}
+	if url == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("embedded redis password: %w", err)
+		}
+		pw := base64.RawURLEncoding.EncodeToString(b)
+		r.Embedded = miniredis.NewMiniRedis()
+		r.Embedded.RequireAuth(pw)
+		if err := r.Embedded.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		url = "redis://:" + pw + "@" + r.Embedded.Addr()
+		r.EmbeddedURL = secret.Secret(url)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		// ParseURL's error can echo the URL, password included.
+		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
+	}
+	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
+	// may not run CLIENT at all, and Redis would log every refusal.
+	opt.DisableIdentity = true
+	r.Client = redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Client.Ping(pctx).Err(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,142 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// DefaultMaxRunningJobs is a worker's per-user cap on running jobs unless
+// set (worker.DefaultMaxRunningJobs says why it is 4). It is declared here
+// because the flag's default is, and this package imports no worker.
+const DefaultMaxRunningJobs = 4
+
+// Worker is a worker process's settings: what `claimcheck worker` and a
+// program calling worker.Main read from their flags and environment. Bind
+// declares the flags; Load applies the environment and checks them.
+type Worker struct {
+	// RedisURL is the shared Redis (--redis-url, REDIS_URL); required.
+	RedisURL string
+	// AllowExamplePasswords accepts a RedisURL with one of users.acl's
+	// shipped passwords (throwaway setups only).
+	AllowExamplePasswords bool
+	// DataDir is where results go unless ResultsDir says otherwise.
+	DataDir string
+	// ResultsDir is the result blob directory, shared with the progress
+	// service; empty means DataDir/results (see Results).
+	ResultsDir string
+	// Retention is how long finished jobs and their results are kept.
+	Retention time.Duration
+	// LogFormat is "json" or "text"; LogLevel "debug", "info", "warn" or
+	// "error".
+	LogFormat, LogLevel string
+	// Concurrency is how many jobs run at once (0: number of CPUs).
+	Concurrency int
+	// Pools are the pools the worker takes jobs from (empty: the pools of
+	// its types).
+	Pools []string
+	// MetricsAddr, when set, is where /metrics, /healthz and /readyz are
+	// served.
+	MetricsAddr string
+	// TaskCheckInterval is how often an idle worker polls (0: the worker's
+	// default).
+	TaskCheckInterval time.Duration
+	// MaxRunningJobs caps each user's running jobs across the fleet, with
+	// worker.Config's meaning: negative is no cap, 0 the default. The flag
+	// reads 0 or less as no cap.
+	MaxRunningJobs int
+	// TypesFile is a file of job types that run programs (--types), added
+	// to the types compiled in.
+	TypesFile string
+}
+
+// Bind declares the worker's flags on fs, with their defaults, into w.
+// The flags and their names are the interface of `claimcheck worker` and
+// of every worker.Main program; AnnotateEnv adds the variables to the help.
+func (w *Worker) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&w.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
+	fs.StringVar(&w.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
+	fs.BoolVar(&w.AllowExamplePasswords, "allow-example-passwords", false, "accept a REDIS_URL with one of deploy/redis/users.acl's example passwords (change-me-…): throwaway setups only")
+	fs.StringVar(&w.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
+	fs.DurationVar(&w.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
+	fs.StringVar(&w.LogFormat, "log-format", "json", "log format: text or json")
+	fs.StringVar(&w.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.IntVar(&w.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
+	fs.StringSliceVar(&w.Pools, "pools", nil, "comma-separated `pools` to take jobs from (default: the pools of this worker's job types)")
+	fs.StringVar(&w.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, apart from the public one (e.g. 127.0.0.1:9090; default off)")
+	fs.DurationVar(&w.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
+	BindMaxRunningJobs(fs, &w.MaxRunningJobs)
+	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
+}
+
+// BindMaxRunningJobs declares --max-running-jobs into p, in
+// worker.Config.MaxRunningJobs's terms (negative: no cap), defaulting to
+// DefaultMaxRunningJobs. It is enforced where jobs start, so every worker
+// of a fleet needs the same value.
+func BindMaxRunningJobs(fs *pflag.FlagSet, p *int) {
+	*p = DefaultMaxRunningJobs
+	fs.Var((*runningCap)(p), "max-running-jobs",
+		"each user's jobs running at once across the fleet; give every worker the same value (0 or less: no cap)")
+}
+
+// runningCap reads --max-running-jobs, where 0 means no cap, into
+// worker.Config.MaxRunningJobs, where 0 means the default and no cap is
+// negative.
+type runningCap int
+
+func (r *runningCap) String() string { return strconv.Itoa(max(int(*r), 0)) }
+func (r *runningCap) Type() string   { return "int" }
+func (r *runningCap) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		n = -1
+	}
+	*r = runningCap(n)
+	return nil
+}
+
+// Load finishes w after fs is parsed: the environment fills the flags the
+// command line did not set, then the settings are checked (no shipped
+// example password, a Redis URL given, a log format and level that exist)
+// and the logger they ask for, writing to logs, is returned. Nothing is
+// opened or touched before every check passed.
+func (w *Worker) Load(fs *pflag.FlagSet, logs io.Writer) (*slog.Logger, error) {
+	if err := ApplyEnv(fs); err != nil {
+		return nil, err
+	}
+	if err := CheckRedisPassword(w.RedisURL, w.AllowExamplePasswords); err != nil {
+		return nil, err
+	}
+	logger, err := NewLogger(logs, w.LogFormat, w.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	if w.RedisURL == "" {
+		return nil, errors.New("worker needs a shared Redis: set REDIS_URL or --redis-url (only `dev` embeds one)")
+	}
+	pools := w.Pools[:0:0]
+	for _, p := range w.Pools {
+		if p = strings.TrimSpace(p); p != "" {
+			pools = append(pools, p)
+		}
+	}
+	w.Pools = pools
+	return logger, nil
+}
+
+// Results is the result directory: ResultsDir, or DataDir/results.
+func (w *Worker) Results() string {
+	if w.ResultsDir != "" {
+		return w.ResultsDir
+	}
+	return filepath.Join(w.DataDir, "results")
+}
