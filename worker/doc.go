@@ -1,7 +1,50 @@
-// Package worker runs claimcheck jobs on Asynq. It owns the job-type
-// registry, the handler API (Progress, a streaming result writer, a context
-// that is cancelled on cancel or timeout), and the bookkeeping that moves a
-// job record through its states:
+// Package worker is claimcheck's SDK for job types, and the runtime that
+// runs them on Asynq. Another Go module can import it: no internal/ type
+// appears in its exported API (a test in package archtest holds it to that).
+//
+// # Writing a job type
+//
+// A Type is what the API validates a submission against and what a worker
+// runs: Name, Description, InputSchema (JSON Schema 2020-12), ContentType of
+// the result, Timeout/MaxTimeout, MaxRetry, MaxResultBytes, Pool and the
+// Handler. A Handler runs one attempt with a *Task:
+//
+//   - Task.Decode(&in) unmarshals the input (already schema-checked by the
+//     API; unknown fields are refused again here);
+//   - Task.Progress(percent, message) reports how far it is (one Redis
+//     write each: per step, not per loop iteration);
+//   - Task.Result(contentType) opens the result as an io.Writer that
+//     streams to the result store; it becomes visible when the handler
+//     returns nil;
+//   - Task.Logf / Task.Logger() add lines to the job's log, which the
+//     job-token holder reads from the progress service.
+//
+// The handler's ctx ends on cancel or timeout. An error fails the attempt
+// and is retried with backoff up to MaxRetry; wrap ErrPermanent to fail at
+// once. A panic fails the job and leaves the worker running. Type.Validate
+// and RunLocal let a type's own tests run it without Redis.
+//
+// # Running it
+//
+// Main(types...) is a whole worker process: it reads the same flags and
+// environment as `claimcheck worker` (BindFlags: REDIS_URL, --results-dir,
+// --concurrency, --pools, --types FILE, --metrics-addr, …; -h lists them),
+// serves until SIGINT or SIGTERM and shuts down gracefully. A main.go is
+// one line: func main() { worker.Main(myType()) }. New(cfg, rdb, types...)
+// is the lower level, for embedding a worker in a program of your own:
+// Start it and Shutdown it yourself.
+//
+// # Pools
+//
+// Each Type names a Pool ("default" when empty). Workers serving different
+// hardware share one Redis: a job goes to the queues of its type's pool,
+// and a worker listens only to the queues of its pools (Config.Pools;
+// default the pools of its types), so a GPU box serving "render" never
+// dequeues a CPU box's "primes".
+//
+// # Job states
+//
+// The runtime moves a job record through its states:
 //
 //	queued ──▶ running ──▶ succeeded
 //	              │  ▲

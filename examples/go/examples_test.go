@@ -1,0 +1,238 @@
+package goexamples_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/app/devstack"
+	"github.com/claimcheck/claimcheck/client"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
+	"github.com/claimcheck/claimcheck/worker"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// syncBuffer is a process's stderr, read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// buildExample copies the example module name to a temporary directory,
+// points its replace at this repository's root (an absolute path, as a
+// user's checkout would) and builds it there with the committed go.mod and
+// go.sum, read-only. It returns the binary.
+func buildExample(t *testing.T, name string) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(root, "examples", "go", name)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || !(strings.HasSuffix(e.Name(), ".go") || e.Name() == "go.mod" || e.Name() == "go.sum") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "go.mod" {
+			const rel = "replace github.com/claimcheck/claimcheck => ../../.."
+			if !bytes.Contains(b, []byte(rel)) {
+				t.Fatalf("%s/go.mod lacks %q", src, rel)
+			}
+			b = bytes.ReplaceAll(b, []byte(rel), []byte("replace github.com/claimcheck/claimcheck => "+root))
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command(goTool, "build", "-mod=readonly", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build of examples/go/%s as a module of its own: %v\n%s\n(if go.mod or go.sum are out of date: cd examples/go/%s && go mod tidy)", name, err, out, name)
+	}
+	return bin
+}
+
+// workerEnv is the test's environment without claimcheck's variables, and
+// then the given ones.
+func workerEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CLAIMCHECK_") && !strings.HasPrefix(kv, "REDIS_URL=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// hashchain is what the example computes, done here independently.
+func hashchain(seed string, rounds, checkpoints int) string {
+	every := max(rounds/checkpoints, 1)
+	var b strings.Builder
+	h := sha256.Sum256([]byte(seed))
+	for r := 1; r <= rounds; r++ {
+		if r > 1 {
+			h = sha256.Sum256(h[:])
+		}
+		if r%every == 0 || r == rounds {
+			fmt.Fprintf(&b, "%d %s\n", r, hex.EncodeToString(h[:]))
+		}
+	}
+	return b.String()
+}
+
+// TestHashchainExample builds examples/go/hashchain as a module of its
+// own, runs the binary as a real worker process (worker.Main) against an
+// api and progress service that have no job types compiled in, completes a
+// job through them and checks the result's bytes, then stops the process
+// with SIGTERM.
+func TestHashchainExample(t *testing.T) {
+	bin := buildExample(t, "hashchain")
+
+	t.Run("refuses to start without REDIS_URL", func(t *testing.T) {
+		var stderr syncBuffer
+		cmd := exec.Command(bin, "--results-dir", t.TempDir())
+		cmd.Env = workerEnv()
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("without REDIS_URL: %v, want exit status 1", err)
+		}
+		want := "hashchain: worker needs a shared Redis: set REDIS_URL or --redis-url (only `dev` embeds one)\n"
+		if stderr.String() != want {
+			t.Errorf("stderr %q, want %q", stderr.String(), want)
+		}
+	})
+
+	rdb := redistest.Client(t)
+	// No compiled-in types: the stack runs no worker, and its api knows
+	// only what workers announce.
+	stack := devstack.Start(t, rdb, devstack.Options{Config: app.Config{Types: []worker.Type{}}})
+	var stderr syncBuffer
+	proc := exec.Command(bin, "--results-dir", stack.Config.ResultsDir, "--concurrency", "2")
+	proc.Env = workerEnv("REDIS_URL="+redistest.URL(), "CLAIMCHECK_LOG_LEVEL=info")
+	proc.Stderr = &stderr
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- proc.Wait() }()
+	t.Cleanup(func() {
+		if proc.ProcessState == nil {
+			_ = proc.Process.Kill()
+			<-exited
+		}
+	})
+	waitfor.True(t, 20*time.Second, func() bool { return strings.Contains(stderr.String(), `"msg":"worker running"`) })
+	if !strings.Contains(stderr.String(), `"types":"hashchain"`) {
+		t.Errorf("worker's start log does not name its type:\n%s", stderr.String())
+	}
+
+	t.Run("a job through the api and progress service", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c := client.New(stack.URL, client.WithCredential(stack.APIKey))
+		sub, err := c.Submit(ctx, client.SubmitRequest{Type: "hashchain", Input: []byte(`{"seed":"claimcheck","rounds":200000,"checkpoints":4}`)})
+		var cerr *client.Error
+		if errors.As(err, &cerr) && cerr.Status == 422 && strings.HasSuffix(cerr.Type, "unknown-job-type") {
+			// TODO(issue 11 merge): remove this skip once the live type
+			// registry is merged; from then on the api knows the type from
+			// the worker's announcement.
+			t.Skip("the api does not learn job types from workers yet (registry part of issue 11)")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sawProgress float64
+		job, err := c.Wait(ctx, sub.ID, sub.Token, func(j *client.Job) { sawProgress = max(sawProgress, j.Progress.Percent) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := hashchain("claimcheck", 200000, 4)
+		sum := sha256.Sum256([]byte(want))
+		if job.State != "succeeded" || job.Result == nil || job.Result.Size != int64(len(want)) ||
+			job.Result.SHA256 != hex.EncodeToString(sum[:]) || !strings.HasPrefix(job.Result.ContentType, "text/plain") {
+			t.Fatalf("job %+v (error %v), result %+v", job, job.Error, job.Result)
+		}
+		if sawProgress != 100 {
+			t.Errorf("progress seen up to %v%%, want 100", sawProgress)
+		}
+		var got bytes.Buffer
+		if _, err := c.Download(ctx, sub.ID, sub.Token, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want {
+			t.Errorf("result\n%s\nwant\n%s", got.String(), want)
+		}
+		// It ran in the example's process: nothing else could run it.
+		ran := false
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var l struct{ Msg, Job string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "job succeeded" && l.Job == sub.ID {
+				ran = true
+			}
+		}
+		if !ran {
+			t.Errorf("the example's logs do not say it ran job %s:\n%s", sub.ID, stderr.String())
+		}
+	})
+
+	t.Run("SIGTERM shuts it down gracefully", func(t *testing.T) {
+		if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("after SIGTERM: %v\n%s", err, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no exit within 30s of SIGTERM")
+		}
+		if !strings.Contains(stderr.String(), `"msg":"worker shutting down"`) {
+			t.Errorf("no shutdown log:\n%s", stderr.String())
+		}
+	})
+}
