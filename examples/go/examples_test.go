@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,7 +83,7 @@ func buildExample(t *testing.T, name string) string {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(dir, name)
 	cmd := exec.Command(goTool, "build", "-mod=readonly", "-o", bin, ".")
