@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,7 @@ func buildExample(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	statSources(t, root)
 	src := filepath.Join(root, "examples", "go", name)
 	dir := t.TempDir()
 	entries, err := os.ReadDir(src)
@@ -93,6 +95,28 @@ func buildExample(t *testing.T, name string) string {
 		t.Fatalf("go build of examples/go/%s as a module of its own: %v\n%s\n(if go.mod or go.sum are out of date: cd examples/go/%s && go mod tidy)", name, err, out, name)
 	}
 	return bin
+}
+
+// statSources looks at every Go file and go.mod of the repository, so that
+// `go test`'s cache, which knows only the files a test itself touches and
+// not those its go build reads, builds the example again after any change.
+func statSources(t *testing.T, root string) {
+	t.Helper()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, err = os.Stat(path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // workerEnv is the test's environment without claimcheck's variables, and

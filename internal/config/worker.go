@@ -60,8 +60,8 @@ type Worker struct {
 // The flags and their names are the interface of `claimcheck worker` and
 // of every worker.Main program; AnnotateEnv adds the variables to the help.
 func (w *Worker) Bind(fs *pflag.FlagSet) {
-	fs.StringVar(&w.DataDir, "data-dir", ".claimcheck", "directory for keys and results")
-	fs.StringVar(&w.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
+	fs.StringVar(&w.DataDir, "data-dir", ".claimcheck", "directory for results, unless --results-dir says otherwise")
+	fs.StringVar(&w.RedisURL, "redis-url", "", "the shared Redis `URL` (redis://[user:pass@]host:port/db)")
 	fs.BoolVar(&w.AllowExamplePasswords, "allow-example-passwords", false, "accept a REDIS_URL with one of deploy/redis/users.acl's example passwords (change-me-…): throwaway setups only")
 	fs.StringVar(&w.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
 	fs.DurationVar(&w.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
@@ -69,7 +69,7 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&w.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.IntVar(&w.Concurrency, "concurrency", 0, "jobs run at once (default: number of CPUs)")
 	fs.StringSliceVar(&w.Pools, "pools", nil, "comma-separated `pools` to take jobs from (default: the pools of this worker's job types)")
-	fs.StringVar(&w.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, apart from the public one (e.g. 127.0.0.1:9090; default off)")
+	fs.StringVar(&w.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090; default off)")
 	fs.DurationVar(&w.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	BindMaxRunningJobs(fs, &w.MaxRunningJobs)
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
