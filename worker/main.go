@@ -23,13 +23,19 @@ import (
 // Main is a whole worker process in one call: it reads the flags of
 // os.Args and the environment exactly as `claimcheck worker` does (see
 // BindFlags), runs types until SIGINT or SIGTERM, shuts down gracefully and
-// returns. On a bad flag or a failure to start or serve it prints one line
+// returns (a second signal ends it at once). On a bad flag or a failure to start or serve it prints one line
 // to stderr and exits with status 1; -h prints the flags and their
 // environment variables.
 //
 //	func main() { worker.Main(wordfreq()) }
 func Main(types ...Type) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal starts the graceful shutdown; a second one,
+		// from someone who will not wait for it, ends the process.
+		<-ctx.Done()
+		stop()
+	}()
 	code := mainArgs(ctx, os.Args, os.Stdout, os.Stderr, types)
 	stop()
 	if code != 0 {
