@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/app/devstack"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }

@@ -8,10 +8,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/app"
-	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/app/devstack"
+	"github.com/claimcheck/claimcheck/client"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // Submit a job, wait for it, and print its result.
