@@ -71,11 +71,15 @@ func run(ctx context.Context, t *worker.Task) error {
 		if round > 1 {
 			h = sha256.Sum256(h[:])
 		}
+		// A cancel or timeout ends ctx; look every 64Ki rounds (~20 ms),
+		// not only at checkpoints, which may be a whole job apart.
+		if round%(1<<16) == 0 || round%every == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		if round%every != 0 && round != in.Rounds {
 			continue
-		}
-		if err := ctx.Err(); err != nil { // cancelled or timed out
-			return err
 		}
 		if _, err := fmt.Fprintf(out, "%d %s\n", round, hex.EncodeToString(h[:])); err != nil {
 			return err
