@@ -32,13 +32,13 @@
 //
 // Per type:
 //
-//	                announce (same digest, or no live worker)
-//	   unknown ─────────────────────────────────▶ served (workers ≥ 1)
-//	      ▲                                        │  ▲
-//	      │ Forget (24h) after the                 │  │ a worker announces
-//	      │ last heartbeat                         ▼  │
-//	      └───────────────────────────────── idle (workers: 0)
-//	                                      last worker withdrew, or its TTL ran out
+//	             announce (same digest, or no live worker)
+//	unknown ─────────────────────────────────▶ served (workers ≥ 1)
+//	   ▲                                        │  ▲
+//	   │ Forget (24h) after the                 │  │ a worker announces
+//	   │ last heartbeat                         ▼  │
+//	   └───────────────────────────────── idle (workers: 0)
+//	                                   last worker withdrew, or its TTL ran out
 //
 // An idle type is still known: submissions are accepted and queued, and
 // run when a worker of its pool returns (the job's deadline, MaxQueueWait,
