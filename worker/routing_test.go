@@ -235,3 +235,40 @@ func TestConflictingWorkerRefusesToStart(t *testing.T) {
 	}
 	second.Shutdown()
 }
+
+// TestHeldPoolJobMovesForward: a job held back by the running-job cap in a
+// pool's queue is moved forward in that queue when its owner's running job
+// ends. The hold delay is an hour, so only the hand-off can start it.
+func TestHeldPoolJobMovesForward(t *testing.T) {
+	h := newHarness(t)
+	g := &gate{}
+	typ := g.blocking()
+	typ.Pool = "gpu"
+	w, err := worker.New(worker.Config{ResultsDir: h.blobs.Root(), Concurrency: 2, MaxRunningJobs: 1,
+		HoldDelay: func(time.Duration) time.Duration { return time.Hour }, Logger: quiet}, h.rdb, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	t.Cleanup(func() { g.release("second") })
+	ctx := context.Background()
+	h.submitTo(t, "block", "gpu", "first")
+	poll(t, 10*time.Second, func() (bool, string) {
+		j, err := h.store.Get(ctx, "first")
+		return err == nil && j.State == jobs.StateRunning, fmt.Sprintf("%+v %v", j, err)
+	})
+	h.submitTo(t, "block", "gpu", "second")
+	insp := asynq.NewInspectorFromRedisClient(h.rdb)
+	poll(t, 10*time.Second, func() (bool, string) {
+		info, err := insp.GetTaskInfo("gpu-default", "second")
+		return err == nil && info.State == asynq.TaskStateRetry, fmt.Sprintf("%+v %v", info, err)
+	})
+	g.release("first")
+	poll(t, 10*time.Second, func() (bool, string) {
+		j, err := h.store.Get(ctx, "second")
+		return err == nil && j.State == jobs.StateRunning, fmt.Sprintf("%+v %v", j, err)
+	})
+}
