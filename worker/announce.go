@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
@@ -117,3 +118,19 @@ func (s *Server) ID() string { return s.announcer.WorkerID() }
 
 // Pools lists the pools whose queues the worker takes jobs from.
 func (s *Server) Pools() []string { return slices.Clone(s.pools) }
+
+// onlyServed hands a task of a type this worker does not run back to its
+// queue instead of failing it: a pool's workers that serve different type
+// sets (a misconfiguration, or a rolling deploy adding a type) share its
+// queues, and the job should wait for a worker that runs it, not fail.
+// Handing back is not a failure, so no retry is spent (see heldError).
+func (s *Server) onlyServed(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if _, ok := s.types[t.Type()]; !ok {
+			s.log.Warn("dequeued a job type this worker does not run; handed back (every worker of a pool should serve all its types)",
+				"type", t.Type(), "pools", s.pools)
+			return &heldError{delay: s.cfg.HoldDelay(0)}
+		}
+		return next.ProcessTask(ctx, t)
+	})
+}

@@ -272,3 +272,41 @@ func TestHeldPoolJobMovesForward(t *testing.T) {
 		return err == nil && j.State == jobs.StateRunning, fmt.Sprintf("%+v %v", j, err)
 	})
 }
+
+// TestAJobOfAnotherTypeIsHandedBack: a worker that dequeues a type it does
+// not run (its pool shared with a worker of other types; or a name it is
+// a prefix of, which Asynq's mux would route to it) hands the job back,
+// unfailed and with no attempt spent, and a worker that runs it does.
+func TestAJobOfAnotherTypeIsHandedBack(t *testing.T) {
+	h := newHarness(t)
+	ran := &ranBy{m: map[string]string{}}
+	mk := func(name, typ string) *worker.Server {
+		w, err := worker.New(worker.Config{ResultsDir: h.blobs.Root(), Concurrency: 1, Logger: quiet,
+			HoldDelay: func(time.Duration) time.Duration { return 10 * time.Millisecond }, DelayedTaskCheckInterval: 20 * time.Millisecond},
+			h.rdb, worker.Type{Name: typ, Timeout: time.Minute, Handle: ran.handler(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Shutdown)
+		return w
+	}
+	mk("old", "render")
+	h.submitTo(t, "render-v2", "default", "v2")
+	insp := asynq.NewInspectorFromRedisClient(h.rdb)
+	// Handed back at least once, and nothing was spent or recorded.
+	poll(t, 10*time.Second, func() (bool, string) {
+		info, err := insp.GetTaskInfo("default", "v2")
+		return err == nil && info.State == asynq.TaskStateRetry, fmt.Sprintf("%+v %v", info, err)
+	})
+	j, err := h.store.Get(context.Background(), "v2")
+	if err != nil || j.State != jobs.StateQueued || j.Attempts != 0 || ran.get("v2") != "" {
+		t.Fatalf("after the hand-back: %+v %v, ran on %q", j, err, ran.get("v2"))
+	}
+	mk("new", "render-v2")
+	if j := h.waitFinal(t, "v2"); j.State != jobs.StateSucceeded || ran.get("v2") != "new" {
+		t.Fatalf("v2: %+v ran on %q", j, ran.get("v2"))
+	}
+}

@@ -239,6 +239,7 @@ func (s *Server) Start() error {
 	for name := range s.types {
 		mux.HandleFunc(name, s.process)
 	}
+	mux.Use(s.onlyServed)
 	// Announced before the first job is taken, so the api knows the types
 	// a job of this worker could be submitted as.
 	if err := s.announce(); err != nil {
