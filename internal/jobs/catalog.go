@@ -110,7 +110,12 @@ func Compile(s TypeSpec) (*Compiled, error) {
 		return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
 	}
 	comp := jsonschema.NewCompiler()
-	url := "claimcheck:/types/" + s.Name + ".json"
+	// The library's default loader reads any file:// $ref from disk. A
+	// schema now comes from whoever can write an announcement, and the
+	// api compiles it: no $ref may leave the schema itself (the draft
+	// meta-schemas are built into the library and still resolve).
+	comp.UseLoader(noLoader{})
+	url := "claimcheck:///types/" + s.Name + ".json" // as the library normalizes it, so local $refs resolve
 	if err := comp.AddResource(url, doc); err != nil {
 		return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
 	}
@@ -120,6 +125,13 @@ func Compile(s TypeSpec) (*Compiled, error) {
 	}
 	s.InputLimits = s.InputLimits.WithDefaults()
 	return &Compiled{spec: s, schema: sch}, nil
+}
+
+// noLoader refuses every external schema resource.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("%s: a job type's schema may not refer to another document", url)
 }
 
 // CatalogOf builds a catalog of compiled types, which it shares (they are
