@@ -146,6 +146,9 @@ func (r *Reader) read(ctx context.Context, now time.Time) (*snapshot, error) {
 				continue
 			}
 			spec, err := decode(text)
+			if err == nil && len(text) > MaxSpecBytes {
+				err = fmt.Errorf("spec is %d bytes, over the %d-byte limit", len(text), MaxSpecBytes)
+			}
 			var ct *jobs.Compiled
 			if err == nil {
 				ct, err = jobs.Compile(spec)

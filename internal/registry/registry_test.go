@@ -2,6 +2,8 @@ package registry_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -293,5 +295,40 @@ func TestReaderSeesANewTypeAtOnceAndIsRateLimited(t *testing.T) {
 		if strings.Contains(cmd, " spec") {
 			t.Fatalf("a known digest's spec was fetched again: %q", cmd)
 		}
+	}
+}
+
+func TestOversizedOrBrokenAnnouncementsAreIgnored(t *testing.T) {
+	rdb := redistest.Client(t)
+	c := newClock()
+	big := `{"type":"object","description":"` + strings.Repeat("x", registry.MaxSpecBytes) + `"}`
+	if _, err := registry.NewAnnouncer(rdb, config(c, "w"), spec("big", "", big)); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("an oversized spec was accepted: %v", err)
+	}
+	for _, bad := range []jobs.TypeSpec{spec("has space", "", `{}`), spec("ok", "Bad Pool", `{}`), spec("ok", "", `[`)} {
+		if _, err := registry.NewAnnouncer(rdb, config(c, "w"), bad); err == nil {
+			t.Errorf("announcer accepted %q in pool %q", bad.Name, bad.Pool)
+		}
+	}
+	// Written by hand, past the announcer's checks: the api skips them
+	// and keeps serving the good type.
+	start(t, rdb, config(c, "w1"), spec("good", "", schemaN))
+	ctx := context.Background()
+	now := float64(c.Now().UnixMilli())
+	for name, text := range map[string]string{
+		"huge":     `{"name":"huge","timeout":"1m","max_timeout":"1m","input_schema":{"description":"` + strings.Repeat("x", registry.MaxSpecBytes) + `"}}`,
+		"notjson":  `{`,
+		"badref":   `{"name":"badref","timeout":"1m","max_timeout":"1m","input_schema":{"$ref":"file:///etc/passwd"}}`,
+		"misnamed": `{"name":"good","timeout":"1m","max_timeout":"1m","input_schema":{}}`,
+		// The control: well-formed, so it is served.
+		"handwritten": `{"name":"handwritten","timeout":"1m","max_timeout":"1m","input_schema":{"type":"object"}}`,
+	} {
+		sum := sha256.Sum256([]byte(text))
+		rdb.HSet(ctx, registry.KeyPrefixType+name, "digest", "sha256:"+hex.EncodeToString(sum[:]), "spec", text)
+		rdb.ZAdd(ctx, registry.KeyIndex, redis.Z{Score: now, Member: name})
+	}
+	cat, _ := fresh(t, rdb, c)
+	if got := strings.Join(cat.Names(), ","); got != "good,handwritten" {
+		t.Fatalf("names = %s", got)
 	}
 }

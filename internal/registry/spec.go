@@ -73,8 +73,15 @@ func encode(s jobs.TypeSpec) (text []byte, digest string, err error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if len(text) > MaxSpecBytes {
+		return nil, "", fmt.Errorf("job type %q: spec is %d bytes, over the %d-byte limit (the schema is most of it)", s.Name, len(text), MaxSpecBytes)
+	}
 	return text, digestOf(text), nil
 }
+
+// MaxSpecBytes caps one announced spec's canonical JSON: every api reads
+// and compiles it, and a schema past this size is a mistake.
+const MaxSpecBytes = 256 << 10
 
 // digestOf is the digest of a spec's canonical JSON.
 func digestOf(text []byte) string {
