@@ -69,7 +69,11 @@ func (r *Reader) Types(ctx context.Context, want string) (*jobs.Catalog, map[str
 		// flood of made-up names costs one read per interval, not two.
 		r.lastUnknown = now
 	}
-	fresh, err := r.read(ctx, now)
+	// The read serves every caller waiting on it, not just this one: a
+	// client that hangs up must not cut it short.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	fresh, err := r.read(rctx, now)
 	if err != nil {
 		if s == nil {
 			return nil, nil, err
