@@ -36,10 +36,11 @@ type Config struct {
 	// Interval is how often a Reader reads the registry again (1s); it
 	// reads only when asked (an idle api reads nothing).
 	Interval time.Duration
-	// UnknownInterval is how often a Reader reads again because it was
-	// asked for a type it does not know (1s), so a type announced a moment
-	// ago is accepted at once, while a flood of made-up names costs at
-	// most one read per interval.
+	// UnknownInterval is how often a Reader, asked for a type it does not
+	// know, checks whether a spec was announced since its last read (100ms;
+	// one GET, and a whole read only when one was): a type announced a
+	// moment ago is accepted at once, while a flood of made-up names costs
+	// at most one GET per interval.
 	UnknownInterval time.Duration
 	// Now is the clock (time.Now); tests move it instead of waiting.
 	Now func() time.Time
@@ -64,7 +65,7 @@ func (c *Config) setDefaults() {
 		c.Interval = time.Second
 	}
 	if c.UnknownInterval <= 0 {
-		c.UnknownInterval = time.Second
+		c.UnknownInterval = 100 * time.Millisecond
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -125,7 +126,7 @@ type Announcer struct {
 // NewAnnouncer prepares the announcement of specs (a worker's own types).
 func NewAnnouncer(rdb redis.UniversalClient, cfg Config, specs ...jobs.TypeSpec) (*Announcer, error) {
 	cfg.setDefaults()
-	a := &Announcer{cfg: cfg, rdb: rdb, keys: []string{KeyIndex}}
+	a := &Announcer{cfg: cfg, rdb: rdb, keys: []string{KeyIndex, KeyVersion}}
 	seen := map[string]bool{}
 	for _, s := range specs {
 		text, digest, err := encode(s)
@@ -159,8 +160,8 @@ func (a *Announcer) Digests() map[string]string {
 // announceScript announces a worker's types in one step, so that the
 // conflict check and the write cannot interleave with another worker's.
 //
-// KEYS[1] is the index; KEYS[2k], KEYS[2k+1] the hash and worker set of
-// the k-th type (all in one slot; see keys.go). ARGV: worker id, now (ms),
+// KEYS[1] is the index, KEYS[2] the version; KEYS[2k+1], KEYS[2k+2] the
+// hash and worker set of the k-th type (all in one slot; see keys.go). ARGV: worker id, now (ms),
 // heartbeat expiry (ms), forget (ms), strict ("1": write nothing if any
 // type conflicts), then name, digest, spec per type.
 //
@@ -172,10 +173,10 @@ func (a *Announcer) Digests() map[string]string {
 var announceScript = redis.NewScript(`
 local id, now, expiry, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local strict = ARGV[5] == '1'
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 local out, clash = {}, {}
 for k = 1, n do
-  local hk, wk = KEYS[2*k], KEYS[2*k+1]
+  local hk, wk = KEYS[2*k+1], KEYS[2*k+2]
   local name, digest = ARGV[3*k+3], ARGV[3*k+4]
   redis.call('ZREMRANGEBYSCORE', wk, '-inf', now)
   local cur = redis.call('HGET', hk, 'digest')
@@ -193,10 +194,11 @@ if strict and #out > 0 then return out end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - forget)
 for k = 1, n do
   if not clash[k] then
-    local hk, wk = KEYS[2*k], KEYS[2*k+1]
+    local hk, wk = KEYS[2*k+1], KEYS[2*k+2]
     local name, digest, spec = ARGV[3*k+3], ARGV[3*k+4], ARGV[3*k+5]
     if redis.call('HGET', hk, 'digest') ~= digest then
       redis.call('HSET', hk, 'digest', digest, 'spec', spec)
+      redis.call('INCR', KEYS[2])
     end
     redis.call('PEXPIRE', hk, forget)
     redis.call('ZADD', wk, expiry, id)
@@ -214,8 +216,8 @@ return out
 // one name per type.
 var withdrawScript = redis.NewScript(`
 local id, now, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for k = 1, (#KEYS - 1) / 2 do
-  local hk, wk = KEYS[2*k], KEYS[2*k+1]
+for k = 1, (#KEYS - 2) / 2 do
+  local hk, wk = KEYS[2*k+1], KEYS[2*k+2]
   if redis.call('ZREM', wk, id) == 1 then
     redis.call('ZADD', KEYS[1], now, ARGV[k+3])
     redis.call('PEXPIRE', hk, forget)

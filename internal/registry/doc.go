@@ -9,6 +9,7 @@
 //	cc:{reg}:types          zset  type name → last announced or withdrawn (Unix ms)
 //	cc:{reg}:type:<name>    hash  digest, spec (canonical JSON); expires Forget after the last heartbeat
 //	cc:{reg}:workers:<name> zset  worker id → when its heartbeat runs out (Unix ms)
+//	cc:{reg}:version        counter, bumped when a spec not announced before is written
 //
 // # Protocol
 //
@@ -49,12 +50,14 @@
 //
 // Reader reads on demand, never in the background: when its view is older
 // than Interval (1s), and when asked for a type it does not hold, at most
-// once per UnknownInterval (1s), so a type announced a moment ago (dev
-// mode's in-process worker, a new deploy) is accepted at once and a flood
-// of made-up names costs at most one read per interval. A read is one
-// ZRANGEBYSCORE and one pipelined round trip of HGET digest and ZCOUNT per
-// type; a spec is fetched and its schema compiled only for a digest not
-// seen before. When Redis fails, the last view stays in use.
+// once per UnknownInterval (100ms) it GETs the version and reads the whole
+// registry only if a spec was announced since its last read. So a type
+// announced a moment ago (dev mode's in-process worker, a new deploy) is
+// accepted at once, and a flood of made-up names costs at most one GET
+// per 100ms and no read. A read is one round trip of GET version and
+// ZRANGEBYSCORE, one pipelined round trip of HGET digest and ZCOUNT per
+// type, and, only for a digest not seen before, its spec (whose schema is
+// then compiled once). When Redis fails, the last view stays in use.
 //
 // What the registry does not do: route jobs (package jobs names a pool's
 // queues; workers listen to their pools) or run anything.

@@ -19,6 +19,11 @@ const (
 	// spec) and "spec" (its JSON). It expires Forget after the last
 	// heartbeat.
 	KeyPrefixType = KeyPrefix + "type:"
+	// KeyVersion is a counter the announce script bumps whenever it writes
+	// a spec not announced before (a new type, or a changed one): an api
+	// asked for a type it does not know checks it (one GET) before it
+	// reads the whole registry again.
+	KeyVersion = KeyPrefix + "version"
 	// KeyPrefixWorkers prefixes a sorted set per type of the ids of the
 	// workers announcing it, each scored by when its heartbeat runs out
 	// (Unix ms): a member past its score is dead and no longer counted.

@@ -32,6 +32,7 @@ type Reader struct {
 
 type snapshot struct {
 	at      time.Time
+	version string // KeyVersion as of the read ("" before any announcement)
 	catalog *jobs.Catalog
 	workers map[string]int
 }
@@ -60,19 +61,31 @@ func (r *Reader) Types(ctx context.Context, want string) (*jobs.Catalog, map[str
 	// Another caller may have read while this one waited.
 	s = r.snap.Load()
 	stale := s == nil || now.Sub(s.at) >= r.cfg.Interval
-	unknown := !stale && want != "" && !r.has(s, want) && now.Sub(r.lastUnknown) >= r.cfg.UnknownInterval
-	if !stale && !unknown {
+	missing := want != "" && (s == nil || !r.has(s, want))
+	if !stale && (!missing || now.Sub(r.lastUnknown) < r.cfg.UnknownInterval) {
 		return s.catalog, s.workers, nil
 	}
-	if want != "" && (s == nil || !r.has(s, want)) {
-		// Whatever made this read, it answers for the unknown name: a
-		// flood of made-up names costs one read per interval, not two.
+	if missing {
+		// Whatever the check or read, it answers for the unknown name: a
+		// flood of made-up names costs one check per interval.
 		r.lastUnknown = now
 	}
 	// The read serves every caller waiting on it, not just this one: a
 	// client that hangs up must not cut it short.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if !stale {
+		// A fresh view lacks the name: read again only if a spec was
+		// announced since (a worker that just started), else it is unknown.
+		v, err := r.rdb.Get(rctx, KeyVersion).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			r.cfg.Logger.Warn("job type registry not checked", "err", err)
+			return s.catalog, s.workers, nil
+		}
+		if v == s.version {
+			return s.catalog, s.workers, nil
+		}
+	}
 	fresh, err := r.read(rctx, now)
 	if err != nil {
 		if s == nil {
@@ -80,7 +93,7 @@ func (r *Reader) Types(ctx context.Context, want string) (*jobs.Catalog, map[str
 		}
 		// A failed read counts as one: keep the view for another interval.
 		r.cfg.Logger.Warn("job type registry not read; keeping the last view", "err", err)
-		s = &snapshot{at: now, catalog: s.catalog, workers: s.workers}
+		s = &snapshot{at: now, version: s.version, catalog: s.catalog, workers: s.workers}
 		r.snap.Store(s)
 		return s.catalog, s.workers, nil
 	}
@@ -93,13 +106,25 @@ func (r *Reader) has(s *snapshot, name string) bool {
 	return ok
 }
 
-// read lists the types heard from within Forget, then, in one round trip,
+// read lists the types heard from within Forget (with the version), then, in one round trip,
 // each one's digest and live-worker count, then the specs of digests not
 // seen before. Its keys are all in one slot, but each command names its
 // own: no script here, the api only reads.
 func (r *Reader) read(ctx context.Context, now time.Time) (*snapshot, error) {
-	names, err := r.rdb.ZRangeByScore(ctx, KeyIndex, &redis.ZRangeBy{
-		Min: "(" + strconv.FormatInt(now.Add(-r.cfg.Forget).UnixMilli(), 10), Max: "+inf"}).Result()
+	// The version first: an announcement between the two leaves the view
+	// with the older version, so the next check reads again.
+	var version *redis.StringCmd
+	var index *redis.StringSliceCmd
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		version = p.Get(ctx, KeyVersion)
+		index = p.ZRangeByScore(ctx, KeyIndex, &redis.ZRangeBy{
+			Min: "(" + strconv.FormatInt(now.Add(-r.cfg.Forget).UnixMilli(), 10), Max: "+inf"})
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read job type registry: %w", err)
+	}
+	names, err := index.Result()
 	if err != nil {
 		return nil, fmt.Errorf("read job type registry: %w", err)
 	}
@@ -163,7 +188,7 @@ func (r *Reader) read(ctx context.Context, now time.Time) (*snapshot, error) {
 			r.compiled[d] = ct
 		}
 	}
-	s := &snapshot{at: now, workers: make(map[string]int, len(names))}
+	s := &snapshot{at: now, version: version.Val(), workers: make(map[string]int, len(names))}
 	types := make([]*jobs.Compiled, 0, len(names))
 	used := make(map[string]bool, len(names))
 	for i, n := range names {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -259,36 +260,66 @@ func TestReaderSeesANewTypeAtOnceAndIsRateLimited(t *testing.T) {
 	rc.AddHook(counter)
 	r := registry.NewReader(rc, config(c, ""))
 	ctx := context.Background()
-	if cat, _, err := r.Types(ctx, ""); err != nil || len(cat.Names()) != 0 {
-		t.Fatalf("empty registry: %v %v", cat, err)
-	}
-	// A worker starts; its type is asked for within the same interval.
-	start(t, rdb, config(c, "w1"), spec("count", "", schemaN))
-	if cat, w, err := r.Types(ctx, "count"); err != nil || w["count"] != 1 {
-		t.Fatalf("a just-announced type is not seen: %v %v %v", cat.Names(), w, err)
-	}
-	// A flood of made-up names costs one read per UnknownInterval.
-	counter.Reset()
-	for i := range 100 {
-		if _, _, err := r.Types(ctx, "made-up-"+string(rune('a'+i%26))); err != nil {
+	known := func(name string) bool {
+		t.Helper()
+		cat, _, err := r.Types(ctx, name)
+		if err != nil {
 			t.Fatal(err)
 		}
+		_, ok := cat.Lookup(name)
+		return ok
 	}
-	if n := counter.Count(); n != 0 {
-		t.Fatalf("made-up names right after an on-unknown read cost %d commands", n)
+	if known("count") {
+		t.Fatal("empty registry knows count")
 	}
-	c.Add(time.Second)
-	for range 100 {
-		_, _, _ = r.Types(ctx, "made-up")
+	// A worker starts; its type is asked for again before the view is
+	// due for a read (Interval, 1s), once UnknownInterval (100ms) has
+	// passed since the last lookup of an unknown name.
+	start(t, rdb, config(c, "w1"), spec("count", "", schemaN))
+	if known("count") {
+		t.Fatal("an unknown name was looked up twice within UnknownInterval")
 	}
-	reads := 0
-	for _, cmd := range counter.Commands() {
-		if strings.HasPrefix(strings.ToLower(cmd), "zrangebyscore") {
-			reads++
+	c.Add(100 * time.Millisecond)
+	if !known("count") {
+		t.Fatal("a just-announced type is not seen")
+	}
+	if _, w, _ := r.Types(ctx, "count"); w["count"] != 1 {
+		t.Fatalf("workers = %v", w)
+	}
+	count := func(prefix string) int {
+		n := 0
+		for _, cmd := range counter.Commands() {
+			if strings.HasPrefix(strings.ToLower(cmd), prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	// A flood of made-up names: nothing within the interval, then one GET
+	// of the version (unchanged, so no read), then, once the view is due,
+	// one read.
+	counter.Reset()
+	flood := func() {
+		for i := range 100 {
+			if known(fmt.Sprintf("made-up-%d", i)) {
+				t.Fatal("a made-up name is known")
+			}
 		}
 	}
-	if reads != 1 {
-		t.Fatalf("a second of made-up names cost %d reads, want 1: %q", reads, counter.Commands())
+	flood()
+	if n := counter.Count(); n != 0 {
+		t.Fatalf("made-up names right after a check cost %d commands", n)
+	}
+	c.Add(100 * time.Millisecond)
+	flood()
+	if counter.Count() != 1 || count("get ") != 1 {
+		t.Fatalf("100ms of made-up names cost %q, want one GET", counter.Commands())
+	}
+	counter.Reset()
+	c.Add(time.Second)
+	flood()
+	if count("zrangebyscore") != 1 || count("get ") != 1 {
+		t.Fatalf("a second of made-up names cost %q, want one read", counter.Commands())
 	}
 	// A known spec's schema is not fetched (or compiled) again.
 	for _, cmd := range counter.Commands() {
