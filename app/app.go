@@ -33,6 +33,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -87,8 +88,13 @@ type Config struct {
 	Now func() time.Time
 	// Worker tunes the worker (see worker.Config).
 	Worker worker.Config
-	// Types are the job types (builtin.Types()).
+	// Types are the job types a worker (or dev) runs (builtin.Types()).
+	// The api does not read them: it learns types from what workers
+	// announce (package internal/registry).
 	Types []worker.Type
+	// Registry tunes the api's view of the live type registry (its clock
+	// and read intervals; registry.Config).
+	Registry registry.Config
 	// Sessions sets session lifetimes (see identity.SessionConfig).
 	Sessions identity.SessionConfig
 	// Argon2 overrides the password hashing cost (identity.DefaultArgon2).
@@ -169,12 +175,12 @@ func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 // live, when not nil, confirms callers' credentials before job tokens are
 // re-issued (a trust-gateway api; see enqueue.Config.Live).
 func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live authn.CredentialChecker, keys *tokens.KeySet) (*enqueue.Service, error) {
-	catalog, err := typesCatalog(cfg.Types)
-	if err != nil {
-		return nil, err
+	rc := cfg.Registry
+	if rc.Logger == nil {
+		rc.Logger = cfg.Logger
 	}
 	return enqueue.New(enqueue.Config{
-		Catalog:        catalog,
+		Catalog:        registry.NewReader(rdb, rc),
 		Store:          jobs.NewStore(rdb, nil),
 		Enqueuer:       asynq.NewClientFromRedisClient(rdb),
 		Auth:           auth,
@@ -189,22 +195,6 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		OwnerGate:      identity.BlockedFlagKey,
 		Live:           live,
 	})
-}
-
-// typesCatalog is the catalog of the types linked into this binary.
-// Interim: the live registry (workers announcing their types) replaces it.
-func typesCatalog(types []worker.Type) (*jobs.Catalog, error) {
-	specs := make([]jobs.TypeSpec, 0, len(types))
-	for _, t := range types {
-		schema := t.InputSchema
-		if len(schema) == 0 {
-			schema = []byte(`{"type":"object"}`)
-		}
-		specs = append(specs, jobs.TypeSpec{Name: t.Name, Description: t.Description, Schema: schema,
-			Timeout: t.Timeout, MaxTimeout: t.MaxTimeout, MaxRetry: t.MaxRetry, ResultType: t.ContentType,
-			MaxResultBytes: t.MaxResultBytes, Pool: t.Pool, InputLimits: jobs.InputLimits(t.InputLimits)})
-	}
-	return jobs.NewCatalog(specs...)
 }
 
 // Progress builds the progress service's routes, verifying with keys.

@@ -53,6 +53,16 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		{"EVAL", "return redis.call('HGETALL', KEYS[1])", "1", "cc:user:ann"},
 		{"EVAL", "return redis.call('PUBLISH', 'cc:revocations', 'all ')", "0"},
 	}
+	// The job-type registry: workers write it, the api only reads it.
+	registryReads := [][]any{
+		{"ZRANGE", "cc:{reg}:types", "0", "-1"}, {"HGET", "cc:{reg}:type:x", "spec"},
+		{"ZCOUNT", "cc:{reg}:workers:x", "-inf", "+inf"},
+	}
+	registryWrites := [][]any{
+		{"HSET", "cc:{reg}:type:x", "digest", "y"}, {"ZADD", "cc:{reg}:types", "1", "x"},
+		{"DEL", "cc:{reg}:types"}, {"PEXPIRE", "cc:{reg}:type:x", "1"},
+		{"EVAL", "return redis.call('ZADD', KEYS[1], 1, 'x')", "1", "cc:{reg}:workers:x"},
+	}
 	denied := map[string][][]any{
 		"progress": append(append([][]any{
 			{"SET", "cc:job:canary:canary", "2"}, // reads and cancels jobs; never sets a string
@@ -62,7 +72,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"ZRANGE", "asynq:{default}:scheduled", "0", "-1"},
 			{"SMEMBERS", "asynq:queues"}, {"ZRANGE", "asynq:servers", "0", "-1"},
 			{"EVAL", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "asynq:{default}:pending"},
-		}, everyone...), identityKeys...),
+		}, append(everyone, append(registryReads, registryWrites...)...)...), identityKeys...),
 		"worker": append(append([][]any{
 			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
 		}, everyone...), identityKeys...),
@@ -74,8 +84,9 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"},
 			{"PUBLISH", "cc:job-events", "x"}, {"PUBLISH", "asynq:cancel", "x"},
 			{"EVAL", "return redis.call('HGETALL', 'cc:job:canary')", "0"},
-		}, everyone...),
-		"api": append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}}, everyone[:len(everyone)-2]...),
+		}, append(everyone, append(registryReads, registryWrites...)...)...),
+		"api": append(append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}, {"SET", "cc:other", "x"}},
+			everyone[:len(everyone)-2]...), registryWrites...),
 	}
 	for user, cmds := range denied {
 		c := r.as(t, user)

@@ -27,6 +27,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/worker"
 )
 
 const aclFile = "redis/users.acl"
@@ -294,7 +295,7 @@ func TestRedisACL(t *testing.T) {
 	})
 
 	// The product, each process as its own user.
-	api, worker := as("api"), as("worker")
+	api, workerRDB := as("api"), as("worker")
 	cfg := app.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}}.WithDefaults()
 	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
 	if err != nil {
@@ -317,7 +318,7 @@ func TestRedisACL(t *testing.T) {
 	defer prog.Close()
 	progSrv := httptest.NewServer(app.Handler(cfg, prog))
 	defer progSrv.Close()
-	w, err := app.Worker(cfg, worker)
+	w, err := app.Worker(cfg, workerRDB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,11 +433,47 @@ func TestRedisACL(t *testing.T) {
 		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id4, tok4, "")
 		return strings.Contains(b, `"state":"canceled"`)
 	})
+	// The job-type registry: a worker of another pool announces (and
+	// heartbeats) as the worker user, the api reads the announcement (the
+	// schema, the live count) as the api user and routes a job to that
+	// pool, and the worker withdraws as it shuts down.
+	gpuCfg := cfg
+	gpuCfg.Types = []worker.Type{{Name: "render", Pool: "gpu", Timeout: time.Minute,
+		InputSchema: []byte(`{"type":"object","required":["scene"]}`),
+		Handle:      func(context.Context, *worker.Task) error { return nil }}}
+	gpu, err := app.Worker(gpuCfg, workerRDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gpu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"render","input":{}}`); code != 422 || !strings.Contains(body, "/input") {
+		t.Fatalf("input the announced schema refuses: %d %s", code, body)
+	}
+	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"render","input":{"scene":"teapot"}}`)
+	if code != 202 {
+		t.Fatalf("submit to another pool: %d %s", code, body)
+	}
+	id5, tok5 := token(body)
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+id5, tok5, "")
+		return strings.Contains(b, `"state":"succeeded"`) && strings.Contains(b, `"queue":"gpu-default"`)
+	})
+	if _, body := call("GET", apiSrv.URL+"/v1/job-types", "", ""); !strings.Contains(body, `"pool":"gpu"`) || !strings.Contains(body, `"workers":1`) {
+		t.Fatalf("job types as the api user: %s", body)
+	}
+	gpu.Shutdown()
+	waitfor.True(t, 10*time.Second, func() bool {
+		_, body := call("GET", apiSrv.URL+"/v1/job-types", "", "")
+		return strings.Contains(body, `"pool":"gpu","workers":0`) || strings.Contains(body, `"workers":0`) && strings.Contains(body, `"render"`)
+	})
+
 	// Operators' commands and the queue metrics work as the api user too.
 	if _, err := identity.NewUsers(api, nil, nil).List(ctx); err != nil {
 		t.Fatalf("users list as the api user: %v", err)
 	}
-	for _, user := range []*redis.Client{api, worker} {
+	for _, user := range []*redis.Client{api, workerRDB} {
 		if _, err := asynq.NewInspectorFromRedisClient(user).GetQueueInfo("default"); err != nil {
 			t.Fatalf("queue statistics: %v", err)
 		}

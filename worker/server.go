@@ -18,6 +18,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/registry"
 )
 
 // Config tunes a worker. Zero values take the defaults in parentheses.
@@ -152,6 +153,10 @@ type Server struct {
 	log      *slog.Logger
 	// insp moves held jobs to the front of their queues when a slot frees.
 	insp *asynq.Inspector
+	// announcer keeps the worker's types in the live registry (announce.go).
+	announcer *registry.Announcer
+	// pools are the pools whose queues the worker listens to.
+	pools []string
 	// stopping is set by Shutdown: from then on an attempt whose context is
 	// cancelled was handed back to its queue by asynq, not abandoned.
 	stopping atomic.Bool
@@ -190,10 +195,16 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 	if _, err := jobs.NewCatalog(specs...); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	if s.pools, err = pools(cfg.Pools, types); err != nil {
+		return nil, err
+	}
+	if err := s.newAnnouncer(rdb, specs); err != nil {
+		return nil, err
+	}
 	retryDelay := cfg.RetryDelay
 	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
-		Queues:                   jobs.Queues(),
+		Queues:                   queues(s.pools),
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
@@ -229,7 +240,14 @@ func (s *Server) Start() error {
 	for name := range s.types {
 		mux.HandleFunc(name, s.process)
 	}
+	mux.Use(s.onlyServed)
+	// Announced before the first job is taken, so the api knows the types
+	// a job of this worker could be submitted as.
+	if err := s.announce(); err != nil {
+		return err
+	}
 	if err := s.srv.Start(mux); err != nil {
+		s.withdraw()
 		return fmt.Errorf("start worker: %w", err)
 	}
 	s.stopReap = make(chan struct{})
@@ -247,6 +265,7 @@ func (s *Server) Shutdown() {
 		close(s.stopReap)
 		s.stopReap = nil
 	}
+	s.withdraw() // first: the api's counts drop while running jobs finish
 	s.srv.Shutdown()
 }
 

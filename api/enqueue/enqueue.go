@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,10 +43,31 @@ type Enqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
+// Catalog is where the service learns the job types: the live registry of
+// what workers announce (internal/registry.Reader) or a fixed set
+// (FixedCatalog).
+type Catalog interface {
+	// Types returns the types known now and, per name, how many workers
+	// serve it. want, when not empty, names a type the caller is about to
+	// look up; a source that lacks it may look again before answering.
+	Types(ctx context.Context, want string) (*jobs.Catalog, map[string]int, error)
+}
+
+// FixedCatalog is a Catalog that never changes, with no worker counts
+// (GET /v1/job-types shows 0): for tests and for an api embedded beside
+// its workers.
+func FixedCatalog(c *jobs.Catalog) Catalog { return fixed{c} }
+
+type fixed struct{ c *jobs.Catalog }
+
+func (f fixed) Types(context.Context, string) (*jobs.Catalog, map[string]int, error) {
+	return f.c, nil, nil
+}
+
 // Config wires the service. Fields marked required must be set; the others
 // default as noted.
 type Config struct {
-	Catalog  *jobs.Catalog       // required
+	Catalog  Catalog             // required
 	Store    *jobs.Store         // required
 	Enqueuer Enqueuer            // required
 	Auth     authn.Authenticator // required
@@ -63,10 +85,11 @@ type Config struct {
 	// MaxTokenLifetime caps a job token's lifetime (7 days).
 	MaxTokenLifetime time.Duration
 	// MaxBodyBytes bounds a POST /v1/jobs body: over it is 413 as it is
-	// read. Zero means DefaultMaxBody (1 MiB), or the largest input any type
-	// takes plus EnvelopeBytes when that is more. A body under it but over
-	// the largest input plus EnvelopeBytes is refused with 422 at /input
-	// without being decoded; an input over its own type's limit
+	// read (DefaultMaxBody, 1 MiB). It is fixed while the catalog changes
+	// under it, so a type announcing an InputLimits.MaxBytes above it minus
+	// EnvelopeBytes needs it raised. A body under it but over the largest
+	// input a type known now takes plus EnvelopeBytes is refused with 422
+	// at /input without being decoded; an input over its own type's limit
 	// (InputLimits.MaxBytes, 64 KiB by default) is 422 at /input too, after
 	// a scan of the envelope.
 	MaxBodyBytes int64
@@ -99,7 +122,7 @@ type Config struct {
 // whitespace) when the largest input sets MaxBodyBytes.
 const EnvelopeBytes = 16 << 10
 
-// DefaultMaxBody is the least default MaxBodyBytes.
+// DefaultMaxBody is the default MaxBodyBytes.
 const DefaultMaxBody = 1 << 20
 
 // Service is the enqueue API.
@@ -122,7 +145,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxTokenLifetime = 7 * 24 * time.Hour
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = max(DefaultMaxBody, int64(cfg.Catalog.MaxInputBytes())+EnvelopeBytes)
+		cfg.MaxBodyBytes = DefaultMaxBody
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -151,8 +174,45 @@ func (s *Service) jwks(c *gin.Context) {
 	c.JSON(http.StatusOK, s.cfg.JWKS())
 }
 
+// jobType is one entry of GET /v1/job-types: the spec as the api enforces
+// it, and how many workers serve it now.
+type jobType struct {
+	jobs.TypeSpec
+	Workers int
+}
+
+// MarshalJSON adds workers to the spec's own fields (an embedded
+// MarshalJSON would otherwise be the whole answer).
+func (t jobType) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(t.TypeSpec)
+	if err != nil || len(b) < 2 {
+		return b, err
+	}
+	return append(b[:len(b)-1], fmt.Sprintf(`,"workers":%d}`, t.Workers)...), nil
+}
+
 func (s *Service) jobTypes(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"types": s.cfg.Catalog.Specs()})
+	cat, workers, err := s.cfg.Catalog.Types(c, "")
+	if err != nil {
+		problem.Abort(c, catalogUnavailable(err))
+		return
+	}
+	specs := cat.Specs()
+	slices.SortFunc(specs, func(a, b jobs.TypeSpec) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]jobType, 0, len(specs))
+	for _, spec := range specs {
+		out = append(out, jobType{TypeSpec: spec, Workers: workers[spec.Name]})
+	}
+	c.JSON(http.StatusOK, gin.H{"types": out})
+}
+
+// catalogUnavailable is the answer when the job types cannot be read
+// (Redis down before the api ever read them): nothing was accepted.
+func catalogUnavailable(err error) error {
+	p := problem.New(http.StatusServiceUnavailable, "catalog-unavailable", "Job types unavailable",
+		"the job types could not be read; nothing was accepted, retry later").WithHeader("Retry-After", "2")
+	p.Err = err
+	return p
 }
 
 // SubmitRequest is the body of POST /v1/jobs.
@@ -161,7 +221,8 @@ type SubmitRequest struct {
 	Input json.RawMessage `json:"input,omitempty"`
 	// Timeout is the per-attempt limit as a Go duration ("90s", "5m").
 	Timeout string `json:"timeout,omitempty"`
-	// Queue picks an Asynq queue: critical, default or low.
+	// Queue picks the queue class: critical, default or low (within the
+	// type's pool; see jobs.QueueName).
 	Queue string `json:"queue,omitempty"`
 	// Priority is the friendlier spelling of Queue: high, normal or low.
 	Priority string `json:"priority,omitempty"`
@@ -188,11 +249,12 @@ type Links struct {
 	Cancel string `json:"cancel"`
 }
 
-var priorities = map[string]string{"high": highPriorityQueue, "normal": "default", "low": "low"}
+var priorities = map[string]string{"high": highPriorityClass, "normal": "default", "low": "low"}
 
-// highPriorityQueue is the queue of priority "high"; submitting to it needs
-// identity.ScopeJobsPriority (see Config.PriorityForAll).
-const highPriorityQueue = "critical"
+// highPriorityClass is the queue class of priority "high"; submitting to
+// it, in any pool, needs identity.ScopeJobsPriority (see
+// Config.PriorityForAll).
+const highPriorityClass = "critical"
 
 func (s *Service) submit(c *gin.Context) {
 	p := authn.Principal(c)
@@ -211,7 +273,12 @@ func (s *Service) submit(c *gin.Context) {
 	// A body bigger than the largest input plus its envelope cannot be
 	// accepted whatever it says: refuse it before decoding, which would
 	// cost ~20 ms and 7 MB for a 1 MiB body.
-	if limit := s.cfg.Catalog.MaxInputBytes(); len(body) > limit+EnvelopeBytes {
+	cat, _, err := s.cfg.Catalog.Types(c, "")
+	if err != nil {
+		problem.Abort(c, catalogUnavailable(err))
+		return
+	}
+	if limit := cat.MaxInputBytes(); len(body) > limit+EnvelopeBytes {
 		problem.Abort(c, &jobs.InputError{Errors: []jobs.FieldError{{Pointer: "/input",
 			Detail: fmt.Sprintf("the request is %d bytes; no job type takes an input over %d bytes", len(body), limit)}}})
 		return
@@ -220,12 +287,12 @@ func (s *Service) submit(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	spec, plan, err := s.plan(req)
+	spec, plan, err := s.plan(c, cat, req)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
-	if plan.queue == highPriorityQueue && !s.cfg.PriorityForAll && !p.Can(identity.ScopeJobsPriority) {
+	if plan.class == highPriorityClass && !s.cfg.PriorityForAll && !p.Can(identity.ScopeJobsPriority) {
 		problem.Abort(c, authn.InsufficientScope(identity.ScopeJobsPriority))
 		return
 	}
@@ -289,45 +356,55 @@ func (s *Service) ReadyChecks() []router.Check {
 }
 
 type plan struct {
-	queue    string
+	class    string // critical, default or low
+	queue    string // the Asynq queue: the class in the type's pool
 	timeout  time.Duration
 	maxRetry int
 }
 
-// plan resolves a request's type, queue, timeout and retries.
-func (s *Service) plan(req SubmitRequest) (jobs.TypeSpec, plan, error) {
+// plan resolves a request's type, queue, timeout and retries. cat is the
+// catalog as the body's size was checked against; a type it lacks is
+// looked up again (a worker may have announced it a moment ago).
+func (s *Service) plan(ctx context.Context, cat *jobs.Catalog, req SubmitRequest) (jobs.TypeSpec, plan, error) {
 	if req.Type == "" {
 		return jobs.TypeSpec{}, plan{}, problem.New(http.StatusUnprocessableEntity, "unknown-job-type", "Unknown job type",
-			"type is required").With("known_types", s.cfg.Catalog.Names())
+			"type is required").With("known_types", cat.Names())
 	}
-	spec, ok := s.cfg.Catalog.Lookup(req.Type)
+	spec, ok := cat.Lookup(req.Type)
 	if !ok {
-		return spec, plan{}, &jobs.UnknownTypeError{Type: req.Type, Known: s.cfg.Catalog.Names()}
+		var err error
+		if cat, _, err = s.cfg.Catalog.Types(ctx, req.Type); err != nil {
+			return spec, plan{}, catalogUnavailable(err)
+		}
+		if spec, ok = cat.Lookup(req.Type); !ok {
+			return spec, plan{}, &jobs.UnknownTypeError{Type: req.Type, Known: cat.Names()}
+		}
 	}
-	if err := s.cfg.Catalog.Validate(spec.Name, req.Input); err != nil {
+	if err := cat.Validate(spec.Name, req.Input); err != nil {
 		// The catalog points into the input; the client sent a body.
 		if ie, ok := errors.AsType[*jobs.InputError](err); ok {
 			err = ie.Under("/input")
 		}
 		return spec, plan{}, err
 	}
-	pl := plan{queue: "default", maxRetry: spec.MaxRetry}
+	pl := plan{class: "default", maxRetry: spec.MaxRetry}
 	if req.Priority != "" {
 		q, ok := priorities[req.Priority]
 		if !ok {
 			return spec, pl, problem.Invalid("priority", "must be high, normal or low")
 		}
-		pl.queue = q
+		pl.class = q
 	}
 	if req.Queue != "" {
 		if _, ok := jobs.Queues()[req.Queue]; !ok {
 			return spec, pl, problem.Invalid("queue", "must be critical, default or low")
 		}
-		if req.Priority != "" && req.Queue != pl.queue {
+		if req.Priority != "" && req.Queue != pl.class {
 			return spec, pl, problem.Invalid("queue", "contradicts priority; give one of them")
 		}
-		pl.queue = req.Queue
+		pl.class = req.Queue
 	}
+	pl.queue = jobs.QueueName(spec.Pool, pl.class)
 	var requested time.Duration
 	if req.Timeout != "" {
 		d, err := time.ParseDuration(req.Timeout)

@@ -77,7 +77,7 @@ func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixtu
 		tb.Fatal(err)
 	}
 	svc, err := enqueue.New(enqueue.Config{
-		Catalog: catalog, Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,
+		Catalog: enqueue.FixedCatalog(catalog), Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,
 		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS,
 	})
 	if err != nil {

@@ -200,13 +200,6 @@ func TestHashchainExample(t *testing.T) {
 		defer cancel()
 		c := client.New(stack.URL, client.WithCredential(stack.APIKey))
 		sub, err := c.Submit(ctx, client.SubmitRequest{Type: "hashchain", Input: []byte(`{"seed":"claimcheck","rounds":200000,"checkpoints":4}`)})
-		var cerr *client.Error
-		if errors.As(err, &cerr) && cerr.Status == 422 && strings.HasSuffix(cerr.Type, "unknown-job-type") {
-			// TODO(issue 11 merge): remove this skip once the live type
-			// registry is merged; from then on the api knows the type from
-			// the worker's announcement.
-			t.Skip("the api does not learn job types from workers yet (registry part of issue 11)")
-		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,34 +74,77 @@ type Catalog struct {
 // NewCatalog compiles every type's schema; a schema that does not compile is a
 // programming error reported here rather than at the first request.
 func NewCatalog(specs ...TypeSpec) (*Catalog, error) {
-	c := &Catalog{byName: map[string]int{}, schemas: map[string]*jsonschema.Schema{}}
+	types := make([]*Compiled, 0, len(specs))
 	for _, s := range specs {
-		if s.Name == "" || strings.ContainsAny(s.Name, " :/") {
-			return nil, fmt.Errorf("job type %q: name must be a non-empty word", s.Name)
-		}
-		if _, dup := c.byName[s.Name]; dup {
-			return nil, fmt.Errorf("job type %q: registered twice", s.Name)
-		}
-		if s.Timeout <= 0 {
-			return nil, fmt.Errorf("job type %q: timeout must be positive", s.Name)
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(s.Schema))
+		ct, err := Compile(s)
 		if err != nil {
-			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+			return nil, err
 		}
-		comp := jsonschema.NewCompiler()
-		url := "claimcheck:/types/" + s.Name + ".json"
-		if err := comp.AddResource(url, doc); err != nil {
-			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+		types = append(types, ct)
+	}
+	return CatalogOf(types...)
+}
+
+// Compiled is one type's spec with its compiled input schema, the unit a
+// Catalog is made of. Compiling a schema costs far more than looking one
+// up, so a catalog that changes (the api's, rebuilt as workers announce
+// and leave) compiles a spec once and reuses it (CatalogOf).
+type Compiled struct {
+	spec   TypeSpec
+	schema *jsonschema.Schema
+}
+
+// Spec returns the spec it was compiled from, input limits defaulted.
+func (c *Compiled) Spec() TypeSpec { return c.spec }
+
+// Compile checks s and compiles its schema.
+func Compile(s TypeSpec) (*Compiled, error) {
+	if s.Name == "" || strings.ContainsAny(s.Name, " :/") {
+		return nil, fmt.Errorf("job type %q: name must be a non-empty word", s.Name)
+	}
+	if s.Timeout <= 0 {
+		return nil, fmt.Errorf("job type %q: timeout must be positive", s.Name)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(s.Schema))
+	if err != nil {
+		return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+	}
+	comp := jsonschema.NewCompiler()
+	// The library's default loader reads any file:// $ref from disk. A
+	// schema now comes from whoever can write an announcement, and the
+	// api compiles it: no $ref may leave the schema itself (the draft
+	// meta-schemas are built into the library and still resolve).
+	comp.UseLoader(noLoader{})
+	url := "claimcheck:///types/" + s.Name + ".json" // as the library normalizes it, so local $refs resolve
+	if err := comp.AddResource(url, doc); err != nil {
+		return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+	}
+	sch, err := comp.Compile(url)
+	if err != nil {
+		return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
+	}
+	s.InputLimits = s.InputLimits.WithDefaults()
+	return &Compiled{spec: s, schema: sch}, nil
+}
+
+// noLoader refuses every external schema resource.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("%s: a job type's schema may not refer to another document", url)
+}
+
+// CatalogOf builds a catalog of compiled types, which it shares (they are
+// never modified); two types of one name are an error.
+func CatalogOf(types ...*Compiled) (*Catalog, error) {
+	c := &Catalog{byName: map[string]int{}, schemas: map[string]*jsonschema.Schema{}}
+	for _, t := range types {
+		if _, dup := c.byName[t.spec.Name]; dup {
+			return nil, fmt.Errorf("job type %q: registered twice", t.spec.Name)
 		}
-		sch, err := comp.Compile(url)
-		if err != nil {
-			return nil, fmt.Errorf("job type %q: schema: %w", s.Name, err)
-		}
-		s.InputLimits = s.InputLimits.WithDefaults()
-		c.byName[s.Name] = len(c.specs)
-		c.specs = append(c.specs, s)
-		c.schemas[s.Name] = sch
+		c.byName[t.spec.Name] = len(c.specs)
+		c.specs = append(c.specs, t.spec)
+		c.schemas[t.spec.Name] = t.schema
 	}
 	return c, nil
 }

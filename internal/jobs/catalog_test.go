@@ -3,6 +3,8 @@ package jobs_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +124,27 @@ func TestInputLimitsBeforeSchema(t *testing.T) {
 	}
 	if err := jobs.CheckInput(json.RawMessage(`[`+strings.Repeat("1,", 1024)+`1]`), jobs.InputLimits{}); err == nil {
 		t.Error("CheckInput with default limits took 1025 values")
+	}
+}
+
+// TestSchemaMayNotLoadFiles: a schema is compiled by the api from an
+// announcement in Redis; a $ref to a file (a FIFO would hang the compiler,
+// a large file fill its memory) or another URL is refused, not read.
+func TestSchemaMayNotLoadFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "other.json")
+	if err := os.WriteFile(path, []byte(`{"type":"string"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"file://" + path, "http://127.0.0.1:1/x.json"} {
+		_, err := jobs.Compile(jobs.TypeSpec{Name: "t", Timeout: time.Minute, Schema: json.RawMessage(`{"$ref":"` + ref + `"}`)})
+		if err == nil || !strings.Contains(err.Error(), "may not refer to another document") {
+			t.Errorf("$ref %s: %v", ref, err)
+		}
+	}
+	// The draft's own meta-schema and local refs still resolve.
+	if _, err := jobs.Compile(jobs.TypeSpec{Name: "t", Timeout: time.Minute, Schema: json.RawMessage(
+		`{"$schema":"https://json-schema.org/draft/2020-12/schema","$defs":{"n":{"type":"integer"}},"properties":{"n":{"$ref":"#/$defs/n"}}}`)}); err != nil {
+		t.Fatal(err)
 	}
 }
