@@ -15,8 +15,9 @@ import (
 // A job's log is the job's own output (Go handlers' Task.Logf, exec types'
 // stderr), kept beside its record for the job-token holder:
 //
-//   - lines are numbered from 1 in the order they were kept; a number is
-//     never reused, so "after line N" is a stable resume point;
+//   - lines are numbered from 1 in the order the job wrote them; a number
+//     is never reused, so "after line N" is a stable resume point, and a
+//     gap in the numbers is lines not kept;
 //   - the log keeps the newest MaxLogLines lines and at most MaxLogBytes of
 //     line text, whichever is reached first; older lines are dropped and
 //     counted ("dropped"), and a reader that asks for lines before the
@@ -24,7 +25,7 @@ import (
 //   - a line is at most MaxLogLineBytes bytes of valid UTF-8 without a
 //     newline: longer ones are cut and end with a "[… N bytes cut]" mark;
 //   - a worker that could not keep up (its buffer full) drops its oldest
-//     unsent lines and the next batch starts with a line saying how many;
+//     unsent lines; their numbers are skipped, so readers see the gap;
 //   - the log expires with the record: every append gives it the record's
 //     TTL, and the script that ends a job gives it the retention it gives
 //     the record (finishScript). Lines for a record that is gone are not
@@ -92,9 +93,8 @@ local function add(t, line)
   redis.call("XADD", KEYS[2], n .. "-0", "t", t, "l", line)
   bytes = bytes + #line
 end
-if dropped > 0 then
-  add(ARGV[2], "[… " .. dropped .. " lines dropped: the job wrote faster than its log is kept]")
-end
+-- Lines the writer dropped keep their numbers: the gap tells readers.
+n = n + dropped
 for i = 3, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
 -- Drop the oldest lines until the log is within both caps.
 local excess = redis.call("XLEN", KEYS[2]) - ` + strconv.Itoa(MaxLogLines) + `
@@ -123,8 +123,8 @@ return n
 `)
 
 // AppendLog keeps lines (their N ignored) at the end of job id's log in one
-// script, after a line saying that dropped lines were lost before them when
-// dropped > 0, and announces them to live followers. Each line is passed
+// script, numbered after the dropped lines the writer lost before them,
+// and announces them to live followers. Each line is passed
 // through CutLogLine. It returns the last line number; ErrGone when the
 // job's record no longer exists (nothing is kept).
 func (s *Store) AppendLog(ctx context.Context, id string, lines []LogLine, dropped int) (int64, error) {
@@ -147,8 +147,8 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []LogLine, dropp
 type LogPage struct {
 	// Lines are the lines after the one asked for, oldest first.
 	Lines []LogLine
-	// Skipped counts lines after the one asked for that are no longer
-	// kept (they come before Lines).
+	// Skipped counts lines after the one asked for that are not kept and
+	// come before Lines (a gap between two of Lines is lines not kept too).
 	Skipped int64
 	// Last is the number of the newest line the log has had (0: none yet).
 	Last int64

@@ -118,7 +118,7 @@ func TestLogCappedByBytes(t *testing.T) {
 	}
 }
 
-func TestLogWriterDropsAreMarked(t *testing.T) {
+func TestLogWriterDropsLeaveAGap(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
 	create(t, s, "j1")
@@ -129,8 +129,11 @@ func TestLogWriterDropsAreMarked(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := readAll(t, s, "j1", 0)
-	if len(p.Lines) != 3 || !strings.Contains(p.Lines[1].Text, "98 lines dropped") || p.Lines[2].Text != "line 100" || p.Dropped != 98 {
+	if len(p.Lines) != 2 || p.Lines[1].N != 100 || p.Lines[1].Text != "line 100" || p.Dropped != 98 || p.Last != 100 {
 		t.Fatalf("page = %+v", p)
+	}
+	if p := readAll(t, s, "j1", 1); p.Skipped != 98 || p.Lines[0].N != 100 {
+		t.Fatalf("after 1: %+v", p)
 	}
 }
 
