@@ -17,8 +17,10 @@ import (
 //
 //   - at most once per logFlushInterval, at most logBatchLines lines or
 //     logBatchBytes bytes per flush: however fast a job writes, it costs
-//     Redis at most ten small scripts a second and the progress fleet ten
-//     tiny wake-ups a second (followers read the lines themselves);
+//     Redis at most five scripts a second (5 000 lines, 320 KiB: about 5 %
+//     of a Redis core at the most, docs/BENCHMARKS.md) and the progress
+//     fleet five tiny wake-ups a second (followers read the lines
+//     themselves);
 //   - the buffer holds at most the log's own caps (jobs.MaxLogLines lines,
 //     jobs.MaxLogBytes bytes): when a job writes faster than that drains
 //     (or Redis is slow or away), the oldest unsent lines are dropped and
@@ -29,7 +31,7 @@ import (
 //     attempt's outcome is recorded, so a client that sees the job end can
 //     read every line it kept.
 const (
-	logFlushInterval = 100 * time.Millisecond
+	logFlushInterval = 200 * time.Millisecond
 	logBatchLines    = 1000
 	logBatchBytes    = 64 << 10
 	// logCloseTimeout bounds the final flush: a job's outcome is not held

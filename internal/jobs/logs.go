@@ -100,7 +100,11 @@ for i = 3, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
 local excess = redis.call("XLEN", KEYS[2]) - ` + strconv.Itoa(MaxLogLines) + `
 local trimmed, upto, from = 0, 0, "-"
 while excess > 0 or bytes > ` + strconv.Itoa(MaxLogBytes) + ` do
-  local old = redis.call("XRANGE", KEYS[2], from, "+", "COUNT", 256)
+  -- Usually the batch's own length (the line cap); more only while the
+  -- byte cap needs it.
+  local want = 64
+  if excess > 0 and bytes <= ` + strconv.Itoa(MaxLogBytes) + ` then want = excess end
+  local old = redis.call("XRANGE", KEYS[2], from, "+", "COUNT", math.min(want, 1024))
   if #old == 0 then break end
   for _, e in ipairs(old) do
     if excess <= 0 and bytes <= ` + strconv.Itoa(MaxLogBytes) + ` then break end

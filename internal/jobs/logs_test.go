@@ -13,7 +13,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
 
-func lines(from, n int, size int) []jobs.LogLine {
+func lines(from, n, size int) []jobs.LogLine {
 	out := make([]jobs.LogLine, n)
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	for i := range out {
