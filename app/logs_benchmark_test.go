@@ -14,12 +14,10 @@ import (
 // BenchmarkJobStatusWithLogs measures what job logs cost the status route
 // (none expected: it never reads a log, and a log write neither drops the
 // job's cached record nor wakes a long-poll). Same progress service, three
-// jobs, in alternating batches:
-//
-//   - quiet: a finished job that logged nothing (the baseline);
-//   - full: a finished job whose log is full (10 000 lines);
-//   - logging: a running job whose log grows by 100 lines every 10 ms, ten
-//     times the rate a worker ever flushes at.
+// jobs, in alternating batches: "quiet", a finished job that logged nothing
+// (the baseline); "full", a finished job whose log is full; "logging", a
+// running job whose log grows by 100 lines every 10 ms, ten times the rate
+// a worker ever flushes at.
 //
 //	go test -run '^$' -bench JobStatusWithLogs -benchtime 10x -count 3 ./app/
 func BenchmarkJobStatusWithLogs(b *testing.B) {

@@ -113,10 +113,12 @@ func TestBrowserJobLogPane(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("login-user"), "ann"),
 		chromedp.SendKeys(chromedp.ID("login-password"), "correct horse"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("submit-form")),
+		poll(`document.querySelector("#submit-type option[value=build]") !== null`),
 		chromedp.SetValue(chromedp.ID("submit-type"), "build"),
 		eval(`document.getElementById("submit-type").dispatchEvent(new Event("change"))`),
 		chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
-		chromedp.WaitVisible(chromedp.ID("view-job")))
+		chromedp.WaitVisible(chromedp.ID("view-job")),
+		poll(`document.getElementById("job-type").textContent === "build"`))
 	// Written while the job runs (it waits for release): there, in order,
 	// each with its time, and the pane at its bottom.
 	run("lines while running", poll(lastRow+`.endsWith('level=INFO msg="waiting for a runner" queue=default')`),
