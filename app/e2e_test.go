@@ -165,6 +165,31 @@ func (s *stack) testTypes() []worker.Type {
 			},
 		},
 		{
+			Name: "logger", Description: "writes lines to its log: lines, then (after one step is released, when then > 0) then more",
+			Timeout: time.Minute, InputSchema: json.RawMessage(`{"type":"object","properties":{"lines":{"type":"integer"},"then":{"type":"integer"},"pad":{"type":"integer"}}}`),
+			Handle: func(ctx context.Context, t *worker.Task) error {
+				var in struct{ Lines, Then, Pad int }
+				if err := t.Decode(&in); err != nil {
+					return err
+				}
+				pad := strings.Repeat("x", in.Pad)
+				for i := 1; i <= in.Lines; i++ {
+					t.Logf("line %d%s", i, pad)
+				}
+				if in.Then > 0 {
+					select {
+					case <-s.step:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					for i := in.Lines + 1; i <= in.Lines+in.Then; i++ {
+						t.Logf("line %d%s", i, pad)
+					}
+				}
+				return nil
+			},
+		},
+		{
 			Name: "count", Description: "counts its runs", Timeout: time.Minute, InputSchema: obj,
 			Handle: func(ctx context.Context, t *worker.Task) error {
 				s.countRuns.Add(1)

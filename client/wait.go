@@ -24,16 +24,26 @@ import (
 // noticed yet) is retried after its Retry-After; other refusals are
 // returned.
 func (c *Client) Wait(ctx context.Context, id, token string, onUpdate func(*Job)) (*Job, error) {
+	j, err := c.wait(ctx, id, token, onUpdate, nil)
+	if errors.Is(err, errNoStream) {
+		return c.poll(ctx, id, token, onUpdate)
+	}
+	return j, err
+}
+
+// wait is Wait on the event stream only (errNoStream where there is none),
+// handing each "log" event's data to onLog when it is not nil.
+func (c *Client) wait(ctx context.Context, id, token string, onUpdate func(*Job), onLog func(data string)) (*Job, error) {
 	job := &Job{ID: id}
 	last := ""
 	for attempt := 0; ; attempt++ {
-		done, err := c.follow(ctx, id, token, &last, job, onUpdate)
+		done, err := c.follow(ctx, id, token, &last, job, onUpdate, onLog)
 		switch {
 		case done:
 			// The done event carries a summary; return the whole record.
 			return c.Get(ctx, id, token)
 		case errors.Is(err, errNoStream):
-			return c.poll(ctx, id, token, onUpdate)
+			return nil, err
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		}
@@ -61,7 +71,7 @@ func (c *Client) Wait(ctx context.Context, id, token string, onUpdate func(*Job)
 var errNoStream = errors.New("no event stream")
 
 // follow reads the event stream until the done event (true) or an error.
-func (c *Client) follow(ctx context.Context, id, token string, last *string, job *Job, onUpdate func(*Job)) (bool, error) {
+func (c *Client) follow(ctx context.Context, id, token string, last *string, job *Job, onUpdate func(*Job), onLog func(string)) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.jobURL(id, "/events"), nil)
 	if err != nil {
 		return false, err
@@ -100,6 +110,9 @@ func (c *Client) follow(ctx context.Context, id, token string, last *string, job
 			}
 			if evID != "" {
 				*last = evID
+			}
+			if evType == "log" && onLog != nil {
+				onLog(data)
 			}
 			if apply(job, evType, data) && onUpdate != nil {
 				cp := *job

@@ -28,6 +28,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/worker"
+	"github.com/claimcheck/claimcheck/worker/builtin"
 )
 
 const aclFile = "redis/users.acl"
@@ -296,7 +297,15 @@ func TestRedisACL(t *testing.T) {
 
 	// The product, each process as its own user.
 	api, workerRDB := as("api"), as("worker")
-	cfg := app.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}}.WithDefaults()
+	// A type that writes past the log's byte cap, so its trimming runs too.
+	chatty := worker.Type{Name: "chatty", Timeout: time.Minute, Handle: func(ctx context.Context, t *worker.Task) error {
+		for i := range 300 {
+			t.Logf("line %d %s", i, strings.Repeat("x", 4000))
+		}
+		return nil
+	}}
+	cfg := app.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1},
+		Types: append(builtin.Types(), chatty)}.WithDefaults()
 	keys, _, err := tokens.EnsureDir(cfg.JobKeyDir)
 	if err != nil {
 		t.Fatal(err)
@@ -384,6 +393,28 @@ func TestRedisACL(t *testing.T) {
 	if !strings.HasPrefix(first, "retry:") {
 		t.Fatalf("events began %q", first)
 	}
+	// Job logs: written by the worker, read by progress (text and stream).
+	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"chatty","input":{}}`)
+	if code != 202 {
+		t.Fatalf("submit chatty: %d %s", code, body)
+	}
+	idl, tokl := token(body)
+	waitfor.True(t, 20*time.Second, func() bool {
+		_, b := call("GET", progSrv.URL+"/v1/jobs/"+idl, tokl, "")
+		return strings.Contains(b, `"state":"succeeded"`)
+	})
+	if code, body := call("GET", progSrv.URL+"/v1/jobs/"+idl+"/logs?after=100", tokl, ""); code != 200 || !strings.Contains(body, "line 299 ") {
+		t.Fatalf("logs through progress: %d %.200s", code, body)
+	}
+	req, _ = http.NewRequest("GET", progSrv.URL+"/v1/jobs/"+idl+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tokl)
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("events with logs: %v", err)
+	}
+	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "event: log") || !strings.Contains(string(b), "event: done") {
+		t.Fatalf("stream of a logging job lacks log or done events: %.300s", b)
+	}
+	resp.Body.Close()
 	// Cancelling through progress: a queued job's task is deleted, a
 	// running one is cancelled through Asynq.
 	code, body = call("POST", apiSrv.URL+"/v1/jobs", key.Reveal(), `{"type":"sleep","input":{"seconds":60,"steps":60}}`)

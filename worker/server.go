@@ -372,7 +372,10 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			return w, err
 		},
 	}
+	joblog := startJobLog(s.store, p.Job, log)
+	task.log = joblog.line
 	herr := s.run(hctx, typ, task)
+	joblog.close() // every line is stored before the outcome is recorded
 	if w != nil && w.Exceeded() {
 		// Whatever the handler made of the write error, the job failed for
 		// this reason, and a retry would only hit it again.

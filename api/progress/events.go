@@ -36,6 +36,9 @@ const writeTimeout = 30 * time.Second
 //   - then "progress", "state" and finally "done" (with the result summary)
 //     as they happen, and the stream closes after "done". A comment line is
 //     sent every Heartbeat while nothing happens;
+//   - the job's log lines are "log" events (logs.go), from the first kept
+//     (or after the line a Last-Event-ID names) and then as they are
+//     written, every one before "done";
 //   - a stream never outlives its token: at the token's exp, or as soon as
 //     its job's tokens are revoked, it sends a last "end" event (no id, data
 //     {"reason":"token_expired"} or {"reason":"token_revoked"}) and closes.
@@ -55,7 +58,7 @@ const writeTimeout = 30 * time.Second
 // count under the stream caps (429 beyond them).
 func (s *Service) events(c *gin.Context) {
 	id := c.Param("id")
-	w, stop, err := s.watch(c) // before the snapshot: nothing falls between
+	w, stop, err := s.watchJob(c, true) // before the snapshot: nothing falls between
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -65,11 +68,15 @@ func (s *Service) events(c *gin.Context) {
 		err = j.CheckEpoch(jobClaims(c).Epoch)
 	}
 	var backlog []jobs.Event
-	if resume := c.GetHeader("Last-Event-ID"); err == nil && resume != "" {
+	// A Last-Event-ID names the last job event and the last log line sent
+	// (logs.go); each part resumes its own stream.
+	resume, logLine := splitResumeID(c.GetHeader("Last-Event-ID"))
+	sentEvent := "" // the job event id the client has
+	if err == nil && resume != "" {
 		backlog, err = s.cfg.Store.EventsAfter(c, id, resume)
 		switch {
 		case err == nil:
-			last = resume // writeAll advances it past the backlog
+			last, sentEvent = resume, resume // send advances it past the backlog
 		case errors.Is(err, jobs.ErrEventsTrimmed):
 			backlog, err = nil, nil // start over from the snapshot
 		}
@@ -79,7 +86,7 @@ func (s *Service) events(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, expires: jobClaims(c).Expires(), last: last}
+	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, expires: jobClaims(c).Expires(), last: last, logLine: logLine}
 	var first bytes.Buffer
 	fmt.Fprintf(&first, "retry: %d\n\n", retryHint.Milliseconds())
 	if !s.cfg.Now().Before(st.expires) {
@@ -90,11 +97,22 @@ func (s *Service) events(c *gin.Context) {
 		rec, _ := json.Marshal(j)
 		kind := jobs.EventState
 		if st.done = j.State.Final(); st.done {
+			// Every log line before done: their ids name the event the
+			// client had, so a resume among them sends the record again.
 			kind = jobs.EventDone
+			err = st.writeLogs(&first, sentEvent)
 		}
-		writeEvent(&first, jobs.Event{ID: last, Type: kind, Data: string(rec)})
+		writeEvent(&first, jobs.Event{ID: eventID(last, st.logLine), Type: kind, Data: string(rec)})
+		if !st.done {
+			err = st.writeLogs(&first, last)
+		}
 	} else {
-		st.done = writeAll(&first, backlog, &st.last)
+		err = st.send(&first, backlog, true)
+	}
+	if err != nil {
+		stop()
+		problem.Abort(c, err)
+		return
 	}
 
 	// Over HTTP/1.1 the stream leaves net/http: the connection is taken
@@ -145,6 +163,7 @@ type stream struct {
 	epoch   int64     // the token's
 	expires time.Time // the token's exp
 	last    string
+	logLine int64 // the last log line sent
 	done    bool
 }
 
@@ -182,6 +201,7 @@ func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
 			st.end(&buf, endTokenExpired)
 		case <-st.w.Ready():
 			evs, behind := st.w.Take()
+			logs := st.w.takeLogs() || behind
 			switch {
 			case revokedBelow(evs, st.epoch):
 				st.end(&buf, endTokenRevoked) // this stream's token was just revoked
@@ -197,7 +217,9 @@ func (st *stream) loop(stop <-chan struct{}, out io.Writer, flush func() bool) {
 				}
 			}
 			if !st.done {
-				st.done = writeAll(&buf, evs, &st.last)
+				if err := st.send(&buf, evs, logs); err != nil {
+					return // the client reconnects and resumes
+				}
 			}
 		}
 		if buf.Len() > 0 {
@@ -234,22 +256,6 @@ type connSink struct{ conn net.Conn }
 func (s *connSink) Write(p []byte) (int, error) {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	return s.conn.Write(p)
-}
-
-// writeAll writes the events newer than *last, advancing it, and reports
-// whether the final one was written.
-func writeAll(bw io.Writer, evs []jobs.Event, last *string) bool {
-	for _, ev := range evs {
-		if ev.Type == jobs.EventRevoked || jobs.CompareEventIDs(ev.ID, *last) <= 0 {
-			continue // already sent (from the log, or before a resync)
-		}
-		writeEvent(bw, ev)
-		*last = ev.ID
-		if ev.Type == jobs.EventDone {
-			return true
-		}
-	}
-	return false
 }
 
 // revokedBelow reports whether evs revoke tokens of epoch tokenEpoch.

@@ -84,6 +84,18 @@ func (h *Hub) run(ctx context.Context, ready chan<- struct{}) {
 }
 
 func (h *Hub) deliver(jobID string, ev jobs.Event) {
+	if ev.Type == jobs.EventLog {
+		// New log lines change nothing in the record: no cache entry is
+		// dropped, and only event streams are woken (they read the lines).
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for w := range h.watchers[jobID] {
+			if w.logs {
+				w.logLines()
+			}
+		}
+		return
+	}
 	if rc := h.records.Load(); rc != nil {
 		rc.invalidate(jobID)
 	}
@@ -105,8 +117,11 @@ func (h *Hub) each(fn func(*Watcher)) {
 }
 
 // Watch starts collecting job jobID's events; Close the watcher when done.
-func (h *Hub) Watch(jobID string) *Watcher {
-	w := &Watcher{hub: h, job: jobID, ready: make(chan struct{}, 1)}
+func (h *Hub) Watch(jobID string) *Watcher { return h.watch(jobID, false) }
+
+// watch is Watch that, with logs, is also woken when the job's log grows.
+func (h *Hub) watch(jobID string, logs bool) *Watcher {
+	w := &Watcher{hub: h, job: jobID, logs: logs, ready: make(chan struct{}, 1)}
 	h.mu.Lock()
 	ws := h.watchers[jobID]
 	if ws == nil {
@@ -147,6 +162,27 @@ type Watcher struct {
 	pending []jobs.Event
 	behind  bool // events were dropped: re-read the log
 	ready   chan struct{}
+
+	logs    bool // woken by log lines (set at creation)
+	newLogs bool // the job's log grew since takeLogs
+}
+
+// logLines notes that the job's log grew: one flag however many batches,
+// so a job logging fast never fills the queue.
+func (w *Watcher) logLines() {
+	w.mu.Lock()
+	w.newLogs = true
+	w.mu.Unlock()
+	w.signal()
+}
+
+// takeLogs reports whether the job's log grew since the last call.
+func (w *Watcher) takeLogs() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.newLogs
+	w.newLogs = false
+	return n
 }
 
 func (w *Watcher) push(ev jobs.Event) {

@@ -121,6 +121,7 @@ func (s *Service) Watchers() int { return s.cfg.Hub.Watchers() }
 func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)
 	r.GET("/v1/jobs/:id/events", s.authorizeQuery(tokens.ScopeJobRead), s.events)
+	r.GET("/v1/jobs/:id/logs", s.authorize(tokens.ScopeJobRead), s.logs)
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
@@ -198,12 +199,18 @@ func jobClaims(c *gin.Context) *tokens.JobClaims {
 // and client address, and starts watching the job; the returned stop ends
 // both. A refusal is the 429 to answer.
 func (s *Service) watch(c *gin.Context) (w *Watcher, stop func(), refused error) {
+	return s.watchJob(c, false)
+}
+
+// watchJob is watch that, with logs, also wakes the watcher when the job's
+// log grows (event streams, not long-polls).
+func (s *Service) watchJob(c *gin.Context, logs bool) (w *Watcher, stop func(), refused error) {
 	cl := jobClaims(c)
 	release, err := s.caps.acquire(cl.ID, c.Param("id"), forwarded.AddressKey(c.ClientIP()))
 	if err != nil {
 		return nil, nil, err
 	}
-	w = s.cfg.Hub.Watch(c.Param("id"))
+	w = s.cfg.Hub.watch(c.Param("id"), logs)
 	return w, func() { w.Close(); release() }, nil
 }
 

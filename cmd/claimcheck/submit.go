@@ -144,7 +144,7 @@ func progressBar(f *os.File) func(*client.Job) {
 
 func newJobs() *cobra.Command {
 	var r remote
-	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get or cancel one with its job token"}
+	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get, cancel or read the log of one with its job token"}
 	r.bind(cmd.PersistentFlags())
 	config.AnnotateEnv(cmd.PersistentFlags())
 	var state string
@@ -208,11 +208,61 @@ func newJobs() *cobra.Command {
 			return nil
 		},
 	}
-	for _, sub := range []*cobra.Command{get, cancel} {
+	var follow, timestamps bool
+	logs := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Print a job's log (needs --token); with --follow, the lines as the job writes them, until it ends",
+		Long: `logs prints the lines the job wrote to its log (a Go handler's Task.Logf, an
+exec type's stderr). A job's log keeps its newest 10,000 lines and 1 MiB; a
+"[… N earlier lines dropped]" line says where lines are missing. With
+--follow it keeps printing new lines until the job ends, and fails unless
+the job succeeded.`,
+		Example: `  claimcheck jobs logs 01a2… --token eyJ… --follow`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := r.client(cmd)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			print := func(l client.LogLine) {
+				if timestamps && !l.Time.IsZero() && l.Dropped == 0 {
+					fmt.Fprintf(out, "%s %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), l.Line)
+					return
+				}
+				fmt.Fprintln(out, l.Line)
+			}
+			if !follow {
+				p, err := c.Logs(cmd.Context(), args[0], token, 0)
+				if err != nil {
+					return err
+				}
+				for _, l := range p.Lines {
+					print(l)
+				}
+				return nil
+			}
+			j, err := c.FollowLogs(cmd.Context(), args[0], token, print, nil)
+			if err != nil {
+				return err
+			}
+			if j.State != "succeeded" {
+				msg := ""
+				if j.Error != nil {
+					msg = ": " + *j.Error
+				}
+				return fmt.Errorf("job %s %s%s", j.ID, j.State, msg)
+			}
+			return nil
+		},
+	}
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing lines as the job writes them, until it ends")
+	logs.Flags().BoolVar(&timestamps, "timestamps", false, "start each line with the time it was written (RFC 3339, UTC)")
+	for _, sub := range []*cobra.Command{get, cancel, logs} {
 		sub.Flags().StringVar(&token, "token", "", "the job's token")
 		_ = sub.MarkFlagRequired("token")
 		config.AnnotateEnv(sub.Flags())
 	}
-	cmd.AddCommand(list, get, cancel)
+	cmd.AddCommand(list, get, cancel, logs)
 	return cmd
 }

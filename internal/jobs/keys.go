@@ -16,6 +16,16 @@ const (
 	// KeySuffixEvents follows a job record's key for the job's event log:
 	// a stream capped at about 256 entries, expiring with the record.
 	KeySuffixEvents = ":events"
+	// KeySuffixLog follows a job record's key for the job's log: a stream
+	// whose entry ids are "<line number>-0" with fields "t" (Unix ms, when
+	// the line was written) and "l" (the line), capped at MaxLogLines and
+	// MaxLogBytes by dropping its oldest lines, expiring with the record.
+	KeySuffixLog = ":log"
+	// KeySuffixLogMeta follows a job record's key for its log's counters, a
+	// hash: "n" (the last line number), "bytes" (of the lines kept),
+	// "dropped" (lines not kept: trimmed or dropped by the worker). It
+	// expires with the record.
+	KeySuffixLogMeta = ":log-meta"
 	// ChannelJobEvents is where every job event is published, as
 	// "<job id> <event id> <type> <json>"; each progress process holds one
 	// subscription and fans events out to its watchers.
@@ -41,6 +51,8 @@ const (
 
 func jobKey(id string) string             { return KeyPrefixJob + id }
 func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }
+func logKey(id string) string             { return KeyPrefixJob + id + KeySuffixLog }
+func logMetaKey(id string) string         { return KeyPrefixJob + id + KeySuffixLogMeta }
 func ownerJobsKey(owner string) string    { return KeyPrefixOwnerJobs + owner }
 func ownerActiveKey(owner string) string  { return KeyPrefixOwnerActive + owner }
 func ownerRunningKey(owner string) string { return KeyPrefixOwnerRunning + owner }

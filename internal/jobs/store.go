@@ -256,15 +256,16 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 }
 
 var finishScript = redis.NewScript(emitLua + releaseLua + `
--- KEYS[1] job, KEYS[2] its events, and when the attempt holds a running-job
--- slot KEYS[3] the owner's slots, KEYS[4] the owner's held jobs
+-- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
+-- counters, and when the attempt holds a running-job slot KEYS[5] the
+-- owner's slots, KEYS[6] the owner's held jobs
 -- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
 -- ARGV[6] the running-job cap, ARGV[7..] extra field/value pairs
 -- returns {state, held members that may start now...}
 local function ended(state)
-  if #KEYS < 4 then return {state} end
-  local out = release(KEYS[3], KEYS[4], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
+  if #KEYS < 6 then return {state} end
+  local out = release(KEYS[5], KEYS[6], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
   table.insert(out, 1, state)
   return out
 end
@@ -280,6 +281,9 @@ if final then
   redis.call("HSET", KEYS[1], "finished", ARGV[2])
   redis.call("HDEL", KEYS[1], "cancel", "held")
   redis.call("PEXPIRE", KEYS[1], ARGV[4])
+  -- The log expires with the record (a no-op for a job that logged nothing).
+  redis.call("PEXPIRE", KEYS[3], ARGV[4])
+  redis.call("PEXPIRE", KEYS[4], ARGV[4])
 end
 if #ARGV > 6 then redis.call("HSET", KEYS[1], unpack(ARGV, 7)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
@@ -303,7 +307,7 @@ func (s *Store) finish(ctx context.Context, id string, attempt int, to State, er
 	if attempt != anyAttempt {
 		att = strconv.Itoa(attempt)
 	}
-	keys := []string{jobKey(id), eventsKey(id)}
+	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id)}
 	capacity := 0
 	if slot != nil && slot.Owner != "" {
 		keys = append(keys, ownerRunningKey(slot.Owner), ownerHeldKey(slot.Owner))

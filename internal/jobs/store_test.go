@@ -16,7 +16,7 @@ func newStore(t *testing.T) (*jobs.Store, *time.Time) {
 	return jobs.NewStore(redistest.Client(t), func() time.Time { return now }), &now
 }
 
-func create(t *testing.T, s *jobs.Store, id string) *jobs.Job {
+func create(t testing.TB, s *jobs.Store, id string) *jobs.Job {
 	t.Helper()
 	j, err := s.Create(context.Background(), jobs.NewJob{ID: id, Type: "sleep", Owner: "ann", Queue: "default", MaxRetry: 2, Timeout: time.Minute, TTL: time.Hour})
 	if err != nil {

@@ -205,6 +205,7 @@ async function openJob(id) {
   $("job-preview-box").hidden = true;
   $("job-share-out").hidden = true;
   $("job-share").hidden = sharedView;
+  resetLog();
   let token;
   try {
     token = await tokenFor(id);
@@ -216,6 +217,10 @@ async function openJob(id) {
   stream = new EventSource("/v1/jobs/" + encodeURIComponent(id) + "/events?token=" + encodeURIComponent(token));
   stream.addEventListener("state", (e) => render(JSON.parse(e.data)));
   stream.addEventListener("progress", (e) => renderProgress(JSON.parse(e.data)));
+  // Log lines: the stream sends those kept so far, then each as the job
+  // writes it; after a dropped connection EventSource resumes after the
+  // last one shown (the event id names it), so none repeats.
+  stream.addEventListener("log", (e) => queueLog(JSON.parse(e.data)));
   stream.addEventListener("done", (e) => {
     render(JSON.parse(e.data));
     stopWatching();
@@ -234,6 +239,90 @@ async function openJob(id) {
     if (stream && stream.readyState === EventSource.CLOSED) say("Lost the connection to the job; reload to retry.");
   };
 }
+
+// --- the job's log pane ---------------------------------------------------
+
+// The pane keeps at most as many lines as the server does, follows new
+// lines while it is scrolled to the bottom, and stays put (offering a jump
+// back) once the reader scrolls up. Lines arriving together (a page of the
+// log on connect) are added in one frame.
+const logKeep = 10000 + 50; // the server's lines, and room for its notes
+let logQueue = [];
+let logFrame = 0;
+let logLines = 0;
+let logDropped = 0;
+
+function resetLog() {
+  cancelAnimationFrame(logFrame);
+  logFrame = 0;
+  logQueue = [];
+  logLines = 0;
+  logDropped = 0;
+  const pane = $("job-log");
+  pane.textContent = "";
+  const empty = document.createElement("p");
+  empty.className = "log-empty";
+  empty.textContent = "No log lines yet.";
+  pane.append(empty);
+  $("job-log-count").textContent = "";
+  $("job-log-dropped").hidden = true;
+  $("job-log-follow").hidden = true;
+}
+
+function queueLog(l) {
+  logQueue.push(l);
+  if (!logFrame) logFrame = requestAnimationFrame(flushLog);
+}
+
+function atBottom(pane) { return pane.scrollHeight - pane.scrollTop - pane.clientHeight < 4; }
+
+function flushLog() {
+  logFrame = 0;
+  const pane = $("job-log");
+  const follow = atBottom(pane);
+  const frag = document.createDocumentFragment();
+  for (const l of logQueue) {
+    const row = document.createElement("div");
+    if (l.dropped) {
+      row.className = "note";
+      row.textContent = l.line;
+      logDropped += l.dropped;
+    } else {
+      row.className = "l";
+      const t = document.createElement("span");
+      t.className = "t";
+      const d = new Date(l.time);
+      t.textContent = d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+      t.title = d.toISOString();
+      const x = document.createElement("span");
+      x.className = "x";
+      x.textContent = l.line;
+      row.append(t, x);
+      logLines++;
+    }
+    frag.append(row);
+  }
+  logQueue = [];
+  const empty = pane.querySelector(".log-empty");
+  if (empty) empty.remove();
+  pane.append(frag);
+  while (pane.childElementCount > logKeep) pane.firstElementChild.remove();
+  $("job-log-count").textContent = logLines === 1 ? "1 line" : logLines.toLocaleString("en") + " lines";
+  if (logDropped > 0) {
+    $("job-log-dropped").textContent = logDropped + " earlier lines were dropped: a job's log keeps its newest 10,000 lines and 1 MiB.";
+    $("job-log-dropped").hidden = false;
+  }
+  if (follow) pane.scrollTop = pane.scrollHeight;
+  $("job-log-follow").hidden = atBottom(pane);
+}
+
+$("job-log").addEventListener("scroll", () => { $("job-log-follow").hidden = atBottom($("job-log")); });
+$("job-log-follow").addEventListener("click", () => {
+  const pane = $("job-log");
+  pane.scrollTop = pane.scrollHeight;
+  $("job-log-follow").hidden = true;
+  pane.focus();
+});
 
 function stopWatching() {
   if (stream) stream.close();

@@ -1,0 +1,182 @@
+package progress
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/claimcheck/claimcheck/api/problem"
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+// Job logs (see package jobs for what is kept) are served two ways:
+//
+//   - GET /v1/jobs/{id}/logs?after=N: text/plain, one line per log line,
+//     "<time RFC 3339, ms, UTC> <line>", the lines after line number N (0 or
+//     absent: from the first kept). Where lines are not kept (trimmed by
+//     the caps, or dropped by a worker that could not keep up), a line
+//     "[… K earlier lines dropped]" says how many. Log-Next-After is
+//     the N to resume with; Log-Dropped counts every line the log did not
+//     keep. The same token checks as the status route, in the same order.
+//   - "log" events on the event stream, data {"line","time"} (plus
+//     "dropped" on the same note about lines not kept). An event's id
+//     resumes both streams at once: "<event id>/<line number>" once a log
+//     line was sent, the plain event id before. A Last-Event-ID resumes
+//     job events after its first part (the usual rules: from the record
+//     when the event log no longer reaches back) and log lines after its
+//     second. Every log line is sent before "done".
+//
+// Live lines reach a stream as a wake-up on the hub's subscription ("job X
+// has lines up to N", a few bytes per batch whatever the lines); the stream
+// then reads the lines after the last it sent from the log. Only event
+// streams are woken (a long-poll is not: a log line is no change to the
+// record), and the record cache is not touched, so a job writing logs costs
+// the status route nothing.
+
+// logPage bounds one read of the log.
+const logPage = 1000
+
+// logTimeFormat is the time of a line in the text output.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func (s *Service) logs(c *gin.Context) {
+	after, err := parseAfter(c.Query("after"))
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	j, err := s.job(c) // 404 for a gone record; the token's epoch
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	page, err := s.cfg.Store.LogAfter(c, j.ID, after, jobs.MaxLogLines)
+	if err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	var body bytes.Buffer
+	body.Grow(64 * len(page.Lines))
+	prev := after
+	for _, l := range page.Lines {
+		if gap := l.N - prev - 1; gap > 0 {
+			body.WriteString(droppedNote(gap))
+			body.WriteByte('\n')
+		}
+		prev = l.N
+		body.WriteString(l.Time.UTC().Format(logTimeFormat))
+		body.WriteByte(' ')
+		body.WriteString(l.Text)
+		body.WriteByte('\n')
+	}
+	h := c.Writer.Header()
+	h.Set("Log-Next-After", strconv.FormatInt(page.Next(after), 10))
+	h.Set("Log-Dropped", strconv.FormatInt(page.Dropped, 10))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	c.Data(http.StatusOK, "text/plain; charset=utf-8", body.Bytes())
+}
+
+func droppedNote(n int64) string {
+	return "[… " + strconv.FormatInt(n, 10) + " earlier lines dropped]"
+}
+
+// parseAfter reads ?after=: a line number, 0 when absent.
+func parseAfter(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, problem.BadRequest("after must be a line number (a non-negative integer), as Log-Next-After gives it")
+	}
+	return n, nil
+}
+
+// splitResumeID splits a Last-Event-ID into its job event id and the line
+// number of the last log line sent (0 when none).
+func splitResumeID(id string) (event string, line int64) {
+	event, l, ok := strings.Cut(id, "/")
+	if ok {
+		if n, err := strconv.ParseInt(l, 10, 64); err == nil && n > 0 {
+			line = n
+		}
+	}
+	return event, line
+}
+
+// eventID is the id of an event sent after event id ev and log line line.
+func eventID(ev string, line int64) string {
+	if line == 0 {
+		return ev
+	}
+	return ev + "/" + strconv.FormatInt(line, 10)
+}
+
+// logEvent is the data of a "log" event.
+type logEvent struct {
+	Line    string    `json:"line"`
+	Time    time.Time `json:"time"`
+	Dropped int64     `json:"dropped,omitempty"`
+}
+
+// writeLogs writes, as "log" events, the job's log lines after the last
+// one this stream sent, their ids resuming job events after evID.
+func (st *stream) writeLogs(bw io.Writer, evID string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range jobs.MaxLogLines/logPage + 2 { // the log holds at most this many pages
+		page, err := st.svc.cfg.Store.LogAfter(ctx, st.job, st.logLine, logPage)
+		if err != nil {
+			return err
+		}
+		for _, l := range page.Lines {
+			if gap := l.N - st.logLine - 1; gap > 0 {
+				st.logLine = l.N - 1
+				data, _ := json.Marshal(logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
+				writeEvent(bw, jobs.Event{ID: eventID(evID, st.logLine), Type: jobs.EventLog, Data: string(data)})
+			}
+			st.logLine = l.N
+			data, _ := json.Marshal(logEvent{Line: l.Text, Time: l.Time})
+			writeEvent(bw, jobs.Event{ID: eventID(evID, l.N), Type: jobs.EventLog, Data: string(data)})
+		}
+		if len(page.Lines) < logPage {
+			return nil
+		}
+	}
+	return nil
+}
+
+// send writes the events of evs newer than the last one sent and, when
+// logs is set or the job is done, the log lines after the last one sent:
+// always before "done", which it reports.
+func (st *stream) send(bw io.Writer, evs []jobs.Event, logs bool) error {
+	for _, ev := range evs {
+		if ev.Type == jobs.EventRevoked || ev.Type == jobs.EventLog || jobs.CompareEventIDs(ev.ID, st.last) <= 0 {
+			continue // already sent (from the log, or before a resync)
+		}
+		if ev.Type == jobs.EventDone {
+			if err := st.writeLogs(bw, st.last); err != nil {
+				return err
+			}
+			logs = false
+		}
+		st.last = ev.ID
+		writeEvent(bw, jobs.Event{ID: eventID(ev.ID, st.logLine), Type: ev.Type, Data: ev.Data})
+		if ev.Type == jobs.EventDone {
+			st.done = true
+			return nil
+		}
+	}
+	if logs {
+		return st.writeLogs(bw, st.last)
+	}
+	return nil
+}
