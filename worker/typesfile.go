@@ -299,7 +299,7 @@ func (e entry) parse(cwd string) (Type, error) {
 	// After shutdown hands a job back, the program gets SIGTERM, then
 	// SIGKILL after its grace, and its output is drained; Shutdown waits
 	// that long for it, so that no program outlives the worker.
-	t.stopGrace = killGrace + execjob.DrainTimeout + time.Second
+	t.stopGrace = killGrace + execjob.DefaultDrainTimeout + time.Second
 	return t, nil
 }
 

@@ -12,9 +12,10 @@
 //     store as they arrive (never held whole in memory). An empty stdout is
 //     an empty result. A result over the type's max_result_bytes kills the
 //     program's process group at once and fails the job without retry.
-//   - stderr: one job-log line per line written (a line longer than
-//     MaxLineBytes is cut and marked; no line is buffered past that), except
-//     a line "::progress <percent> [message]", which reports progress
+//   - stderr: one job-log line per line written, as UTF-8 (invalid bytes
+//     become U+FFFD; a line longer than MaxLineBytes is cut and marked, and
+//     no line is buffered past that), except a line
+//     "::progress <percent> [message]", which reports progress
 //     (percent a number in [0, 100], clamped; message optional). A
 //     "::progress" line that does not parse is logged as an ordinary line.
 //     Progress is coalesced to at most one report per ProgressInterval; the
@@ -36,8 +37,9 @@
 //     any of it is still there. When the program exits on its own, whatever
 //     is left in its group is killed with SIGKILL at once: no process of a
 //     job outlives its attempt. (A process that leaves the group, by setsid
-//     or a double fork into a new group, escapes this; the worker stops
-//     reading its output DrainTimeout after the program exited.)
+//     or setpgid, escapes this. Should it still hold stdout DrainTimeout
+//     after the program exited, the attempt fails with ErrEscaped: its
+//     output cannot be told from a result cut short.)
 //
 // # How a run is wired
 //

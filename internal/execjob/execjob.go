@@ -29,10 +29,10 @@ const (
 	// program may print "::progress" per item, but each report is a Redis
 	// write, so intermediate values within it are dropped.
 	ProgressInterval = 100 * time.Millisecond
-	// DrainTimeout bounds how long output is read after the program and its
-	// process group are gone (only a process that left the group can still
-	// hold the pipes open then).
-	DrainTimeout = 2 * time.Second
+	// DefaultDrainTimeout bounds how long output is read after the program
+	// and its process group are gone: only a process that left the group
+	// can still hold the pipes open then.
+	DefaultDrainTimeout = 5 * time.Second
 	// ExitDataErr is the exit status that fails a job without retry
 	// (EX_DATAERR in sysexits.h).
 	ExitDataErr = 65
@@ -81,7 +81,16 @@ type Program struct {
 	ContentType string
 	// KillGrace is the time between SIGTERM and SIGKILL.
 	KillGrace time.Duration
+	// DrainTimeout is how long stdout and stderr may stay open after the
+	// program exited and its group was killed (DefaultDrainTimeout). A
+	// stdout still open then fails the attempt: what a process that left
+	// the group writes cannot be told from a result cut short.
+	DrainTimeout time.Duration
 }
+
+// ErrEscaped fails an attempt whose stdout stayed open after the program
+// and its process group were gone.
+var ErrEscaped = errors.New("stdout still open after the program exited: a process left the job's process group")
 
 // Environ is the environment of a program: the variables of AllowedEnv
 // found in base (the worker's os.Environ()), overridden and extended by
@@ -191,6 +200,9 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		return fmt.Errorf("start %s: %w", p.Path, startErr)
 	}
 	pgid := cmd.Process.Pid
+	// Closing unblocks the input writer should a process that left the
+	// group hold stdin without reading it.
+	defer inW.Close()
 
 	go func() {
 		// EPIPE (the program did not read its input, or exited) is fine.
@@ -201,9 +213,6 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	go func() {
 		defer outR.Close()
 		_, err := io.CopyBuffer(writerOnly{result}, readerOnly{outR}, make([]byte, 32<<10))
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = nil // drained: only an escaped process still held stdout
-		}
 		outDone <- err
 	}()
 	lines := make(chan string, 64)
@@ -214,10 +223,18 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 
-	kill := func(sig syscall.Signal) { _ = syscall.Kill(-pgid, sig) }
+	kill := func(sig syscall.Signal) {
+		if pgid > 1 { // never -1 (every process) or -0 (the worker's group)
+			_ = syscall.Kill(-pgid, sig)
+		}
+	}
 	grace := p.KillGrace
 	if grace <= 0 {
 		grace = DefaultKillGrace
+	}
+	drain := p.DrainTimeout
+	if drain <= 0 {
+		drain = DefaultDrainTimeout
 	}
 	var (
 		ctxDone      = ctx.Done()
@@ -232,6 +249,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		pending      *progressLine
 		lastProgress time.Time
 		flush        <-chan time.Time
+		drained      <-chan time.Time
 	)
 	report := func(pl progressLine) {
 		t.Progress(pl.percent, pl.message)
@@ -253,18 +271,24 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 			stopped = fmt.Errorf("%w: the program's process group was sent SIGTERM, and SIGKILL %s later", context.Cause(ctx), grace)
 		case err := <-outDone:
 			outClosed = true
-			if err != nil && writeErr == nil {
-				writeErr = err
+			switch {
+			case err == nil || writeErr != nil:
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				writeErr = ErrEscaped
+			default:
+				writeErr = fmt.Errorf("store result: %w", err)
 				kill(syscall.SIGKILL) // nothing it writes from now on can be kept
 			}
 		case err := <-waited:
 			exited, waitErr, killTimer = true, err, nil
-			// No process of the job outlives it; then the pipes close
-			// unless a process escaped the group, which DrainTimeout bounds.
+			// No process of the job outlives it; then the pipes close,
+			// unless a process left the group.
 			kill(syscall.SIGKILL)
-			deadline := time.Now().Add(DrainTimeout)
-			_ = outR.SetReadDeadline(deadline)
-			_ = errR.SetReadDeadline(deadline)
+			drained = time.After(drain)
+		case <-drained:
+			drained = nil
+			_ = outR.SetReadDeadline(time.Now())
+			_ = errR.SetReadDeadline(time.Now())
 		case line, ok := <-lines:
 			if !ok {
 				linesClosed = true
@@ -274,6 +298,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 				}
 				continue
 			}
+			line = strings.ToValidUTF8(line, "\uFFFD")
 			if pl, ok := parseProgress(line); ok {
 				if time.Since(lastProgress) >= ProgressInterval {
 					report(pl)
@@ -298,7 +323,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 
 	switch {
 	case writeErr != nil:
-		return fmt.Errorf("store result: %w", writeErr)
+		return writeErr
 	case stopped != nil:
 		return stopped
 	case waitErr != nil:

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -322,5 +323,32 @@ func TestStartFailure(t *testing.T) {
 	err := p.Run(context.Background(), newTask(`{}`))
 	if !errors.Is(err, exec.ErrNotFound) && !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInvalidUTF8IsReplaced(t *testing.T) {
+	tk := newTask(`{}`)
+	if err := sh(t, `printf 'caf\351\n::progress 10 \377\n' >&2`).Run(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tk.logs, []string{"caf\uFFFD"}) || !slices.Equal(tk.messages, []string{"\uFFFD"}) {
+		t.Fatalf("logs %q, progress messages %q", tk.logs, tk.messages)
+	}
+}
+
+// TestEscapedProcessHoldingStdoutFailsTheAttempt: a process that left the
+// job's group can not be killed with it; if it keeps stdout open, the
+// result may be cut short, so the attempt fails rather than succeed.
+func TestEscapedProcessHoldingStdoutFailsTheAttempt(t *testing.T) {
+	p := sh(t, `setsid sleep 1000 & echo $! > escaped.tmp; mv escaped.tmp escaped; printf partial`)
+	p.DrainTimeout = 200 * time.Millisecond
+	tk := newTask(`{}`)
+	err := p.Run(context.Background(), tk)
+	b, _ := os.ReadFile(filepath.Join(p.Dir, "escaped"))
+	if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 1 {
+		defer syscall.Kill(pid, syscall.SIGKILL) // it escaped the runner, not the test
+	}
+	if !errors.Is(err, execjob.ErrEscaped) || tk.resultString() != "partial" {
+		t.Fatalf("err = %v, result %q", err, tk.resultString())
 	}
 }
