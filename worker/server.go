@@ -243,6 +243,9 @@ func (s *Server) Start() error {
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
 // and hands the rest back to their queues (they run again elsewhere).
+// With exec types (TypesFromFile) it then waits for the programs of the
+// handed-back jobs to stop — SIGTERM, SIGKILL after their kill_grace — so
+// that none outlives the worker: at most the longest kill_grace plus 6s.
 func (s *Server) Shutdown() {
 	s.stopping.Store(true)
 	if s.stopReap != nil {

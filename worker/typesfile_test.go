@@ -84,7 +84,7 @@ func execTypes(t *testing.T) ([]worker.Type, string) {
 }
 
 // submitInput does what the API does for a job of typ with input.
-func (h *harness) submitInput(t *testing.T, typ worker.Type, id, input string) {
+func (h *harness) submitInput(t testing.TB, typ worker.Type, id, input string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ.Name, Owner: "ann", Queue: "default", MaxRetry: typ.MaxRetry, Timeout: typ.Timeout, TTL: time.Hour}); err != nil {
