@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/claimcheck/claimcheck/internal/execjob"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
@@ -350,5 +352,49 @@ func TestEscapedProcessHoldingStdoutFailsTheAttempt(t *testing.T) {
 	}
 	if !errors.Is(err, execjob.ErrEscaped) || tk.resultString() != "partial" {
 		t.Fatalf("err = %v, result %q", err, tk.resultString())
+	}
+}
+
+// TestOrphansAreReapedByASubreaperWorker: a worker that is PID 1 in a
+// container (or a subreaper) inherits a job's orphans; once killed they
+// must not stay zombies. The test process plays that role.
+func TestOrphansAreReapedByASubreaperWorker(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Skipf("cannot become a subreaper: %v", err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	p, dir := forker(t, false)
+	p.Args[2] = `sleep 1000 & echo "$$ $!" > pids.tmp; mv pids.tmp pids` // exits, leaving its child
+	if err := p.Run(context.Background(), newTask(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, child := pids(t, dir)
+	// Not just dead: gone, its zombie collected.
+	waitfor.True(t, 10*time.Second, func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", child))
+		return errors.Is(err, os.ErrNotExist)
+	})
+}
+
+// TestProgressIsCoalesced: a program may print progress per item; each
+// report is a Redis write, so at most one goes out per ProgressInterval,
+// and the last value always does.
+func TestProgressIsCoalesced(t *testing.T) {
+	p := sh(t, `i=1; while [ $i -le 2000 ]; do echo "::progress $((i / 20)) item $i" >&2; i=$((i + 1)); done`)
+	tk := newTask(`{}`)
+	began := time.Now()
+	if err := p.Run(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	most := int(time.Since(began)/execjob.ProgressInterval) + 2
+	n := len(tk.progress)
+	if n == 0 || n > most {
+		t.Fatalf("%d reports, at most %d allowed", n, most)
+	}
+	if tk.progress[n-1] != 100 || tk.messages[n-1] != "item 2000" {
+		t.Fatalf("last report %v %q", tk.progress[n-1], tk.messages[n-1])
+	}
+	if len(tk.logs) != 0 {
+		t.Fatalf("progress lines were logged: %d", len(tk.logs))
 	}
 }
