@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
@@ -128,5 +130,19 @@ func BenchmarkExecJob(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(n), "µs/job")
 		})
+	}
+}
+
+// submitInput does what the API does for a job of typ with input.
+func (h *harness) submitInput(t testing.TB, typ worker.Type, id, input string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ.Name, Owner: "ann", Queue: "default", MaxRetry: typ.MaxRetry, Timeout: typ.Timeout, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(input)})
+	if _, err := asynq.NewClientFromRedisClient(h.rdb).EnqueueContext(ctx, asynq.NewTask(typ.Name, payload), asynq.TaskID(id),
+		asynq.MaxRetry(jobs.DeliveryRetries(typ.MaxRetry)), asynq.Timeout(typ.Timeout)); err != nil {
+		t.Fatal(err)
 	}
 }

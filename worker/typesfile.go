@@ -62,6 +62,9 @@ import (
 //
 // Unknown fields and duplicate keys are errors, as are two types of one name.
 func TypesFromFile(path string) ([]Type, error) {
+	if !execjob.Supported {
+		return nil, fmt.Errorf("%s: exec job types need a Unix system (process groups)", path)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("types file: %w", err)

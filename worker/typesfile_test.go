@@ -1,3 +1,7 @@
+//go:build linux
+
+// The exec tests read /proc to see whether a process is still there.
+
 package worker_test
 
 import (
@@ -81,20 +85,6 @@ func execTypes(t *testing.T) ([]worker.Type, string) {
 		t.Fatal(err)
 	}
 	return types, dir
-}
-
-// submitInput does what the API does for a job of typ with input.
-func (h *harness) submitInput(t testing.TB, typ worker.Type, id, input string) {
-	t.Helper()
-	ctx := context.Background()
-	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ.Name, Owner: "ann", Queue: "default", MaxRetry: typ.MaxRetry, Timeout: typ.Timeout, TTL: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(input)})
-	if _, err := asynq.NewClientFromRedisClient(h.rdb).EnqueueContext(ctx, asynq.NewTask(typ.Name, payload), asynq.TaskID(id),
-		asynq.MaxRetry(jobs.DeliveryRetries(typ.MaxRetry)), asynq.Timeout(typ.Timeout)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func typeNamed(t *testing.T, types []worker.Type, name string) worker.Type {

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/sys/unix"
 )
 
 // Defaults of Program's zero fields.
@@ -153,6 +151,9 @@ func (e *ExitError) Permanent() bool { return e.Signal == "" && e.Code == ExitDa
 // ctx ended the run; the result writer's error (wrapped) when storing the
 // result failed, for instance over its size limit.
 func (p *Program) Run(ctx context.Context, t Task) error {
+	if !Supported {
+		return errUnsupported
+	}
 	result, err := t.Result(p.ContentType)
 	if err != nil {
 		return fmt.Errorf("open result: %w", err)
@@ -185,7 +186,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		Stderr: errW,
 		// Its own process group, so that a signal reaches every process
 		// it starts.
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: groupLeader(),
 	}
 	startErr := cmd.Start()
 	// The child holds its own copies; the worker keeps only its ends, so
@@ -223,11 +224,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 
-	kill := func(sig syscall.Signal) {
-		if pgid > 1 { // never -1 (every process) or -0 (the worker's group)
-			_ = syscall.Kill(-pgid, sig)
-		}
-	}
+	kill := func(sig syscall.Signal) { killGroup(pgid, sig) }
 	grace := p.KillGrace
 	if grace <= 0 {
 		grace = DefaultKillGrace
@@ -335,28 +332,11 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		}
 		xe := &ExitError{Code: ee.ExitCode(), LastLine: clip(lastLine, 512)}
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			xe.Code, xe.Signal = -1, unix.SignalName(ws.Signal())
-			if xe.Signal == "" {
-				xe.Signal = ws.Signal().String()
-			}
+			xe.Code, xe.Signal = -1, signalName(ws.Signal())
 		}
 		return xe
 	}
 	return nil
-}
-
-// reapGroup collects the exit status of the processes of group pgid that
-// are the worker's children. Normally there are none: a job's orphans are
-// re-parented to init. But a worker that is PID 1 (a container without an
-// init) or a subreaper inherits them, and they would stay zombies. It runs
-// after the group was killed, so it waits only for processes already dying.
-func reapGroup(pgid int) {
-	for {
-		var info unix.Siginfo
-		if err := unix.Waitid(unix.P_PGID, pgid, &info, unix.WEXITED, nil); err != nil && !errors.Is(err, unix.EINTR) {
-			return // ECHILD: none (left)
-		}
-	}
 }
 
 // writerOnly and readerOnly hide ReaderFrom and WriterTo, so that io.Copy

@@ -1,3 +1,7 @@
+//go:build linux
+
+// The tests read /proc to see whether a process is still there.
+
 package execjob_test
 
 import (
