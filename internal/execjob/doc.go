@@ -16,7 +16,8 @@
 //     become U+FFFD; a line longer than MaxLineBytes is cut and marked, and
 //     no line is buffered past that), except a line
 //     "::progress <percent> [message]", which reports progress
-//     (percent a number in [0, 100], clamped; message optional). A
+//     (percent a number in [0, 100], clamped; message optional, cut to
+//     MaxProgressMessage bytes). A
 //     "::progress" line that does not parse is logged as an ordinary line.
 //     Progress is coalesced to at most one report per ProgressInterval; the
 //     latest value always gets through.

@@ -23,6 +23,9 @@ const (
 	DefaultKillGrace = 10 * time.Second
 	// MaxLineBytes bounds one stderr line as logged, marker included.
 	MaxLineBytes = 4096
+	// MaxProgressMessage bounds a progress message (it is in the job
+	// record every status read returns); a longer one is cut.
+	MaxProgressMessage = 512
 	// ProgressInterval is the least time between two progress reports: a
 	// program may print "::progress" per item, but each report is a Redis
 	// write, so intermediate values within it are dropped.
@@ -402,5 +405,5 @@ func parseProgress(line string) (progressLine, bool) {
 	if err != nil || math.IsNaN(pct) || math.IsInf(pct, 0) {
 		return progressLine{}, false
 	}
-	return progressLine{percent: min(max(pct, 0), 100), message: strings.TrimSpace(msg)}, true
+	return progressLine{percent: min(max(pct, 0), 100), message: clip(strings.TrimSpace(msg), MaxProgressMessage)}, true
 }

@@ -402,3 +402,13 @@ func TestProgressIsCoalesced(t *testing.T) {
 		t.Fatalf("progress lines were logged: %d", len(tk.logs))
 	}
 }
+
+func TestLongProgressMessageIsCut(t *testing.T) {
+	tk := newTask(`{}`)
+	if err := sh(t, `printf '::progress 7 %s\n' "$(head -c 3000 /dev/zero | tr '\0' m)" >&2`).Run(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	if len(tk.messages) != 1 || len(tk.messages[0]) != execjob.MaxProgressMessage || tk.progress[0] != 7 {
+		t.Fatalf("progress %v, message lengths %d", tk.progress, len(tk.messages))
+	}
+}
