@@ -227,7 +227,15 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 
-	kill := func(sig syscall.Signal) { killGroup(pgid, sig) }
+	// After the SIGKILL that follows the program's exit the group is empty
+	// for good (a process with SIGKILL pending cannot fork), and its
+	// number may be reused: it is never signalled again.
+	groupGone := false
+	kill := func(sig syscall.Signal) {
+		if !groupGone {
+			killGroup(pgid, sig)
+		}
+	}
 	grace := p.KillGrace
 	if grace <= 0 {
 		grace = DefaultKillGrace
@@ -284,6 +292,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 			// No process of the job outlives it; then the pipes close,
 			// unless a process left the group.
 			kill(syscall.SIGKILL)
+			groupGone = true
 			drained = time.After(drain)
 		case <-drained:
 			drained = nil

@@ -346,7 +346,9 @@ func TestInvalidUTF8IsReplaced(t *testing.T) {
 // job's group can not be killed with it; if it keeps stdout open, the
 // result may be cut short, so the attempt fails rather than succeed.
 func TestEscapedProcessHoldingStdoutFailsTheAttempt(t *testing.T) {
-	p := sh(t, `setsid sleep 1000 & echo $! > escaped.tmp; mv escaped.tmp escaped; printf partial`)
+	// The program exits only once the escapee is in its own session.
+	p := sh(t, `setsid sh -c 'echo $$ > escaped.tmp; mv escaped.tmp escaped; exec sleep 1000' &
+while [ ! -e escaped ]; do sleep 0.01; done; printf partial`)
 	p.DrainTimeout = 200 * time.Millisecond
 	tk := newTask(`{}`)
 	err := p.Run(context.Background(), tk)
