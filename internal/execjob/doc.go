@@ -17,10 +17,9 @@
 //     no line is buffered past that), except a line
 //     "::progress <percent> [message]", which reports progress
 //     (percent a number in [0, 100], clamped; message optional, cut to
-//     MaxProgressMessage bytes). A
-//     "::progress" line that does not parse is logged as an ordinary line.
-//     Progress is coalesced to at most one report per ProgressInterval; the
-//     latest value always gets through.
+//     MaxProgressMessage bytes). A "::progress" line that does not parse
+//     is logged as an ordinary line. Progress is coalesced to at most one
+//     report per ProgressInterval; the latest value always gets through.
 //   - exit status 0: the attempt succeeded and stdout is the result. Any
 //     other exit fails the attempt, which is retried by the type's max_retry,
 //     with an error naming the status (or the signal that killed the
@@ -40,7 +39,9 @@
 //     job outlives its attempt. (A process that leaves the group, by setsid
 //     or setpgid, escapes this. Should it still hold stdout DrainTimeout
 //     after the program exited, the attempt fails with ErrEscaped: its
-//     output cannot be told from a result cut short.)
+//     output cannot be told from a result cut short.) The killed processes
+//     are reaped when the worker inherited them (it is PID 1 or a
+//     subreaper), so none stays a zombie.
 //
 // # How a run is wired
 //
