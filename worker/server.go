@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -160,6 +161,10 @@ type Server struct {
 	// stopping is set by Shutdown: from then on an attempt whose context is
 	// cancelled was handed back to its queue by asynq, not abandoned.
 	stopping atomic.Bool
+	// handlers counts running handlers; Shutdown waits up to stopGrace
+	// (the longest of the types') for them after asynq hands jobs back.
+	handlers  sync.WaitGroup
+	stopGrace time.Duration
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -188,6 +193,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 			return nil, fmt.Errorf("worker: job type %q registered twice", t.Name)
 		}
 		s.types[t.Name] = t
+		s.stopGrace = max(s.stopGrace, t.stopGrace)
 		specs = append(specs, t.spec())
 	}
 	// The API compiles the same specs; a schema that does not compile is
@@ -259,6 +265,9 @@ func (s *Server) Start() error {
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
 // and hands the rest back to their queues (they run again elsewhere).
+// With exec types (TypesFromFile) it then waits for the programs of the
+// handed-back jobs to stop — SIGTERM, SIGKILL after their kill_grace — so
+// that none outlives the worker: at most the longest kill_grace plus 6s.
 func (s *Server) Shutdown() {
 	s.stopping.Store(true)
 	if s.stopReap != nil {
@@ -267,6 +276,19 @@ func (s *Server) Shutdown() {
 	}
 	s.withdraw() // first: the api's counts drop while running jobs finish
 	s.srv.Shutdown()
+	// asynq cancelled the contexts of the handlers it handed back, but
+	// does not wait for them; an exec type's program is still being
+	// stopped (SIGTERM, SIGKILL after its grace), and a process that exits
+	// after Shutdown must not leave it running.
+	if s.stopGrace > 0 {
+		done := make(chan struct{})
+		go func() { s.handlers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.stopGrace):
+			s.log.Warn("handlers still running after shutdown", "waited", s.stopGrace)
+		}
+	}
 }
 
 // errCancelRequested is the cause given to a handler's context when the job
@@ -472,6 +494,8 @@ func (s *Server) moveForward(log *slog.Logger, next []jobs.Waiting) {
 // run calls the handler, turning a panic into an error so that one bad
 // input cannot take the worker down.
 func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panicked: %v: %w", r, ErrPermanent)

@@ -51,6 +51,10 @@ type Type struct {
 	InputLimits InputLimits
 	// Handle runs one attempt.
 	Handle Handler
+	// stopGrace is how long Shutdown waits for this type's handlers after
+	// handing their jobs back (an exec type's kill grace: see
+	// TypesFromFile); zero: not at all.
+	stopGrace time.Duration
 }
 
 // InputLimits bound a job's input before schema validation, so that no
@@ -132,6 +136,17 @@ func (t *Task) ID() string { return t.id }
 
 // Attempt counts from 1.
 func (t *Task) Attempt() int { return t.attempt }
+
+// Input is the job's input, the JSON object as the API accepted it ("{}"
+// for a task that carries none). Most handlers want Decode, which also
+// checks it; Input is for handing it on as it is (an exec type's program
+// reads it on stdin).
+func (t *Task) Input() json.RawMessage {
+	if len(bytes.TrimSpace(t.input)) == 0 {
+		return json.RawMessage("{}")
+	}
+	return t.input
+}
 
 // Decode unmarshals the job's input into v, rejecting unknown fields. The API
 // validated the input against the type's schema already; Decode is the typed

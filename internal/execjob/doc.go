@@ -1,0 +1,53 @@
+// Package execjob runs one attempt of an exec job: a program, in any
+// language, that speaks claimcheck's stdin/stdout/stderr protocol. It owns
+// the protocol and the program's lifetime; it imports no claimcheck public
+// package (package worker adapts a Program into a worker.Handler through
+// the small Task interface declared here).
+//
+// # The protocol (a contract: programs rely on it)
+//
+//   - stdin: the job's input, the JSON object the API accepted, then EOF.
+//     A program that does not read it is fine.
+//   - stdout: the result, exactly the bytes written, streamed to the result
+//     store as they arrive (never held whole in memory). An empty stdout is
+//     an empty result. A result over the type's max_result_bytes kills the
+//     program's process group at once and fails the job without retry.
+//   - stderr: one job-log line per line written, as UTF-8 (invalid bytes
+//     become U+FFFD; a line longer than MaxLineBytes is cut and marked, and
+//     no line is buffered past that), except a line
+//     "::progress <percent> [message]", which reports progress
+//     (percent a number in [0, 100], clamped; message optional, cut to
+//     MaxProgressMessage bytes). A "::progress" line that does not parse
+//     is logged as an ordinary line. Progress is coalesced to at most one
+//     report per ProgressInterval; the latest value always gets through.
+//   - exit status 0: the attempt succeeded and stdout is the result. Any
+//     other exit fails the attempt, which is retried by the type's max_retry,
+//     with an error naming the status (or the signal that killed the
+//     program) and the last stderr line. Exit status 65 (EX_DATAERR from
+//     sysexits.h: "the input data was incorrect") fails the job at once,
+//     without retry: a program says "bad input" with it.
+//   - environment: cleared, except the variables of AllowedEnv that the
+//     worker itself has, then the type's env: (which may override those),
+//     then CLAIMCHECK_JOB_ID and CLAIMCHECK_ATTEMPT (1 for the first
+//     attempt), which nothing overrides.
+//   - working directory: the type's workdir.
+//   - lifetime: the program leads its own process group. When the attempt
+//     is cancelled, times out, or the worker shuts down and hands the job
+//     back, the whole group gets SIGTERM, and SIGKILL KillGrace later if
+//     any of it is still there. When the program exits on its own, whatever
+//     is left in its group is killed with SIGKILL at once: no process of a
+//     job outlives its attempt. (A process that leaves the group, by setsid
+//     or setpgid, escapes this. Should it still hold stdout DrainTimeout
+//     after the program exited, the attempt fails with ErrEscaped: its
+//     output cannot be told from a result cut short.) The killed processes
+//     are reaped when the worker inherited them (it is PID 1 or a
+//     subreaper), so none stays a zombie.
+//
+// # How a run is wired
+//
+// One goroutine writes stdin; one copies stdout into the result; one splits
+// stderr into bounded lines. Everything that calls the Task — logs,
+// progress — happens on the caller's goroutine, which also watches the
+// context and the program's exit, so a Task needs no locking beyond what
+// its result writer does.
+package execjob
