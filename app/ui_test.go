@@ -111,7 +111,10 @@ func TestBrowserUI(t *testing.T) {
 		})
 	}
 	choose := func(typ string) chromedp.Action[chromedp.Void] {
-		return chromedp.Steps(chromedp.SetValue(chromedp.ID("submit-type"), typ),
+		// The form is visible before GET /v1/job-types has filled the
+		// list; choosing earlier races it.
+		return chromedp.Steps(poll(`document.querySelector("#submit-type option[value=`+jsString(typ)+`]") !== null`),
+			chromedp.SetValue(chromedp.ID("submit-type"), typ),
 			eval(`document.getElementById("submit-type").dispatchEvent(new Event("change"))`))
 	}
 	set := func(id, value string) chromedp.Action[chromedp.Void] {

@@ -100,7 +100,11 @@ function renderInputs() {
   const t = types.find((x) => x.name === $("submit-type").value);
   const box = $("submit-inputs");
   box.querySelectorAll(":scope > :not(legend)").forEach((n) => n.remove());
-  $("submit-type-help").textContent = t ? t.description : "";
+  let help = t ? t.description : "";
+  // A type whose workers are all gone is still accepted; say that its
+  // jobs will wait rather than let them sit queued without a word.
+  if (t && t.workers === 0) help += " No worker runs this type right now: its jobs wait in the queue until one starts.";
+  $("submit-type-help").textContent = help;
   const props = (t && t.input_schema && t.input_schema.properties) || {};
   const required = new Set((t && t.input_schema && t.input_schema.required) || []);
   for (const [name, p] of Object.entries(props)) {
