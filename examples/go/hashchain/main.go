@@ -48,7 +48,12 @@ func hashchain() worker.Type {
 		Timeout:        5 * time.Minute,
 		MaxRetry:       1,
 		MaxResultBytes: 1 << 20,
-		Handle:         run,
+		// A pool of its own: a worker takes jobs from the pools of its
+		// types, and every worker of a pool should run all of the pool's
+		// types. In "default", dev's built-in worker would dequeue
+		// hashchain jobs only to hand them back.
+		Pool:   "hashchain",
+		Handle: run,
 	}
 }
 
