@@ -87,6 +87,7 @@ type Links struct {
 	Events string `json:"events"`
 	Result string `json:"result"`
 	Cancel string `json:"cancel"`
+	Logs   string `json:"logs"`
 }
 
 // Job is a job's record.

@@ -265,8 +265,8 @@ func (e entry) parse(cwd string) (Type, error) {
 		return Type{}, err
 	}
 	if t.Pool != "" {
-		if perr := jobs.ValidPool(t.Pool); perr != nil {
-			return Type{}, e.errorf("pool", "%v", perr)
+		if jobs.ValidPool(t.Pool) != nil {
+			return Type{}, e.errorf("pool", "%q: want 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit", t.Pool)
 		}
 	}
 	if t.ContentType, err = e.str("content_type"); err != nil {

@@ -247,6 +247,7 @@ type Links struct {
 	Events string `json:"events"`
 	Result string `json:"result"`
 	Cancel string `json:"cancel"`
+	Logs   string `json:"logs"`
 }
 
 var priorities = map[string]string{"high": highPriorityClass, "normal": "default", "low": "low"}

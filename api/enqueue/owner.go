@@ -149,7 +149,7 @@ func (s *Service) reissue(c *gin.Context) {
 
 func (s *Service) links(id string) Links {
 	self := s.cfg.ProgressURL + "/v1/jobs/" + id
-	return Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel"}
+	return Links{Self: self, Events: self + "/events", Result: self + "/result", Cancel: self + "/cancel", Logs: self + "/logs"}
 }
 
 // revokeTokens serves POST /v1/jobs/{id}/revoke-tokens: every job token of
