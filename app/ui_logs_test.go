@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -60,30 +58,8 @@ func TestBrowserJobLogPane(t *testing.T) {
 	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-		chromedp.WindowSize(1100, 1000), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	bctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
-	defer cancelTimeout()
-	var mu sync.Mutex
-	var pageErrors []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			pageErrors = append(pageErrors, e.ExceptionDetails.Text)
-		case *runtime.EventConsoleAPICalled:
-			if e.Type == runtime.ConsoleAPICalledTypeError {
-				pageErrors = append(pageErrors, "console.error")
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	b := startBrowser(t, chrome, 1100)
+	bctx := b.ctx
 	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(bctx, steps...); err != nil {
@@ -155,9 +131,5 @@ func TestBrowserJobLogPane(t *testing.T) {
 	} else if err := os.MkdirAll("testdata", 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join("testdata", "ui-logs.png"), shot, 0o644)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(pageErrors) > 0 {
-		t.Fatalf("the page reported errors: %v", pageErrors)
-	}
+	b.checkNoPageErrors(t)
 }

@@ -61,30 +61,8 @@ func TestBrowserUI(t *testing.T) {
 		t.Fatalf("CSP %q", csp)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-		chromedp.WindowSize(1200, 1000), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	bctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
-	defer cancelTimeout()
-	var mu sync.Mutex
-	var pageErrors []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			pageErrors = append(pageErrors, e.ExceptionDetails.Text)
-		case *runtime.EventConsoleAPICalled:
-			if e.Type == runtime.ConsoleAPICalledTypeError {
-				pageErrors = append(pageErrors, "console.error")
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	b := startBrowser(t, chrome, 1200)
+	bctx := b.ctx
 
 	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -251,17 +229,61 @@ func TestBrowserUI(t *testing.T) {
 		t.Fatalf("after signing out ann still has sessions %+v (%v)", left, err)
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(pageErrors) > 0 {
-		t.Fatalf("the page reported errors: %v", pageErrors)
-	}
+	b.checkNoPageErrors(t)
 }
 
 // unlabelledControls counts the visible form controls with neither a
 // <label> nor an aria-label.
 const unlabelledControls = `Array.from(document.querySelectorAll("input, select, textarea"))
 	.filter(el => el.offsetParent !== null && el.labels.length === 0 && !el.getAttribute("aria-label")).length`
+
+// browser is a headless Chromium for one test, gathering what the page
+// reports as uncaught exceptions and console errors.
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+}
+
+// startBrowser starts Chromium at a window width of width (CSS px); it
+// stops when the test ends or after 90 s.
+func startBrowser(t *testing.T, chrome string, width int) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
+		chromedp.WindowSize(width, 1000), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	bctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
+	t.Cleanup(cancelTimeout)
+	b := &browser{ctx: bctx}
+	if err := chromedp.Listen(bctx, func(ev any) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			b.errors = append(b.errors, e.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError {
+				b.errors = append(b.errors, "console.error")
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkNoPageErrors fails the test if the page reported an error.
+func (b *browser) checkNoPageErrors(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.errors) > 0 {
+		t.Fatalf("the page reported errors: %v", b.errors)
+	}
+}
 
 func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
 
