@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,4 +301,64 @@ func must2(t *testing.T, st *sseStream) sseEvent {
 		t.Fatalf("stream: %v", err)
 	}
 	return ev
+}
+
+// xrangeCalls is how many XRANGE commands the stack's Redis has run.
+func xrangeCalls(t *testing.T, s *stack) int64 {
+	t.Helper()
+	info, err := s.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`cmdstat_xrange:calls=(\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+// TestRedteamFullLogReadsAreShared: one full read of a 10,000-line log
+// costs Redis ~15 ms of its one core, and any job-token holder could loop
+// GET /logs on their own job to pin the shared Redis (every worker, api
+// and progress process with it). While the log has not changed, its
+// readers share one read: many GETs, sequential and concurrent, cost
+// Redis one full read, and each still gets the whole log; a new line is
+// seen at once.
+func TestRedteamFullLogReadsAreShared(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	s.getLogs(t, sub, 0) // the read the others share
+	before := xrangeCalls(t, s)
+	const n = 20
+	for range n / 2 {
+		if got, next, _ := s.getLogs(t, sub, 0); len(got) != 10000 || next != 10000 {
+			t.Fatalf("%d lines, next %d", len(got), next)
+		}
+	}
+	var wg sync.WaitGroup
+	for range n / 2 {
+		wg.Go(func() {
+			resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/logs", sub.Token, nil)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || strings.Count(string(body), "\n") != 10000 {
+				t.Errorf("concurrent read: %d, %d lines", resp.StatusCode, strings.Count(string(body), "\n"))
+			}
+		})
+	}
+	wg.Wait()
+	if got := xrangeCalls(t, s) - before; got > 2 {
+		t.Fatalf("%d reads of an unchanged 10,000-line log cost %d XRANGEs, want them shared", n, got)
+	}
+	// Other offsets are reads of their own; a line added is seen at once.
+	if got, _, _ := s.getLogs(t, sub, 9998); len(got) != 2 || got[1] != "line 10000" {
+		t.Fatalf("after 9998: %q", got)
+	}
+	if _, err := jobs.NewStore(s.rdb, nil).AppendLog(context.Background(), sub.ID, []jobs.LogLine{{Time: time.Now(), Text: "late"}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, next, _ := s.getLogs(t, sub, 0); len(got) != 10001 || got[10000] != "late" || next != 10001 {
+		t.Fatalf("after a new line: %d lines, next %d", len(got), next)
+	}
 }
