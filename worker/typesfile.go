@@ -266,7 +266,8 @@ func (e entry) parse(cwd string) (Type, error) {
 	}
 	if t.Pool != "" {
 		if perr := jobs.ValidPool(t.Pool); perr != nil {
-			return Type{}, e.errorf("pool", "%v", perr)
+			// ValidPool's message starts "pool …", which the field names.
+			return Type{}, e.errorf("pool", "%s", strings.TrimPrefix(perr.Error(), "pool "))
 		}
 	}
 	if t.ContentType, err = e.str("content_type"); err != nil {
