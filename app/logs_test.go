@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,5 +361,42 @@ func TestRedteamFullLogReadsAreShared(t *testing.T) {
 	}
 	if got, next, _ := s.getLogs(t, sub, 0); len(got) != 10001 || got[10000] != "late" || next != 10001 {
 		t.Fatalf("after a new line: %d lines, next %d", len(got), next)
+	}
+}
+
+// TestRedteamLogReadHoldsNoCopyOfTheLog: GET /logs of a full log (1 MiB of
+// text) must not build the whole body per request: the server has no
+// write timeout (downloads are long), so a client that asks and never
+// reads would hold that copy for as long as it keeps the connection, and
+// a few thousand such requests, which no stream cap counts, would hold
+// gigabytes. The body is written as it is made, from the shared page.
+func TestRedteamLogReadHoldsNoCopyOfTheLog(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000,"pad":90}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	read := func() int64 {
+		resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/logs", sub.Token, nil)
+		defer resp.Body.Close()
+		n, err := io.CopyBuffer(io.Discard, resp.Body, make([]byte, 32<<10))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("logs: %d %v", resp.StatusCode, err)
+		}
+		return n
+	}
+	size := read() // fills the shared page
+	if size < 900<<10 {
+		t.Fatalf("the log is %d bytes, want about 1 MiB", size)
+	}
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if got := read(); got != size {
+			t.Fatalf("read %d bytes, then %d", size, got)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(size)/2 {
+		t.Fatalf("each read of a %d-byte log allocated %d bytes: the body is built whole", size, per)
 	}
 }

@@ -1,7 +1,7 @@
 package progress
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -70,26 +70,67 @@ func (s *Service) logs(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	var body bytes.Buffer
-	body.Grow(64 * len(page.Lines))
-	prev := after
-	for _, l := range page.Lines {
-		if gap := l.N - prev - 1; gap > 0 {
-			body.WriteString(droppedNote(gap))
-			body.WriteByte('\n')
-		}
-		prev = l.N
-		body.WriteString(l.Time.UTC().Format(logTimeFormat))
-		body.WriteByte(' ')
-		body.WriteString(l.Text)
-		body.WriteByte('\n')
-	}
 	h := c.Writer.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Log-Next-After", strconv.FormatInt(page.Next(after), 10))
 	h.Set("Log-Dropped", strconv.FormatInt(page.Dropped, 10))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	c.Data(http.StatusOK, "text/plain; charset=utf-8", body.Bytes())
+	h.Set("Content-Length", strconv.FormatInt(logTextSize(page, after), 10))
+	c.Status(http.StatusOK)
+	// Written as it is made, from the shared page, each write bounded in
+	// time: a client that asks for a full log and never reads holds no
+	// copy of it, and not for long (the server has no write timeout). The
+	// deadline is lifted once everything is out, so that it does not
+	// linger on a kept-alive connection.
+	rc := http.NewResponseController(c.Writer)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	bw := bufio.NewWriterSize(deadlineWriter{w: c.Writer, rc: rc}, 32<<10)
+	prev := after
+	for _, l := range page.Lines {
+		if gap := l.N - prev - 1; gap > 0 {
+			bw.WriteString(droppedNote(gap))
+			bw.WriteByte('\n')
+		}
+		prev = l.N
+		var ts [len(logTimeFormat) + 8]byte
+		bw.Write(l.Time.UTC().AppendFormat(ts[:0], logTimeFormat))
+		bw.WriteByte(' ')
+		bw.WriteString(l.Text)
+		if err := bw.WriteByte('\n'); err != nil {
+			return // the client went away or stopped reading
+		}
+	}
+	if bw.Flush() == nil {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = rc.Flush()
+	}
+}
+
+// logTextSize is the length of the text logs writes for page.
+func logTextSize(page *jobs.LogPage, after int64) int64 {
+	var n int64
+	var ts [len(logTimeFormat) + 8]byte
+	prev := after
+	for _, l := range page.Lines {
+		if gap := l.N - prev - 1; gap > 0 {
+			n += int64(len(droppedNote(gap))) + 1
+		}
+		prev = l.N
+		n += int64(len(l.Time.UTC().AppendFormat(ts[:0], logTimeFormat))) + 1 + int64(len(l.Text)) + 1
+	}
+	return n
+}
+
+// deadlineWriter gives each write to w writeTimeout to complete.
+type deadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return d.w.Write(p)
 }
 
 func droppedNote(n int64) string {
