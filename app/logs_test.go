@@ -400,3 +400,54 @@ func TestRedteamLogReadHoldsNoCopyOfTheLog(t *testing.T) {
 		t.Fatalf("each read of a %d-byte log allocated %d bytes: the body is built whole", size, per)
 	}
 }
+
+// TestRedteamLogStreamHoldsNoCopyOfTheLog: an event stream opened on a
+// job with a full log sends every line first. Built whole before the
+// first write, that was ~2 MiB for a 1 MiB log (up to ~7 MiB when lines
+// are '<' and JSON escapes them), held up to the 30 s write timeout by a
+// client that does not read: 64 streams from one address held ~0.5 GiB.
+// The lines are written as they are read, a page at a time.
+func TestRedteamLogStreamHoldsNoCopyOfTheLog(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000,"pad":90}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	read := func() (int64, string) {
+		resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/events", sub.Token, nil)
+		defer resp.Body.Close()
+		var tail strings.Builder
+		n, err := io.CopyBuffer(io.MultiWriter(io.Discard, &lastBytes{b: &tail, max: 200}), resp.Body, make([]byte, 32<<10))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("events: %d %v", resp.StatusCode, err)
+		}
+		return n, tail.String()
+	}
+	size, tail := read() // fills the shared pages
+	if size < 1<<20 || !strings.Contains(tail, `"finished_at":"`) {
+		t.Fatalf("the stream is %d bytes, ending %q; want over 1 MiB, ending with done", size, tail)
+	}
+	const n = 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if got, _ := read(); got != size {
+			t.Fatalf("read %d bytes, then %d", size, got)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(size) {
+		t.Fatalf("each stream of a %d-byte log allocated %d bytes: the stream is built whole", size, per)
+	}
+}
+
+// lastBytes keeps the last max bytes written to it.
+type lastBytes struct {
+	b   *strings.Builder
+	max int
+}
+
+func (l *lastBytes) Write(p []byte) (int, error) {
+	s := l.b.String() + string(p[max(0, len(p)-l.max):])
+	l.b.Reset()
+	l.b.WriteString(s[max(0, len(s)-l.max):])
+	return len(p), nil
+}

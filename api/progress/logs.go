@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -181,6 +182,16 @@ type logEvent struct {
 func (st *stream) writeLogs(bw io.Writer, evID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// One buffer for every event's data: a full log is 10,000 events.
+	var data bytes.Buffer
+	enc := json.NewEncoder(&data)
+	event := func(n int64, ev logEvent) {
+		data.Reset()
+		_ = enc.Encode(ev)
+		io.WriteString(bw, "id: "+eventID(evID, n)+"\nevent: "+jobs.EventLog+"\ndata: ")
+		bw.Write(bytes.TrimSuffix(data.Bytes(), []byte("\n")))
+		io.WriteString(bw, "\n\n")
+	}
 	for range jobs.MaxLogLines/logPage + 2 { // the log holds at most this many pages
 		page, err := st.svc.logCache.get(ctx, st.svc.cfg.Store, st.job, st.logLine, logPage)
 		if err != nil {
@@ -189,12 +200,10 @@ func (st *stream) writeLogs(bw io.Writer, evID string) error {
 		for _, l := range page.Lines {
 			if gap := l.N - st.logLine - 1; gap > 0 {
 				st.logLine = l.N - 1
-				data, _ := json.Marshal(logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
-				writeEvent(bw, jobs.Event{ID: eventID(evID, st.logLine), Type: jobs.EventLog, Data: string(data)})
+				event(st.logLine, logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
 			}
 			st.logLine = l.N
-			data, _ := json.Marshal(logEvent{Line: l.Text, Time: l.Time})
-			writeEvent(bw, jobs.Event{ID: eventID(evID, l.N), Type: jobs.EventLog, Data: string(data)})
+			event(l.N, logEvent{Line: l.Text, Time: l.Time})
 		}
 		if len(page.Lines) < logPage {
 			return nil
