@@ -2,55 +2,52 @@ package progress
 
 import (
 	"context"
+	"sort"
 	"sync"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 )
 
-// logCache keeps the log pages this process read recently, so that readers
-// of a log that has not changed share one read of it. A full page of a
-// full log is 10,000 entries and about 1 MiB: ~15 ms of Redis's one core,
-// where a status read from Redis is ~0.02 ms. Without sharing, anyone with
-// a job token could loop GET /logs (or reconnect an event stream) on their
+// logCache keeps the logs this process read recently, whole, so that
+// readers of a log share one read of it. A full log is 10,000 entries and
+// about 1 MiB: ~15 ms of Redis's one core to read, where a status read
+// from Redis is ~0.02 ms. Without sharing, anyone with a job token could
+// loop GET /logs (with any ?after=, or reconnect an event stream) on their
 // own job and pin the Redis every worker and api shares.
 //
-// A page is keyed by (job, after, limit) and tagged with the log's last
-// line number as read in the same transaction; a reader first reads that
-// number alone (LogLast, one HGET) and uses the cached page only if it is
-// the same: a log's lines never change once written, only new ones come,
-// and a trim comes only with a new line. Short pages are not kept. Concurrent misses for one key wait
-// for one read. Memory is bounded by maxBytes of line text (plus a small
-// per-line overhead); the oldest pages go first.
+// An entry is a job's kept lines as of its last line number (the log's
+// "n", which every append raises). A reader first reads that number alone
+// (LogLast, one HGET): the same, and the entry is served, sliced after the
+// reader's line; higher, and only the lines after the entry's are read
+// and appended, the oldest dropped by the log's own caps as the store's
+// append did (a line never changes once written, and lines go only from
+// the front). Concurrent refreshes of one job wait for one read. Memory is
+// bounded by maxBytes of line text (plus a per-line overhead); the least
+// recently filled entries go first.
 type logCache struct {
 	maxBytes int
 
 	mu       sync.Mutex
-	pages    map[logKey]*cachedPage
-	order    []logKey // oldest first
+	entries  map[string]*logEntry
+	order    []string // least recently filled first
 	bytes    int
-	inflight map[logKey]chan struct{}
+	inflight map[string]chan struct{}
 }
 
-type logKey struct {
-	job          string
-	after, limit int64
+// logEntry is one job's kept lines; never changed once cached (a refresh
+// makes a new one, which may share the old one's array).
+type logEntry struct {
+	lines   []jobs.LogLine
+	last    int64
+	dropped int64
+	size    int
 }
 
-type cachedPage struct {
-	page *jobs.LogPage
-	size int
-}
-
-const (
-	// logLineOverhead is what a cached line costs beyond its text.
-	logLineOverhead = 64
-	// minCachedLines: a shorter page is cheap to read again and is not
-	// kept (a follower's reads after its last line are mostly empty).
-	minCachedLines = 64
-)
+// logLineOverhead is what a cached line costs beyond its text.
+const logLineOverhead = 64
 
 func newLogCache(maxBytes int) *logCache {
-	return &logCache{maxBytes: maxBytes, pages: map[logKey]*cachedPage{}, inflight: map[logKey]chan struct{}{}}
+	return &logCache{maxBytes: maxBytes, entries: map[string]*logEntry{}, inflight: map[string]chan struct{}{}}
 }
 
 // logStore is what the cache reads.
@@ -59,77 +56,121 @@ type logStore interface {
 	LogAfter(ctx context.Context, id string, after int64, limit int) (*jobs.LogPage, error)
 }
 
-// get returns the page of job id's log after line after, at most limit
-// lines, read from store unless a cached one is still the log's. The page
-// is shared: callers must not change it.
-func (c *logCache) get(ctx context.Context, store logStore, id string, after int64, limit int) (*jobs.LogPage, error) {
-	key := logKey{job: id, after: after, limit: int64(limit)}
+// get returns the lines of job id's log after line after (all of them:
+// a log keeps at most jobs.MaxLogLines), reading from store only what the
+// cache lacks. The page shares the cache's lines: callers must not change
+// them.
+func (c *logCache) get(ctx context.Context, store logStore, id string, after int64) (*jobs.LogPage, error) {
 	for {
 		last, err := store.LogLast(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		c.mu.Lock()
-		if p := c.pages[key]; p != nil && p.page.Last == last {
+		e := c.entries[id]
+		if e != nil && e.last == last {
 			c.mu.Unlock()
-			return p.page, nil
+			return e.page(after), nil
 		}
-		if wait, busy := c.inflight[key]; busy {
+		if wait, busy := c.inflight[id]; busy {
 			c.mu.Unlock()
 			select {
-			case <-wait: // read again: it is probably cached now
+			case <-wait: // probably fresh now
 				continue
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
 		done := make(chan struct{})
-		c.inflight[key] = done
+		c.inflight[id] = done
 		c.mu.Unlock()
 
-		page, err := store.LogAfter(ctx, id, after, limit)
+		fresh, err := refresh(ctx, store, id, e, last)
 		c.mu.Lock()
-		delete(c.inflight, key)
+		delete(c.inflight, id)
 		close(done)
 		if err == nil {
-			c.putLocked(key, page)
+			c.putLocked(id, fresh)
 		}
 		c.mu.Unlock()
-		return page, err
+		if err != nil {
+			return nil, err
+		}
+		return fresh.page(after), nil
 	}
 }
 
-func (c *logCache) putLocked(key logKey, page *jobs.LogPage) {
-	if len(page.Lines) < minCachedLines {
-		return
+// refresh reads what e lacks of the log (all of it without e, or when the
+// log went back: expired and begun again).
+func refresh(ctx context.Context, store logStore, id string, e *logEntry, last int64) (*logEntry, error) {
+	if e == nil || e.last > last {
+		p, err := store.LogAfter(ctx, id, 0, jobs.MaxLogLines)
+		if err != nil {
+			return nil, err
+		}
+		return newEntry(p.Lines, p.Last, p.Dropped), nil
 	}
-	size := 0
-	for _, l := range page.Lines {
-		size += len(l.Text) + logLineOverhead
+	p, err := store.LogAfter(ctx, id, e.last, jobs.MaxLogLines)
+	if err != nil {
+		return nil, err
 	}
-	if size > c.maxBytes {
-		return
+	// Appending past e's length never changes what e's readers see.
+	lines := append(e.lines, p.Lines...)
+	bytes := 0
+	for _, l := range lines {
+		bytes += len(l.Text)
 	}
-	if old := c.pages[key]; old != nil {
+	// The caps, as the store's append applies them.
+	for len(lines) > 0 && (len(lines) > jobs.MaxLogLines || bytes > jobs.MaxLogBytes) {
+		bytes -= len(lines[0].Text)
+		lines = lines[1:]
+	}
+	return newEntry(lines, max(p.Last, e.last), p.Dropped), nil
+}
+
+func newEntry(lines []jobs.LogLine, last, dropped int64) *logEntry {
+	e := &logEntry{lines: lines, last: last, dropped: dropped}
+	for _, l := range lines {
+		e.size += len(l.Text) + logLineOverhead
+	}
+	return e
+}
+
+// page is the entry's lines after line after, as Store.LogAfter gives
+// them.
+func (e *logEntry) page(after int64) *jobs.LogPage {
+	i := sort.Search(len(e.lines), func(i int) bool { return e.lines[i].N > after })
+	p := &jobs.LogPage{Lines: e.lines[i:len(e.lines):len(e.lines)], Last: e.last, Dropped: e.dropped}
+	switch {
+	case len(p.Lines) > 0:
+		p.Skipped = p.Lines[0].N - max(after, 0) - 1
+	case p.Last > after:
+		p.Skipped = p.Last - max(after, 0)
+	}
+	return p
+}
+
+func (c *logCache) putLocked(id string, e *logEntry) {
+	if old := c.entries[id]; old != nil {
 		c.bytes -= old.size
-		c.order = deleteKey(c.order, key)
-	}
-	for c.bytes+size > c.maxBytes && len(c.order) > 0 {
-		oldest := c.order[0]
-		c.order = c.order[1:]
-		c.bytes -= c.pages[oldest].size
-		delete(c.pages, oldest)
-	}
-	c.pages[key] = &cachedPage{page: page, size: size}
-	c.order = append(c.order, key)
-	c.bytes += size
-}
-
-func deleteKey(keys []logKey, k logKey) []logKey {
-	for i, x := range keys {
-		if x == k {
-			return append(keys[:i], keys[i+1:]...)
+		delete(c.entries, id)
+		for i, x := range c.order {
+			if x == id {
+				c.order = append(c.order[:i], c.order[i+1:]...)
+				break
+			}
 		}
 	}
-	return keys
+	if e.size > c.maxBytes {
+		return
+	}
+	for c.bytes+e.size > c.maxBytes && len(c.order) > 0 {
+		oldest := c.order[0]
+		c.order = c.order[1:]
+		c.bytes -= c.entries[oldest].size
+		delete(c.entries, oldest)
+	}
+	c.entries[id] = e
+	c.order = append(c.order, id)
+	c.bytes += e.size
 }

@@ -8,56 +8,63 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 )
 
-// fakeLogs is a log store that counts full reads.
+// fakeLogs is a log store of lines first..last per job, 100 bytes each,
+// that records the reads.
 type fakeLogs struct {
-	last  map[string]int64
-	reads int
+	first, last map[string]int64
+	reads       []int64 // the after of each LogAfter
 }
 
 func (f *fakeLogs) LogLast(_ context.Context, id string) (int64, error) { return f.last[id], nil }
 
 func (f *fakeLogs) LogAfter(_ context.Context, id string, after int64, limit int) (*jobs.LogPage, error) {
-	f.reads++
-	p := &jobs.LogPage{Last: f.last[id]}
-	for n := after + 1; n <= f.last[id] && len(p.Lines) < limit; n++ {
+	f.reads = append(f.reads, after)
+	p := &jobs.LogPage{Last: f.last[id], Dropped: f.first[id] - 1}
+	for n := max(after+1, f.first[id]); n <= f.last[id] && len(p.Lines) < limit; n++ {
 		p.Lines = append(p.Lines, jobs.LogLine{N: n, Text: strings.Repeat("x", 100)})
 	}
 	return p, nil
 }
 
-// TestLogCacheBoundedAndNeverStale: pages of an unchanged log are read
-// once; a new line is a new read; the cache's memory stays under its
-// bound, the oldest page going first; short pages are not kept.
-func TestLogCacheBoundedAndNeverStale(t *testing.T) {
+// TestLogCacheSharedTailReadAndBounded: every reader of an unchanged log,
+// whatever its after, is served from one read; a grown log costs a read of
+// its new lines only, trimmed by the log's caps as the store trims; the
+// cache's memory stays under its bound, the oldest entry going first.
+func TestLogCacheSharedTailReadAndBounded(t *testing.T) {
 	ctx := context.Background()
-	page := minCachedLines * (100 + logLineOverhead)
-	c := newLogCache(2*page + page/2) // room for two pages
-	f := &fakeLogs{last: map[string]int64{"a": minCachedLines, "b": minCachedLines, "c": minCachedLines, "short": 3}}
-	read := func(id string) *jobs.LogPage {
+	f := &fakeLogs{first: map[string]int64{"a": 1, "b": 1, "c": 1}, last: map[string]int64{"a": jobs.MaxLogLines, "b": 10, "c": 10}}
+	c := newLogCache(jobs.MaxLogLines*(100+logLineOverhead) + 15*(100+logLineOverhead))
+	read := func(id string, after int64) *jobs.LogPage {
 		t.Helper()
-		p, err := c.get(ctx, f, id, 0, 1000)
+		p, err := c.get(ctx, f, id, after)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	read("a")
-	read("a")
-	if f.reads != 1 {
-		t.Fatalf("an unchanged log read %d times", f.reads)
+	for _, after := range []int64{0, 1, 5000, 9999, jobs.MaxLogLines, 1 << 40} {
+		p := read("a", after)
+		if want := max(0, jobs.MaxLogLines-after); int64(len(p.Lines)) != want || (want > 0 && p.Lines[0].N != after+1) {
+			t.Fatalf("after %d: %d lines, want %d", after, len(p.Lines), want)
+		}
 	}
-	f.last["a"]++
-	if p := read("a"); f.reads != 2 || len(p.Lines) != minCachedLines+1 {
-		t.Fatalf("after a new line: %d reads, %d lines", f.reads, len(p.Lines))
+	if len(f.reads) != 1 {
+		t.Fatalf("an unchanged log read %d times (%v)", len(f.reads), f.reads)
 	}
-	read("b")
-	read("c") // evicts a
-	if c.bytes > c.maxBytes || len(c.pages) != 2 || c.pages[logKey{job: "a", limit: 1000}] != nil {
-		t.Fatalf("cache holds %d bytes (max %d), %d pages", c.bytes, c.maxBytes, len(c.pages))
+	// Two lines more: the store trimmed two (the line cap); only the new
+	// ones are read.
+	f.last["a"] += 2
+	f.first["a"] += 2
+	p := read("a", 0)
+	if len(f.reads) != 2 || f.reads[1] != jobs.MaxLogLines {
+		t.Fatalf("reads after growth: %v, want one after line %d", f.reads, jobs.MaxLogLines)
 	}
-	read("short")
-	read("short")
-	if f.reads != 6 || len(c.pages) != 2 {
-		t.Fatalf("short pages: %d reads, %d pages kept", f.reads, len(c.pages))
+	if len(p.Lines) != jobs.MaxLogLines || p.Lines[0].N != 3 || p.Lines[len(p.Lines)-1].N != jobs.MaxLogLines+2 || p.Skipped != 2 {
+		t.Fatalf("after growth: %d lines %d..%d, skipped %d", len(p.Lines), p.Lines[0].N, p.Lines[len(p.Lines)-1].N, p.Skipped)
+	}
+	read("b", 0)
+	read("c", 0) // no room for a, b and c
+	if c.bytes > c.maxBytes || c.entries["a"] != nil || c.entries["b"] == nil || c.entries["c"] == nil {
+		t.Fatalf("cache holds %d bytes (max %d), %d entries", c.bytes, c.maxBytes, len(c.entries))
 	}
 }

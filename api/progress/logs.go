@@ -41,12 +41,10 @@ import (
 // record), and the record cache is not touched, so a job writing logs costs
 // the status route nothing.
 //
-// Reads of a log that has not changed since are shared (logcache.go): a
-// full log is ~15 ms of Redis's core per read, and a client looping on its
-// own job's log must not be able to pin the Redis everyone shares.
-
-// logPage bounds one read of the log.
-const logPage = 1000
+// A process keeps the logs it read (logcache.go) and reads from Redis only
+// the lines it lacks: a full log is ~15 ms of Redis's core per read, and a
+// client looping on its own job's log (with any ?after=, or reconnecting a
+// stream) must not be able to pin the Redis everyone shares.
 
 // logCacheBytes bounds the log pages a progress process keeps (logcache.go):
 // about a dozen full logs.
@@ -66,7 +64,7 @@ func (s *Service) logs(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	page, err := s.logCache.get(c, s.cfg.Store, j.ID, after, jobs.MaxLogLines)
+	page, err := s.logCache.get(c, s.cfg.Store, j.ID, after)
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -192,22 +190,17 @@ func (st *stream) writeLogs(bw io.Writer, evID string) error {
 		bw.Write(bytes.TrimSuffix(data.Bytes(), []byte("\n")))
 		io.WriteString(bw, "\n\n")
 	}
-	for range jobs.MaxLogLines/logPage + 2 { // the log holds at most this many pages
-		page, err := st.svc.logCache.get(ctx, st.svc.cfg.Store, st.job, st.logLine, logPage)
-		if err != nil {
-			return err
+	page, err := st.svc.logCache.get(ctx, st.svc.cfg.Store, st.job, st.logLine)
+	if err != nil {
+		return err
+	}
+	for _, l := range page.Lines {
+		if gap := l.N - st.logLine - 1; gap > 0 {
+			st.logLine = l.N - 1
+			event(st.logLine, logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
 		}
-		for _, l := range page.Lines {
-			if gap := l.N - st.logLine - 1; gap > 0 {
-				st.logLine = l.N - 1
-				event(st.logLine, logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
-			}
-			st.logLine = l.N
-			event(l.N, logEvent{Line: l.Text, Time: l.Time})
-		}
-		if len(page.Lines) < logPage {
-			return nil
-		}
+		st.logLine = l.N
+		event(l.N, logEvent{Line: l.Text, Time: l.Time})
 	}
 	return nil
 }
