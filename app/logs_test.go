@@ -1,13 +1,16 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,4 +302,152 @@ func must2(t *testing.T, st *sseStream) sseEvent {
 		t.Fatalf("stream: %v", err)
 	}
 	return ev
+}
+
+// xrangeCalls is how many XRANGE commands the stack's Redis has run.
+func xrangeCalls(t *testing.T, s *stack) int64 {
+	t.Helper()
+	info, err := s.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`cmdstat_xrange:calls=(\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+// TestRedteamFullLogReadsAreShared: one full read of a 10,000-line log
+// costs Redis ~15 ms of its one core, and any job-token holder could loop
+// GET /logs on their own job to pin the shared Redis (every worker, api
+// and progress process with it). While the log has not changed, its
+// readers share one read: many GETs, sequential and concurrent, cost
+// Redis one full read, whatever their ?after=, and each still gets its
+// lines; a new line is seen at once.
+func TestRedteamFullLogReadsAreShared(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	s.getLogs(t, sub, 0) // the read the others share
+	before := xrangeCalls(t, s)
+	const n = 20
+	for i := range int64(n / 2) {
+		// A different ?after= is no way around the sharing.
+		if got, next, _ := s.getLogs(t, sub, i*997); len(got) != int(10000-i*997) || next != 10000 {
+			t.Fatalf("after %d: %d lines, next %d", i*997, len(got), next)
+		}
+	}
+	var wg sync.WaitGroup
+	for range n / 2 {
+		wg.Go(func() {
+			resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/logs", sub.Token, nil)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || strings.Count(string(body), "\n") != 10000 {
+				t.Errorf("concurrent read: %d, %d lines", resp.StatusCode, strings.Count(string(body), "\n"))
+			}
+		})
+	}
+	wg.Wait()
+	if got := xrangeCalls(t, s) - before; got > 2 {
+		t.Fatalf("%d reads of an unchanged 10,000-line log cost %d XRANGEs, want them shared", n, got)
+	}
+	if got, _, _ := s.getLogs(t, sub, 9998); len(got) != 2 || got[1] != "line 10000" {
+		t.Fatalf("after 9998: %q", got)
+	}
+	if _, err := jobs.NewStore(s.rdb, nil).AppendLog(context.Background(), sub.ID, []jobs.LogLine{{Time: time.Now(), Text: "late"}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, next, _ := s.getLogs(t, sub, 0); len(got) != 10001 || got[10000] != "late" || next != 10001 {
+		t.Fatalf("after a new line: %d lines, next %d", len(got), next)
+	}
+}
+
+// TestRedteamLogReadHoldsNoCopyOfTheLog: GET /logs of a full log (1 MiB of
+// text) must not build the whole body per request: the server has no
+// write timeout (downloads are long), so a client that asks and never
+// reads would hold that copy for as long as it keeps the connection, and
+// a few thousand such requests, which no stream cap counts, would hold
+// gigabytes. The body is written as it is made, from the shared page.
+func TestRedteamLogReadHoldsNoCopyOfTheLog(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000,"pad":90}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	read := func() int64 {
+		resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/logs", sub.Token, nil)
+		defer resp.Body.Close()
+		n, err := io.CopyBuffer(io.Discard, resp.Body, make([]byte, 32<<10))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("logs: %d %v", resp.StatusCode, err)
+		}
+		return n
+	}
+	size := read() // fills the shared page
+	if size < 900<<10 {
+		t.Fatalf("the log is %d bytes, want about 1 MiB", size)
+	}
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if got := read(); got != size {
+			t.Fatalf("read %d bytes, then %d", size, got)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(size)/2 {
+		t.Fatalf("each read of a %d-byte log allocated %d bytes: the body is built whole", size, per)
+	}
+}
+
+// TestRedteamLogStreamHoldsNoCopyOfTheLog: an event stream opened on a
+// job with a full log sends every line first. Built whole before the
+// first write, that was ~2 MiB for a 1 MiB log (up to ~7 MiB when lines
+// are '<' and JSON escapes them), held up to the 30 s write timeout by a
+// client that does not read: 64 streams from one address held ~0.5 GiB.
+// The lines are written as they are read, a page at a time.
+func TestRedteamLogStreamHoldsNoCopyOfTheLog(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"logger","input":{"lines":10000,"pad":90}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	read := func() (int64, string) {
+		resp := do(t, "GET", s.progress.URL+"/v1/jobs/"+sub.ID+"/events", sub.Token, nil)
+		defer resp.Body.Close()
+		var tail strings.Builder
+		n, err := io.CopyBuffer(io.MultiWriter(io.Discard, &lastBytes{b: &tail, max: 200}), resp.Body, make([]byte, 32<<10))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("events: %d %v", resp.StatusCode, err)
+		}
+		return n, tail.String()
+	}
+	size, tail := read() // fills the shared pages
+	if size < 1<<20 || !strings.Contains(tail, `"finished_at":"`) {
+		t.Fatalf("the stream is %d bytes, ending %q; want over 1 MiB, ending with done", size, tail)
+	}
+	const n = 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if got, _ := read(); got != size {
+			t.Fatalf("read %d bytes, then %d", size, got)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(size) {
+		t.Fatalf("each stream of a %d-byte log allocated %d bytes: the stream is built whole", size, per)
+	}
+}
+
+// lastBytes keeps the last max bytes written to it.
+type lastBytes struct {
+	b   *strings.Builder
+	max int
+}
+
+func (l *lastBytes) Write(p []byte) (int, error) {
+	s := l.b.String() + string(p[max(0, len(p)-l.max):])
+	l.b.Reset()
+	l.b.WriteString(s[max(0, len(s)-l.max):])
+	return len(p), nil
 }

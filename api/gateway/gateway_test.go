@@ -415,6 +415,7 @@ func TestProgressRoute(t *testing.T) {
 		{"GET", "/v1/jobs/019a", true},
 		{"HEAD", "/v1/jobs/019a", true},
 		{"GET", "/v1/jobs/019a/events", true},
+		{"GET", "/v1/jobs/019a/logs", true},
 		{"POST", "/v1/jobs/019a/cancel", true},
 		{"GET", "/v1/jobs/019a/result", true},
 		{"POST", "/v1/jobs/019a/links", true},

@@ -78,7 +78,7 @@ func (s *Service) PassThrough(upstream *url.URL) http.Handler {
 
 // errNotAccepted refuses a token the gateway will not forward.
 var errNotAccepted = problem.New(http.StatusUnauthorized, "credential-not-accepted", "Credential not accepted here",
-	"the gateway forwards only job tokens and download links, and only to job status, events, cancel, result and "+
+	"the gateway forwards only job tokens and download links, and only to job status, events, logs, cancel, result and "+
 		"download routes; elsewhere sign in, or send a session or API key").
 	WithHeader("WWW-Authenticate", `Bearer realm="claimcheck", error="invalid_token"`)
 
@@ -131,7 +131,8 @@ func progressToken(raw string) bool {
 }
 
 // ProgressRoute reports whether a request belongs to the progress service:
-// a job's status, events, cancel, result and links, and download links.
+// a job's status, events, logs, cancel, result and links, and download
+// links.
 // (POST /v1/jobs/{id}/token and revoke-tokens are the api's.)
 func ProgressRoute(method, path string) bool {
 	if strings.HasPrefix(path, "/v1/results/") {
@@ -149,7 +150,7 @@ func ProgressRoute(method, path string) bool {
 		return method == http.MethodGet || method == http.MethodHead
 	}
 	switch sub {
-	case "events", "cancel", "result", "links":
+	case "events", "logs", "cancel", "result", "links":
 		return true
 	}
 	return false

@@ -88,6 +88,8 @@ func TestFinding1ProxyNeverForwardsAClientInternalToken(t *testing.T) {
 		{"a JWT-looking bearer", "GET", "/v1/jobs/019a", "eyJhbGciOiJub25lIn0.e30.", false},
 		{"job token to its status", "GET", "/v1/jobs/019a", job, true},
 		{"job token to cancel", "POST", "/v1/jobs/019a/cancel", job, true},
+		{"job token to its logs", "GET", "/v1/jobs/019a/logs?after=3", job, true},
+		{"at+jwt to a job's logs", "GET", "/v1/jobs/019a/logs", at, false},
 		{"job token in ?token=", "GET", "/v1/jobs/019a/events?token=" + url.QueryEscape(job), "", true},
 		{"link to a download", "GET", "/v1/results/019a?sig=" + url.QueryEscape(link), "", true},
 		{"at+jwt as a download link", "GET", "/v1/results/019a?sig=" + url.QueryEscape(at), "", false},

@@ -89,30 +89,41 @@ func (s *Service) events(c *gin.Context) {
 	st := &stream{svc: s, w: w, job: id, epoch: jobClaims(c).Epoch, expires: jobClaims(c).Expires(), last: last, logLine: logLine}
 	var first bytes.Buffer
 	fmt.Fprintf(&first, "retry: %d\n\n", retryHint.Milliseconds())
+	// rest writes what follows first: the log lines kept so far (and, for
+	// a job already done, done after them). It runs on the connection,
+	// through a small buffer, a page of the log at a time: a stream of a
+	// full log holds no copy of it. Its error closes the stream; the
+	// client resumes.
+	rest := func(io.Writer) error { return nil }
 	if !s.cfg.Now().Before(st.expires) {
 		// Accepted within the verifier's leeway, but already past exp:
 		// nothing but the end.
 		st.end(&first, endTokenExpired)
 	} else if backlog == nil {
 		rec, _ := json.Marshal(j)
-		kind := jobs.EventState
 		if st.done = j.State.Final(); st.done {
 			// Every log line before done: their ids name the event the
 			// client had, so a resume among them sends the record again.
-			kind = jobs.EventDone
-			err = st.writeLogs(&first, sentEvent)
-		}
-		writeEvent(&first, jobs.Event{ID: eventID(last, st.logLine), Type: kind, Data: string(rec)})
-		if !st.done {
-			err = st.writeLogs(&first, last)
+			rest = func(w io.Writer) error {
+				if err := st.writeLogs(w, sentEvent); err != nil {
+					return err
+				}
+				writeEvent(w, jobs.Event{ID: eventID(last, st.logLine), Type: jobs.EventDone, Data: string(rec)})
+				return nil
+			}
+		} else {
+			writeEvent(&first, jobs.Event{ID: eventID(last, st.logLine), Type: jobs.EventState, Data: string(rec)})
+			rest = func(w io.Writer) error { return st.writeLogs(w, last) }
 		}
 	} else {
-		err = st.send(&first, backlog, true)
+		rest = func(w io.Writer) error { return st.send(w, backlog, true) }
 	}
-	if err != nil {
-		stop()
-		problem.Abort(c, err)
-		return
+	writeRest := func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 32<<10)
+		if err := rest(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
 	}
 
 	// Over HTTP/1.1 the stream leaves net/http: the connection is taken
@@ -130,7 +141,10 @@ func (s *Service) events(c *gin.Context) {
 		go func() {
 			defer conn.Close()
 			defer stop()
-			if _, err := sink.Write(append([]byte(head), first.Bytes()...)); err != nil || st.done {
+			if _, err := sink.Write(append([]byte(head), first.Bytes()...)); err != nil {
+				return
+			}
+			if err := writeRest(sink); err != nil || st.done {
 				return
 			}
 			st.loop(s.cfg.Hub.Done(), sink, func() bool { return true })
@@ -149,7 +163,10 @@ func (s *Service) events(c *gin.Context) {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		return rc.Flush() == nil
 	}
-	if _, err := c.Writer.Write(first.Bytes()); err != nil || !flush() || st.done {
+	if _, err := c.Writer.Write(first.Bytes()); err != nil || !flush() {
+		return
+	}
+	if err := writeRest(deadlineWriter{w: c.Writer, rc: rc}); err != nil || !flush() || st.done {
 		return
 	}
 	st.loop(c.Request.Context().Done(), c.Writer, flush)

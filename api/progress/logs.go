@@ -1,6 +1,7 @@
 package progress
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -39,9 +40,15 @@ import (
 // streams are woken (a long-poll is not: a log line is no change to the
 // record), and the record cache is not touched, so a job writing logs costs
 // the status route nothing.
+//
+// A process keeps the logs it read (logcache.go) and reads from Redis only
+// the lines it lacks: a full log is ~15 ms of Redis's core per read, and a
+// client looping on its own job's log (with any ?after=, or reconnecting a
+// stream) must not be able to pin the Redis everyone shares.
 
-// logPage bounds one read of the log.
-const logPage = 1000
+// logCacheBytes bounds the log pages a progress process keeps (logcache.go):
+// about a dozen full logs.
+const logCacheBytes = 16 << 20
 
 // logTimeFormat is the time of a line in the text output.
 const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
@@ -57,31 +64,72 @@ func (s *Service) logs(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	page, err := s.cfg.Store.LogAfter(c, j.ID, after, jobs.MaxLogLines)
+	page, err := s.logCache.get(c, s.cfg.Store, j.ID, after)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
-	var body bytes.Buffer
-	body.Grow(64 * len(page.Lines))
-	prev := after
-	for _, l := range page.Lines {
-		if gap := l.N - prev - 1; gap > 0 {
-			body.WriteString(droppedNote(gap))
-			body.WriteByte('\n')
-		}
-		prev = l.N
-		body.WriteString(l.Time.UTC().Format(logTimeFormat))
-		body.WriteByte(' ')
-		body.WriteString(l.Text)
-		body.WriteByte('\n')
-	}
 	h := c.Writer.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Log-Next-After", strconv.FormatInt(page.Next(after), 10))
 	h.Set("Log-Dropped", strconv.FormatInt(page.Dropped, 10))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	c.Data(http.StatusOK, "text/plain; charset=utf-8", body.Bytes())
+	h.Set("Content-Length", strconv.FormatInt(logTextSize(page, after), 10))
+	c.Status(http.StatusOK)
+	// Written as it is made, from the shared page, each write bounded in
+	// time: a client that asks for a full log and never reads holds no
+	// copy of it, and not for long (the server has no write timeout). The
+	// deadline is lifted once everything is out, so that it does not
+	// linger on a kept-alive connection.
+	rc := http.NewResponseController(c.Writer)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	bw := bufio.NewWriterSize(deadlineWriter{w: c.Writer, rc: rc}, 32<<10)
+	prev := after
+	for _, l := range page.Lines {
+		if gap := l.N - prev - 1; gap > 0 {
+			bw.WriteString(droppedNote(gap))
+			bw.WriteByte('\n')
+		}
+		prev = l.N
+		var ts [len(logTimeFormat) + 8]byte
+		bw.Write(l.Time.UTC().AppendFormat(ts[:0], logTimeFormat))
+		bw.WriteByte(' ')
+		bw.WriteString(l.Text)
+		if err := bw.WriteByte('\n'); err != nil {
+			return // the client went away or stopped reading
+		}
+	}
+	if bw.Flush() == nil {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = rc.Flush()
+	}
+}
+
+// logTextSize is the length of the text logs writes for page.
+func logTextSize(page *jobs.LogPage, after int64) int64 {
+	var n int64
+	var ts [len(logTimeFormat) + 8]byte
+	prev := after
+	for _, l := range page.Lines {
+		if gap := l.N - prev - 1; gap > 0 {
+			n += int64(len(droppedNote(gap))) + 1
+		}
+		prev = l.N
+		n += int64(len(l.Time.UTC().AppendFormat(ts[:0], logTimeFormat))) + 1 + int64(len(l.Text)) + 1
+	}
+	return n
+}
+
+// deadlineWriter gives each write to w writeTimeout to complete.
+type deadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return d.w.Write(p)
 }
 
 func droppedNote(n int64) string {
@@ -132,24 +180,27 @@ type logEvent struct {
 func (st *stream) writeLogs(bw io.Writer, evID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for range jobs.MaxLogLines/logPage + 2 { // the log holds at most this many pages
-		page, err := st.svc.cfg.Store.LogAfter(ctx, st.job, st.logLine, logPage)
-		if err != nil {
-			return err
+	// One buffer for every event's data: a full log is 10,000 events.
+	var data bytes.Buffer
+	enc := json.NewEncoder(&data)
+	event := func(n int64, ev logEvent) {
+		data.Reset()
+		_ = enc.Encode(ev)
+		io.WriteString(bw, "id: "+eventID(evID, n)+"\nevent: "+jobs.EventLog+"\ndata: ")
+		bw.Write(bytes.TrimSuffix(data.Bytes(), []byte("\n")))
+		io.WriteString(bw, "\n\n")
+	}
+	page, err := st.svc.logCache.get(ctx, st.svc.cfg.Store, st.job, st.logLine)
+	if err != nil {
+		return err
+	}
+	for _, l := range page.Lines {
+		if gap := l.N - st.logLine - 1; gap > 0 {
+			st.logLine = l.N - 1
+			event(st.logLine, logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
 		}
-		for _, l := range page.Lines {
-			if gap := l.N - st.logLine - 1; gap > 0 {
-				st.logLine = l.N - 1
-				data, _ := json.Marshal(logEvent{Line: droppedNote(gap), Time: l.Time, Dropped: gap})
-				writeEvent(bw, jobs.Event{ID: eventID(evID, st.logLine), Type: jobs.EventLog, Data: string(data)})
-			}
-			st.logLine = l.N
-			data, _ := json.Marshal(logEvent{Line: l.Text, Time: l.Time})
-			writeEvent(bw, jobs.Event{ID: eventID(evID, l.N), Type: jobs.EventLog, Data: string(data)})
-		}
-		if len(page.Lines) < logPage {
-			return nil
-		}
+		st.logLine = l.N
+		event(l.N, logEvent{Line: l.Text, Time: l.Time})
 	}
 	return nil
 }

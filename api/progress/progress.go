@@ -70,10 +70,11 @@ type Config struct {
 
 // Service is the progress/results HTTP service.
 type Service struct {
-	cfg     Config
-	log     *slog.Logger
-	records *recordCache
-	caps    *streamCaps
+	cfg      Config
+	log      *slog.Logger
+	records  *recordCache
+	logCache *logCache
+	caps     *streamCaps
 }
 
 // New validates cfg and returns the service.
@@ -95,7 +96,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second),
+	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
 		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil

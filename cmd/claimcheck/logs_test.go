@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -77,5 +78,50 @@ func TestJobsLogsCommand(t *testing.T) {
 	// Someone else's token is refused.
 	if _, err := run(t, ctx, "", "jobs", "logs", id, "--url", s.URL, "--token", tok[:len(tok)-4]+"AAAA"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("bad token: %v", err)
+	}
+}
+
+// TestRedteamJobOutputCannotDriveTheTerminal: a job's log lines, progress
+// message and error are its program's output — shaped by whoever wrote the
+// input — and the CLI prints them to a person's terminal, where an escape
+// sequence could set the window title, write the clipboard (OSC 52), or
+// hide and rewrite what was printed. The CLI shows control characters
+// escaped; the text stays readable.
+func TestRedteamJobOutputCannotDriveTheTerminal(t *testing.T) {
+	const evil = "a\x1b]52;c;ZXZpbA==\x07b\x1b[2J\u009bc\x7fd\te\u202e"
+	talk := worker.Type{
+		Name: "evil", Timeout: time.Minute, InputSchema: json.RawMessage(`{"type":"object"}`),
+		Handle: func(ctx context.Context, t *worker.Task) error {
+			t.Logf("%s", evil)
+			t.Progress(50, evil)
+			return errors.New(evil + ": " + worker.ErrPermanent.Error())
+		},
+	}
+	s := devstack.Start(t, redistest.Client(t), devstack.Options{Config: app.Config{Types: append(builtin.Types(), talk)}})
+	ctx := context.Background()
+	printed, err := run(t, ctx, "", "submit", "evil", "--url", s.URL, "--api-key", s.APIKey, "--input", `{}`, "--wait")
+	m := regexp.MustCompile(`(?m)^job\s+(\S+)\ntoken\s+(\S+)$`).FindStringSubmatch(printed)
+	if m == nil {
+		t.Fatalf("submit: %v\n%s", err, printed)
+	}
+	id, tok := m[1], m[2]
+	outs := []string{printed}
+	if err != nil {
+		outs = append(outs, err.Error())
+	}
+	for _, follow := range []string{"--follow=false", "--follow"} {
+		got, err := run(t, ctx, "", "jobs", "logs", id, "--url", s.URL, "--token", tok, follow)
+		outs = append(outs, got)
+		if err != nil {
+			outs = append(outs, err.Error())
+		}
+		if !strings.Contains(got, `a\x1b]52;c;ZXZpbA==\x07b\x1b[2J\u009bc\x7fd`+"\te"+`\u202e`) {
+			t.Errorf("jobs logs %s: the line is not shown escaped: %q", follow, got)
+		}
+	}
+	for _, o := range outs {
+		if strings.ContainsAny(o, "\x1b\x07\x7f\u009b\u202e") {
+			t.Errorf("raw control characters reach the terminal: %q", o)
+		}
 	}
 }

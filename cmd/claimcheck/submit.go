@@ -85,7 +85,7 @@ otherwise) and fails if the job does; --out FILE also downloads the result.`,
 			if final.State != "succeeded" {
 				msg := final.State
 				if final.Error != nil {
-					msg += ": " + *final.Error
+					msg += ": " + termSafe(*final.Error)
 				}
 				return errors.New("job " + msg)
 			}
@@ -120,7 +120,7 @@ otherwise) and fails if the job does; --out FILE also downloads the result.`,
 func progressLines(w io.Writer) func(*client.Job) {
 	last := ""
 	return func(j *client.Job) {
-		line := fmt.Sprintf("%-9s %3.0f%% %s", j.State, j.Progress.Percent, j.Progress.Message)
+		line := fmt.Sprintf("%-9s %3.0f%% %s", j.State, j.Progress.Percent, termSafe(j.Progress.Message))
 		if line != last {
 			fmt.Fprintln(w, strings.TrimSpace(line))
 			last = line
@@ -133,7 +133,7 @@ func progressBar(f *os.File) func(*client.Job) {
 	bar := progressbar.NewOptions(100, progressbar.OptionSetWriter(f), progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionSetWidth(40), progressbar.OptionThrottle(50*time.Millisecond), progressbar.OptionClearOnFinish())
 	return func(j *client.Job) {
-		bar.Describe(j.State + " " + j.Progress.Message)
+		bar.Describe(j.State + " " + termSafe(j.Progress.Message))
 		_ = bar.Set(int(j.Progress.Percent))
 		if j.Final() {
 			_ = bar.Finish()
@@ -214,7 +214,9 @@ func newJobs() *cobra.Command {
 		Short: "Print a job's log (needs --token); with --follow, the lines as the job writes them, until it ends",
 		Long: `logs prints the lines the job wrote to its log (a Go handler's Task.Logf, an
 exec type's stderr). A job's log keeps its newest 10,000 lines and 1 MiB; a
-"[… N earlier lines dropped]" line says where lines are missing. With
+"[… N earlier lines dropped]" line says where lines are missing. Control
+characters are shown escaped (ESC as \x1b), so a log cannot drive your
+terminal. With
 --follow it keeps printing new lines until the job ends, and fails unless
 the job succeeded.`,
 		Example: `  claimcheck jobs logs 01a2… --token eyJ… --follow`,
@@ -227,10 +229,10 @@ the job succeeded.`,
 			out := cmd.OutOrStdout()
 			print := func(l client.LogLine) {
 				if timestamps && !l.Time.IsZero() && l.Dropped == 0 {
-					fmt.Fprintf(out, "%s %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), l.Line)
+					fmt.Fprintf(out, "%s %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), termSafe(l.Line))
 					return
 				}
-				fmt.Fprintln(out, l.Line)
+				fmt.Fprintln(out, termSafe(l.Line))
 			}
 			if !follow {
 				p, err := c.Logs(cmd.Context(), args[0], token, 0)
@@ -249,7 +251,7 @@ the job succeeded.`,
 			if j.State != "succeeded" {
 				msg := ""
 				if j.Error != nil {
-					msg = ": " + *j.Error
+					msg = ": " + termSafe(*j.Error)
 				}
 				return fmt.Errorf("job %s %s%s", j.ID, j.State, msg)
 			}

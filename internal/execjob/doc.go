@@ -30,6 +30,12 @@
 //     worker itself has, then the type's env: (which may override those),
 //     then CLAIMCHECK_JOB_ID and CLAIMCHECK_ATTEMPT (1 for the first
 //     attempt), which nothing overrides.
+//     Nor can a program read the worker's secrets through /proc (its
+//     environ, memory or file descriptors): on Linux the worker makes
+//     itself non-dumpable before it starts a program, so that takes
+//     CAP_SYS_PTRACE, which a worker running as an unprivileged user does
+//     not have. A program still runs as the worker's user, with its files
+//     (the results directory among them).
 //   - working directory: the type's workdir.
 //   - lifetime: the program leads its own process group. When the attempt
 //     is cancelled, times out, or the worker shuts down and hands the job

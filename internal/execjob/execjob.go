@@ -157,6 +157,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	if !Supported {
 		return errUnsupported
 	}
+	protectWorker()
 	result, err := t.Result(p.ContentType)
 	if err != nil {
 		return fmt.Errorf("open result: %w", err)

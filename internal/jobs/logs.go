@@ -213,3 +213,17 @@ func metaInt(v any) int64 {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
 }
+
+// LogLast is the number of the newest line job id's log has had (0: none
+// yet): one small read, which tells a reader whether a page it read before
+// is still the log's (pages of an unchanged log are the same).
+func (s *Store) LogLast(ctx context.Context, id string) (int64, error) {
+	v, err := s.rdb.HGet(ctx, logMetaKey(id), "n").Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("log of job %s: %w", id, err)
+	}
+	return metaInt(v), nil
+}
