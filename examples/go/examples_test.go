@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,29 +22,15 @@ import (
 	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// syncBuffer is a process's stderr, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a running process's output, read while it runs.
+type syncBuffer = syncbuf.Buffer
 
 // buildExample copies the example module name to a temporary directory,
 // points its replace at this repository's root (an absolute path, as a
