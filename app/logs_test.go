@@ -425,6 +425,13 @@ func TestRedteamLogStreamHoldsNoCopyOfTheLog(t *testing.T) {
 	if size < 1<<20 || !strings.Contains(tail, `"finished_at":"`) {
 		t.Fatalf("the stream is %d bytes, ending %q; want over 1 MiB, ending with done", size, tail)
 	}
+	// Allocation per stream is a proxy for what a stream builds before it
+	// writes (a built-whole stream allocated ~7x the log); the race
+	// detector's runtime allocates its own way, so the measure is taken
+	// without it (.ci/run runs this test again without -race).
+	if raceDetector {
+		t.Skip("allocation under the race detector is not the program's; .ci/run measures this without -race")
+	}
 	const n = 10
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -434,7 +441,9 @@ func TestRedteamLogStreamHoldsNoCopyOfTheLog(t *testing.T) {
 		}
 	}
 	runtime.ReadMemStats(&after)
-	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > uint64(size) {
+	// Encoding each line allocates about the stream's size once (and the
+	// client's reading some more): twice the size is the allowance.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 2*uint64(size) {
 		t.Fatalf("each stream of a %d-byte log allocated %d bytes: the stream is built whole", size, per)
 	}
 }
