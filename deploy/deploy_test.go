@@ -118,6 +118,12 @@ func TestComposeFile(t *testing.T) {
 	if redisCmd := strings.Join(project.Services["redis"].Command, " "); !strings.Contains(redisCmd, "--appendonly yes") || !strings.Contains(redisCmd, "--aclfile") {
 		t.Errorf("redis command %q: want AOF and the ACL file", redisCmd)
 	}
+	// An evicted asynq lease or job record is a stuck or lost job: when
+	// Redis is full it must refuse writes (the services answer 503), never
+	// drop keys (issue 12, part 8).
+	if got := redisOption(project.Services["redis"].Command, "maxmemory-policy"); got != "noeviction" {
+		t.Errorf("redis runs with maxmemory-policy %q, want noeviction", got)
+	}
 	// Without the passwords compose refuses to start, naming what to set.
 	opts, err := cli.NewProjectOptions([]string{"../compose.yaml"}, cli.WithName("claimcheck"), cli.WithWorkingDirectory(".."), cli.WithEnv([]string{}))
 	if err != nil {
@@ -126,6 +132,18 @@ func TestComposeFile(t *testing.T) {
 	if _, err := cli.ProjectFromOptions(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "CLAIMCHECK_REDIS_PASSWORD_API") {
 		t.Errorf("compose loads without Redis passwords: %v", err)
 	}
+}
+
+// redisOption is the value of --name in a redis-server command line ("" if
+// absent; the last one wins, as in redis-server).
+func redisOption(cmd []string, name string) string {
+	v := ""
+	for i, arg := range cmd {
+		if arg == "--"+name && i+1 < len(cmd) {
+			v = cmd[i+1]
+		}
+	}
+	return v
 }
 
 // TestComposeRedisPasswordsFromEnvironment runs the redis container's
