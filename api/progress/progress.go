@@ -103,12 +103,17 @@ func New(cfg Config) (*Service, error) {
 }
 
 // ReadyChecks are the progress service's readiness conditions: Redis
-// answers and the api's public keys are known.
+// answers and the api's public keys are known (a key source that can be
+// without them, tokens.StartRemoteKeys', says when it has them).
 func (s *Service) ReadyChecks() []router.Check {
-	return []router.Check{
+	checks := []router.Check{
 		{Name: "redis", Check: s.cfg.Store.Ping},
 		{Name: "link-key", Check: func(context.Context) error { _, err := s.cfg.Links.Keys.Signer(); return err }},
 	}
+	if k, ok := s.cfg.Verifier.Keys.(interface{ Ready(context.Context) error }); ok {
+		checks = append(checks, router.Check{Name: "jwks", Check: k.Ready})
+	}
+	return checks
 }
 
 // Close ends the service's event streams and its subscription; call it when
@@ -292,11 +297,16 @@ func preferWait(h string) time.Duration {
 		if !ok || !strings.EqualFold(strings.TrimSpace(k), "wait") {
 			continue
 		}
-		n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(v), `"`))
+		n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(v), `"`), 10, 64)
+		if errors.Is(err, strconv.ErrRange) && n > 0 {
+			return maxWait // more seconds than an int64 holds: capped like any other
+		}
 		if err != nil || n <= 0 {
 			return 0
 		}
-		return min(time.Duration(n)*time.Second, maxWait)
+		// Capped before it is multiplied: N seconds overflow a Duration
+		// from N ≈ 9.2e9 on (a negative or a sub-second wait).
+		return time.Duration(min(n, int64(maxWait/time.Second))) * time.Second
 	}
 	return 0
 }
@@ -393,7 +403,44 @@ func (s *Service) serveResult(c *gin.Context, j *jobs.Job, disposition, filename
 	if j.FinishedAt != nil {
 		mod = *j.FinishedAt
 	}
+	if rng := dropEmptySuffixes(c.Request.Header.Get("Range")); rng != "" {
+		c.Request.Header.Set("Range", rng)
+	}
 	http.ServeContent(c.Writer, c.Request, "", mod, f)
+}
+
+// dropEmptySuffixes takes the zero-length suffix ranges ("-0") out of a
+// Range header before http.ServeContent sees it: it answers one with a 206
+// whose Content-Range ("bytes 1000-999/1000") names no bytes, which no
+// client can parse (FuzzResultRange found it). RFC 9110 calls such a range
+// unsatisfiable, so a header of nothing else becomes one that ServeContent
+// itself answers 416 (if If-Range lets the range apply at all). The result
+// is "" when the header needs no change.
+func dropEmptySuffixes(h string) string {
+	specs, found := strings.CutPrefix(h, "bytes=")
+	if !found || !strings.Contains(specs, "-") {
+		return ""
+	}
+	var kept []string
+	dropped := false
+	for _, spec := range strings.Split(specs, ",") {
+		if end, suffix := strings.CutPrefix(strings.TrimSpace(spec), "-"); suffix {
+			if n, err := strconv.ParseInt(end, 10, 64); err == nil && n == 0 {
+				dropped = true
+				continue
+			}
+		}
+		if strings.TrimSpace(spec) != "" {
+			kept = append(kept, spec)
+		}
+	}
+	switch {
+	case !dropped:
+		return ""
+	case len(kept) == 0:
+		return "bytes=9223372036854775807-" // starts after any result: 416
+	}
+	return "bytes=" + strings.Join(kept, ",")
 }
 
 func extension(contentType string) string {
