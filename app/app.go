@@ -288,10 +288,13 @@ func RevokeUserJobTokens(ctx context.Context, rdb redis.UniversalClient, user st
 }
 
 // ProgressKeys returns the key source a separate progress process verifies
-// with: the JWKS URL when set, else the public keys in JobKeyDir.
+// with: the JWKS URL when set, else the public keys in JobKeyDir. A JWKS
+// that is not reachable yet does not stop the start: the source keeps
+// fetching it until ctx ends, and meanwhile the service is not ready and
+// answers token requests 503 (tokens.StartRemoteKeys).
 func ProgressKeys(ctx context.Context, cfg Config) (tokens.KeySource, error) {
 	if cfg.JWKSURL != "" {
-		return tokens.NewRemoteKeys(ctx, cfg.JWKSURL, nil)
+		return tokens.StartRemoteKeys(ctx, cfg.JWKSURL, nil, cfg.Logger), nil
 	}
 	return tokens.LoadDir(cfg.JobKeyDir)
 }

@@ -24,6 +24,12 @@ var (
 	ErrWrongAudience   = fmt.Errorf("%w: wrong audience", ErrInvalid)
 )
 
+// ErrKeysUnavailable means the verifier has no keys to check a token with
+// yet (a JWKS not fetched since the process started). It does not wrap
+// ErrInvalid: the token may be fine, so the answer is 503 with
+// Retry-After, not 401.
+var ErrKeysUnavailable = errors.New("verification keys not loaded yet")
+
 // ErrForbidden is wrapped by every reason a valid token does not allow a
 // request (HTTP 403).
 var ErrForbidden = errors.New("token does not allow this")
@@ -71,6 +77,8 @@ func Reason(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, ErrKeysUnavailable):
+		return "keys-unavailable"
 	case errors.Is(err, ErrExpired):
 		return "expired"
 	case errors.Is(err, ErrSignature):

@@ -273,6 +273,9 @@ func verifyKID(parser *jwt.Parser, kf jwt.Keyfunc, token string, claims jwt.Clai
 
 // classify maps golang-jwt's errors onto this package's reasons.
 func classify(err error) error {
+	if errors.Is(err, ErrKeysUnavailable) {
+		return ErrKeysUnavailable
+	}
 	for _, reason := range []error{ErrWrongType, ErrForbiddenHeader, ErrUnknownKey} {
 		if errors.Is(err, reason) {
 			return &verifyError{reason: reason, cause: err}

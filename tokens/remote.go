@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -32,7 +34,8 @@ type RemoteKeys struct {
 	keys        *KeySet
 	fetchedAt   time.Time
 	lastAttempt time.Time
-	rmu         sync.RWMutex // guards keys and fetchedAt for readers
+	pendingErr  error        // the last failed fetch while keys is nil
+	rmu         sync.RWMutex // guards keys, fetchedAt and pendingErr for readers
 }
 
 // NewRemoteKeys fetches url once and returns a key source that keeps it
@@ -48,11 +51,107 @@ func NewRemoteKeys(ctx context.Context, url string, client *http.Client) (*Remot
 	return r, nil
 }
 
-// PublicKey implements KeySource.
+// StartRemoteKeys is NewRemoteKeys for a process that must start even when
+// the JWKS is not reachable yet (the api starts after it, or is
+// restarting): it tries url once (for at most firstFetchTimeout) and, if
+// that fails, returns a source without keys that keeps fetching in the
+// background with capped exponential backoff until one fetch succeeds or
+// ctx ends. Until then PublicKey fails with ErrKeysUnavailable (a 503, not
+// a 401) and Ready reports the source not ready. log (slog.Default when
+// nil) hears once that the keys are missing and once that they arrived.
+func StartRemoteKeys(ctx context.Context, url string, client *http.Client, log *slog.Logger) *RemoteKeys {
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &RemoteKeys{url: url, client: client, MinRefreshInterval: 30 * time.Second, MaxAge: 5 * time.Minute, Now: time.Now}
+	first, cancel := context.WithTimeout(ctx, firstFetchTimeout)
+	err := r.Reload(first)
+	cancel()
+	if err == nil {
+		return r
+	}
+	r.setPending(err)
+	log.Warn("job-token keys not loaded yet; retrying in the background", "err", err)
+	go r.fetchUntilLoaded(ctx, log)
+	return r
+}
+
+// firstFetchTimeout bounds StartRemoteKeys' first attempt, so an
+// unreachable JWKS delays a start by no more than this.
+const firstFetchTimeout = 3 * time.Second
+
+// Retry backoff of a source without keys: from retryMin, doubling, at most
+// retryMax, each wait jittered by up to a quarter so a fleet restarted at
+// once does not fetch in step.
+const (
+	retryMin = 200 * time.Millisecond
+	retryMax = 10 * time.Second
+)
+
+func (r *RemoteKeys) fetchUntilLoaded(ctx context.Context, log *slog.Logger) {
+	wait := retryMin
+	for attempt := 1; ; attempt++ {
+		timer := time.NewTimer(wait + rand.N(wait/4+1))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		if r.loaded() { // a Reload got them meanwhile
+			return
+		}
+		fctx, cancel := context.WithTimeout(ctx, r.client.Timeout+time.Second)
+		err := r.Reload(fctx)
+		cancel()
+		if err == nil {
+			log.Info("job-token keys loaded", "attempts", attempt+1)
+			return
+		}
+		r.setPending(err)
+		wait = min(wait*2, retryMax)
+	}
+}
+
+func (r *RemoteKeys) setPending(err error) {
+	r.rmu.Lock()
+	r.pendingErr = err
+	r.rmu.Unlock()
+}
+
+func (r *RemoteKeys) loaded() bool {
+	r.rmu.RLock()
+	defer r.rmu.RUnlock()
+	return r.keys != nil
+}
+
+// Ready reports whether the source has keys: nil once a fetch succeeded,
+// else ErrKeysUnavailable with the last fetch's error (a readiness check).
+func (r *RemoteKeys) Ready(context.Context) error {
+	r.rmu.RLock()
+	defer r.rmu.RUnlock()
+	switch {
+	case r.keys != nil:
+		return nil
+	case r.pendingErr == nil:
+		return ErrKeysUnavailable
+	}
+	return fmt.Errorf("%w: %w", ErrKeysUnavailable, r.pendingErr)
+}
+
+// PublicKey implements KeySource. Before the first successful fetch it
+// fails with ErrKeysUnavailable, and leaves the fetching to the
+// background (a flood of requests makes no requests to the api).
 func (r *RemoteKeys) PublicKey(kid string) (ed25519.PublicKey, error) {
 	r.rmu.RLock()
 	keys, fetchedAt := r.keys, r.fetchedAt
 	r.rmu.RUnlock()
+	if keys == nil {
+		return nil, ErrKeysUnavailable
+	}
 	pub, err := keys.PublicKey(kid)
 	if err == nil && r.Now().Sub(fetchedAt) < r.MaxAge {
 		return pub, nil

@@ -128,6 +128,11 @@ func From(err error) *Problem {
 	case errors.As(err, &maxBytes):
 		p = New(http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large",
 			"the body exceeds "+strconv.FormatInt(maxBytes.Limit, 10)+" bytes").With("limit", maxBytes.Limit)
+	case errors.Is(err, tokens.ErrKeysUnavailable):
+		// The token could not be checked yet (the api's JWKS has not been
+		// fetched since start): the client should come back, not give up.
+		p = New(http.StatusServiceUnavailable, "keys-unavailable", "Not ready",
+			"the keys that verify job tokens are not loaded yet; retry shortly").WithHeader("Retry-After", "2")
 	case errors.Is(err, tokens.ErrInvalid):
 		// Say what is wrong with the token (expired, bad signature, …) but
 		// never echo it: err's text is the package's, not the token's.
