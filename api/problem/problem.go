@@ -19,6 +19,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -69,6 +70,9 @@ func (p *Problem) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(m)
 }
+
+// KindRedisUnavailable is the kind of the 503 answered when Redis is away.
+const KindRedisUnavailable = "redis-unavailable"
 
 // New returns a problem of the given kind (the last part of its type URI).
 func New(status int, kind, title, detail string) *Problem {
@@ -168,6 +172,13 @@ func From(err error) *Problem {
 			With("active_jobs", quotaErr.Active).With("limit", quotaErr.Limit).WithHeader("Retry-After", "5")
 	case errors.Is(err, jobs.ErrBadCursor):
 		p = BadRequest("cursor is not one this API handed out")
+	case redisconn.Unavailable(err):
+		// Redis is away (down, frozen, loading): the request may be
+		// repeated as it was. The Redis client's monitor logs the outage
+		// once, so Abort does not log each request.
+		p = New(http.StatusServiceUnavailable, KindRedisUnavailable, "Service unavailable",
+			"the data store did not answer in time; nothing was changed that the request asked for, retry after Retry-After seconds").
+			WithHeader("Retry-After", "2")
 	default:
 		p = New(http.StatusInternalServerError, "internal", "Internal error", "")
 	}
@@ -180,7 +191,9 @@ func From(err error) *Problem {
 // client's, and could be made to flood the log).
 func Abort(c *gin.Context, err error) {
 	p := From(err)
-	if p.Status >= 500 {
+	// Redis being away is logged once by its client's monitor, and a
+	// failing /readyz is its poller's to report: neither per request.
+	if p.Status >= 500 && p.Type != TypePrefix+KindRedisUnavailable && p.Type != TypePrefix+"not-ready" {
 		slog.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
 	}
 	if p.Instance == "" {

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -118,6 +119,10 @@ func (c *common) load(cmd *cobra.Command) error {
 		return err
 	}
 	c.cfg.Logger = logger
+	// Code without a logger of its own (problem.Abort, go-redis's lines
+	// routed by config.OpenRedis) writes through the default: the same
+	// format, so a JSON log has no plain-text lines.
+	slog.SetDefault(logger)
 	c.cfg = c.cfg.WithDefaults()
 	if _, err := forwarded.Parse(c.cfg.TrustedProxies); err != nil {
 		return fmt.Errorf("--trusted-proxy: %w", err)

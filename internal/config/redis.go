@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
@@ -23,7 +26,27 @@ type Redis struct {
 	// EmbeddedURL is how to reach Embedded, password included (the dev
 	// banner shows it; nothing logs it).
 	EmbeddedURL secret.Secret
+	// Monitor logs once when Redis goes away and once when it is back.
+	Monitor *redisconn.Monitor
 }
+
+// RedisConfig says how to open Redis (DialRedis).
+type RedisConfig struct {
+	// URL is REDIS_URL; empty starts an embedded server.
+	URL string
+	// Logger receives the "redis unavailable" and "redis available again"
+	// lines; nil means slog.Default() when they are logged.
+	Logger *slog.Logger
+	// CallTimeout bounds one Redis call (default redisconn.CallTimeout).
+	CallTimeout time.Duration
+	// DownLogQuiet is the least time between two "redis unavailable"
+	// lines (default 30 s; negative: none).
+	DownLogQuiet time.Duration
+}
+
+// quietGoRedis sends go-redis's own log lines to slog at debug, once per
+// process (its logger is global).
+var quietGoRedis sync.Once
 
 // Close closes the client and stops an embedded server.
 func (r *Redis) Close() {
@@ -41,7 +64,17 @@ func (r *Redis) Close() {
 // (another user's, a browser page's fetch to 127.0.0.1) could otherwise
 // read every session and key: it requires a password generated here, 32
 // random bytes, which lives only in this process and in r.EmbeddedURL.
+//
+// Every call on the client is bounded (redisconn.CallTimeout) and watched
+// by a redisconn.Monitor that logs through slog.Default().
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+	return DialRedis(ctx, RedisConfig{URL: url})
+}
+
+// DialRedis is OpenRedis with the logger and bounds of cfg.
+func DialRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
+	quietGoRedis.Do(func() { redis.SetLogger(redisconn.Logger{}) })
+	url := cfg.URL
 	r := &Redis{}
 	if url == "" {
 		b := make([]byte, 32)
@@ -65,7 +98,10 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
 	// may not run CLIENT at all, and Redis would log every refusal.
 	opt.DisableIdentity = true
+	redisconn.Configure(opt)
 	r.Client = redis.NewClient(opt)
+	r.Monitor = redisconn.Instrument(r.Client, redisconn.MonitorConfig{
+		Logger: cfg.Logger, Timeout: cfg.CallTimeout, Quiet: cfg.DownLogQuiet})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := r.Client.Ping(pctx).Err(); err != nil {

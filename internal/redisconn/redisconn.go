@@ -1,0 +1,214 @@
+// Package redisconn holds what every Redis client of claimcheck shares
+// about Redis being away: the bound on one call (CallTimeout), the one
+// test of whether an error means Redis did not answer (Unavailable), and a
+// Monitor that logs once when Redis goes away and once when it is back,
+// instead of one line per failed request.
+//
+// The api edge (package problem) maps Unavailable errors to 503
+// redis-unavailable with Retry-After; code that knows Redis is away for
+// another reason can wrap ErrUnavailable. It never retries or hides an
+// error: callers see each failure as before, only classified.
+package redisconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CallTimeout bounds one Redis call, its retries included, when the caller
+// set no earlier deadline: a request never waits longer than this for a
+// Redis that is frozen (SIGSTOP) or unreachable. The README documents it.
+const CallTimeout = 2 * time.Second
+
+// ErrUnavailable means Redis did not answer: unreachable, timed out, or
+// still loading its data set.
+var ErrUnavailable = errors.New("redis unavailable")
+
+// Unavailable reports whether err means Redis could not be reached or
+// would not answer yet: ErrUnavailable, a network error or timeout, a
+// closed connection, an exhausted pool, a deadline that ran out, or a
+// LOADING / MASTERDOWN / TRYAGAIN reply. A context the caller cancelled is
+// not (the client went away), nor is any other Redis reply, which shows
+// Redis answered.
+func Unavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	var re redis.Error
+	switch {
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &ne):
+		return true
+	case errors.As(err, &re):
+		msg := re.Error()
+		return strings.HasPrefix(msg, "LOADING ") || strings.HasPrefix(msg, "MASTERDOWN ") || strings.HasPrefix(msg, "TRYAGAIN ")
+	}
+	return false
+}
+
+// Configure sets the timeouts that keep a call to a frozen Redis bounded,
+// where the URL left them unset, and makes the client honour its callers'
+// deadlines on the socket (go-redis ignores them by default).
+func Configure(opt *redis.Options) {
+	opt.ContextTimeoutEnabled = true
+	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
+		if *d == 0 {
+			*d = CallTimeout
+		}
+	}
+}
+
+// Monitor watches a client's calls: it bounds each by its timeout and logs
+// one ERROR "redis unavailable" when calls start failing for want of Redis
+// and one INFO "redis available again" when one succeeds after that. A new
+// outage within Quiet of the last one logged is counted, not logged, so a
+// flapping Redis cannot flood the log either.
+type Monitor struct {
+	logger  func() *slog.Logger
+	timeout time.Duration
+	quiet   time.Duration
+
+	down atomic.Bool // read on every call without the lock
+
+	mu        sync.Mutex
+	since     time.Time // when this outage began
+	failed    int       // calls failed in this outage
+	logged    bool      // this outage's "down" line was written
+	lastDown  time.Time // when the last "down" line was written
+	notLogged int       // outages not logged since the last logged one
+}
+
+// MonitorConfig configures Instrument. Zero values take the defaults.
+type MonitorConfig struct {
+	// Logger receives the down and up lines; nil means slog.Default() at
+	// the time of logging.
+	Logger *slog.Logger
+	// Timeout bounds one call (default CallTimeout).
+	Timeout time.Duration
+	// Quiet is the least time between two "down" lines (default 30 s; a
+	// negative value means none).
+	Quiet time.Duration
+}
+
+// Instrument adds a Monitor to c and returns it.
+func Instrument(c *redis.Client, cfg MonitorConfig) *Monitor {
+	m := &Monitor{timeout: cfg.Timeout, quiet: cfg.Quiet, logger: slog.Default}
+	if cfg.Logger != nil {
+		m.logger = func() *slog.Logger { return cfg.Logger }
+	}
+	if m.timeout <= 0 {
+		m.timeout = CallTimeout
+	}
+	if m.quiet == 0 {
+		m.quiet = 30 * time.Second
+	}
+	c.AddHook(hook{m})
+	return m
+}
+
+// Down reports whether the last calls failed for want of Redis.
+func (m *Monitor) Down() bool { return m.down.Load() }
+
+// observe records one call's outcome.
+func (m *Monitor) observe(err error) {
+	unavailable := Unavailable(err)
+	if !unavailable {
+		if errors.Is(err, context.Canceled) || !m.down.Load() {
+			return // says nothing about Redis, or nothing changed
+		}
+		m.up()
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failed++
+	if m.down.Load() {
+		return
+	}
+	m.down.Store(true)
+	now := time.Now()
+	m.since = now
+	m.failed = 1
+	m.logged = m.quiet < 0 || m.lastDown.IsZero() || now.Sub(m.lastDown) >= m.quiet
+	if !m.logged {
+		m.notLogged++
+		return
+	}
+	m.lastDown = now
+	m.logger().Error("redis unavailable", "err", err, "outages_not_logged", m.notLogged,
+		"hint", "requests that need Redis answer 503 redis-unavailable until it is back")
+	m.notLogged = 0
+}
+
+func (m *Monitor) up() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.down.Load() {
+		return
+	}
+	m.down.Store(false)
+	if m.logged {
+		m.logger().Info("redis available again", "down_for", time.Since(m.since).Round(time.Millisecond).String(), "failed_calls", m.failed)
+	}
+}
+
+// blocking are the commands that wait on the server by design; their own
+// timeout argument bounds them, not CallTimeout.
+var blocking = map[string]bool{
+	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
+	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true, "wait": true,
+}
+
+type hook struct{ m *Monitor }
+
+func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !blocking[cmd.Name()] {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, h.m.timeout)
+			defer cancel()
+		}
+		err := next(ctx, cmd)
+		h.m.observe(err)
+		return err
+	}
+}
+
+func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, h.m.timeout)
+		defer cancel()
+		err := next(ctx, cmds)
+		h.m.observe(err)
+		return err
+	}
+}
+
+// Logger is go-redis's logger (redis.SetLogger) routed to slog.Default()
+// at debug level: its own lines ("pool.go: failed to dial …") repeat per
+// connection attempt and are plain text; the Monitor says the same once.
+type Logger struct{}
+
+// Printf logs one go-redis line at debug.
+func (Logger) Printf(ctx context.Context, format string, v ...any) {
+	if l := slog.Default(); l.Enabled(ctx, slog.LevelDebug) {
+		l.DebugContext(ctx, "go-redis", "line", strings.TrimSpace(fmt.Sprintf(format, v...)))
+	}
+}
