@@ -128,6 +128,15 @@ func DefaultHoldDelay(heldFor time.Duration) time.Duration {
 // timeout, short enough that a dead worker's slot comes back soon after.
 const leaseGrace = time.Minute
 
+// pendingDelay is how long a task whose job is still pending waits before
+// it is looked at again: the api's confirm follows its enqueue within a
+// round trip, so only a failed submission waits more than once.
+const pendingDelay = 250 * time.Millisecond
+
+// pendingWaits are the pauses between looks at a pending job before its
+// task is handed back.
+var pendingWaits = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond}
+
 // heldError is what process returns to hand a held job back to Asynq: not
 // a failure (no retry spent), re-queued after delay.
 type heldError struct{ delay time.Duration }
@@ -323,14 +332,30 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	if dl, ok := ctx.Deadline(); ok {
 		lease = time.Until(dl)
 	}
-	started, err := s.store.StartAttempt(ctx, jobs.Attempt{
+	attempt := jobs.Attempt{
 		ID: p.Job, Owner: owner, Queue: queue, Number: retried + 1,
 		MaxRunning: max(s.cfg.MaxRunningJobs, 0), Lease: lease + leaseGrace,
 		// Asynq re-queues a handed-back task only while it has retries
 		// left; one without (queued before jobs.DeliveryRetries, or by
 		// other means) runs over the cap rather than be archived unrun.
 		MayHold: retried < deliveries,
-	})
+	}
+	started, err := s.store.StartAttempt(ctx, attempt)
+	// A task picked up between the api's enqueue and its confirm finds
+	// its job pending; the confirm is a round trip away, so look again a
+	// few times before handing the task back (a hand-back waits for
+	// Asynq's next delayed-task check, seconds).
+	for _, wait := range pendingWaits {
+		if err != nil || started.State != jobs.StatePending {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		started, err = s.store.StartAttempt(ctx, attempt)
+	}
 	switch {
 	case errors.Is(err, jobs.ErrGone):
 		log.Warn("job record is gone; dropping its task")
@@ -340,6 +365,12 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	case started.Held:
 		log.Debug("job held back: its owner is at the running-job cap", "held_for", started.HeldFor)
 		return &heldError{delay: s.cfg.HoldDelay(started.HeldFor)}
+	case started.State == jobs.StatePending:
+		// Its submission is not confirmed yet (the api confirms right
+		// after the enqueue) and may never be: hand it back until it is
+		// confirmed, or its record expires and the task is dropped.
+		log.Debug("job not confirmed yet; handed back")
+		return &heldError{delay: pendingDelay}
 	case started.State != jobs.StateRunning:
 		log.Info("job not run", "state", started.State)
 		return nil

@@ -5,9 +5,47 @@
 // 202 Accepted with a job token for the progress service.
 //
 // Submitting is safe to retry: with an Idempotency-Key the same key, user
-// and body give the same job and a single enqueue; without one, a failed
-// enqueue removes the record it wrote, so no accepted job is ever lost and no
-// unaccepted one lingers.
+// and body give the same job and a single enqueue.
+//
+// # Submission is all-or-nothing
+//
+// A job is created in three steps, each one Redis call that may be the
+// last before Redis dies:
+//
+//  1. Create writes the record as "pending" with a short TTL (PendingTTL):
+//     it is not listed, not counted toward the active-job quota, and a
+//     worker that meets its task waits rather than run it.
+//  2. The task is enqueued on Asynq, its TaskID the job id.
+//  3. Confirm turns the record "queued" (listed, counted, full TTL). This
+//     is the commit point: only a confirmed job runs, and 202 is answered
+//     only once Confirm said so. A failed enqueue or confirm is followed by
+//     Discard, which deletes a pending record but reports a confirmed one.
+//
+// Enqueueing first and creating the record after was rejected: every job
+// would race its worker to the record, and a quota or idempotency refusal
+// would come after a task existed. One script writing both would depend on
+// Asynq's internal key layout.
+//
+// Where Redis dies, what the client sees, what remains:
+//
+//	Redis dies                 client sees              remains
+//	at Create (sent or not)    503 enqueue-failed       nothing, or a pending record (expires)
+//	at enqueue (sent or not)   503 enqueue-failed       a pending record (expires; Discard removes
+//	                                                    it if Redis is back), maybe a task: its
+//	                                                    worker hands it back, then drops it
+//	at Confirm, not applied    503 submission-unknown   as above: nothing that ever runs
+//	                           (503 enqueue-failed if Discard reached Redis)
+//	at Confirm, reply lost     503 submission-unknown   a queued job that runs
+//	                           (202 if Discard reached Redis and found it confirmed)
+//	after Confirm              202                      a queued job with its task
+//
+// So a 503 "nothing was accepted" is always true (a pending record is seen
+// by nobody and never runs), a 202 always has its task, and the one case a
+// single Redis cannot decide, a lost reply to the commit itself, is said as
+// such ("submission-unknown", with the job id): a retry with the same
+// Idempotency-Key then answers for the job, whichever way it went. The
+// pending TTL outlives any request, so a Confirm never finds its record
+// expired unless Redis lost it.
 package enqueue
 
 import (
@@ -318,6 +356,7 @@ func (s *Service) submit(c *gin.Context) {
 	if s.cfg.OwnerGate != nil {
 		nj.OwnerGate = s.cfg.OwnerGate(p.UserID)
 	}
+	nj.PendingTTL = PendingTTL
 	job, err := s.cfg.Store.Create(c, nj)
 	if errors.Is(err, jobs.ErrOwnerBlocked) {
 		problem.Abort(c, authn.ErrRevoked) // blocked since this request was authenticated
@@ -329,22 +368,89 @@ func (s *Service) submit(c *gin.Context) {
 		return
 	}
 	if err != nil {
-		problem.Abort(c, err)
+		if _, ok := errors.AsType[*jobs.QuotaError](err); ok || errors.Is(err, jobs.ErrExists) {
+			problem.Abort(c, err)
+			return
+		}
+		// Whatever Create did, a pending record is seen by nobody.
+		s.cfg.Logger.Error("job record not created", "job", id.String(), "err", err)
+		problem.Abort(c, notAccepted(err))
 		return
 	}
-	if err := s.enqueue(c, job, req.Input, deadline); err != nil {
-		// Undo the record so the job is neither lost nor half-made; the
-		// client was not told it was accepted and may simply retry.
-		if derr := s.cfg.Store.Discard(context.WithoutCancel(c), job.ID, p.UserID, idemKey); derr != nil {
-			s.cfg.Logger.Error("could not discard record of unenqueued job", "job", job.ID, "err", derr)
-		}
-		problem.Abort(c, problem.New(http.StatusServiceUnavailable, "enqueue-failed", "Job could not be queued",
-			"the queue is unavailable; nothing was accepted, retry later").WithHeader("Retry-After", "2").With("cause", "queue"))
-		s.cfg.Logger.Error("enqueue failed", "job", job.ID, "err", err)
+	if err := s.commit(c, job, idemKey, req.Input, deadline, tokenExp.Sub(now)); err != nil {
+		problem.Abort(c, err)
 		return
 	}
 	metrics.JobsSubmitted.WithLabelValues(job.Type).Inc()
 	s.accepted(c, p, job, tokenExp, false)
+}
+
+// PendingTTL is how long a job's record stays pending before it expires
+// unconfirmed: far longer than a submission takes, short enough that a
+// half-made submission's worker soon drops its task.
+const PendingTTL = 2 * time.Minute
+
+// commit enqueues a pending job and confirms it (steps 2 and 3 of the
+// package comment), setting job.State to the state it is in afterwards.
+// An error is the problem to answer with; nil means answer 202.
+func (s *Service) commit(ctx context.Context, job *jobs.Job, idemKey string, input json.RawMessage, deadline time.Time, ttl time.Duration) error {
+	if err := s.enqueue(ctx, job, input, deadline); err != nil {
+		s.cfg.Logger.Error("enqueue failed", "job", job.ID, "err", err)
+		if st, derr := s.discard(ctx, job, idemKey); derr == nil && st != "" {
+			job.State = st // confirmed meanwhile (a concurrent replay)
+			return nil
+		}
+		// Discarded, or left pending: either way it never runs.
+		return notAccepted(err)
+	}
+	st, err := s.cfg.Store.Confirm(ctx, job.ID, job.Owner, idemKey, ttl, s.cfg.MaxActiveJobs)
+	switch {
+	case err == nil:
+		job.State = st
+		return nil
+	case errors.Is(err, jobs.ErrGone):
+		return notAccepted(err) // its worker finds no record and drops the task
+	}
+	if _, ok := errors.AsType[*jobs.QuotaError](err); ok {
+		return err
+	}
+	// The commit's reply is lost: it may have been applied. Discard
+	// decides if Redis answers again.
+	s.cfg.Logger.Error("job not confirmed", "job", job.ID, "err", err)
+	st, derr := s.discard(ctx, job, idemKey)
+	switch {
+	case derr != nil:
+		p := problem.New(http.StatusServiceUnavailable, "submission-unknown", "Job may have been accepted",
+			"the queue became unavailable as the job was accepted; retry with the same Idempotency-Key, or look for the job in GET /v1/jobs").
+			WithHeader("Retry-After", "2").With("job_id", job.ID)
+		p.Err = errors.Join(err, derr)
+		return p
+	case st == "":
+		return notAccepted(err)
+	default:
+		job.State = st
+		return nil
+	}
+}
+
+// discard removes a pending job's record, with a context of its own: the
+// request's may be what ran out.
+func (s *Service) discard(ctx context.Context, job *jobs.Job, idemKey string) (jobs.State, error) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	st, err := s.cfg.Store.Discard(dctx, job.ID, job.Owner, idemKey)
+	if err != nil {
+		s.cfg.Logger.Error("could not discard record of unconfirmed job; it expires unseen", "job", job.ID, "err", err)
+	}
+	return st, err
+}
+
+// notAccepted is the answer when a submission failed before its commit.
+func notAccepted(err error) error {
+	p := problem.New(http.StatusServiceUnavailable, "enqueue-failed", "Job could not be queued",
+		"the queue is unavailable; nothing was accepted, retry later").WithHeader("Retry-After", "2").With("cause", "queue")
+	p.Err = err
+	return p
 }
 
 // ReadyChecks are the api's readiness conditions: Redis answers and a
@@ -462,10 +568,18 @@ func (s *Service) replay(c *gin.Context, p *identity.Principal, r *jobs.Idempote
 		return
 	}
 	deadline, tokenExp := s.lifetimes(job.CreatedAt, job.MaxRetry, job.Timeout)
-	if job.State == jobs.StateQueued {
-		// A crash between the record and the enqueue leaves a queued
-		// record with no task; the replay completes it. Otherwise the
-		// TaskID makes this a no-op.
+	switch job.State {
+	case jobs.StatePending:
+		// The first request failed before its commit (or is still under
+		// way): this one completes it, enqueueing (the TaskID makes a
+		// second enqueue a no-op) and confirming.
+		if err := s.commit(c, job, c.GetHeader("Idempotency-Key"), req.Input, deadline, tokenExp.Sub(s.cfg.Now())); err != nil {
+			problem.Abort(c, err)
+			return
+		}
+	case jobs.StateQueued:
+		// A record confirmed by an api older than the pending step may
+		// lack its task; otherwise the TaskID makes this a no-op.
 		if err := s.enqueue(c, job, req.Input, deadline); err != nil {
 			problem.Abort(c, problem.New(http.StatusServiceUnavailable, "enqueue-failed", "Job could not be queued",
 				"the queue is unavailable; retry later").WithHeader("Retry-After", "2"))

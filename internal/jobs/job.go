@@ -12,6 +12,11 @@ type State string
 
 // The job states, exactly as clients see them.
 const (
+	// StatePending is a job whose submission is not complete: its record
+	// is written but its task may not be enqueued yet. No client sees it
+	// (it is neither listed nor counted, and no token names it); it becomes
+	// queued with Store.Confirm or expires on its own.
+	StatePending   State = "pending"
 	StateQueued    State = "queued"
 	StateRunning   State = "running"
 	StateRetrying  State = "retrying"

@@ -60,8 +60,10 @@ type Attempt struct {
 // Started is the outcome of StartAttempt.
 type Started struct {
 	// State is StateRunning when the attempt may run. Otherwise the job
-	// must not run now: a final state (ended, or canceled just now), or,
-	// when Held, the state it waits in (queued or retrying).
+	// must not run now: a final state (ended, or canceled just now),
+	// StatePending (its submission is not confirmed yet: ask again
+	// shortly; an unconfirmed record expires and is then ErrGone), or, when
+	// Held, the state it waits in (queued or retrying).
 	State State
 	// MaxRetry is the job's own retry budget, from its record.
 	MaxRetry int
@@ -83,6 +85,8 @@ local function forget()
 end
 if not st[1] then forget() return {"gone", "0", ""} end
 local mr = st[3] or "0"
+-- A pending job's submission may yet fail: it must not run until confirmed.
+if st[1] == "pending" then return {"pending", mr, ""} end
 if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then forget() return {st[1], mr, ""} end
 if st[2] == "1" then
   forget()

@@ -52,6 +52,12 @@ type NewJob struct {
 	// submission already under way when the owner is blocked is refused
 	// rather than slipping past "block --cancel-jobs".
 	OwnerGate string
+	// PendingTTL, when positive, writes the record as StatePending: not
+	// listed, not counted toward MaxActive, and gone after PendingTTL
+	// unless Confirm makes it queued. The api creates every job this way
+	// and confirms it once its task is enqueued (see package enqueue), so
+	// a submission that fails half-way leaves nothing anyone can see.
+	PendingTTL time.Duration
 }
 
 // IdempotentReplay is returned by Create when the owner already used the
@@ -66,12 +72,44 @@ func (r *IdempotentReplay) Error() string {
 	return "idempotency key already used for job " + r.JobID
 }
 
-var createScript = redis.NewScript(`
+// quotaLua defines quota(active set, max): the number of the owner's jobs
+// that are still under way when that is max or more (the set is pruned of
+// ended or expired jobs first, which only a full set pays for), else false.
+const quotaLua = `
+local function quota(set, max)
+  if max <= 0 or redis.call("SCARD", set) < max then return false end
+  for _, id in ipairs(redis.call("SMEMBERS", set)) do
+    local st = redis.call("HGET", "` + KeyPrefixJob + `" .. id, "state")
+    if not st or st == "succeeded" or st == "failed" or st == "canceled" then
+      redis.call("SREM", set, id)
+    end
+  end
+  local n = redis.call("SCARD", set)
+  if n >= max then return n end
+  return false
+end
+`
+
+// admitLua defines admit(index, active, id, ttl ms, cutoff id): a job
+// becomes visible, listed in its owner's index and counted in the active set.
+const admitLua = `
+local function admit(index, active, id, ttl, cutoff)
+  redis.call("SADD", active, id)
+  redis.call("ZADD", index, 0, id)
+  -- Ids older than any record can be are dropped from the index as we go.
+  redis.call("ZREMRANGEBYLEX", index, "-", "(" .. cutoff)
+  redis.call("PEXPIRE", index, ttl)
+  redis.call("PEXPIRE", active, ttl)
+end
+`
+
+var createScript = redis.NewScript(quotaLua + admitLua + `
 -- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
 -- KEYS[4] idempotency claim (optional)
 -- ARGV[1] ttl ms, ARGV[2] claim value, ARGV[3] max active jobs (0: no
 -- limit), ARGV[4] index cutoff id, ARGV[5] job id, ARGV[6] owner gate hash
--- or "", ARGV[7..] record pairs
+-- or "", ARGV[7] pending ttl ms (0: the job is confirmed now), ARGV[8..]
+-- record pairs
 if ARGV[6] ~= "" and redis.call("HGET", ARGV[6], "blocked") == "1" then
   return redis.error_reply("BLOCKED owner")
 end
@@ -82,30 +120,16 @@ end
 if redis.call("EXISTS", KEYS[1]) == 1 then
   return redis.error_reply("EXISTS job record")
 end
-local max = tonumber(ARGV[3])
-if max > 0 and redis.call("SCARD", KEYS[3]) >= max then
-  -- Full: drop the jobs that have ended (or whose record expired) since
-  -- they were added, then count again. Only a full set pays for this.
-  for _, id in ipairs(redis.call("SMEMBERS", KEYS[3])) do
-    local st = redis.call("HGET", "` + KeyPrefixJob + `" .. id, "state")
-    if not st or st == "succeeded" or st == "failed" or st == "canceled" then
-      redis.call("SREM", KEYS[3], id)
-    end
-  end
-  local n = redis.call("SCARD", KEYS[3])
-  if n >= max then return redis.error_reply("QUOTA " .. n) end
-end
+local n = quota(KEYS[3], tonumber(ARGV[3]))
+if n then return redis.error_reply("QUOTA " .. n) end
+local ttl = ARGV[1]
+if ARGV[7] ~= "0" then ttl = ARGV[7] end
 if #KEYS == 4 then
-  redis.call("SET", KEYS[4], ARGV[2], "PX", ARGV[1])
+  redis.call("SET", KEYS[4], ARGV[2], "PX", ttl)
 end
-redis.call("HSET", KEYS[1], unpack(ARGV, 7))
-redis.call("PEXPIRE", KEYS[1], ARGV[1])
-redis.call("SADD", KEYS[3], ARGV[5])
-redis.call("ZADD", KEYS[2], 0, ARGV[5])
--- Ids older than any record can be are dropped from the index as we go.
-redis.call("ZREMRANGEBYLEX", KEYS[2], "-", "(" .. ARGV[4])
-redis.call("PEXPIRE", KEYS[2], ARGV[1])
-redis.call("PEXPIRE", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[1], unpack(ARGV, 8))
+redis.call("PEXPIRE", KEYS[1], ttl)
+if ARGV[7] == "0" then admit(KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[4]) end
 return false
 `)
 
@@ -125,7 +149,7 @@ func (e *QuotaError) Unwrap() error { return ErrQuota }
 // record lives (a job token's lifetime is capped at seven days).
 const indexHorizon = 8 * 24 * time.Hour
 
-// Create writes a queued job record, claiming the idempotency key and
+// Create writes a queued job record (a pending one with nj.PendingTTL), claiming the idempotency key and
 // checking the owner's active-job quota in the same round trip. It returns
 // *IdempotentReplay when the key was used before and *QuotaError when the
 // owner has nj.MaxActive jobs under way.
@@ -139,17 +163,22 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
+	state := StateQueued
+	if nj.PendingTTL > 0 {
+		state = StatePending
+	}
 	args := []any{
 		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash, nj.MaxActive, idPrefixAt(now.Add(-indexHorizon)), nj.ID, nj.OwnerGate,
+		max(nj.PendingTTL, 0).Milliseconds(),
 		fID, nj.ID, fType, nj.Type, fOwner, nj.Owner, fQueue, nj.Queue,
-		fState, string(StateQueued), fCreated, ms(now), fAttempts, 0,
+		fState, string(state), fCreated, ms(now), fAttempts, 0,
 		fMaxRetry, nj.MaxRetry, fTimeout, nj.Timeout.Milliseconds(), fVersion, 1,
 	}
 	res, err := createScript.Run(ctx, s.rdb, keys, args...).Text()
 	switch {
 	case errors.Is(err, redis.Nil):
 		j := &Job{
-			ID: nj.ID, Type: nj.Type, Owner: nj.Owner, Queue: nj.Queue, State: StateQueued,
+			ID: nj.ID, Type: nj.Type, Owner: nj.Owner, Queue: nj.Queue, State: state,
 			CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(), MaxRetry: nj.MaxRetry, Timeout: nj.Timeout, Version: 1,
 		}
 		return j, nil
@@ -174,23 +203,83 @@ func idPrefixAt(t time.Time) string {
 	return fmt.Sprintf("%08x-%04x", msec>>16, msec&0xffff)
 }
 
-// Discard removes a record (and its idempotency claim) that was created for a
-// job whose enqueue failed, so the client's retry starts clean.
-func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue string) error {
+var confirmScript = redis.NewScript(quotaLua + admitLua + `
+-- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
+-- KEYS[4] idempotency claim (optional)
+-- ARGV[1] ttl ms, ARGV[2] max active jobs (0: no limit), ARGV[3] index
+-- cutoff id, ARGV[4] job id
+-- returns the job's state afterwards, "gone", or "QUOTA <n>"
+local st = redis.call("HGET", KEYS[1], "state")
+if not st then return "gone" end
+if st ~= "pending" then return st end
+-- Counted again: jobs created side by side each passed Create's check.
+local n = quota(KEYS[3], tonumber(ARGV[2]))
+if n then
+  redis.call("DEL", KEYS[1])
+  if #KEYS == 4 then redis.call("DEL", KEYS[4]) end
+  return "QUOTA " .. n
+end
+redis.call("HSET", KEYS[1], "state", "queued")
+redis.call("HINCRBY", KEYS[1], "version", 1)
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+if #KEYS == 4 then redis.call("PEXPIRE", KEYS[4], ARGV[1]) end
+admit(KEYS[2], KEYS[3], ARGV[4], ARGV[1], ARGV[3])
+return "queued"
+`)
+
+// Confirm makes a pending job (NewJob.PendingTTL) queued: listed, counted,
+// living for ttl. It returns the state the job is in afterwards; a job
+// confirmed before keeps its state. A pending record that expired (or was
+// discarded) is ErrGone, and an owner who reached maxActive meanwhile is
+// *QuotaError with the record and its idempotency claim removed.
+func (s *Store) Confirm(ctx context.Context, id, owner, idempotencyKeyValue string, ttl time.Duration, maxActive int) (State, error) {
+	keys := []string{jobKey(id), ownerJobsKey(owner), ownerActiveKey(owner)}
+	if idempotencyKeyValue != "" {
+		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
+	}
+	res, err := confirmScript.Run(ctx, s.rdb, keys, ttl.Milliseconds(), maxActive, idPrefixAt(s.now().Add(-indexHorizon)), id).Text()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("confirm job %s: %w", id, err)
+	case res == "gone":
+		return "", fmt.Errorf("confirm job %s: %w", id, ErrGone)
+	case strings.HasPrefix(res, "QUOTA "):
+		n, _ := strconv.Atoi(res[len("QUOTA "):])
+		return "", &QuotaError{Active: n, Limit: maxActive}
+	}
+	return State(res), nil
+}
+
+var discardScript = redis.NewScript(`
+-- KEYS[1] job record, KEYS[2] idempotency claim (optional); ARGV[1] job id
+-- returns the state of a record that stays (it was confirmed), or false
+local st = redis.call("HGET", KEYS[1], "state")
+if st and st ~= "pending" then return st end
+redis.call("DEL", KEYS[1])
+if #KEYS == 2 then
+  local c = redis.call("GET", KEYS[2])
+  if c and string.sub(c, 1, #ARGV[1] + 1) == ARGV[1] .. " " then redis.call("DEL", KEYS[2]) end
+end
+return false
+`)
+
+// Discard removes a pending record (and its idempotency claim) whose job
+// could not be enqueued or confirmed, so the client's retry starts clean.
+// A record that was confirmed meanwhile stays: Discard returns its state,
+// and the job was accepted after all. It returns "" when nothing remains.
+func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue string) (State, error) {
 	keys := []string{jobKey(id)}
 	if idempotencyKeyValue != "" {
 		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, keys...)
-		p.ZRem(ctx, ownerJobsKey(owner), id)
-		p.SRem(ctx, ownerActiveKey(owner), id)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("discard job %s: %w", id, err)
+	res, err := discardScript.Run(ctx, s.rdb, keys, id).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
 	}
-	return nil
+	if err != nil {
+		return "", fmt.Errorf("discard job %s: %w", id, err)
+	}
+	return State(res), nil
 }
 
 // Ping checks that Redis answers.
