@@ -408,7 +408,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType, slot, ended)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, w, contentType, slot, ended)
 	}
 	if w != nil {
 		w.Abort()
@@ -504,13 +504,34 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string,
+// errResultNotStored is what a job whose result could not be committed
+// (results store full, read-only or gone) is failed with. The cause, which
+// names server paths, goes to the worker's log only.
+var errResultNotStored = errors.New("result could not be stored")
+
+// succeed commits the result of an attempt whose handler succeeded and
+// records the job as succeeded. final says no retry is left: a result that
+// cannot be stored then fails the job instead of leaving it running.
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final bool, w *blob.Writer, contentType string,
 	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
 		if err := w.Commit(); err != nil {
-			return fmt.Errorf("store result: %w", err)
+			log.Error("result not stored", "err", err, "final", final)
+			st, next, ferr := s.store.FailReleasing(ctx, id, attempt, errResultNotStored.Error(), final, s.cfg.Retention, slot)
+			if ferr != nil {
+				log.Error("could not record failure", "err", ferr)
+			} else {
+				ended(next)
+				if st == jobs.StateFailed {
+					metrics.JobsFinished.WithLabelValues(typeName, string(st)).Inc()
+				}
+			}
+			if final {
+				return fmt.Errorf("%w: %w", errResultNotStored, asynq.SkipRetry)
+			}
+			return errResultNotStored
 		}
 	}
 	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
