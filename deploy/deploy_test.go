@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -581,6 +583,32 @@ func TestRedisACL(t *testing.T) {
 		code, _ := call("GET", gwSrv.URL+"/v1/auth/exchange", key.Reveal(), "")
 		return code == http.StatusUnauthorized
 	})
+	// The reconciler's calls as the worker user, on a record left running
+	// (the loop itself finds nothing stale in this run).
+	if _, err := jobs.NewStore(api, nil).Create(ctx, jobs.NewJob{ID: "acl-lost", Type: "primes", Owner: "ann", Queue: "default", TTL: time.Hour}); err != nil {
+		t.Fatalf("create as the api user: %v", err)
+	}
+	ws := jobs.NewStore(workerRDB, nil)
+	if _, err := ws.StartAttempt(ctx, jobs.Attempt{ID: "acl-lost", Owner: "ann", Queue: "default", Number: 1, MaxRunning: 4, Lease: time.Minute}); err != nil {
+		t.Fatalf("start as the worker user: %v", err)
+	}
+	if err := ws.Heartbeat(ctx, []string{"acl-lost"}); err != nil {
+		t.Fatalf("heartbeat as the worker user: %v", err)
+	}
+	future := time.Now().Add(time.Hour)
+	stale, err := ws.Stale(ctx, future, 10)
+	if err != nil || len(stale) != 1 || stale[0].State != jobs.StateRunning {
+		t.Fatalf("stale as the worker user: %+v, %v", stale, err)
+	}
+	if _, err := asynq.NewInspectorFromRedisClient(workerRDB).GetTaskInfo("default", "acl-lost"); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Fatalf("task info as the worker user: %v", err)
+	}
+	if _, err := ws.RestoreLease(ctx, "default", "acl-lost"); err != nil {
+		t.Fatalf("restore lease as the worker user: %v", err)
+	}
+	if st, err := ws.Reconcile(ctx, stale[0], future, jobs.StateFailed, "worker lost", time.Hour); err != nil || st != jobs.StateFailed {
+		t.Fatalf("reconcile as the worker user: %v, %v", st, err)
+	}
 	// Nothing any process did, in a request or in a background loop
 	// (Asynq's heartbeat, forwarder, janitor; the hubs), was refused.
 	if d := r.denials(t); len(d) > 0 {

@@ -68,6 +68,17 @@ type Config struct {
 	// forward at once; this delay is only the fallback (a worker that died
 	// without releasing its slot, a hand-off that raced).
 	HoldDelay func(heldFor time.Duration) time.Duration
+	// HeartbeatInterval is how often the worker tells Redis that the jobs
+	// it runs are alive (2s); see reconciler.go.
+	HeartbeatInterval time.Duration
+	// LostAfter is how long a running job's worker may stay silent before
+	// the job is taken for lost (10s): several heartbeats, so that a slow
+	// Redis round trip is not a lost worker.
+	LostAfter time.Duration
+	// ReconcileInterval is how often the worker looks for jobs whose worker
+	// was lost (5s); negative turns it off. A lost job is reconciled at
+	// most LostAfter + ReconcileInterval after its last heartbeat.
+	ReconcileInterval time.Duration
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
 }
@@ -102,6 +113,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.HoldDelay == nil {
 		c.HoldDelay = DefaultHoldDelay
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 2 * time.Second
+	}
+	if c.LostAfter <= 0 {
+		c.LostAfter = 10 * time.Second
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -174,6 +194,10 @@ type Server struct {
 	// (the longest of the types') for them after asynq hands jobs back.
 	handlers  sync.WaitGroup
 	stopGrace time.Duration
+	// running are the attempts this worker runs, for their heartbeats;
+	// stopBeat ends the heartbeat and reconcile loops (reconciler.go).
+	running  running
+	stopBeat chan struct{}
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -269,6 +293,11 @@ func (s *Server) Start() error {
 	if s.cfg.ReapInterval > 0 {
 		go s.reapLoop(s.stopReap)
 	}
+	s.stopBeat = make(chan struct{})
+	go s.heartbeatLoop(s.stopBeat)
+	if s.cfg.ReconcileInterval > 0 {
+		go s.reconcileLoop(s.stopBeat)
+	}
 	return nil
 }
 
@@ -297,6 +326,12 @@ func (s *Server) Shutdown() {
 		case <-time.After(s.stopGrace):
 			s.log.Warn("handlers still running after shutdown", "waited", s.stopGrace)
 		}
+	}
+	// Last: a handed-back job's heartbeat stops, and a reconciler finds
+	// its record running with its task pending, and makes it queued.
+	if s.stopBeat != nil {
+		close(s.stopBeat)
+		s.stopBeat = nil
 	}
 }
 
@@ -385,14 +420,22 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	if s.cfg.MaxRunningJobs > 0 && owner != "" {
 		slot = &jobs.Slot{Owner: owner, MaxRunning: s.cfg.MaxRunningJobs}
 	}
-	released, handedBack := slot == nil, false
+	released, handedBack, recorded := slot == nil, false, false
+	// The start script wrote the attempt's first heartbeat; its entry is
+	// removed once the attempt's end is recorded. Otherwise (Redis failed,
+	// a hand-back) it is left for a reconciler to find.
+	s.running.add(p.Job)
 	defer func() {
+		s.running.remove(p.Job)
+		if recorded {
+			s.endHeartbeat(log, p.Job)
+		}
 		if !released && !handedBack {
 			s.release(log, owner, p.Job)
 		}
 	}()
 	ended := func(next []jobs.Waiting) {
-		released = true
+		released, recorded = true, true
 		s.moveForward(log, next)
 	}
 
@@ -439,7 +482,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, w, contentType, slot, ended)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, w, contentType, slot, ended)
 	}
 	if w != nil {
 		w.Abort()
@@ -509,6 +552,16 @@ func (s *Server) release(log *slog.Logger, owner, id string) {
 	s.moveForward(log, next)
 }
 
+// endHeartbeat removes the heartbeat entry of an attempt whose end was
+// recorded. Best effort: a reconciler drops an entry left behind.
+func (s *Server) endHeartbeat(log *slog.Logger, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.store.EndHeartbeat(ctx, id); err != nil {
+		log.Debug("heartbeat entry not removed", "err", err)
+	}
+}
+
 // moveForward moves held jobs whose owner has a free slot again to the
 // front of their queues. Best effort: a held job not moved checks again
 // after its hold delay.
@@ -535,13 +588,34 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	return typ.Handle(ctx, t)
 }
 
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, w *blob.Writer, contentType string,
+// errResultNotStored is what a job whose result could not be committed
+// (results store full, read-only or gone) is failed with. The cause, which
+// names server paths, goes to the worker's log only.
+var errResultNotStored = errors.New("result could not be stored")
+
+// succeed commits the result of an attempt whose handler succeeded and
+// records the job as succeeded. final says no retry is left: a result that
+// cannot be stored then fails the job instead of leaving it running.
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final bool, w *blob.Writer, contentType string,
 	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
 		if err := w.Commit(); err != nil {
-			return fmt.Errorf("store result: %w", err)
+			log.Error("result not stored", "err", err, "final", final)
+			st, next, ferr := s.store.FailReleasing(ctx, id, attempt, errResultNotStored.Error(), final, s.cfg.Retention, slot)
+			if ferr != nil {
+				log.Error("could not record failure", "err", ferr)
+			} else {
+				ended(next)
+				if st == jobs.StateFailed {
+					metrics.JobsFinished.WithLabelValues(typeName, string(st)).Inc()
+				}
+			}
+			if final {
+				return fmt.Errorf("%w: %w", errResultNotStored, asynq.SkipRetry)
+			}
+			return errResultNotStored
 		}
 	}
 	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)

@@ -47,7 +47,16 @@ const (
 	// id>" for jobs held back by the running-job cap, scored by when each
 	// was first held (Unix ms): when a slot frees, the oldest go first.
 	KeyPrefixOwnerHeld = "cc:owner-held:"
+	// KeyHeartbeats is a sorted set of the ids of running jobs, each
+	// scored by the last time its worker said it was alive (Unix ms); a
+	// reconciler ends the jobs whose worker went quiet (reconcile.go).
+	KeyHeartbeats = "cc:job-heartbeats"
 )
+
+// Asynq's own keys for a queue (asynq v0.26 internal/base), which the
+// reconciler reads and, for a task that lost its lease, writes.
+func asynqActiveKey(queue string) string { return "asynq:{" + queue + "}:active" }
+func asynqLeaseKey(queue string) string  { return "asynq:{" + queue + "}:lease" }
 
 func jobKey(id string) string             { return KeyPrefixJob + id }
 func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }

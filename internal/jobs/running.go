@@ -74,7 +74,8 @@ type Started struct {
 }
 
 var startScript = redis.NewScript(emitLua + `
--- KEYS[1] job, KEYS[2] its events, KEYS[3] owner's slots, KEYS[4] owner's held jobs
+-- KEYS[1] job, KEYS[2] its events, KEYS[3] owner's slots, KEYS[4] owner's held jobs,
+-- KEYS[5] heartbeats (reconcile.go)
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] cap (<= 0: none), ARGV[4] lease ms,
 -- ARGV[5] job id, ARGV[6] held member "<queue> <id>", ARGV[7] "1" if it may be held
 -- returns {state, max_retry, held ms}; held ms is "" unless the job was held
@@ -127,6 +128,7 @@ redis.call("ZREM", KEYS[4], ARGV[6])
 redis.call("HDEL", KEYS[1], "held")
 redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1])
 redis.call("HSETNX", KEYS[1], "started", ARGV[1])
+redis.call("ZADD", KEYS[5], ARGV[1], ARGV[5])
 redis.call("HINCRBY", KEYS[1], "version", 1)
 emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
 return {"running", mr, ""}
@@ -148,7 +150,7 @@ func (s *Store) StartAttempt(ctx context.Context, a Attempt) (Started, error) {
 	if a.MayHold {
 		mayHold = "1"
 	}
-	keys := []string{jobKey(a.ID), eventsKey(a.ID), ownerRunningKey(a.Owner), ownerHeldKey(a.Owner)}
+	keys := []string{jobKey(a.ID), eventsKey(a.ID), ownerRunningKey(a.Owner), ownerHeldKey(a.Owner), KeyHeartbeats}
 	res, err := startScript.Run(ctx, s.rdb, keys, ms(s.now()), a.Number, capacity,
 		max(a.Lease, time.Millisecond).Milliseconds(), a.ID, heldMember(a.Queue, a.ID), mayHold).StringSlice()
 	if err != nil {

@@ -1,0 +1,187 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Heartbeats and reconciliation. A record that says running is only true
+// while some worker is running the attempt; a worker killed mid-job (or one
+// that lost its Asynq lease, asynq #1144) leaves it saying running until it
+// expires. So each running attempt has an entry in one sorted set,
+// KeyHeartbeats, scored by the last time its worker said it was alive:
+//
+//	start script (StartAttempt) ──▶ ZADD id now      (in the same script)
+//	worker, every heartbeat    ──▶ ZADD XX ids now  (Heartbeat)
+//	worker, attempt ended      ──▶ ZREM id          (EndHeartbeat)
+//
+// A reconciler (package worker) reads the entries whose score is older than
+// its cutoff (Stale, a bounded page), asks Asynq what became of each task,
+// and moves the record with Reconcile. Reconcile is one script that changes
+// the record only if it is still running the attempt the reconciler saw and
+// its heartbeat is still older than the cutoff, so a live worker (a fresh
+// heartbeat) or a newer attempt always wins, and any number of reconcilers
+// may run at once. Entries whose record is no longer running (the worker
+// died between recording the end and removing its entry) are dropped.
+
+// StaleJob is a running job whose worker has not sent a heartbeat since the
+// cutoff given to Stale.
+type StaleJob struct {
+	ID string
+	// State is the record's state; StateGone when the record is gone.
+	State State
+	// Queue is the Asynq queue its task was put in.
+	Queue string
+	// Attempt is the record's current attempt (from 1).
+	Attempt int
+	// MaxRetry is the job's retry budget.
+	MaxRetry int
+	// Heartbeat is when its worker last said it was alive.
+	Heartbeat time.Time
+}
+
+// StateGone is the State of a StaleJob whose record no longer exists.
+const StateGone State = "gone"
+
+// RetriesLeft says another attempt may follow the current one.
+func (j StaleJob) RetriesLeft() bool { return j.Attempt <= j.MaxRetry }
+
+// Heartbeat records that the worker running ids is alive. Only ids that
+// still have an entry are touched: one a reconciler has already ended
+// stays ended.
+func (s *Store) Heartbeat(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	now := float64(s.now().UnixMilli())
+	zs := make([]redis.Z, len(ids))
+	for i, id := range ids {
+		zs[i] = redis.Z{Score: now, Member: id}
+	}
+	if err := s.rdb.ZAddXX(ctx, KeyHeartbeats, zs...).Err(); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// EndHeartbeat removes job id's heartbeat entry once its attempt has ended.
+func (s *Store) EndHeartbeat(ctx context.Context, id string) error {
+	if err := s.rdb.ZRem(ctx, KeyHeartbeats, id).Err(); err != nil {
+		return fmt.Errorf("end heartbeat of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Stale returns up to limit jobs whose last heartbeat is older than cutoff,
+// oldest first, with what their records say. Two round trips.
+func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]StaleJob, error) {
+	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, KeyHeartbeats, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("stale jobs: %w", err)
+	}
+	if len(zs) == 0 {
+		return nil, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(zs))
+	for i, z := range zs {
+		cmds[i] = pipe.HMGet(ctx, jobKey(z.Member.(string)), fState, fQueue, fAttempts, fMaxRetry)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("stale jobs: %w", err)
+	}
+	out := make([]StaleJob, len(zs))
+	for i, z := range zs {
+		v := cmds[i].Val()
+		str := func(k int) string {
+			if k < len(v) {
+				if s, ok := v[k].(string); ok {
+					return s
+				}
+			}
+			return ""
+		}
+		j := StaleJob{ID: z.Member.(string), State: State(str(0)), Queue: str(1),
+			Heartbeat: time.UnixMilli(int64(z.Score)).UTC()}
+		if j.State == "" {
+			j.State = StateGone
+		}
+		j.Attempt, _ = strconv.Atoi(str(2))
+		j.MaxRetry, _ = strconv.Atoi(str(3))
+		out[i] = j
+	}
+	return out, nil
+}
+
+var reconcileScript = redis.NewScript(emitLua + `
+-- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
+-- counters, KEYS[5] heartbeats
+-- ARGV[1] job id, ARGV[2] attempt seen, ARGV[3] cutoff ms, ARGV[4] new
+-- state ("" to only drop an entry whose record is not running), ARGV[5]
+-- error, ARGV[6] now ms, ARGV[7] retention ms
+-- returns the record's state afterwards ("gone" for none)
+local st = redis.call("HMGET", KEYS[1], "state", "attempts")
+if not st[1] or st[1] ~= "running" then
+  redis.call("ZREM", KEYS[5], ARGV[1])
+  return st[1] or "gone"
+end
+if st[2] ~= ARGV[2] or ARGV[4] == "" then return st[1] end
+local hb = redis.call("ZSCORE", KEYS[5], ARGV[1])
+if hb and tonumber(hb) > tonumber(ARGV[3]) then return st[1] end
+redis.call("ZREM", KEYS[5], ARGV[1])
+local final = ARGV[4] == "failed"
+redis.call("HSET", KEYS[1], "state", ARGV[4], "error", ARGV[5])
+if final then
+  redis.call("HSET", KEYS[1], "finished", ARGV[6])
+  redis.call("HDEL", KEYS[1], "cancel", "held")
+  redis.call("PEXPIRE", KEYS[1], ARGV[7])
+  redis.call("PEXPIRE", KEYS[3], ARGV[7])
+  redis.call("PEXPIRE", KEYS[4], ARGV[7])
+end
+redis.call("HINCRBY", KEYS[1], "version", 1)
+local ev = {state = ARGV[4]}
+if ARGV[5] ~= "" then ev.error = ARGV[5] end
+if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
+return ARGV[4]
+`)
+
+// Reconcile moves stale job j, whose worker is lost, to state to
+// (StateFailed, StateRetrying or StateQueued) with errMsg as its error, if
+// its record still runs attempt j.Attempt and its heartbeat is still older
+// than cutoff; a record that is not running only loses its entry. It
+// returns the state the record is in afterwards (StateGone: no record).
+func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration) (State, error) {
+	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats}
+	st, err := reconcileScript.Run(ctx, s.rdb, keys, j.ID, j.Attempt, cutoff.UnixMilli(), string(to), errMsg,
+		ms(s.now()), retention.Milliseconds()).Text()
+	if err != nil {
+		return "", fmt.Errorf("reconcile job %s: %w", j.ID, err)
+	}
+	return State(st), nil
+}
+
+var restoreLeaseScript = redis.NewScript(`
+-- KEYS[1] the queue's active list, KEYS[2] its lease set; ARGV[1] task id
+-- returns 1 if the task is active and had no lease (it has an expired one now)
+if not redis.call("LPOS", KEYS[1], ARGV[1]) then return 0 end
+return redis.call("ZADD", KEYS[2], "NX", 0, ARGV[1])
+`)
+
+// RestoreLease gives an active Asynq task that has lost its lease (asynq
+// #1144: it would stay active forever) an expired one, so that Asynq's own
+// recoverer retries or archives it as it does for a dead worker's task.
+// It reports whether the lease was missing.
+func (s *Store) RestoreLease(ctx context.Context, queue, id string) (bool, error) {
+	n, err := restoreLeaseScript.Run(ctx, s.rdb, []string{asynqActiveKey(queue), asynqLeaseKey(queue)}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("restore lease of task %s: %w", id, err)
+	}
+	return n == 1, nil
+}

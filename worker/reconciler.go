@@ -1,0 +1,195 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/claimcheck/claimcheck/internal/jobs"
+)
+
+// The reconciler keeps job records honest about workers that are gone.
+//
+// Asynq alone notices a dead worker late (its lease lasts 30 s, its
+// recoverer looks once a minute, 60–116 s in all), never tells the job
+// record, and never notices a task whose lease was deleted (asynq #1144:
+// it stays active forever). A record left saying running stays so until it
+// expires. So, modelled on river's job rescuer:
+//
+//   - every worker writes a heartbeat for each attempt it runs
+//     (Config.HeartbeatInterval; the first one is written by the script that
+//     starts the attempt, so there is no gap), and removes it once the
+//     attempt's end is recorded;
+//   - every worker also runs a reconciler: each Config.ReconcileInterval it
+//     reads a bounded page (reconcileBatch) of attempts whose heartbeat is
+//     older than Config.LostAfter, asks Asynq what became of each task
+//     (Inspector.GetTaskInfo on the queue the record names), and moves the
+//     record:
+//
+//     task active (the worker died; Asynq has not noticed yet, or the
+//     lease is gone) ──▶ retrying "worker lost" when the job has a retry
+//     left, else failed "worker lost"; a missing lease is restored as an
+//     expired one, so Asynq's own recoverer re-runs or archives the task
+//     task pending (handed back at shutdown) ──▶ queued
+//     task waiting to be retried ──▶ retrying "worker lost"
+//     task archived, completed or gone ──▶ failed "worker lost"
+//
+// Each move is one script (jobs.Store.Reconcile) that applies only while the
+// record still runs the attempt seen and its heartbeat is still stale, so a
+// live worker or a newer attempt always wins and any number of reconcilers
+// may run at once. A task Asynq re-runs after its record failed finds the
+// record final and is dropped unrun. Detection takes at most LostAfter +
+// ReconcileInterval after the worker's last heartbeat.
+
+// reconcileBatch bounds the stale attempts one pass handles; the rest wait
+// for the next pass.
+const reconcileBatch = 100
+
+// errWorkerLost is the error of a job whose worker stopped without ending
+// the attempt.
+const errWorkerLost = "worker lost"
+
+// running is the set of attempts this worker runs, for its heartbeats.
+type running struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (r *running) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ids == nil {
+		r.ids = map[string]struct{}{}
+	}
+	r.ids[id] = struct{}{}
+}
+
+func (r *running) remove(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.ids, id)
+}
+
+func (r *running) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.ids))
+	for id := range r.ids {
+		out = append(out, id)
+	}
+	return out
+}
+
+// heartbeatLoop writes the heartbeats of the attempts this worker runs
+// until stop is closed.
+func (s *Server) heartbeatLoop(stop <-chan struct{}) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ids := s.running.list()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HeartbeatInterval)
+		if err := s.store.Heartbeat(ctx, ids); err != nil {
+			s.log.Warn("heartbeat not written", "jobs", len(ids), "err", err)
+		}
+		cancel()
+	}
+}
+
+// reconcileLoop runs a reconcile pass every ReconcileInterval until stop
+// is closed.
+func (s *Server) reconcileLoop(stop <-chan struct{}) {
+	t := time.NewTicker(s.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(s.cfg.ReconcileInterval, 5*time.Second))
+		if err := s.reconcile(ctx); err != nil {
+			s.log.Warn("reconcile pass failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// reconcile runs one pass over a page of stale attempts.
+func (s *Server) reconcile(ctx context.Context) error {
+	cutoff := time.Now().Add(-s.cfg.LostAfter)
+	stale, err := s.store.Stale(ctx, cutoff, reconcileBatch)
+	if err != nil {
+		return err
+	}
+	for _, j := range stale {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if j.State != jobs.StateRunning {
+			// The attempt's end was recorded; only its entry was left.
+			if _, err := s.store.Reconcile(ctx, j, cutoff, "", "", s.cfg.Retention); err != nil {
+				return err
+			}
+			continue
+		}
+		to, errMsg, ok := s.verdict(ctx, j)
+		if !ok {
+			continue
+		}
+		st, err := s.store.Reconcile(ctx, j, cutoff, to, errMsg, s.cfg.Retention)
+		if err != nil {
+			return err
+		}
+		if st == to {
+			s.log.Warn("job's worker lost: record reconciled", "job", j.ID, "attempt", j.Attempt,
+				"state", st, "silent_for", time.Since(j.Heartbeat).Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// verdict decides what the record of stale attempt j becomes from what
+// Asynq says of its task; ok is false when that could not be told.
+func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, errMsg string, ok bool) {
+	lost := jobs.StateFailed
+	if j.RetriesLeft() {
+		lost = jobs.StateRetrying
+	}
+	info, err := s.insp.GetTaskInfo(j.Queue, j.ID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return jobs.StateFailed, errWorkerLost, true
+	}
+	if err != nil {
+		s.log.Warn("reconcile: task not inspected", "job", j.ID, "err", err)
+		return "", "", false
+	}
+	switch info.State {
+	case asynq.TaskStateActive:
+		restored, err := s.store.RestoreLease(ctx, j.Queue, j.ID)
+		if err != nil {
+			s.log.Warn("reconcile: lease not restored", "job", j.ID, "err", err)
+			return "", "", false
+		}
+		if restored {
+			s.log.Warn("task had lost its lease (asynq #1144): restored an expired one for asynq to recover", "job", j.ID)
+		}
+		return lost, errWorkerLost, true
+	case asynq.TaskStatePending:
+		return jobs.StateQueued, "", true
+	case asynq.TaskStateRetry, asynq.TaskStateScheduled:
+		return jobs.StateRetrying, errWorkerLost, true
+	default: // archived, completed, aggregating: nothing will run it again
+		return jobs.StateFailed, errWorkerLost, true
+	}
+}
