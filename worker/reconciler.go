@@ -86,43 +86,23 @@ func (r *running) list() []string {
 // heartbeatLoop writes the heartbeats of the attempts this worker runs
 // until stop is closed.
 func (s *Server) heartbeatLoop(stop <-chan struct{}) {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
+	every(stop, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) {
+		if ids := s.running.list(); len(ids) > 0 {
+			if err := s.store.Heartbeat(ctx, ids); err != nil {
+				s.log.Warn("heartbeat not written", "jobs", len(ids), "err", err)
+			}
 		}
-		ids := s.running.list()
-		if len(ids) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HeartbeatInterval)
-		if err := s.store.Heartbeat(ctx, ids); err != nil {
-			s.log.Warn("heartbeat not written", "jobs", len(ids), "err", err)
-		}
-		cancel()
-	}
+	})
 }
 
 // reconcileLoop runs a reconcile pass every ReconcileInterval until stop
 // is closed.
 func (s *Server) reconcileLoop(stop <-chan struct{}) {
-	t := time.NewTicker(s.cfg.ReconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(s.cfg.ReconcileInterval, 5*time.Second))
+	every(stop, s.cfg.ReconcileInterval, max(s.cfg.ReconcileInterval, 5*time.Second), func(ctx context.Context) {
 		if err := s.reconcile(ctx); err != nil {
 			s.log.Warn("reconcile pass failed", "err", err)
 		}
-		cancel()
-	}
+	})
 }
 
 // reconcile runs one pass over a page of stale attempts.
