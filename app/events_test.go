@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
 
@@ -229,7 +229,7 @@ func TestStalledReaderDoesNotDelayOthers(t *testing.T) {
 }
 
 func TestQueryTokenNeverLogged(t *testing.T) {
-	var logs bytes.Buffer
+	var logs syncbuf.Buffer // the services write it while the test reads
 	s := newStack(t, func(c *app.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -125,7 +125,7 @@ func TestMetricsNotOnPublicAddressOfAnyService(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	public := make(chan string, 1)
 	served := make(chan error, 1)
-	var logs syncLog
+	var logs syncbuf.Buffer // the server writes it while the test reads
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	go func() {
 		served <- app.ServeWithOps(ctx, cfg, s.rdb, app.Handler(cfg, s.prog), func(a string) { public <- a })
@@ -146,24 +146,6 @@ func TestMetricsNotOnPublicAddressOfAnyService(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("ServeWithOps: %v", err)
 	}
-}
-
-// syncLog is a log sink a test reads while a server writes to it.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestServeShutsDownGracefully cancels Serve's context (what SIGTERM does)
