@@ -190,8 +190,11 @@ func TestRedisAwayIs503(t *testing.T) {
 			}
 			logs := s.logs.String()
 			if d, u := strings.Count(logs, `"msg":"redis unavailable"`)-downBefore,
-				strings.Count(logs, `"msg":"redis available again"`)-upBefore; d != 1 || u != 1 {
-				t.Fatalf("want one down and one up line for this outage, got %d and %d:\n%s", d, u, logs)
+				strings.Count(logs, `"msg":"redis available again"`)-upBefore; d < 1 || u < 1 || d > 2 || u > 2 {
+				// Each Redis client says it once (this stack's services and
+				// its background loops may hold two), never once per
+				// failing request: there were seven here.
+				t.Fatalf("want one down and one up line per client for this outage, got %d and %d:\n%s", d, u, logs)
 			}
 			if strings.Contains(logs, `"msg":"request failed"`) || strings.Contains(logs, "pool.go") {
 				t.Fatalf("a request failed for want of Redis was logged as an error:\n%s", logs)
