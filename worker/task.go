@@ -74,8 +74,10 @@ type InputLimits struct {
 	MaxNumberLength int
 }
 
-// DefaultPool is the pool of a Type that names none.
-const DefaultPool = jobs.DefaultPool
+// DefaultPool is the pool of a Type that names none. It must equal the
+// job store's default (TestDefaultPoolIsTheStores checks it): its queues
+// keep the bare names critical, default and low.
+const DefaultPool = "default"
 
 // Validate checks input as the API would on submit: the type's input limits,
 // then its schema. It is for a type's own tests; the error lists every
