@@ -25,7 +25,7 @@ import (
 // ErrTypeConflict is wrapped by Start's error when a live worker announces
 // one of this worker's type names with a different spec. The message names
 // the type, both spec digests and the live worker.
-var ErrTypeConflict = registry.ErrConflict
+var ErrTypeConflict = errors.New("job type announced with a different spec")
 
 // pools resolves the pools a worker serves: Config.Pools when set (every
 // type's pool must be among them), else the pools of its types. Each is
@@ -95,12 +95,20 @@ func (s *Server) announce() error {
 	defer cancel()
 	if err := s.announcer.Start(ctx); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
-			return fmt.Errorf("worker %s refuses to start: %w", s.announcer.WorkerID(), err)
+			// The registry's message says it all; ErrTypeConflict is
+			// the public name callers test for.
+			return fmt.Errorf("worker %s refuses to start: %w", s.announcer.WorkerID(), typeConflict{err})
 		}
 		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
 }
+
+// typeConflict is a registry conflict as the public ErrTypeConflict.
+type typeConflict struct{ error }
+
+func (e typeConflict) Is(target error) bool { return target == ErrTypeConflict }
+func (e typeConflict) Unwrap() error        { return e.error }
 
 // withdraw takes the worker out of the registry's counts; best effort: if
 // Redis is unreachable, its heartbeat runs out instead.

@@ -3,8 +3,17 @@ package worker
 import (
 	"testing"
 
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 )
+
+// Public constants are spelled out rather than defined by internal ones;
+// they must still agree with them.
+func TestDefaultsMatchConfig(t *testing.T) {
+	if DefaultMaxRunningJobs != config.DefaultMaxRunningJobs {
+		t.Fatalf("worker.DefaultMaxRunningJobs = %d, config's = %d", DefaultMaxRunningJobs, config.DefaultMaxRunningJobs)
+	}
+}
 
 // The public constant is spelled out (an internal name in the public API
 // would tie other modules to internal/); it must still be the store's.

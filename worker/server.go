@@ -16,7 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/blob"
-	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/registry"
@@ -132,7 +131,9 @@ func (c *Config) setDefaults() {
 // small fleet (two or three workers of a few cores each), so that one user
 // holds at most about half of it and others' jobs still find slots. A
 // fleet with more slots than users can raise it.
-const DefaultMaxRunningJobs = config.DefaultMaxRunningJobs
+// It must equal config.DefaultMaxRunningJobs, the flag's default
+// (TestDefaultsMatchConfig).
+const DefaultMaxRunningJobs = 4
 
 // DefaultHoldDelay is the fallback re-check of a held job: half as long as
 // it has been held, from 1s to 30s, with ±25% jitter. A job held for long
