@@ -99,12 +99,6 @@ func (l *jobLog) line(text string) {
 
 func (l *jobLog) run() {
 	defer close(l.stopped)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-l.stop
-		cancel()
-	}()
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -120,7 +114,14 @@ func (l *jobLog) run() {
 			return
 		case <-tick.C:
 		}
-		if more := l.flush(ctx, logBatchLines, logBatchBytes); more {
+		// A batch on its way when close is called is let finish, not
+		// cancelled: a cancelled write may still have reached Redis, and
+		// sending it again from close would store its lines twice. The
+		// Redis client's own call cap bounds how long close waits for it.
+		ctx, cancel := context.WithTimeout(context.Background(), logCloseTimeout)
+		more := l.flush(ctx, logBatchLines, logBatchBytes)
+		cancel()
+		if more {
 			l.signal()
 		}
 		tick.Reset(logFlushInterval)
