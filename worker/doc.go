@@ -17,9 +17,14 @@
 //     streams to the result store; it becomes visible when the handler
 //     returns nil;
 //   - Task.Logf / Task.Logger() add lines to the job's log, which the
-//     job-token holder reads from the progress service.
+//     job-token holder reads from the progress service;
+//   - Task.SaveCheckpoint(b) keeps where the job got to, and
+//     Task.Checkpoint() reads it back in the next attempt.
 //
-// The handler's ctx ends on cancel or timeout. An error fails the attempt
+// The handler's ctx ends on cancel, timeout, or the worker's shutdown: at
+// its start, with context.Cause(ctx) == ErrShuttingDown, so that the
+// handler can save a checkpoint and return; the job is then queued again
+// with no retry spent, and goes on from the checkpoint. An error fails the attempt
 // and is retried with backoff up to MaxRetry; wrap ErrPermanent to fail at
 // once. A panic fails the job and leaves the worker running. Type.Validate
 // and RunLocal let a type's own tests run it without Redis.

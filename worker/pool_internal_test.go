@@ -25,3 +25,9 @@ func TestDefaultPoolIsTheStores(t *testing.T) {
 		t.Fatalf("the default pool's normal queue is %q, want the bare name", q)
 	}
 }
+
+func TestMaxCheckpointIsTheStores(t *testing.T) {
+	if MaxCheckpointBytes != jobs.MaxCheckpointBytes {
+		t.Fatalf("worker.MaxCheckpointBytes = %d, jobs.MaxCheckpointBytes = %d", MaxCheckpointBytes, jobs.MaxCheckpointBytes)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/internal/registry"
 )
 
@@ -199,6 +200,9 @@ type Server struct {
 	// stopBeat ends the heartbeat and reconcile loops (reconciler.go).
 	running  running
 	stopBeat chan struct{}
+	// attempts are the running handlers' cancels: Shutdown cancels them at
+	// the start of its grace period (shutdown.go).
+	attempts attempts
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -302,8 +306,11 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Shutdown stops taking tasks, waits up to ShutdownTimeout for running ones,
-// and hands the rest back to their queues (they run again elsewhere).
+// Shutdown stops taking tasks, cancels the running handlers' contexts with
+// ErrShuttingDown, and waits up to ShutdownTimeout for them to return: a job
+// whose handler returns is handed back to its queue (queued again, no retry
+// spent), and so is one whose handler is still running when the time is up
+// (they run again elsewhere, from their last checkpoint).
 // With exec types (TypesFromFile) it then waits for the programs of the
 // handed-back jobs to stop — SIGTERM, SIGKILL after their kill_grace — so
 // that none outlives the worker: at most the longest kill_grace plus 6s.
@@ -314,6 +321,12 @@ func (s *Server) Shutdown() {
 		s.stopReap = nil
 	}
 	s.withdraw() // first: the api's counts drop while running jobs finish
+	// No new task, then every running handler is told at once, so that
+	// the grace period is theirs to save their work and return (a job
+	// handed back so is queued again at once, see process) rather than
+	// spent on work that is thrown away when it runs out.
+	s.srv.Stop()
+	s.attempts.stop()
 	s.srv.Shutdown()
 	// asynq cancelled the contexts of the handlers it handed back, but
 	// does not wait for them; an exec type's program is still being
@@ -440,8 +453,23 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		s.moveForward(log, next)
 	}
 
+	// A result an earlier attempt stored but could not record (Redis was
+	// away; see recordSuccess) is the job's result: record it rather than
+	// run the job again.
+	if fin, ok, err := s.blobs.FinishedResult(p.Job); err != nil {
+		log.Warn("finished marker not read; running the job", "err", err)
+	} else if ok {
+		log.Info("recording the result an earlier attempt stored", "made_by_attempt", fin.Attempt)
+		bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer bcancel()
+		res := jobs.Result{ContentType: fin.ContentType, Size: fin.Size, SHA256: fin.SHA256}
+		return s.recordSuccess(bctx, log, typ.Name, p.Job, retried+1, res, !fin.Empty, slot, ended)
+	}
+
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	s.attempts.add(p.Job, cancel)
+	defer s.attempts.remove(p.Job)
 	var w *blob.Writer
 	var contentType string
 	task := &Task{
@@ -457,6 +485,14 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			if stop {
 				cancel(errCancelRequested)
 			}
+		},
+		checkpoint: started.Checkpoint,
+		save: func(data []byte) error {
+			// Not the handler's context: a checkpoint is most wanted once
+			// that is cancelled (ErrShuttingDown).
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
+			defer scancel()
+			return s.store.SaveCheckpoint(sctx, p.Job, retried+1, data)
 		},
 		open: func(ct string) (io.Writer, error) {
 			var err error
@@ -518,6 +554,33 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		handedBack = true
 		log.Info("worker shutting down: job handed back to its queue")
 		return herr
+	}
+	if errors.Is(context.Cause(hctx), ErrShuttingDown) {
+		// The handler returned within the grace period, its work saved
+		// (SaveCheckpoint) or not: hand the job back now. The record says
+		// queued again, and the task goes back by Asynq's retry, which
+		// spends no retry (heldError is not a failure) and delays by
+		// nothing, so any worker picks it up at its next delayed-task
+		// check.
+		if !attempt.MayHold {
+			// A task with no delivery retry left would be archived, not
+			// retried: wait for Asynq's own hand-back when the grace period
+			// ends (it re-queues whatever still runs), and leave the
+			// record to the next run as above.
+			<-ctx.Done()
+			handedBack = true
+			log.Info("worker shutting down: job handed back to its queue")
+			return herr
+		}
+		if _, next, err := s.store.HandBack(bctx, p.Job, retried+1, slot); err != nil {
+			// Left running: the reconciler sees its task waiting and makes
+			// it queued.
+			log.Warn("hand-back not recorded", "err", err)
+		} else {
+			ended(next)
+		}
+		log.Info("worker shutting down: job handed back to its queue")
+		return &heldError{delay: 0}
 	}
 	msg := herr.Error()
 	if errors.Is(herr, context.DeadlineExceeded) {
@@ -619,7 +682,36 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 			return errResultNotStored
 		}
 	}
+	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
+}
+
+// recordSuccess records that attempt succeeded with res, whose bytes are
+// stored when stored is set (a job may make no result).
+//
+// When Redis does not answer, the success is not given up: a note beside
+// the result (blob.MarkFinished) says the job is done, and the write is
+// tried again until Redis answers or recordRetryFor has passed. The
+// attempt's heartbeat goes on meanwhile, so no reconciler takes the job
+// for lost. If the worker stops first, whoever runs the job next finds the
+// note and records the result instead of running the job again (process).
+func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, res jobs.Result, stored bool,
+	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
+	if err != nil && redisconn.Unavailable(err) {
+		fin := blob.Finished{ContentType: res.ContentType, Size: res.Size, SHA256: res.SHA256, Attempt: attempt, Empty: !stored}
+		if merr := s.blobs.MarkFinished(id, fin); merr != nil {
+			log.Warn("finished marker not written: if this worker stops before Redis is back, the job runs again", "err", merr)
+		}
+		log.Warn("job succeeded but its record was not written: trying again until Redis answers", "err", err)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRetryFor)
+		defer cancel()
+		for wait := recordRetryFirst; err != nil && redisconn.Unavailable(err); wait = min(2*wait, recordRetryMax) {
+			if sleepCtx(rctx, wait) != nil {
+				break
+			}
+			st, next, err = s.store.SucceedReleasing(rctx, id, attempt, res, s.cfg.Retention, slot)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -627,16 +719,32 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 	if st != jobs.StateSucceeded {
 		// Cancelled while finishing, or a newer attempt owns the record:
 		// this attempt's result must not linger.
-		if w != nil {
+		if stored {
 			_ = s.blobs.Delete(id)
 		}
+		_ = s.blobs.ClearFinished(id)
 		log.Info("job ended before its result was recorded", "state", st)
 		return nil
+	}
+	if err := s.blobs.ClearFinished(id); err != nil {
+		log.Warn("finished marker not removed", "err", err)
 	}
 	metrics.JobsFinished.WithLabelValues(typeName, string(st)).Inc()
 	log.Info("job succeeded", "size", res.Size)
 	return nil
 }
+
+const (
+	// recordRetryFor bounds how long a worker tries to record a success
+	// while Redis does not answer; after that the finished marker lets the
+	// next run record it.
+	recordRetryFor   = 2 * time.Minute
+	recordRetryFirst = 250 * time.Millisecond
+	recordRetryMax   = 2 * time.Second
+	// checkpointTimeout bounds one SaveCheckpoint, which outlives the
+	// handler's context.
+	checkpointTimeout = 5 * time.Second
+)
 
 // asynqLogger routes Asynq's logs into slog.
 type asynqLogger struct{ l *slog.Logger }

@@ -131,6 +131,40 @@ type Task struct {
 	// log keeps one line of the job's log; nil drops it.
 	log    func(line string)
 	logger *slog.Logger
+	// checkpoint is what an earlier attempt saved; save stores a new one
+	// (nil: checkpoints are not kept, as in RunLocal).
+	checkpoint []byte
+	save       func(data []byte) error
+}
+
+// MaxCheckpointBytes bounds one checkpoint (SaveCheckpoint). It equals the
+// job store's limit (TestMaxCheckpointIsTheStores checks it).
+const MaxCheckpointBytes = 64 << 10
+
+// Checkpoint is what this job last saved with SaveCheckpoint, in this
+// attempt or an earlier one, or nil: where a job handed back at shutdown (see
+// ErrShuttingDown), or retried after a failure, picks up again.
+func (t *Task) Checkpoint() []byte { return t.checkpoint }
+
+// SaveCheckpoint keeps data (at most MaxCheckpointBytes) as where this job
+// got to, for its next attempt to read back with Checkpoint; a later save
+// replaces it, and it goes when the job ends. Save when a step is done (a
+// segment, a page of input) and whenever the context is cancelled with
+// ErrShuttingDown; it works after that cancel, for a few seconds. Each call
+// is one Redis write. It fails when data is too large, Redis does not
+// answer, or this attempt is no longer the job's running one (the job was
+// cancelled, or it was given up on as lost and runs elsewhere).
+func (t *Task) SaveCheckpoint(data []byte) error {
+	if len(data) > MaxCheckpointBytes {
+		return fmt.Errorf("checkpoint of %d bytes: at most %d", len(data), MaxCheckpointBytes)
+	}
+	if t.save != nil {
+		if err := t.save(data); err != nil {
+			return err
+		}
+	}
+	t.checkpoint = bytes.Clone(data)
+	return nil
 }
 
 // ID is the job's id.

@@ -477,3 +477,5 @@ func (x execTask) Input() []byte                                { return x.t.Inp
 func (x execTask) Progress(percent float64, message string)     { x.t.Progress(percent, message) }
 func (x execTask) Log(line string)                              { x.t.Logf("%s", line) }
 func (x execTask) Result(contentType string) (io.Writer, error) { return x.t.Result(contentType) }
+func (x execTask) Checkpoint() []byte                           { return x.t.Checkpoint() }
+func (x execTask) SaveCheckpoint(data []byte) error             { return x.t.SaveCheckpoint(data) }

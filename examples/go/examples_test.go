@@ -222,7 +222,21 @@ func TestHashchainExample(t *testing.T) {
 		}
 	})
 
-	t.Run("SIGTERM shuts it down gracefully", func(t *testing.T) {
+	t.Run("SIGTERM mid-job: the job goes on from its checkpoint on the next worker", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		c := client.New(stack.URL, client.WithCredential(stack.APIKey))
+		const rounds, checkpoints = 40_000_000, 200
+		sub, err := c.Submit(ctx, client.SubmitRequest{Type: "hashchain",
+			Input: []byte(fmt.Sprintf(`{"seed":"resume","rounds":%d,"checkpoints":%d}`, rounds, checkpoints))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Stop the worker once the job is some way in, and well before it ends.
+		waitfor.True(t, 60*time.Second, func() bool {
+			j, err := c.Get(ctx, sub.ID, sub.Token)
+			return err == nil && j.Progress.Percent >= 2
+		})
 		if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -234,8 +248,51 @@ func TestHashchainExample(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("no exit within 30s of SIGTERM")
 		}
-		if !strings.Contains(stderr.String(), `"msg":"worker shutting down"`) {
-			t.Errorf("no shutdown log:\n%s", stderr.String())
+		if !strings.Contains(stderr.String(), `"msg":"worker shutting down"`) ||
+			!strings.Contains(stderr.String(), `"msg":"worker shutting down: job handed back to its queue"`) {
+			t.Errorf("no shutdown or hand-back log:\n%s", stderr.String())
+		}
+		j, err := c.Get(ctx, sub.ID, sub.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != "queued" || j.Progress.Percent >= 100 {
+			t.Fatalf("after the hand-back the job is %s at %v%%, want queued part-way", j.State, j.Progress.Percent)
+		}
+
+		var stderr2 syncBuffer
+		next := exec.Command(bin, "--results-dir", stack.Config.ResultsDir)
+		next.Env = workerEnv("REDIS_URL="+redistest.URL(), "CLAIMCHECK_LOG_LEVEL=info")
+		next.Stderr = &stderr2
+		if err := next.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = next.Process.Signal(syscall.SIGTERM); _ = next.Wait() })
+		job, err := c.Wait(ctx, sub.ID, sub.Token, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.State != "succeeded" || job.Attempts != 1 {
+			t.Fatalf("job %s after %d attempts (error %v), want succeeded after 1: a hand-back spends no retry", job.State, job.Attempts, job.Error)
+		}
+		want := hashchain("resume", rounds, checkpoints)
+		var got bytes.Buffer
+		if _, err := c.Download(ctx, sub.ID, sub.Token, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want {
+			t.Fatalf("resumed result differs from the whole chain:\n%.300s\nwant\n%.300s", got.String(), want)
+		}
+		page, err := c.Logs(ctx, sub.ID, sub.Token, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumedAt := 0
+		for _, l := range page.Lines {
+			fmt.Sscanf(l.Line, "resuming at round %d", &resumedAt)
+		}
+		if resumedAt <= 0 || resumedAt >= rounds {
+			t.Fatalf("the second worker did not resume from a checkpoint (resumed at %d); job log:\n%v", resumedAt, page.Lines)
 		}
 	})
 }

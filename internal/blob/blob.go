@@ -151,7 +151,8 @@ func (d *Dir) Open(key string) (*os.File, error) {
 	return f, nil
 }
 
-// Delete removes a blob; deleting a missing blob is not an error.
+// Delete removes a blob and its finished marker (finished.go); deleting a
+// missing blob is not an error.
 func (d *Dir) Delete(key string) error {
 	p, err := d.path(key)
 	if err != nil {
@@ -160,7 +161,7 @@ func (d *Dir) Delete(key string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete blob %s: %w", key, err)
 	}
-	return nil
+	return d.ClearFinished(key)
 }
 
 var _ io.Writer = (*Writer)(nil)

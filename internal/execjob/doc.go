@@ -20,6 +20,16 @@
 //     MaxProgressMessage bytes). A "::progress" line that does not parse
 //     is logged as an ordinary line. Progress is coalesced to at most one
 //     report per ProgressInterval; the latest value always gets through.
+//     And except a line "::checkpoint <text>", which saves text as the
+//     job's checkpoint: where it got to, for its next attempt (after a
+//     shutdown's hand-back, or a retry) to go on from; the next attempt
+//     finds it in CLAIMCHECK_CHECKPOINT. Text is one line of at most
+//     MaxLineBytes less the prefix (encode binary state, e.g. base64);
+//     a longer line, or one holding a NUL, is not saved, and the log says
+//     so. Checkpoints are coalesced like progress, and the last one
+//     written before the program exits is always saved. When the worker
+//     shuts down the program gets SIGTERM at once: that is the moment to
+//     write a last checkpoint and exit.
 //   - exit status 0: the attempt succeeded and stdout is the result. Any
 //     other exit fails the attempt, which is retried by the type's max_retry,
 //     with an error naming the status (or the signal that killed the
@@ -28,8 +38,9 @@
 //     without retry: a program says "bad input" with it.
 //   - environment: cleared, except the variables of AllowedEnv that the
 //     worker itself has, then the type's env: (which may override those),
-//     then CLAIMCHECK_JOB_ID and CLAIMCHECK_ATTEMPT (1 for the first
-//     attempt), which nothing overrides.
+//     then CLAIMCHECK_JOB_ID, CLAIMCHECK_ATTEMPT (1 for the first
+//     attempt) and, when the job has one, CLAIMCHECK_CHECKPOINT (see
+//     stderr), which nothing overrides.
 //     Nor can a program read the worker's secrets through /proc (its
 //     environ, memory or file descriptors): on Linux the worker makes
 //     itself non-dumpable before it starts a program, so that takes

@@ -63,6 +63,10 @@ type Task interface {
 	Log(line string)
 	// Result opens the result stream.
 	Result(contentType string) (io.Writer, error)
+	// Checkpoint is the job's last checkpoint, or nil.
+	Checkpoint() []byte
+	// SaveCheckpoint keeps a new one.
+	SaveCheckpoint(data []byte) error
 }
 
 // Program is one exec job type's program. Build it with its fields; the
@@ -184,7 +188,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		Path:   p.Path,
 		Args:   p.Args,
 		Dir:    p.Dir,
-		Env:    append(slices.Clip(p.Env), Reserved+"JOB_ID="+t.ID(), Reserved+"ATTEMPT="+strconv.Itoa(t.Attempt())),
+		Env:    p.environ(t),
 		Stdin:  inR,
 		Stdout: outW,
 		Stderr: errW,
@@ -259,11 +263,22 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		lastProgress time.Time
 		flush        <-chan time.Time
 		drained      <-chan time.Time
+		// Checkpoints are coalesced like progress: each is a Redis write.
+		pendingCkpt *string
+		lastCkpt    time.Time
+		flushCkpt   <-chan time.Time
 	)
 	report := func(pl progressLine) {
 		t.Progress(pl.percent, pl.message)
 		lastProgress = time.Now()
 		pending, flush = nil, nil
+	}
+	save := func(c string) {
+		if err := t.SaveCheckpoint([]byte(c)); err != nil {
+			t.Log("::checkpoint not saved: " + err.Error())
+		}
+		lastCkpt = time.Now()
+		pendingCkpt, flushCkpt = nil, nil
 	}
 	for !exited || !outClosed || !linesClosed {
 		select {
@@ -306,9 +321,26 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 				if pending != nil {
 					report(*pending)
 				}
+				if pendingCkpt != nil {
+					save(*pendingCkpt)
+				}
 				continue
 			}
 			line = strings.ToValidUTF8(line, "\uFFFD")
+			if c, ok, why := parseCheckpoint(line); ok {
+				if time.Since(lastCkpt) >= ProgressInterval {
+					save(c)
+				} else {
+					if pendingCkpt == nil {
+						flushCkpt = time.After(ProgressInterval - time.Since(lastCkpt))
+					}
+					pendingCkpt = &c
+				}
+				continue
+			} else if why != "" {
+				t.Log("::checkpoint not saved: " + why)
+				continue
+			}
 			if pl, ok := parseProgress(line); ok {
 				if time.Since(lastProgress) >= ProgressInterval {
 					report(pl)
@@ -327,6 +359,10 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		case <-flush:
 			if pending != nil {
 				report(*pending)
+			}
+		case <-flushCkpt:
+			if pendingCkpt != nil {
+				save(*pendingCkpt)
 			}
 		}
 	}
@@ -401,6 +437,35 @@ func clip(s string, n int) string {
 type progressLine struct {
 	percent float64
 	message string
+}
+
+// environ is the program's environment for t: p.Env, then the variables
+// the runner sets.
+func (p *Program) environ(t Task) []string {
+	env := append(slices.Clip(p.Env), Reserved+"JOB_ID="+t.ID(), Reserved+"ATTEMPT="+strconv.Itoa(t.Attempt()))
+	if c := t.Checkpoint(); c != nil {
+		env = append(env, Reserved+"CHECKPOINT="+string(c))
+	}
+	return env
+}
+
+// checkpointPrefix starts a stderr line that saves a checkpoint.
+const checkpointPrefix = "::checkpoint "
+
+// parseCheckpoint parses "::checkpoint <text>". A checkpoint line that
+// cannot be kept whole (cut for length, or holding a NUL, which no
+// environment variable can carry) is not ok, and why says so.
+func parseCheckpoint(line string) (text string, ok bool, why string) {
+	text, ok = strings.CutPrefix(line, checkpointPrefix)
+	switch {
+	case !ok:
+		return "", false, ""
+	case strings.HasSuffix(line, cutMark):
+		return "", false, fmt.Sprintf("the line is longer than %d bytes", MaxLineBytes)
+	case strings.ContainsRune(text, 0):
+		return "", false, "it holds a NUL byte"
+	}
+	return text, true, ""
 }
 
 // parseProgress parses "::progress <percent> [message]".

@@ -41,6 +41,9 @@ type task struct {
 	mu     sync.Mutex // the result is written from the copying goroutine
 	result bytes.Buffer
 	writes int
+
+	checkpoint []byte   // what the attempt starts from
+	saved      []string // checkpoints saved, in order
 }
 
 func (t *task) ID() string    { return t.id }
@@ -52,6 +55,8 @@ func (t *task) Progress(p float64, m string) {
 	t.messages = append(t.messages, m)
 }
 func (t *task) Result(ct string) (io.Writer, error) { t.ct = ct; return resultWriter{t}, nil }
+func (t *task) Checkpoint() []byte                  { return t.checkpoint }
+func (t *task) SaveCheckpoint(b []byte) error       { t.saved = append(t.saved, string(b)); return nil }
 
 func (t *task) resultString() string {
 	t.mu.Lock()
@@ -413,4 +418,52 @@ func TestLongProgressMessageIsCut(t *testing.T) {
 	if len(tk.messages) != 1 || len(tk.messages[0]) != execjob.MaxProgressMessage || tk.progress[0] != 7 {
 		t.Fatalf("progress %v, message lengths %d", tk.progress, len(tk.messages))
 	}
+}
+
+// TestCheckpointLines: a program finds the job's checkpoint in
+// CLAIMCHECK_CHECKPOINT, saves new ones with "::checkpoint" lines
+// (coalesced, the last always saved), and on SIGTERM (the worker shutting
+// down) writes a last one before it exits. A checkpoint line that cannot
+// be kept whole is not saved and the log says why.
+func TestCheckpointLines(t *testing.T) {
+	t.Run("read, saved, coalesced", func(t *testing.T) {
+		p := sh(t, `
+echo "started from [$CLAIMCHECK_CHECKPOINT]" >&2
+for i in 1 2 3 4 5; do echo "::checkpoint step $i" >&2; done
+head -c 5000 /dev/zero | tr '\0' x | sed 's/^/::checkpoint /' >&2; echo >&2`)
+		tk := newTask(`{}`)
+		tk.checkpoint = []byte("step 0")
+		if err := p.Run(context.Background(), tk); err != nil {
+			t.Fatal(err)
+		}
+		if len(tk.logs) < 2 || tk.logs[0] != "started from [step 0]" {
+			t.Fatalf("logs %q: the program did not get its checkpoint", tk.logs)
+		}
+		// "step 1" goes out at once; 2..4 are replaced within the interval
+		// by 5, which is flushed when stderr ends.
+		if !slices.Equal(tk.saved, []string{"step 1", "step 5"}) {
+			t.Errorf("saved %q, want step 1 and step 5", tk.saved)
+		}
+		if last := tk.logs[len(tk.logs)-1]; !strings.Contains(last, "::checkpoint not saved: the line is longer than") {
+			t.Errorf("a cut checkpoint line was not refused in the log: %q", last)
+		}
+	})
+	t.Run("last checkpoint on SIGTERM", func(t *testing.T) {
+		dir := t.TempDir()
+		p := sh(t, `trap 'echo "::checkpoint at $i" >&2; exit 143' TERM
+i=0; : > `+dir+`/ready
+while true; do i=$((i+1)); sleep 0.01; done`)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		tk := newTask(`{}`)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, tk) }()
+		waitfor.True(t, 10*time.Second, func() bool { _, err := os.Stat(dir + "/ready"); return err == nil })
+		cancel(errors.New("worker shutting down"))
+		if err := <-done; err == nil {
+			t.Fatal("a stopped program's attempt succeeded")
+		}
+		if len(tk.saved) != 1 || !strings.HasPrefix(tk.saved[0], "at ") {
+			t.Fatalf("saved %q, want the checkpoint written on SIGTERM", tk.saved)
+		}
+	})
 }

@@ -26,6 +26,12 @@ const (
 	// "dropped" (lines not kept: trimmed or dropped by the worker). It
 	// expires with the record.
 	KeySuffixLogMeta = ":log-meta"
+	// KeySuffixCheckpoint follows a job record's key for the job's last
+	// checkpoint (worker Task.SaveCheckpoint): a string of at most
+	// MaxCheckpointBytes, which the next attempt starts from. It expires
+	// with the record as the record was when it was written, and is
+	// deleted when the job ends.
+	KeySuffixCheckpoint = ":checkpoint"
 	// ChannelJobEvents is where every job event is published, as
 	// "<job id> <event id> <type> <json>"; each progress process holds one
 	// subscription and fans events out to its watchers.
@@ -62,6 +68,7 @@ func jobKey(id string) string             { return KeyPrefixJob + id }
 func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }
 func logKey(id string) string             { return KeyPrefixJob + id + KeySuffixLog }
 func logMetaKey(id string) string         { return KeyPrefixJob + id + KeySuffixLogMeta }
+func checkpointKey(id string) string      { return KeyPrefixJob + id + KeySuffixCheckpoint }
 func ownerJobsKey(owner string) string    { return KeyPrefixOwnerJobs + owner }
 func ownerActiveKey(owner string) string  { return KeyPrefixOwnerActive + owner }
 func ownerRunningKey(owner string) string { return KeyPrefixOwnerRunning + owner }

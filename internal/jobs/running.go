@@ -71,31 +71,35 @@ type Started struct {
 	Held bool
 	// HeldFor is how long the job has been held, this time included.
 	HeldFor time.Duration
+	// Checkpoint is the job's last checkpoint (SaveCheckpoint) when it
+	// runs now; nil when it has none.
+	Checkpoint []byte
 }
 
 var startScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] owner's slots, KEYS[4] owner's held jobs,
--- KEYS[5] heartbeats (reconcile.go)
+-- KEYS[5] heartbeats (reconcile.go), KEYS[6] its checkpoint
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] cap (<= 0: none), ARGV[4] lease ms,
 -- ARGV[5] job id, ARGV[6] held member "<queue> <id>", ARGV[7] "1" if it may be held
--- returns {state, max_retry, held ms}; held ms is "" unless the job was held
+-- returns {state, max_retry, held ms, checkpoint}; held ms is "" unless
+-- the job was held; checkpoint is "" unless the job runs now and has one
 local st = redis.call("HMGET", KEYS[1], "state", "cancel", "max_retry", "held")
 local function forget()
   redis.call("ZREM", KEYS[3], ARGV[5])
   redis.call("ZREM", KEYS[4], ARGV[6])
 end
-if not st[1] then forget() return {"gone", "0", ""} end
+if not st[1] then forget() return {"gone", "0", "", ""} end
 local mr = st[3] or "0"
 -- A pending job's submission may yet fail: it must not run until confirmed.
-if st[1] == "pending" then return {"pending", mr, ""} end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then forget() return {st[1], mr, ""} end
+if st[1] == "pending" then return {"pending", mr, "", ""} end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then forget() return {st[1], mr, "", ""} end
 if st[2] == "1" then
   forget()
   redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
   redis.call("HDEL", KEYS[1], "held")
   redis.call("HINCRBY", KEYS[1], "version", 1)
   emit("done", cjson.encode({state = "canceled"}))
-  return {"canceled", mr, ""}
+  return {"canceled", mr, "", ""}
 end
 local now = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
@@ -117,7 +121,7 @@ if cap > 0 then
         emit("state", cjson.encode({state = state, hold_reason = reason}))
         st[1] = state
       end
-      return {st[1], mr, tostring(now - since)}
+      return {st[1], mr, tostring(now - since), ""}
     end
   end
   local lease = now + tonumber(ARGV[4])
@@ -131,7 +135,7 @@ redis.call("HSETNX", KEYS[1], "started", ARGV[1])
 redis.call("ZADD", KEYS[5], ARGV[1], ARGV[5])
 redis.call("HINCRBY", KEYS[1], "version", 1)
 emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
-return {"running", mr, ""}
+return {"running", mr, "", redis.call("GET", KEYS[6]) or ""}
 `)
 
 // ErrGone is returned to a worker whose job record no longer exists (it
@@ -150,19 +154,22 @@ func (s *Store) StartAttempt(ctx context.Context, a Attempt) (Started, error) {
 	if a.MayHold {
 		mayHold = "1"
 	}
-	keys := []string{jobKey(a.ID), eventsKey(a.ID), ownerRunningKey(a.Owner), ownerHeldKey(a.Owner), KeyHeartbeats}
+	keys := []string{jobKey(a.ID), eventsKey(a.ID), ownerRunningKey(a.Owner), ownerHeldKey(a.Owner), KeyHeartbeats, checkpointKey(a.ID)}
 	res, err := startScript.Run(ctx, s.rdb, keys, ms(s.now()), a.Number, capacity,
 		max(a.Lease, time.Millisecond).Milliseconds(), a.ID, heldMember(a.Queue, a.ID), mayHold).StringSlice()
 	if err != nil {
 		return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return Started{}, fmt.Errorf("start job %s: unexpected reply %q", a.ID, res)
 	}
 	if res[0] == "gone" {
 		return Started{}, fmt.Errorf("start job %s: %w", a.ID, ErrGone)
 	}
 	out := Started{State: State(res[0])}
+	if res[3] != "" {
+		out.Checkpoint = []byte(res[3])
+	}
 	out.MaxRetry, _ = strconv.Atoi(res[1])
 	if res[2] != "" {
 		held, _ := strconv.ParseInt(res[2], 10, 64)

@@ -346,15 +346,15 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 
 var finishScript = redis.NewScript(emitLua + releaseLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, and when the attempt holds a running-job slot KEYS[5] the
--- owner's slots, KEYS[6] the owner's held jobs
+-- counters, KEYS[5] its checkpoint, and when the attempt holds a
+-- running-job slot KEYS[6] the owner's slots, KEYS[7] the owner's held jobs
 -- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
 -- ARGV[6] the running-job cap, ARGV[7..] extra field/value pairs
 -- returns {state, held members that may start now...}
 local function ended(state)
-  if #KEYS < 6 then return {state} end
-  local out = release(KEYS[5], KEYS[6], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
+  if #KEYS < 7 then return {state} end
+  local out = release(KEYS[6], KEYS[7], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
   table.insert(out, 1, state)
   return out
 end
@@ -364,7 +364,7 @@ if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return 
 -- A worker reporting on an attempt that is no longer the current one (a
 -- retry already started) changes nothing, and leaves the slot to that one.
 if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return {st[1]} end
-local final = ARGV[1] ~= "retrying"
+local final = ARGV[1] ~= "retrying" and ARGV[1] ~= "queued"
 redis.call("HSET", KEYS[1], "state", ARGV[1], "error", ARGV[3])
 if final then
   redis.call("HSET", KEYS[1], "finished", ARGV[2])
@@ -373,6 +373,8 @@ if final then
   -- The log expires with the record (a no-op for a job that logged nothing).
   redis.call("PEXPIRE", KEYS[3], ARGV[4])
   redis.call("PEXPIRE", KEYS[4], ARGV[4])
+  -- A job that has ended has no next attempt to start from.
+  redis.call("DEL", KEYS[5])
 end
 if #ARGV > 6 then redis.call("HSET", KEYS[1], unpack(ARGV, 7)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
@@ -396,7 +398,7 @@ func (s *Store) finish(ctx context.Context, id string, attempt int, to State, er
 	if attempt != anyAttempt {
 		att = strconv.Itoa(attempt)
 	}
-	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id)}
+	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id), checkpointKey(id)}
 	capacity := 0
 	if slot != nil && slot.Owner != "" {
 		keys = append(keys, ownerRunningKey(slot.Owner), ownerHeldKey(slot.Owner))
@@ -445,6 +447,14 @@ func (s *Store) FailReleasing(ctx context.Context, id string, attempt int, errMs
 		to = StateFailed
 	}
 	return s.finish(ctx, id, attempt, to, errMsg, retention, slot)
+}
+
+// HandBack records that attempt was handed back to its queue unfinished
+// (its worker is shutting down): the job is queued again, spends no retry,
+// and the attempt's slot (nil: none) is released for whoever runs next. Like
+// Succeed, it ignores a stale attempt and a job that has ended.
+func (s *Store) HandBack(ctx context.Context, id string, attempt int, slot *Slot) (State, []Waiting, error) {
+	return s.finish(ctx, id, attempt, StateQueued, "", 0, slot)
 }
 
 // Cancel ends a job as canceled (its task was removed from the queue, or its

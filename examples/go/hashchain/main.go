@@ -1,7 +1,8 @@
 // Command hashchain is a claimcheck worker for one job type of its own,
 // "hashchain": it iterates SHA-256 over a seed, streams a checkpoint line to
 // the result every so many rounds, reports progress and writes the job's
-// log as it goes. It is a separate Go module that uses only claimcheck's
+// log as it goes, and saves where it got to (Task.SaveCheckpoint), so that
+// a job stopped by a worker's shutdown goes on from there on the next. It is a separate Go module that uses only claimcheck's
 // public packages; build and run it against claimcheck's Redis:
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run . --results-dir ../../../.claimcheck/results
@@ -12,7 +13,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/claimcheck/claimcheck/worker"
@@ -57,6 +60,16 @@ func hashchain() worker.Type {
 	}
 }
 
+// progress is the job's checkpoint (Task.SaveCheckpoint): how many rounds
+// are done, the digest after them, and the lines the result holds so far.
+// A job handed back at shutdown, or retried after its worker died, starts
+// again from here instead of from the seed.
+type progress struct {
+	Round int      `json:"round"`
+	Hash  string   `json:"hash"`
+	Lines []string `json:"lines"`
+}
+
 func run(ctx context.Context, t *worker.Task) error {
 	var in input
 	if err := t.Decode(&in); err != nil {
@@ -70,27 +83,78 @@ func run(ctx context.Context, t *worker.Task) error {
 	if err != nil {
 		return err
 	}
-	t.Logf("hashing %q for %d rounds, a checkpoint every %d", in.Seed, in.Rounds, every)
-	h := sha256.Sum256([]byte(in.Seed))
-	for round := 1; round <= in.Rounds; round++ {
-		if round > 1 {
-			h = sha256.Sum256(h[:])
-		}
-		// A cancel or timeout ends ctx; look every 64Ki rounds (~20 ms),
-		// not only at checkpoints, which may be a whole job apart.
-		if round%(1<<16) == 0 || round%every == 0 {
-			if err := ctx.Err(); err != nil {
+	// h is the digest after round rounds.
+	round, h := 1, sha256.Sum256([]byte(in.Seed))
+	var lines []string
+	resumed := false
+	if p, ok := restore(t.Checkpoint(), in.Rounds); ok {
+		round, lines, resumed = p.Round, p.Lines, true
+		hex.Decode(h[:], []byte(p.Hash))
+		for _, line := range lines {
+			if _, err := io.WriteString(out, line); err != nil {
 				return err
 			}
 		}
-		if round%every != 0 && round != in.Rounds {
-			continue
+		t.Logf("resuming at round %d of %d", round, in.Rounds)
+	} else {
+		t.Logf("hashing %q for %d rounds, a checkpoint every %d", in.Seed, in.Rounds, every)
+	}
+	save := func() {
+		b, _ := json.Marshal(progress{Round: round, Hash: hex.EncodeToString(h[:]), Lines: lines})
+		if len(b) > worker.MaxCheckpointBytes {
+			return // many long lines: this job starts over if it is stopped
 		}
-		if _, err := fmt.Fprintf(out, "%d %s\n", round, hex.EncodeToString(h[:])); err != nil {
+		if err := t.SaveCheckpoint(b); err != nil {
+			t.Logf("checkpoint not saved: %v", err)
+		}
+	}
+	line := func() error {
+		l := fmt.Sprintf("%d %s\n", round, hex.EncodeToString(h[:]))
+		if _, err := io.WriteString(out, l); err != nil {
 			return err
 		}
+		lines = append(lines, l)
 		t.Progress(100*float64(round)/float64(in.Rounds), fmt.Sprintf("round %d of %d", round, in.Rounds))
 		t.Logf("checkpoint at round %d", round)
+		save()
+		return nil
+	}
+	if !resumed && (round%every == 0 || round == in.Rounds) {
+		if err := line(); err != nil {
+			return err
+		}
+	}
+	for round < in.Rounds {
+		// A cancel, timeout or shutdown ends ctx; look every 64Ki rounds
+		// (~20 ms), not only at checkpoints, which may be a job apart.
+		if round%(1<<16) == 0 {
+			if err := ctx.Err(); err != nil {
+				if errors.Is(context.Cause(ctx), worker.ErrShuttingDown) {
+					save() // the next attempt starts from this round
+				}
+				return err
+			}
+		}
+		round++
+		h = sha256.Sum256(h[:])
+		if round%every == 0 || round == in.Rounds {
+			if err := line(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// restore reads a checkpoint of an earlier attempt, if it is one of this
+// job's.
+func restore(b []byte, rounds int) (progress, bool) {
+	var p progress
+	if b == nil || json.Unmarshal(b, &p) != nil || p.Round < 1 || p.Round > rounds || len(p.Hash) != 2*sha256.Size {
+		return p, false
+	}
+	if _, err := hex.DecodeString(p.Hash); err != nil {
+		return p, false
+	}
+	return p, true
 }
