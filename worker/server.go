@@ -662,6 +662,18 @@ var errResultNotStored = errors.New("result could not be stored")
 // cannot be stored then fails the job instead of leaving it running.
 func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final bool, w *blob.Writer, contentType string,
 	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
+	// Another run of this job (a task Asynq delivered twice while Redis was
+	// away) stored its result and is waiting to record it: that result is
+	// the job's, and replacing its bytes now would leave the record naming
+	// a digest the stored bytes no longer have.
+	if fin, ok, _ := s.blobs.FinishedResult(id); ok {
+		if w != nil {
+			w.Abort()
+		}
+		log.Info("another run stored this job's result first; recording that one", "made_by_attempt", fin.Attempt)
+		res := jobs.Result{ContentType: fin.ContentType, Size: fin.Size, SHA256: fin.SHA256}
+		return s.recordSuccess(ctx, log, typeName, id, attempt, res, !fin.Empty, slot, ended)
+	}
 	var res jobs.Result
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}

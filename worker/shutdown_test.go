@@ -207,3 +207,49 @@ func TestFinishedResultIsRecordedNotRerun(t *testing.T) {
 		t.Fatal("the job ran again although its result was stored")
 	}
 }
+
+// TestFinishedResultOfAnotherRunIsKept: while a job runs, another run of it
+// (a task delivered twice during an outage) stores its result and marks it
+// finished. This run's success must not replace those bytes: the record and
+// the stored result agree, and they are the other run's.
+func TestFinishedResultOfAnotherRunIsKept(t *testing.T) {
+	h := newHarness(t)
+	var other blob.Finished
+	w := h.worker(t, 0, worker.Type{Name: "twice", Timeout: time.Minute, InputSchema: anyObject,
+		Handle: func(ctx context.Context, task *worker.Task) error {
+			// The other run, finishing first.
+			bw, err := h.blobs.Create(task.ID(), 0)
+			if err != nil {
+				return err
+			}
+			io.WriteString(bw, "the other run's bytes")
+			if err := bw.Commit(); err != nil {
+				return err
+			}
+			other = blob.Finished{ContentType: "text/plain", Size: bw.Size(), SHA256: bw.SHA256(), Attempt: 1}
+			if err := h.blobs.MarkFinished(task.ID(), other); err != nil {
+				return err
+			}
+			out, err := task.Result("text/plain")
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(out, "this run's different bytes")
+			return err
+		}})
+	t.Cleanup(w.Shutdown)
+	h.submitAsAPI(t, "twice", "t1", 0)
+	j := h.waitFinal(t, "t1")
+	if j.State != jobs.StateSucceeded || j.Result == nil || j.Result.SHA256 != other.SHA256 {
+		t.Fatalf("job = %s, result %+v; want the other run's %s", j.State, j.Result, other.SHA256)
+	}
+	f, err := h.blobs.Open("t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	if string(b) != "the other run's bytes" {
+		t.Fatalf("stored result %q, want the other run's bytes", b)
+	}
+}
