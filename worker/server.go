@@ -582,6 +582,13 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		log.Info("worker shutting down: job handed back to its queue")
 		return &heldError{delay: 0}
 	}
+	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(hctx), errCancelRequested) {
+		// Asynq stopped the attempt itself, and not for a shutdown (above)
+		// nor for a cancel the record asked for: its lease ran out because
+		// this worker could not renew it in Redis. Say so, rather than
+		// "context canceled".
+		herr = errLeaseLost
+	}
 	msg := herr.Error()
 	if errors.Is(herr, context.DeadlineExceeded) {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
@@ -651,6 +658,12 @@ func (s *Server) run(ctx context.Context, typ Type, t *Task) (err error) {
 	}()
 	return typ.Handle(ctx, t)
 }
+
+// errLeaseLost is the error of an attempt Asynq stopped because its lease
+// could not be renewed: Redis did not answer for longer than the lease
+// (Asynq's is 30 s, fixed). The attempt counts, as Asynq's recoverer
+// counts it; a handler that saves checkpoints goes on from its last one.
+var errLeaseLost = errors.New("attempt stopped: Redis did not answer for 30 s, so its lease could not be renewed")
 
 // errResultNotStored is what a job whose result could not be committed
 // (results store full, read-only or gone) is failed with. The cause, which
