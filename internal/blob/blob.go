@@ -5,6 +5,11 @@
 //
 // Workers write and the progress service reads, so in a multi-process
 // deployment both mount the same directory (a shared volume).
+//
+// Errors from writing a result (Create, Write, Commit) and from Check name
+// the blob's key but never a path: they can reach a job's error text or a
+// readiness answer, and the server's directory layout must not. Root is
+// there for the worker's own log.
 package blob
 
 import (
@@ -71,7 +76,7 @@ func (d *Dir) Create(key string, limit int64) (*Writer, error) {
 	}
 	f, err := os.CreateTemp(d.root, ".tmp-"+key+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("create blob %s: %w", key, err)
+		return nil, fmt.Errorf("create blob %s: %w", key, pathless(err))
 	}
 	return &Writer{f: f, final: final, h: sha256.New(), limit: limit}, nil
 }
@@ -85,7 +90,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
-	return n, err
+	if err != nil {
+		// A handler may return it as it is, and then it is the job's
+		// error text, which must not show the server's paths.
+		return n, fmt.Errorf("write result: %w", pathless(err))
+	}
+	return n, nil
 }
 
 // Exceeded reports whether a write went past the limit, even if the caller
@@ -111,15 +121,15 @@ func (w *Writer) Commit() error {
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		os.Remove(name)
-		return fmt.Errorf("sync blob: %w", err)
+		return fmt.Errorf("sync blob: %w", pathless(err))
 	}
 	if err := w.f.Close(); err != nil {
 		os.Remove(name)
-		return fmt.Errorf("close blob: %w", err)
+		return fmt.Errorf("close blob: %w", pathless(err))
 	}
 	if err := os.Rename(name, w.final); err != nil {
 		os.Remove(name)
-		return fmt.Errorf("commit blob: %w", err)
+		return fmt.Errorf("commit blob: %w", pathless(err))
 	}
 	return nil
 }
