@@ -51,7 +51,7 @@ func (d *Dir) Space() (Space, error) {
 func (d *Dir) Check(min MinFree) error {
 	f, err := os.CreateTemp(d.root, ".probe-*")
 	if err != nil {
-		return fmt.Errorf("%w: create: %w", ErrNotWritable, pathless(err))
+		return fmt.Errorf("%w: %w", ErrNotWritable, pathless(err))
 	}
 	name := f.Name()
 	_, werr := f.Write([]byte{0})

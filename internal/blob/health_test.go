@@ -83,6 +83,8 @@ func TestWriteErrorsNameNoPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var faults []error
+	d.OnWriteError(func(err error) { faults = append(faults, err) })
 	if err := os.RemoveAll(root); err != nil {
 		t.Fatal(err)
 	}
@@ -106,5 +108,18 @@ func TestWriteErrorsNameNoPath(t *testing.T) {
 	}
 	if err := w.Commit(); err == nil || strings.Contains(err.Error(), root) {
 		t.Fatalf("Commit = %v", err)
+	}
+	// Both failures were reported for a health check; a result over its
+	// limit is the job's doing, not the store's, and is not.
+	w, err = d.Create("job3", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write([]byte("too long")); !errors.Is(err, blob.ErrTooLarge) {
+		t.Fatalf("Write = %v", err)
+	}
+	if len(faults) != 2 {
+		t.Fatalf("OnWriteError saw %v, want the Create and the Commit failures", faults)
 	}
 }
