@@ -300,3 +300,44 @@ func pausedGauge(t *testing.T, reason string) float64 {
 	}
 	return 0
 }
+
+// TestStoreFailureMidJob: a store that breaks between two checks fails
+// the attempt that hit it — with an error naming no server path — and that
+// write failure pauses the worker at once, not at its next check (an hour
+// away here), so the jobs behind it stay queued.
+func TestStoreFailureMidJob(t *testing.T) {
+	h := newHarness(t)
+	root := filepath.Join(t.TempDir(), "results")
+	w, err := worker.New(worker.Config{
+		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
+	}, h.rdb, resultType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	if err := os.Rename(root, root+".away"); err != nil {
+		t.Fatal(err)
+	}
+	h.submit(t, "store", "first", 0)
+	j := h.waitFinal(t, "first")
+	if j.State != jobs.StateFailed || j.Error == nil || strings.Contains(*j.Error, root) || strings.Contains(*j.Error, "/") {
+		t.Fatalf("job = %+v (error %v), want failed with no path in its error", j, j.Error)
+	}
+	waitfor.True(t, 10*time.Second, func() bool { return w.Ready() != nil })
+	// No check runs for an hour, so the stopped consumer is the proof: once
+	// its asynq server is gone from Redis, nothing of this worker can take
+	// a task.
+	insp := asynq.NewInspectorFromRedisClient(h.rdb)
+	waitfor.True(t, 10*time.Second, func() bool {
+		srvs, err := insp.Servers()
+		return err == nil && len(srvs) == 0
+	})
+	ids := h.submitMany(t, 5)
+	q, err := insp.GetQueueInfo("default")
+	if err != nil || q.Pending != len(ids) || q.Active != 0 {
+		t.Fatalf("queue = %+v (%v), want %d pending", q, err, len(ids))
+	}
+}
