@@ -68,6 +68,8 @@ type storeMonitor struct {
 
 	// checks counts finished checks (tests wait for some to pass).
 	checks atomic.Int64
+	// checking serialises checks: the loop's, and storeUnusable's.
+	checking sync.Mutex
 
 	mu  sync.Mutex
 	err error // the last check's; nil: usable
@@ -133,6 +135,19 @@ func (m *storeMonitor) end() {
 	}
 }
 
+// storeUnusable checks the store now, pausing the worker if it cannot
+// take results, and reports whether it cannot. For the code that just saw
+// a result write fail: true means the store is at fault, not the job (so
+// the attempt could be handed back rather than charged a retry); false,
+// that the failure was the job's own (its result path, its size).
+func (s *Server) storeUnusable() bool {
+	if s.health == nil {
+		return false
+	}
+	s.health.check()
+	return s.storeErr() != nil
+}
+
 // storeErr is the last check's verdict: nil when the store takes results.
 func (s *Server) storeErr() error {
 	if s.health == nil {
@@ -145,14 +160,16 @@ func (s *Server) storeErr() error {
 
 // check looks at the store and pauses or resumes the worker on a change.
 func (m *storeMonitor) check() {
+	m.checking.Lock()
+	defer m.checking.Unlock()
 	defer m.checks.Add(1)
 	s := m.s
 	err := s.blobs.Check(m.min)
 	if sp, serr := s.blobs.Space(); serr == nil {
 		metrics.ResultsFreeBytes.Set(float64(sp.Free))
 	}
-	// Only this loop writes m.err (and watchStore's first check, before
-	// the loop starts); the gauge moves before the verdict is published.
+	// Only check writes m.err, one at a time (m.checking); the gauge
+	// moves before the verdict is published.
 	m.mu.Lock()
 	prev := m.err
 	m.mu.Unlock()

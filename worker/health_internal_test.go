@@ -2,6 +2,9 @@ package worker
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,5 +92,35 @@ func TestPauseLetsRunningTaskFinish(t *testing.T) {
 	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo("default")
 	if err != nil || info.Pending != 0 || info.Retry != 0 || info.Active != 0 {
 		t.Fatalf("queue = %+v (%v)", info, err)
+	}
+}
+
+// TestStoreUnusable: the check the code that saw a write fail asks for
+// tells a broken store (and pauses) from a job's own failure.
+func TestStoreUnusable(t *testing.T) {
+	rdb := redistest.Client(t)
+	root := filepath.Join(t.TempDir(), "results")
+	s, err := New(Config{ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)}, rdb, echoType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	if s.storeUnusable() || s.srv.isPaused() {
+		t.Fatal("a healthy store reported unusable")
+	}
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if !s.storeUnusable() || !s.srv.isPaused() || s.Ready() == nil {
+		t.Fatalf("a vanished store: unusable %v, paused %v, Ready %v", s.storeUnusable(), s.srv.isPaused(), s.Ready())
+	}
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if s.storeUnusable() || s.srv.isPaused() || s.Ready() != nil {
+		t.Fatal("the store is back, the worker still paused")
 	}
 }
