@@ -49,7 +49,9 @@ func (d *Dir) Space() (Space, error) {
 // ErrNotWritable or ErrLowSpace; its text names no path (it may reach a
 // readiness answer), the caller logs Root when it needs one.
 func (d *Dir) Check(min MinFree) error {
-	f, err := os.CreateTemp(d.root, ".probe-*")
+	// A temporary file's name: one left by a worker killed mid-probe is
+	// reaped with a crashed writer's leftovers.
+	f, err := os.CreateTemp(d.root, tempPrefix+"probe-*")
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrNotWritable, pathless(err))
 	}
