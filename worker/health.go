@@ -43,9 +43,10 @@ import (
 const DefaultResultsMinFree = 1 << 30
 
 // DefaultResultsCheckInterval is Config.ResultsCheckInterval unless set:
-// the probe costs a small file's create, fsync and remove, cheap at this
-// rate; a store that breaks between checks is usually noticed sooner,
-// at the first result write that fails.
+// the probe costs a small file's create, fsync and remove (about 1.3 ms on
+// a local disk, blob.BenchmarkCheck), cheap at this rate; a store that
+// breaks between checks is usually noticed sooner, at the first result
+// write that fails.
 const DefaultResultsCheckInterval = 5 * time.Second
 
 func (c *Config) setStoreDefaults() {
