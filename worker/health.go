@@ -192,17 +192,21 @@ func (m *storeMonitor) check() {
 				"err", err, "results_dir", s.blobs.Root())
 			s.withdraw()
 		}
-	case err == nil && prev != nil:
+	// Paused with no store error: a generation that failed to start after
+	// a drain (pause.go); resuming tries again.
+	case err == nil && (prev != nil || s.srv.isPaused()):
 		if s.stopping.Load() {
 			return
 		}
 		resumed, rerr := s.srv.resume()
 		if rerr != nil {
 			s.log.Error("results store usable again, but the worker could not resume; trying again", "err", rerr)
-			metrics.WorkersPaused.WithLabelValues(reason(prev)).Inc() // still paused
-			m.mu.Lock()
-			m.err = prev // so that the next check resumes
-			m.mu.Unlock()
+			if prev != nil {
+				metrics.WorkersPaused.WithLabelValues(reason(prev)).Inc() // still paused
+				m.mu.Lock()
+				m.err = prev // still not ready; the next check resumes
+				m.mu.Unlock()
+			}
 			return
 		}
 		if resumed {

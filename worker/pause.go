@@ -62,8 +62,8 @@ type queueServer struct {
 	// onShutdown runs first in Shutdown (it ends the health monitor, so
 	// nothing resumes while shutting down).
 	onShutdown func()
-	// started reports each generation that starts or fails to (tests and
-	// the health monitor's log).
+	// started, when set, is told of each generation that starts or fails
+	// to (tests).
 	started func(err error)
 }
 
@@ -175,7 +175,9 @@ func (q *queueServer) drain(g *generation) {
 	defer q.mu.Unlock()
 	q.draining--
 	if q.draining == 0 && !q.paused && !q.closed && q.handler != nil && q.cur == nil {
-		_ = q.startLocked() // reported through started; the monitor pauses and resumes again
+		if q.startLocked() != nil {
+			q.paused = true // the health monitor's next check resumes it
+		}
 	}
 }
 
