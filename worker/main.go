@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/claimcheck/claimcheck/api/router"
@@ -122,6 +125,10 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 		Retention:         c.Retention,
 		MaxRunningJobs:    c.MaxRunningJobs,
 		Logger:            logger,
+
+		ResultsMinFree:        c.ResultsMinFree,
+		ResultsMinFreePercent: c.ResultsMinFreePercent,
+		ResultsCheckInterval:  c.ResultsCheckInterval,
 	}, r.Client, types...)
 	if err != nil {
 		return err
@@ -134,13 +141,27 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client)) // once per process; a second call changes nothing
 	if c.MetricsAddr == "" {
 		<-ctx.Done()
-	} else if err := router.Serve(ctx, c.MetricsAddr, router.Ops(logger, r.Client), func(addr string) {
+	} else if err := router.Serve(ctx, c.MetricsAddr, opsHandler(logger, r.Client, w), func(addr string) {
 		logger.Info("worker metrics listening", "addr", addr)
 	}); err != nil {
 		return err
 	}
 	logger.Info("worker shutting down")
 	return nil
+}
+
+// opsHandler is router.Ops for a worker: /healthz, /metrics, and a
+// /readyz that also fails while the worker is paused because its results
+// store cannot take results (health.go), naming results-store-writable or
+// results-store-space. It is built here rather than by wrapping router.Ops
+// because router.Ready takes its checks at registration; the Redis check
+// is Ops's.
+func opsHandler(logger *slog.Logger, rdb redis.UniversalClient, w *Server) http.Handler {
+	r := router.New(logger)
+	router.Metrics(r)
+	router.Ready(r, append([]router.Check{{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
+		w.readyChecks()...)...)
+	return r
 }
 
 // withTypesFile adds the types of a --types file to the given ones. A name

@@ -27,6 +27,16 @@ type Config struct {
 	// ResultsDir is the directory results are written to, shared with the
 	// progress service that serves them (required).
 	ResultsDir string
+	// ResultsMinFree is the free space, in bytes, the results store must
+	// have for the worker to take jobs (DefaultResultsMinFree); negative:
+	// no byte floor. Below it, the worker pauses (health.go).
+	ResultsMinFree int64
+	// ResultsMinFreePercent, when above 0, is a floor as a percentage of
+	// the results file system's size, checked as well.
+	ResultsMinFreePercent float64
+	// ResultsCheckInterval is how often the results store is checked
+	// (DefaultResultsCheckInterval); a failed result write checks at once.
+	ResultsCheckInterval time.Duration
 	// Concurrency is how many jobs run at once (number of CPUs).
 	Concurrency int
 	// Pools are the pools this worker takes jobs from; default: the pools
@@ -84,6 +94,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.setStoreDefaults()
 	if c.TaskCheckInterval <= 0 {
 		c.TaskCheckInterval = 10 * time.Millisecond
 	}
@@ -178,7 +189,7 @@ func DefaultRetryDelay(n int, _ error) time.Duration {
 type Server struct {
 	cfg      Config
 	stopReap chan struct{}
-	srv      *asynq.Server
+	srv      *queueServer
 	store    *jobs.Store
 	blobs    *blob.Dir
 	types    map[string]Type
@@ -203,6 +214,10 @@ type Server struct {
 	// attempts are the running handlers' cancels: Shutdown cancels them at
 	// the start of its grace period (shutdown.go).
 	attempts attempts
+
+	// health checks the results store and pauses the worker while it
+	// cannot take results (health.go).
+	health *storeMonitor
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -246,7 +261,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 		return nil, err
 	}
 	retryDelay := cfg.RetryDelay
-	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+	s.srv = newQueueServer(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   queues(s.pools),
 		TaskCheckInterval:        cfg.TaskCheckInterval,
@@ -290,7 +305,9 @@ func (s *Server) Start() error {
 	if err := s.announce(); err != nil {
 		return err
 	}
+	s.watchStore() // may start paused: no task is taken before the store is usable
 	if err := s.srv.Start(mux); err != nil {
+		s.srv.Shutdown()
 		s.withdraw()
 		return fmt.Errorf("start worker: %w", err)
 	}

@@ -5,6 +5,11 @@
 //
 // Workers write and the progress service reads, so in a multi-process
 // deployment both mount the same directory (a shared volume).
+//
+// Errors from writing a result (Create, Write, Commit) and from Check name
+// the blob's key but never a path: they can reach a job's error text or a
+// readiness answer, and the server's directory layout must not. Root is
+// there for the worker's own log.
 package blob
 
 import (
@@ -29,6 +34,22 @@ var ErrTooLarge = errors.New("result exceeds its size limit")
 // Dir is a blob store rooted at a directory.
 type Dir struct {
 	root string
+	// fault, when set, is told of every failure to write a result that
+	// is the store's doing (not a result over its limit).
+	fault func(error)
+}
+
+// OnWriteError has f called with every error of Create, Writer.Write and
+// Writer.Commit that is the store's (a full, read-only or vanished disk;
+// not ErrTooLarge), so a health monitor can look at once instead of at its
+// next tick. Set it before the store is used; f must not block.
+func (d *Dir) OnWriteError(f func(error)) { d.fault = f }
+
+func (d *Dir) failed(err error) error {
+	if d.fault != nil {
+		d.fault(err)
+	}
+	return err
 }
 
 // NewDir opens (creating if needed) a store rooted at root.
@@ -57,6 +78,7 @@ type Writer struct {
 	f        *os.File
 	final    string
 	h        hash.Hash
+	dir      *Dir
 	n        int64
 	limit    int64
 	done     bool
@@ -71,9 +93,9 @@ func (d *Dir) Create(key string, limit int64) (*Writer, error) {
 	}
 	f, err := os.CreateTemp(d.root, ".tmp-"+key+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("create blob %s: %w", key, err)
+		return nil, d.failed(fmt.Errorf("create blob %s: %w", key, pathless(err)))
 	}
-	return &Writer{f: f, final: final, h: sha256.New(), limit: limit}, nil
+	return &Writer{f: f, final: final, h: sha256.New(), limit: limit, dir: d}, nil
 }
 
 // Write implements io.Writer.
@@ -85,7 +107,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
-	return n, err
+	if err != nil {
+		// A handler may return it as it is, and then it is the job's
+		// error text, which must not show the server's paths.
+		return n, w.dir.failed(fmt.Errorf("write result: %w", pathless(err)))
+	}
+	return n, nil
 }
 
 // Exceeded reports whether a write went past the limit, even if the caller
@@ -111,15 +138,15 @@ func (w *Writer) Commit() error {
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		os.Remove(name)
-		return fmt.Errorf("sync blob: %w", err)
+		return w.dir.failed(fmt.Errorf("sync blob: %w", pathless(err)))
 	}
 	if err := w.f.Close(); err != nil {
 		os.Remove(name)
-		return fmt.Errorf("close blob: %w", err)
+		return w.dir.failed(fmt.Errorf("close blob: %w", pathless(err)))
 	}
 	if err := os.Rename(name, w.final); err != nil {
 		os.Remove(name)
-		return fmt.Errorf("commit blob: %w", err)
+		return w.dir.failed(fmt.Errorf("commit blob: %w", pathless(err)))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestWorkerFlags(t *testing.T) {
 	w.Bind(fs)
 	var names []string
 	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-dir,retention,task-check-interval,types"
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,retention,task-check-interval,types"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("flags\n got %s\nwant %s", got, want)
 	}
@@ -210,5 +211,42 @@ func TestOpenRedis(t *testing.T) {
 	// A bad URL is refused without echoing it (it may hold a password).
 	if _, err := config.OpenRedis(ctx, "redis://:s3cret@host:notaport"); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("bad URL: %v", err)
+	}
+}
+
+// TestResultsMinFree: --results-min-free reads sizes and percentages into
+// worker.Config's terms (negative bytes: no byte floor) and defaults to
+// DefaultResultsMinFree, shown as 1GiB in the help.
+func TestResultsMinFree(t *testing.T) {
+	c, fs := parse(t)
+	if c.ResultsMinFree != config.DefaultResultsMinFree || c.ResultsMinFreePercent != 0 || fs.Lookup("results-min-free").DefValue != "1GiB" {
+		t.Errorf("default %d bytes, %g%%, shown %q", c.ResultsMinFree, c.ResultsMinFreePercent, fs.Lookup("results-min-free").DefValue)
+	}
+	for _, tc := range []struct {
+		in      string
+		bytes   int64
+		percent float64
+	}{
+		{"2GiB", 2 << 30, 0},
+		{"500MiB", 500 << 20, 0},
+		{"1234", 1234, 0},
+		{"7KiB", 7 << 10, 0},
+		{"5%", -1, 5},
+		{"0.5%", -1, 0.5},
+		{"0", -1, 0},
+	} {
+		c, _ := parse(t, "--results-min-free", tc.in)
+		if c.ResultsMinFree != tc.bytes || c.ResultsMinFreePercent != tc.percent {
+			t.Errorf("%s: %d bytes, %g%%; want %d, %g%%", tc.in, c.ResultsMinFree, c.ResultsMinFreePercent, tc.bytes, tc.percent)
+		}
+	}
+	for _, bad := range []string{"lots", "-1GiB", "100%", "-3%", "1PiB", "9999999999TiB"} {
+		var w config.Worker
+		fs := pflag.NewFlagSet("w", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		w.Bind(fs)
+		if err := fs.Parse([]string{"--results-min-free", bad}); err == nil {
+			t.Errorf("%s accepted: %d bytes, %g%%", bad, w.ResultsMinFree, w.ResultsMinFreePercent)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -54,6 +55,16 @@ type Worker struct {
 	// TypesFile is a file of job types that run programs (--types), added
 	// to the types compiled in.
 	TypesFile string
+	// ResultsMinFree and ResultsMinFreePercent are the free space the
+	// results store must keep for the worker to take jobs
+	// (--results-min-free: bytes, or a percentage of the file system), in
+	// worker.Config's terms: a negative byte floor or a zero percentage is
+	// none of that kind.
+	ResultsMinFree        int64
+	ResultsMinFreePercent float64
+	// ResultsCheckInterval is how often the worker checks its results
+	// store (0: the worker's default, 5s).
+	ResultsCheckInterval time.Duration
 }
 
 // Bind declares the worker's flags on fs, with their defaults, into w.
@@ -72,7 +83,76 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&w.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090; default off)")
 	fs.DurationVar(&w.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	BindMaxRunningJobs(fs, &w.MaxRunningJobs)
+	w.ResultsMinFree = DefaultResultsMinFree
+	fs.Var(&minFree{bytes: &w.ResultsMinFree, percent: &w.ResultsMinFreePercent}, "results-min-free",
+		"pause taking jobs while the results store has less free space than this: bytes (suffixes KiB, MiB, GiB, TiB) or a percentage of its file system (5%); 0: no floor")
+	fs.DurationVar(&w.ResultsCheckInterval, "results-check-interval", 0, "how often the results store is checked for writes and free space (default 5s)")
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
+}
+
+// DefaultResultsMinFree is --results-min-free unless given: 1 GiB, the
+// default cap on one result, so a result as large as allowed still fits
+// (worker.DefaultResultsMinFree says more; a test keeps the two equal).
+const DefaultResultsMinFree = 1 << 30
+
+// minFree reads --results-min-free: "2GiB", "500MiB", "1073741824" or
+// "5%". Setting one kind of floor clears the other.
+type minFree struct {
+	bytes   *int64
+	percent *float64
+}
+
+var sizeSuffixes = []struct {
+	suffix string
+	mult   int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+func (m *minFree) String() string {
+	if m.bytes == nil {
+		return ""
+	}
+	if *m.percent > 0 {
+		return strconv.FormatFloat(*m.percent, 'g', -1, 64) + "%"
+	}
+	if *m.bytes <= 0 {
+		return "0"
+	}
+	for _, s := range sizeSuffixes {
+		if *m.bytes%s.mult == 0 {
+			return strconv.FormatInt(*m.bytes/s.mult, 10) + s.suffix
+		}
+	}
+	return strconv.FormatInt(*m.bytes, 10)
+}
+
+func (m *minFree) Type() string { return "size" }
+
+func (m *minFree) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || f < 0 || f >= 100 {
+			return fmt.Errorf("%q: a percentage from 0 to under 100", v)
+		}
+		*m.bytes, *m.percent = -1, f
+		return nil
+	}
+	mult := int64(1)
+	for _, s := range sizeSuffixes {
+		if n, ok := strings.CutSuffix(v, s.suffix); ok {
+			v, mult = strings.TrimSpace(n), s.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("%q: a size such as 1GiB, 500MiB or 5%%", v)
+	}
+	*m.bytes, *m.percent = n*mult, 0
+	if n == 0 {
+		*m.bytes = -1 // worker.Config: negative is no floor, 0 the default
+	}
+	return nil
 }
 
 // BindMaxRunningJobs declares --max-running-jobs into p, in

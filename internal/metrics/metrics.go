@@ -99,3 +99,16 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(queueLatencyDesc, prometheus.GaugeValue, info.Latency.Seconds(), name)
 	}
 }
+
+// WorkersPaused is how many workers of this process have stopped taking
+// jobs because their results store cannot take results, by reason:
+// "not_writable" or "low_space" (worker/health.go).
+var WorkersPaused = factory.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "claimcheck_worker_paused", Help: "Workers that stopped taking jobs because their results store cannot take results, by reason (not_writable, low_space).",
+}, []string{"reason"})
+
+// ResultsFreeBytes is the free space of the results store's file system
+// at a worker's last health check.
+var ResultsFreeBytes = factory.NewGauge(prometheus.GaugeOpts{
+	Name: "claimcheck_results_free_bytes", Help: "Free space of the results store's file system at the worker's last check.",
+})
