@@ -414,10 +414,11 @@ func ReloadKeys(ctx context.Context, cfg Config, dirs map[string]*tokens.KeySet,
 }
 
 // OpsHandler is every process's small operations server, for
-// --metrics-addr (router.Ops: /healthz, /readyz, /metrics); a worker
-// process serves the same one.
-func OpsHandler(cfg Config, rdb redis.UniversalClient) http.Handler {
-	return router.Ops(cfg.Logger, rdb)
+// --metrics-addr (router.Ops: /healthz, /readyz, /metrics), with extra
+// readiness checks (an embedded worker's, worker.Server.ReadyChecks); a
+// worker process serves the same one.
+func OpsHandler(cfg Config, rdb redis.UniversalClient, extra ...router.Check) http.Handler {
+	return router.Ops(cfg.Logger, rdb, extra...)
 }
 
 // GatewayHandler is the gateway process's handler: the exchange and JWKS,
@@ -519,9 +520,10 @@ func DevHandler(cfg Config, rdb redis.UniversalClient, keys *tokens.KeySet) (*De
 }
 
 // ServeWithOps serves h on cfg.Addr like Serve and, when cfg.MetricsAddr is
-// set, the operations server (OpsHandler) there beside it; either failing
-// stops both. ready, if not nil, receives the public address.
-func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h http.Handler, ready func(addr string)) error {
+// set, the operations server (OpsHandler, with the extra readiness checks)
+// there beside it; either failing stops both. ready, if not nil, receives
+// the public address.
+func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h http.Handler, ready func(addr string), extra ...router.Check) error {
 	if cfg.MetricsAddr == "" {
 		return Serve(ctx, cfg.Addr, h, ready)
 	}
@@ -529,7 +531,7 @@ func ServeWithOps(ctx context.Context, cfg Config, rdb redis.UniversalClient, h 
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- Serve(ctx, cfg.MetricsAddr, OpsHandler(cfg, rdb), func(addr string) {
+		errc <- Serve(ctx, cfg.MetricsAddr, OpsHandler(cfg, rdb, extra...), func(addr string) {
 			cfg.Logger.Info("metrics listening", "addr", addr)
 		})
 		cancel()

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/worker/builtin"
 )
 
 func TestMetricsReadinessAndRequestIDs(t *testing.T) {
@@ -194,5 +197,41 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestOpsReadinessIncludesAnEmbeddedWorkersStore: dev and embedded mode
+// serve one ops server for every part; its /readyz must fail, naming the
+// check and no path, when the in-process worker's results store does.
+func TestOpsReadinessIncludesAnEmbeddedWorkersStore(t *testing.T) {
+	rdb := redistest.Client(t)
+	cfg := app.Config{Logger: slog.New(slog.DiscardHandler), ResultsDir: filepath.Join(t.TempDir(), "results"), Types: builtin.Types()}
+	cfg.Worker.ResultsMinFree = -1
+	cfg.Worker.ResultsCheckInterval = 50 * time.Millisecond
+	w, err := app.Worker(cfg, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	ops := httptest.NewServer(app.OpsHandler(cfg, rdb, w.ReadyChecks()...))
+	defer ops.Close()
+	if r := do(t, "GET", ops.URL+"/readyz", "", nil); r.StatusCode != 200 {
+		t.Fatalf("readyz with a good store: %d", r.StatusCode)
+	}
+	if err := os.Rename(cfg.ResultsDir, cfg.ResultsDir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	waitfor.True(t, 10*time.Second, func() bool {
+		r := do(t, "GET", ops.URL+"/readyz", "", nil)
+		b, _ := io.ReadAll(r.Body)
+		body = string(b)
+		return r.StatusCode == 503
+	})
+	if !strings.Contains(body, "results-store-writable") || strings.Contains(body, cfg.ResultsDir) {
+		t.Fatalf("readyz body %q: want the failing check named, and no path", body)
 	}
 }

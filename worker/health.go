@@ -267,9 +267,11 @@ func (s *Server) Ready() error {
 	return nil
 }
 
-// readyChecks are the worker's /readyz conditions beyond Redis: one per
-// way the results store can stop it, so the 503 says which.
-func (s *Server) readyChecks() []router.Check {
+// ReadyChecks are the worker's readiness checks beyond Redis, for a
+// process's /readyz (router.Ops): one per way the results store can stop
+// it (not writable, low on space), so the 503 says which. They fail while
+// the worker is paused for its store.
+func (s *Server) ReadyChecks() []router.Check {
 	failing := func(kind error) func(context.Context) error {
 		return func(context.Context) error {
 			if err := s.storeErr(); errors.Is(err, kind) {

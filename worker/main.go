@@ -157,11 +157,7 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 // because router.Ready takes its checks at registration; the Redis check
 // is Ops's.
 func opsHandler(logger *slog.Logger, rdb redis.UniversalClient, w *Server) http.Handler {
-	r := router.New(logger)
-	router.Metrics(r)
-	router.Ready(r, append([]router.Check{{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
-		w.readyChecks()...)...)
-	return r
+	return router.Ops(logger, rdb, w.ReadyChecks()...)
 }
 
 // withTypesFile adds the types of a --types file to the given ones. A name

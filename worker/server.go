@@ -489,6 +489,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	defer s.attempts.remove(p.Job)
 	var w *blob.Writer
 	var contentType string
+	storeFailed := false // the results store refused the result
 	task := &Task{
 		id:      p.Job,
 		attempt: retried + 1,
@@ -519,6 +520,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			}
 			w, err = s.blobs.Create(p.Job, limit)
 			contentType = ct
+			storeFailed = err != nil
 			return w, err
 		},
 	}
@@ -536,7 +538,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, w, contentType, slot, ended)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, attempt.MayHold, w, contentType, slot, ended)
 	}
 	if w != nil {
 		w.Abort()
@@ -589,15 +591,8 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			log.Info("worker shutting down: job handed back to its queue")
 			return herr
 		}
-		if _, next, err := s.store.HandBack(bctx, p.Job, retried+1, slot); err != nil {
-			// Left running: the reconciler sees its task waiting and makes
-			// it queued.
-			log.Warn("hand-back not recorded", "err", err)
-		} else {
-			ended(next)
-		}
 		log.Info("worker shutting down: job handed back to its queue")
-		return &heldError{delay: 0}
+		return s.handBack(bctx, log, p.Job, retried+1, slot, ended, 0)
 	}
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(hctx), errCancelRequested) {
 		// Asynq stopped the attempt itself, and not for a shutdown (above)
@@ -605,6 +600,13 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		// this worker could not renew it in Redis. Say so, rather than
 		// "context canceled".
 		herr = errLeaseLost
+	}
+	if (storeFailed || (w != nil && w.Failed())) && attempt.MayHold && s.storeUnusable() {
+		// The job did not fail: this worker's results store did, and the
+		// worker has paused itself (health.go). Another worker, or this
+		// one once its store is back, runs the job; no retry is spent.
+		log.Warn("results store unusable: job handed back", "err", herr)
+		return s.handBack(bctx, log, p.Job, retried+1, slot, ended, storeHandBackDelay)
 	}
 	msg := herr.Error()
 	if errors.Is(herr, context.DeadlineExceeded) {
@@ -690,7 +692,7 @@ var errResultNotStored = errors.New("result could not be stored")
 // succeed commits the result of an attempt whose handler succeeded and
 // records the job as succeeded. final says no retry is left: a result that
 // cannot be stored then fails the job instead of leaving it running.
-func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final bool, w *blob.Writer, contentType string,
+func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final, mayHandBack bool, w *blob.Writer, contentType string,
 	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
 	// Another run of this job (a task Asynq delivered twice while Redis was
 	// away) stored its result and is waiting to record it: that result is
@@ -708,6 +710,10 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 	if w != nil {
 		res = jobs.Result{ContentType: contentType, Size: w.Size(), SHA256: w.SHA256()}
 		if err := w.Commit(); err != nil {
+			if mayHandBack && s.storeUnusable() {
+				log.Warn("results store unusable: job handed back", "err", err)
+				return s.handBack(ctx, log, id, attempt, slot, ended, storeHandBackDelay)
+			}
 			log.Error("result not stored", "err", err, "final", final)
 			st, next, ferr := s.store.FailReleasing(ctx, id, attempt, errResultNotStored.Error(), final, s.cfg.Retention, slot)
 			if ferr != nil {
@@ -725,6 +731,20 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 		}
 	}
 	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
+}
+
+// handBack puts a job whose attempt could not finish here back in its
+// queue, unspent: the record says queued, the slot is freed, and the task
+// is retried by Asynq without counting as a failure.
+func (s *Server) handBack(ctx context.Context, log *slog.Logger, id string, attempt int, slot *jobs.Slot, ended func([]jobs.Waiting), delay time.Duration) error {
+	if _, next, err := s.store.HandBack(ctx, id, attempt, slot); err != nil {
+		// Left running: the reconciler sees its task waiting and makes
+		// it queued.
+		log.Warn("hand-back not recorded", "err", err)
+	} else {
+		ended(next)
+	}
+	return &heldError{delay: delay}
 }
 
 // recordSuccess records that attempt succeeded with res, whose bytes are
@@ -783,6 +803,9 @@ const (
 	recordRetryFor   = 2 * time.Minute
 	recordRetryFirst = 250 * time.Millisecond
 	recordRetryMax   = 2 * time.Second
+	// storeHandBackDelay is how long a job handed back by a worker whose
+	// results store failed waits before any worker may take it again.
+	storeHandBackDelay = time.Second
 	// checkpointTimeout bounds one SaveCheckpoint, which outlives the
 	// handler's context.
 	checkpointTimeout = 5 * time.Second

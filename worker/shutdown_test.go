@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -251,5 +253,43 @@ func TestFinishedResultOfAnotherRunIsKept(t *testing.T) {
 	b, _ := io.ReadAll(f)
 	if string(b) != "the other run's bytes" {
 		t.Fatalf("stored result %q, want the other run's bytes", b)
+	}
+}
+
+// TestStoreFailureMidJobHandsTheJobBack: the one attempt that meets a
+// results store gone bad before the health check saw it is not charged:
+// the worker pauses, the job is queued again with its retry unspent, and
+// once the store is back it succeeds as attempt 1. (Before: the attempt
+// failed, and with no retry left the job failed with it.)
+func TestStoreFailureMidJobHandsTheJobBack(t *testing.T) {
+	h := newHarness(t)
+	root := filepath.Join(t.TempDir(), "results")
+	w, err := worker.New(worker.Config{
+		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: 100 * time.Millisecond, Concurrency: 1, Logger: quiet,
+		DelayedTaskCheckInterval: 50 * time.Millisecond,
+	}, h.rdb, resultType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	// Broken between two checks: the attempt finds it first.
+	if err := os.Rename(root, root+".away"); err != nil {
+		t.Fatal(err)
+	}
+	h.submitAsAPI(t, "store", "mid1", 0)
+	waitfor.True(t, 10*time.Second, func() bool { return w.Ready() != nil })
+	waitfor.True(t, 10*time.Second, func() bool {
+		j, err := h.store.Get(context.Background(), "mid1")
+		return err == nil && j.State == jobs.StateQueued && j.Attempts == 1
+	})
+	if err := os.Rename(root+".away", root); err != nil {
+		t.Fatal(err)
+	}
+	j := h.waitFinal(t, "mid1")
+	if j.State != jobs.StateSucceeded || j.Attempts != 1 {
+		t.Fatalf("job %s after %d attempts (error %v), want succeeded as attempt 1", j.State, j.Attempts, j.Error)
 	}
 }

@@ -12,13 +12,14 @@ import (
 )
 
 // Ops is a process's operations server, for --metrics-addr: GET /healthz,
-// GET /readyz (Redis answers) and GET /metrics. It is the only handler that
-// serves /metrics. Every claimcheck process, the worker and a worker.Main
-// program included, serves this one.
-func Ops(logger *slog.Logger, rdb redis.UniversalClient) http.Handler {
+// GET /readyz (Redis answers, and every extra check passes: a worker's
+// results store, say) and GET /metrics. It is the only handler that serves
+// /metrics. Every claimcheck process, the worker and a worker.Main program
+// included, serves this one.
+func Ops(logger *slog.Logger, rdb redis.UniversalClient, extra ...Check) http.Handler {
 	r := New(logger)
 	Metrics(r)
-	Ready(r, Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	Ready(r, append([]Check{{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}}, extra...)...)
 	return r
 }
 

@@ -109,7 +109,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 			fmt.Fprintf(out, "  Redis:   %s (embedded; its password is new each run)\n", r.EmbeddedURL.Reveal())
 		}
 		fmt.Fprintln(out, "  The API key and passwords above are for this machine only: anyone who sees them can act as dev.")
-	})
+	}, w.ReadyChecks()...)
 }
 
 // addTypesFile adds the job types of dev's --types FILE to the built-in

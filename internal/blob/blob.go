@@ -75,6 +75,7 @@ func (d *Dir) path(key string) (string, error) {
 // Writer streams one blob, hashing and counting as it goes.
 type Writer struct {
 	exceeded bool
+	failed   bool // a write failed in the store (not ErrTooLarge)
 	f        *os.File
 	final    string
 	h        hash.Hash
@@ -108,6 +109,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.h.Write(p[:n])
 	w.n += int64(n)
 	if err != nil {
+		w.failed = true
 		// A handler may return it as it is, and then it is the job's
 		// error text, which must not show the server's paths.
 		return n, w.dir.failed(fmt.Errorf("write result: %w", pathless(err)))
@@ -118,6 +120,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Exceeded reports whether a write went past the limit, even if the caller
 // swallowed the error.
 func (w *Writer) Exceeded() bool { return w.exceeded }
+
+// Failed reports whether a write failed in the store (a full or broken
+// disk; not the size limit), even if the caller swallowed the error.
+func (w *Writer) Failed() bool { return w.failed }
 
 // Limit is the writer's size limit (0: none).
 func (w *Writer) Limit() int64 { return w.limit }

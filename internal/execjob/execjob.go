@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -206,7 +207,9 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 		inW.Close()
 		outR.Close()
 		errR.Close()
-		return fmt.Errorf("start %s: %w", p.Path, startErr)
+		// The job's error is shown to its submitter: the cause, not the
+		// program's path on this server.
+		return fmt.Errorf("start the program: %w", pathless(startErr))
 	}
 	pgid := cmd.Process.Pid
 	// Closing unblocks the input writer should a process that left the
@@ -377,7 +380,7 @@ func (p *Program) Run(ctx context.Context, t Task) error {
 	case waitErr != nil:
 		var ee *exec.ExitError
 		if !errors.As(waitErr, &ee) {
-			return fmt.Errorf("wait for %s: %w", p.Path, waitErr)
+			return fmt.Errorf("wait for the program: %w", pathless(waitErr))
 		}
 		xe := &ExitError{Code: ee.ExitCode(), LastLine: clip(lastLine, 512)}
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -421,6 +424,21 @@ func readLines(r io.Reader, out chan<- string) {
 			return
 		}
 	}
+}
+
+// pathless is err without the file name that os and os/exec errors carry
+// (fork/exec /opt/models/run: permission denied → permission denied), still
+// matching errors.Is on the cause.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
 }
 
 // clip cuts s to at most n bytes on a UTF-8 boundary.

@@ -335,6 +335,10 @@ func TestStartFailure(t *testing.T) {
 	if !errors.Is(err, exec.ErrNotFound) && !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v", err)
 	}
+	// It becomes the job's error, which the submitter reads.
+	if strings.Contains(err.Error(), p.Path) || strings.Contains(err.Error(), "/") {
+		t.Fatalf("the error %q names a server path", err)
+	}
 }
 
 func TestInvalidUTF8IsReplaced(t *testing.T) {
