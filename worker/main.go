@@ -106,6 +106,10 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 	if err != nil {
 		return err
 	}
+	// This is the whole process: whatever logs through the standard
+	// library (net/http's server errors, say) comes out in the same
+	// format, not as plain text among JSON lines.
+	slog.SetDefault(logger)
 	if types, err = withTypesFile(types, c.TypesFile); err != nil {
 		return err
 	}
