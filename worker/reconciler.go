@@ -29,13 +29,25 @@ import (
 //     (Inspector.GetTaskInfo on the queue the record names), and moves the
 //     record:
 //
-//     task active (the worker died; Asynq has not noticed yet, or the
-//     lease is gone) ──▶ retrying "worker lost" when the job has a retry
-//     left, else failed "worker lost"; a missing lease is restored as an
-//     expired one, so Asynq's own recoverer re-runs or archives the task
+//     task active without a lease (asynq #1144), job has a retry left
+//     ──▶ task put back in its queue as the next attempt, retrying
+//     "worker lost" (jobs.Store.RequeueTask)
+//     task active with a lease (the worker died; Asynq has not noticed
+//     yet) ──▶ retrying "worker lost" when the job has a retry left, else
+//     failed "worker lost"; a missing lease is restored as an expired
+//     one, so that Asynq's own recoverer ends the task too
 //     task pending (handed back at shutdown) ──▶ queued
 //     task waiting to be retried ──▶ retrying "worker lost"
-//     task archived, completed or gone ──▶ failed "worker lost"
+//     task archived, job has a retry left ──▶ task put back in its queue
+//     as the next attempt, retrying "worker lost"
+//     task archived (no retry left), completed or gone ──▶ failed
+//     "worker lost"
+//
+// A task put back is stored as retried as many times as the record has
+// attempts, so its next run is the next attempt and the job gets exactly
+// its max_retry budget. It is put back rather than left to Asynq's
+// recoverer, which runs once a minute (not configurable in asynq v0.26),
+// so that the re-run does not wait for it.
 //
 // Each move is one script (jobs.Store.Reconcile) that applies only while the
 // record still runs the attempt seen and its heartbeat is still stale, so a
@@ -140,7 +152,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 }
 
 // verdict decides what the record of stale attempt j becomes from what
-// Asynq says of its task; ok is false when that could not be told.
+// Asynq says of its task, and puts back in its queue a task Asynq would
+// not run again although the job has a retry left; ok is false when that
+// could not be told.
 func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, errMsg string, ok bool) {
 	lost := jobs.StateFailed
 	if j.RetriesLeft() {
@@ -156,6 +170,22 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 	}
 	switch info.State {
 	case asynq.TaskStateActive:
+		if j.RetriesLeft() {
+			// Without a lease (asynq #1144) Asynq would never run it
+			// again; with one restored it would, but only at its
+			// recoverer's next look, up to a minute away. Put back now.
+			requeued, err := s.requeue(ctx, j)
+			if err != nil {
+				return "", "", false
+			}
+			if requeued {
+				s.log.Warn("task had lost its lease (asynq #1144): put back in its queue", "job", j.ID, "next_attempt", j.Attempt+1)
+				return jobs.StateRetrying, errWorkerLost, true
+			}
+		}
+		// It has a lease (Asynq's recoverer retries or archives it once
+		// the lease expires), or no retry is left: a missing lease is
+		// restored as an expired one, so Asynq ends the task too.
 		restored, err := s.store.RestoreLease(ctx, j.Queue, j.ID)
 		if err != nil {
 			s.log.Warn("reconcile: lease not restored", "job", j.ID, "err", err)
@@ -169,7 +199,30 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 		return jobs.StateQueued, "", true
 	case asynq.TaskStateRetry, asynq.TaskStateScheduled:
 		return jobs.StateRetrying, errWorkerLost, true
-	default: // archived, completed, aggregating: nothing will run it again
+	case asynq.TaskStateArchived:
+		if !j.RetriesLeft() {
+			return jobs.StateFailed, errWorkerLost, true
+		}
+		// Archived while the job has a retry left (Asynq's delivery
+		// budget ran out before the job's own, or an operator archived a
+		// running task): the orphan is requeued, not failed.
+		requeued, err := s.requeue(ctx, j)
+		if err != nil || !requeued {
+			return "", "", false // it changed meanwhile: the next pass looks again
+		}
+		s.log.Warn("archived task of a job with a retry left: put back in its queue", "job", j.ID, "next_attempt", j.Attempt+1)
+		return jobs.StateRetrying, errWorkerLost, true
+	default: // completed, aggregating: nothing will run it again
 		return jobs.StateFailed, errWorkerLost, true
 	}
+}
+
+// requeue puts stale attempt j's task back in its queue as the job's next
+// attempt (jobs.Store.RequeueTask).
+func (s *Server) requeue(ctx context.Context, j jobs.StaleJob) (bool, error) {
+	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry)
+	if err != nil {
+		s.log.Warn("reconcile: task not put back in its queue", "job", j.ID, "err", err)
+	}
+	return ok, err
 }

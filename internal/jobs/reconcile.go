@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Heartbeats and reconciliation. A record that says running is only true
@@ -184,4 +185,111 @@ func (s *Store) RestoreLease(ctx context.Context, queue, id string) (bool, error
 		return false, fmt.Errorf("restore lease of task %s: %w", id, err)
 	}
 	return n == 1, nil
+}
+
+var requeueScript = redis.NewScript(`
+-- KEYS[1] the task, KEYS[2] the queue's active list, KEYS[3] its lease
+-- set, KEYS[4] its archive, KEYS[5] its pending list
+-- ARGV[1] task id, ARGV[2] its message as read, ARGV[3] the message to
+-- store, ARGV[4] now ns
+-- returns 1 if the task was put back in its queue
+local t = redis.call("HMGET", KEYS[1], "msg", "state")
+-- Anything that touched the task since it was read (its worker, Asynq's
+-- recoverer, another reconciler) wins.
+if t[1] ~= ARGV[2] then return 0 end
+if t[2] == "archived" then
+  if redis.call("ZREM", KEYS[4], ARGV[1]) == 0 then return 0 end
+elseif t[2] == "active" then
+  -- A task with a lease, even an expired one, is Asynq's to recover.
+  if redis.call("ZSCORE", KEYS[3], ARGV[1]) then return 0 end
+  if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then return 0 end
+else
+  return 0
+end
+redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[4])
+redis.call("LPUSH", KEYS[5], ARGV[1])
+return 1
+`)
+
+// RequeueTask puts back in its queue the Asynq task of a job whose worker
+// was lost, when Asynq itself would not run it again: an archived task, or
+// an active one without a lease (asynq #1144; Asynq's recoverer only looks
+// at leases, and only once a minute). spent is how many attempts the job
+// has used (its record's attempt) and maxRetry its retry budget: the task
+// is stored as retried spent times, with the delivery budget of
+// DeliveryRetries(maxRetry), so the next run is attempt spent+1 and the job
+// gets exactly its budget, as if Asynq had retried it. It reports whether
+// the task was put back; false (with no error) when it is in any other
+// state or changed while being looked at.
+//
+// Asynq has no call for this: Inspector.RunTask takes no active task, and
+// keeps an archived one's retry count, so its re-run would repeat the lost
+// attempt's number and be its last. So this edits Asynq's task message
+// (asynq v0.26 internal/proto TaskMessage, fields retry and retried) and
+// moves the task as Asynq's own scripts do, in one script that applies only
+// if the message is still the one read.
+func (s *Store) RequeueTask(ctx context.Context, queue, id string, spent, maxRetry int) (bool, error) {
+	key := asynqTaskKey(queue, id)
+	msg, err := s.rdb.HGet(ctx, key, "msg").Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("requeue task %s: %w", id, err)
+	}
+	updated, err := setRetries([]byte(msg), DeliveryRetries(maxRetry), spent)
+	if err != nil {
+		return false, fmt.Errorf("requeue task %s: %w", id, err)
+	}
+	keys := []string{key, asynqActiveKey(queue), asynqLeaseKey(queue), asynqArchivedKey(queue), asynqPendingKey(queue)}
+	n, err := requeueScript.Run(ctx, s.rdb, keys, id, msg, updated, s.now().UnixNano()).Int()
+	if err != nil {
+		return false, fmt.Errorf("requeue task %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// Field numbers of asynq's TaskMessage (v0.26 internal/proto/asynq.proto).
+const (
+	taskMsgRetry   protowire.Number = 5
+	taskMsgRetried protowire.Number = 6
+)
+
+// setRetries returns Asynq task message msg with retried set to retried and
+// its retry budget raised to at least retry; every other field is kept
+// byte for byte.
+func setRetries(msg []byte, retry, retried int) ([]byte, error) {
+	out := make([]byte, 0, len(msg)+12)
+	for b := msg; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("task message: %w", protowire.ParseError(n))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, fmt.Errorf("task message: %w", protowire.ParseError(m))
+		}
+		switch {
+		case (num == taskMsgRetry || num == taskMsgRetried) && typ != protowire.VarintType:
+			return nil, fmt.Errorf("task message: field %d is not a varint", num)
+		case num == taskMsgRetry:
+			v, _ := protowire.ConsumeVarint(b[n:])
+			retry = max(retry, int(int32(v)))
+		case num == taskMsgRetried:
+		default:
+			out = append(out, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	// proto3 leaves zero out; a later field of the same number would win.
+	for _, f := range []struct {
+		num protowire.Number
+		v   int
+	}{{taskMsgRetry, retry}, {taskMsgRetried, retried}} {
+		if f.v != 0 {
+			out = protowire.AppendTag(out, f.num, protowire.VarintType)
+			out = protowire.AppendVarint(out, uint64(int64(int32(f.v))))
+		}
+	}
+	return out, nil
 }
