@@ -43,6 +43,11 @@ import (
 //     task archived (no retry left), completed or gone ──▶ failed
 //     "worker lost"
 //
+// A job failed here has its running-job slot released in the same script
+// and its owner's held jobs moved forward, as a worker's own end does;
+// otherwise they would wait for the slot's lease (the attempt's time limit
+// and a minute) to run out.
+//
 // A task put back is stored as retried as many times as the record has
 // attempts, so its next run is the next attempt and the job gets exactly
 // its max_retry budget. It is put back rather than left to Asynq's
@@ -139,7 +144,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		st, err := s.store.Reconcile(ctx, j, cutoff, to, errMsg, s.cfg.Retention)
+		st, next, err := s.store.ReconcileReleasing(ctx, j, cutoff, to, errMsg, s.cfg.Retention, s.cfg.MaxRunningJobs)
 		if err != nil {
 			return err
 		}
@@ -147,6 +152,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 			s.log.Warn("job's worker lost: record reconciled", "job", j.ID, "attempt", j.Attempt,
 				"state", st, "silent_for", time.Since(j.Heartbeat).Round(time.Millisecond))
 		}
+		// A failed job's slot is free: its owner's held jobs start now
+		// rather than when the slot's lease would have run out.
+		s.moveForward(s.log.With("job", j.ID), next)
 	}
 	return nil
 }

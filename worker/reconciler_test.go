@@ -284,6 +284,39 @@ func TestReconcilerRestoresLostLeaseOfFinalAttempt(t *testing.T) {
 	}
 }
 
+// A job failed by the reconciler frees its running-job slot at once: with
+// a cap of one running job, ann's held job B starts as soon as her job A's
+// worker is found lost, not when A's slot lease (an hour and a minute)
+// runs out; the hold delay is an hour, so only the hand-off can start it.
+func TestReconcilerReleasesSlotOfFailedJob(t *testing.T) {
+	h := newHarness(t)
+	capOne := func(c *worker.Config) {
+		c.MaxRunningJobs = 1
+		c.HoldDelay = func(time.Duration) time.Duration { return time.Hour }
+	}
+	h.killRunning(t, "a", 0, func() {
+		// While A's worker still lives, B is taken by the survivor and
+		// held: A has ann's only slot.
+		h.submitAs(t, "ann", "block", "b", 0)
+		h.survivor(t, capOne)
+		waitfor.True(t, 10*time.Second, func() bool {
+			j, err := h.store.Get(context.Background(), "b")
+			return err == nil && j.State == jobs.StateQueued && j.HoldReason != nil
+		})
+	})
+	a := h.waitState(t, "a", jobs.StateFailed)
+	if a.Error == nil || *a.Error != "worker lost" {
+		t.Fatalf("a = %+v", a)
+	}
+	b := h.waitState(t, "b", jobs.StateRunning)
+	if b.Attempts != 1 || b.HoldReason != nil {
+		t.Fatalf("b = %+v", b)
+	}
+	if ids, err := h.rdb.ZRange(context.Background(), jobs.KeyPrefixOwnerRunning+"ann", 0, -1).Result(); err != nil || len(ids) != 1 || ids[0] != "b" {
+		t.Fatalf("ann's slots = %v, %v; want [b]", ids, err)
+	}
+}
+
 // A live worker's job is never taken for lost, however long it runs.
 func TestReconcilerLeavesLiveJob(t *testing.T) {
 	h := newHarness(t)

@@ -38,6 +38,9 @@ type StaleJob struct {
 	State State
 	// Queue is the Asynq queue its task was put in.
 	Queue string
+	// Owner is the job's owner, whose running-job slot a final verdict
+	// releases.
+	Owner string
 	// Attempt is the record's current attempt (from 1).
 	Attempt int
 	// MaxRetry is the job's retry budget.
@@ -93,7 +96,7 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(zs))
 	for i, z := range zs {
-		cmds[i] = pipe.HMGet(ctx, jobKey(z.Member.(string)), fState, fQueue, fAttempts, fMaxRetry)
+		cmds[i] = pipe.HMGet(ctx, jobKey(z.Member.(string)), fState, fQueue, fAttempts, fMaxRetry, fOwner)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("stale jobs: %w", err)
@@ -109,7 +112,7 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 			}
 			return ""
 		}
-		j := StaleJob{ID: z.Member.(string), State: State(str(0)), Queue: str(1),
+		j := StaleJob{ID: z.Member.(string), State: State(str(0)), Queue: str(1), Owner: str(4),
 			Heartbeat: time.UnixMilli(int64(z.Score)).UTC()}
 		if j.State == "" {
 			j.State = StateGone
@@ -121,21 +124,23 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 	return out, nil
 }
 
-var reconcileScript = redis.NewScript(emitLua + `
+var reconcileScript = redis.NewScript(emitLua + releaseLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] heartbeats
+-- counters, KEYS[5] heartbeats, and when the job has an owner KEYS[6] the
+-- owner's slots, KEYS[7] the owner's held jobs
 -- ARGV[1] job id, ARGV[2] attempt seen, ARGV[3] cutoff ms, ARGV[4] new
 -- state ("" to only drop an entry whose record is not running), ARGV[5]
--- error, ARGV[6] now ms, ARGV[7] retention ms
--- returns the record's state afterwards ("gone" for none)
+-- error, ARGV[6] now ms, ARGV[7] retention ms, ARGV[8] running-job cap
+-- returns {state afterwards ("gone" for none), held members that may
+-- start now...}
 local st = redis.call("HMGET", KEYS[1], "state", "attempts")
 if not st[1] or st[1] ~= "running" then
   redis.call("ZREM", KEYS[5], ARGV[1])
-  return st[1] or "gone"
+  return {st[1] or "gone"}
 end
-if st[2] ~= ARGV[2] or ARGV[4] == "" then return st[1] end
+if st[2] ~= ARGV[2] or ARGV[4] == "" then return {st[1]} end
 local hb = redis.call("ZSCORE", KEYS[5], ARGV[1])
-if hb and tonumber(hb) > tonumber(ARGV[3]) then return st[1] end
+if hb and tonumber(hb) > tonumber(ARGV[3]) then return {st[1]} end
 redis.call("ZREM", KEYS[5], ARGV[1])
 local final = ARGV[4] == "failed"
 redis.call("HSET", KEYS[1], "state", ARGV[4], "error", ARGV[5])
@@ -150,7 +155,14 @@ redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[4]}
 if ARGV[5] ~= "" then ev.error = ARGV[5] end
 if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
-return ARGV[4]
+-- A job that ends here frees its running-job slot now, as the worker's own
+-- end would have, rather than when the slot's lease runs out (an hour or
+-- more away): the owner's held jobs may start. One that will run again
+-- keeps it, as a re-run is let in on its own slot.
+local out = {}
+if final and #KEYS >= 7 then out = release(KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
+table.insert(out, 1, ARGV[4])
+return out
 `)
 
 // Reconcile moves stale job j, whose worker is lost, to state to
@@ -159,13 +171,29 @@ return ARGV[4]
 // than cutoff; a record that is not running only loses its entry. It
 // returns the state the record is in afterwards (StateGone: no record).
 func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration) (State, error) {
+	st, _, err := s.ReconcileReleasing(ctx, j, cutoff, to, errMsg, retention, 0)
+	return st, err
+}
+
+// ReconcileReleasing is Reconcile for a fleet with a running-job cap of
+// maxRunning (zero or less: none). When it fails the job it also frees the
+// slot the lost attempt took in StartAttempt, and returns the owner's held
+// jobs that may start now (as Release does), for the caller to move to the
+// front of their queues.
+func (s *Store) ReconcileReleasing(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration, maxRunning int) (State, []Waiting, error) {
 	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats}
-	st, err := reconcileScript.Run(ctx, s.rdb, keys, j.ID, j.Attempt, cutoff.UnixMilli(), string(to), errMsg,
-		ms(s.now()), retention.Milliseconds()).Text()
-	if err != nil {
-		return "", fmt.Errorf("reconcile job %s: %w", j.ID, err)
+	if j.Owner != "" {
+		keys = append(keys, ownerRunningKey(j.Owner), ownerHeldKey(j.Owner))
 	}
-	return State(st), nil
+	res, err := reconcileScript.Run(ctx, s.rdb, keys, j.ID, j.Attempt, cutoff.UnixMilli(), string(to), errMsg,
+		ms(s.now()), retention.Milliseconds(), max(maxRunning, 0)).StringSlice()
+	if err != nil {
+		return "", nil, fmt.Errorf("reconcile job %s: %w", j.ID, err)
+	}
+	if len(res) == 0 {
+		return "", nil, fmt.Errorf("reconcile job %s: empty reply", j.ID)
+	}
+	return State(res[0]), parseWaiting(res[1:]), nil
 }
 
 var restoreLeaseScript = redis.NewScript(`
