@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 )
 
 // The reconciler keeps job records honest about workers that are gone.
@@ -105,20 +107,33 @@ func (r *running) list() []string {
 func (s *Server) heartbeatLoop(stop <-chan struct{}) {
 	every(stop, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) {
 		if ids := s.running.list(); len(ids) > 0 {
-			if err := s.store.Heartbeat(ctx, ids); err != nil {
-				s.log.Warn("heartbeat not written", "jobs", len(ids), "err", err)
-			}
+			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.Heartbeat(ctx, ids), "jobs", len(ids))
 		}
 	})
 }
 
 // reconcileLoop runs a reconcile pass every ReconcileInterval until stop
 // is closed.
+//
+// No pass runs while Redis is away, nor for LostAfter after a pass found it
+// away: live workers could not write their heartbeats meanwhile either, so
+// an outage longer than LostAfter would otherwise read as every running
+// job's worker lost, and the first pass after it would fail them all.
 func (s *Server) reconcileLoop(stop <-chan struct{}) {
+	var holdUntil time.Time
 	every(stop, s.cfg.ReconcileInterval, max(s.cfg.ReconcileInterval, 5*time.Second), func(ctx context.Context) {
-		if err := s.reconcile(ctx); err != nil {
-			s.log.Warn("reconcile pass failed", "err", err)
+		if s.redis.Down() {
+			holdUntil = time.Now().Add(s.cfg.LostAfter)
+			return
 		}
+		if time.Now().Before(holdUntil) {
+			return
+		}
+		err := s.reconcile(ctx)
+		if err != nil && (redisconn.Unavailable(err) || s.redis.Down()) {
+			holdUntil = time.Now().Add(s.cfg.LostAfter)
+		}
+		s.loopFailed(slog.LevelWarn, "reconcile pass failed", err)
 	})
 }
 
@@ -173,7 +188,7 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 		return jobs.StateFailed, errWorkerLost, true
 	}
 	if err != nil {
-		s.log.Warn("reconcile: task not inspected", "job", j.ID, "err", err)
+		s.loopFailed(slog.LevelWarn, "reconcile: task not inspected", err, "job", j.ID)
 		return "", "", false
 	}
 	switch info.State {
@@ -196,7 +211,7 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 		// restored as an expired one, so Asynq ends the task too.
 		restored, err := s.store.RestoreLease(ctx, j.Queue, j.ID)
 		if err != nil {
-			s.log.Warn("reconcile: lease not restored", "job", j.ID, "err", err)
+			s.loopFailed(slog.LevelWarn, "reconcile: lease not restored", err, "job", j.ID)
 			return "", "", false
 		}
 		if restored {
@@ -230,7 +245,7 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 func (s *Server) requeue(ctx context.Context, j jobs.StaleJob) (bool, error) {
 	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry)
 	if err != nil {
-		s.log.Warn("reconcile: task not put back in its queue", "job", j.ID, "err", err)
+		s.loopFailed(slog.LevelWarn, "reconcile: task not put back in its queue", err, "job", j.ID)
 	}
 	return ok, err
 }
