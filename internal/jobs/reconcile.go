@@ -29,6 +29,12 @@ import (
 // heartbeat) or a newer attempt always wins, and any number of reconcilers
 // may run at once. Entries whose record is no longer running (the worker
 // died between recording the end and removing its entry) are dropped.
+//
+// A job failed this way frees its running-job slot in the same script
+// (ReconcileReleasing), as a worker's own end does. A task that Asynq would
+// not run again although the job has a retry left (archived, or active
+// without a lease) is put back in its queue first (RequeueTask), counted as
+// retried once per attempt spent, so the re-run is the next attempt.
 
 // StaleJob is a running job whose worker has not sent a heartbeat since the
 // cutoff given to Stale.
