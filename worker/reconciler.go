@@ -35,7 +35,9 @@ import (
 //     ──▶ task put back in its queue as the next attempt, retrying
 //     "worker lost" (jobs.Store.RequeueTask)
 //     task active with a lease (the worker died; Asynq has not noticed
-//     yet) ──▶ retrying "worker lost" when the job has a retry left, else
+//     yet) ──▶ retrying "worker lost" when the job has a retry left (its
+//     entry is kept, and once the lease has expired, by LostAfter for
+//     clocks that disagree, the task is put back in its queue), else
 //     failed "worker lost"; a missing lease is restored as an expired
 //     one, so that Asynq's own recoverer ends the task too
 //     task pending (handed back at shutdown) ──▶ queued
@@ -53,8 +55,12 @@ import (
 // A task put back is stored as retried as many times as the record has
 // attempts, so its next run is the next attempt and the job gets exactly
 // its max_retry budget. It is put back rather than left to Asynq's
-// recoverer, which runs once a minute (not configurable in asynq v0.26),
-// so that the re-run does not wait for it.
+// recoverer, which runs once a minute (not configurable in asynq v0.26)
+// and takes a task only 30 s after its lease expired, so that the re-run
+// does not wait for it: a SIGKILLed worker's job runs again about LostAfter
+// after its lease (30 s, extended while the worker lives) expires. While
+// entries of jobs waiting so are the oldest, more than reconcileBatch of
+// them delay the detection of newer ones until their leases expire.
 //
 // Each move is one script (jobs.Store.Reconcile) that applies only while the
 // record still runs the attempt seen and its heartbeat is still stale, so a
@@ -149,7 +155,11 @@ func (s *Server) reconcile(ctx context.Context) error {
 			return err
 		}
 		if j.State != jobs.StateRunning {
-			// The attempt's end was recorded; only its entry was left.
+			if j.State == jobs.StateRetrying && s.awaitRecovery(ctx, j) {
+				continue // its lost attempt's task may still be put back
+			}
+			// The attempt's end was recorded, or its task will run
+			// again: only its entry was left.
 			if _, err := s.store.Reconcile(ctx, j, cutoff, "", "", s.cfg.Retention); err != nil {
 				return err
 			}
@@ -195,8 +205,9 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 	case asynq.TaskStateActive:
 		if j.RetriesLeft() {
 			// Without a lease (asynq #1144) Asynq would never run it
-			// again; with one restored it would, but only at its
-			// recoverer's next look, up to a minute away. Put back now.
+			// again; with one restored, or one that has expired, it
+			// would, but only 30 s after the expiry at its recoverer's
+			// next look, up to a minute later. Put back now.
 			requeued, err := s.requeue(ctx, j)
 			if err != nil {
 				return "", "", false
@@ -240,10 +251,38 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 	}
 }
 
+// awaitRecovery looks again at a job the reconciler left retrying while
+// its lost attempt's task was still active under a lease: once the lease
+// has expired (by LostAfter, for clocks that disagree), the task is put
+// back in its queue rather than left for Asynq's recoverer, which takes it
+// 30 s after the expiry at its next look, once a minute. It reports whether
+// the entry is to be kept for the next pass (the lease is still live, or
+// Asynq could not be asked).
+func (s *Server) awaitRecovery(ctx context.Context, j jobs.StaleJob) bool {
+	info, err := s.insp.GetTaskInfo(j.Queue, j.ID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false
+	}
+	if err != nil {
+		s.loopFailed(slog.LevelWarn, "reconcile: task not inspected", err, "job", j.ID)
+		return true
+	}
+	if info.State != asynq.TaskStateActive {
+		return false // Asynq runs it again (or the job has moved on)
+	}
+	requeued, err := s.requeue(ctx, j)
+	if err != nil || !requeued {
+		return true
+	}
+	s.log.Warn("lost worker's task put back in its queue once its lease expired", "job", j.ID, "next_attempt", j.Attempt+1)
+	return false
+}
+
 // requeue puts stale attempt j's task back in its queue as the job's next
-// attempt (jobs.Store.RequeueTask).
+// attempt (jobs.Store.RequeueTask): an archived task, an active one without
+// a lease, or one whose lease expired LostAfter ago.
 func (s *Server) requeue(ctx context.Context, j jobs.StaleJob) (bool, error) {
-	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry)
+	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry, time.Now().Add(-s.cfg.LostAfter))
 	if err != nil {
 		s.loopFailed(slog.LevelWarn, "reconcile: task not put back in its queue", err, "job", j.ID)
 	}

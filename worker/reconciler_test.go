@@ -262,6 +262,38 @@ func TestReconcilerReRunsTaskThatLostItsLease(t *testing.T) {
 	}
 }
 
+// A SIGKILLed worker's job with a retry left says retrying at once, while
+// its task stays active under the lease the dead worker took (30 s); once
+// that lease has expired (simulated: it is moved into the past) the
+// reconciler puts the task back in its queue at once rather than leave it
+// to Asynq's recoverer (30 s after the expiry, at its next look, once a
+// minute), and the second attempt runs and succeeds.
+func TestReconcilerReRunsJobOnceItsLeaseExpires(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.killRunning(t, "j1", 1, nil)
+	h.survivor(t, nil, rerun(false))
+	j := h.waitState(t, "j1", jobs.StateRetrying)
+	if j.Error == nil || *j.Error != "worker lost" || j.Attempts != 1 {
+		t.Fatalf("job = %+v, error %v", j, j.Error)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(h.rdb).GetTaskInfo("default", "j1")
+	if err != nil || info.State != asynq.TaskStateActive {
+		t.Fatalf("task = %+v, %v; want still active under its lease", info, err)
+	}
+	expired := float64(time.Now().Add(-time.Minute).Unix())
+	if n, err := h.rdb.ZAddXX(ctx, "asynq:{default}:lease", redis.Z{Score: expired, Member: "j1"}).Result(); err != nil || n != 0 {
+		t.Fatalf("lease not moved: %d, %v", n, err)
+	}
+	j = h.waitState(t, "j1", jobs.StateSucceeded)
+	if j.Attempts != 2 || j.Error != nil {
+		t.Fatalf("job = %+v", j)
+	}
+	if retried, _ := h.taskRetried(t, "j1"); retried != 1 {
+		t.Fatalf("task retried %d times, want 1", retried)
+	}
+}
+
 // A job with no retry left whose lease was deleted is failed, and its task
 // gets an expired lease, so that Asynq's recoverer ends it too rather than
 // leave it active forever.

@@ -147,8 +147,10 @@ end
 if st[2] ~= ARGV[2] or ARGV[4] == "" then return {st[1]} end
 local hb = redis.call("ZSCORE", KEYS[5], ARGV[1])
 if hb and tonumber(hb) > tonumber(ARGV[3]) then return {st[1]} end
-redis.call("ZREM", KEYS[5], ARGV[1])
 local final = ARGV[4] == "failed"
+-- A job left retrying keeps its entry, still stale: the next pass looks
+-- again, for a task whose lease has expired since (see RequeueTask).
+if ARGV[4] ~= "retrying" then redis.call("ZREM", KEYS[5], ARGV[1]) end
 redis.call("HSET", KEYS[1], "state", ARGV[4], "error", ARGV[5])
 if final then
   redis.call("HSET", KEYS[1], "finished", ARGV[6])
@@ -174,7 +176,9 @@ return out
 // Reconcile moves stale job j, whose worker is lost, to state to
 // (StateFailed, StateRetrying or StateQueued) with errMsg as its error, if
 // its record still runs attempt j.Attempt and its heartbeat is still older
-// than cutoff; a record that is not running only loses its entry. It
+// than cutoff; a record that is not running only loses its entry. A job
+// moved to StateRetrying keeps its entry, still stale, so that the next
+// pass looks at its task again (RequeueTask). It
 // returns the state the record is in afterwards (StateGone: no record).
 func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration) (State, error) {
 	st, _, err := s.ReconcileReleasing(ctx, j, cutoff, to, errMsg, retention, 0)
@@ -225,7 +229,8 @@ var requeueScript = redis.NewScript(`
 -- KEYS[1] the task, KEYS[2] the queue's active list, KEYS[3] its lease
 -- set, KEYS[4] its archive, KEYS[5] its pending list
 -- ARGV[1] task id, ARGV[2] its message as read, ARGV[3] the message to
--- store, ARGV[4] now ns
+-- store, ARGV[4] now ns, ARGV[5] an active task's lease must have expired
+-- before this (Unix s; 0: it must have none)
 -- returns 1 if the task was put back in its queue
 local t = redis.call("HMGET", KEYS[1], "msg", "state")
 -- Anything that touched the task since it was read (its worker, Asynq's
@@ -234,9 +239,11 @@ if t[1] ~= ARGV[2] then return 0 end
 if t[2] == "archived" then
   if redis.call("ZREM", KEYS[4], ARGV[1]) == 0 then return 0 end
 elseif t[2] == "active" then
-  -- A task with a lease, even an expired one, is Asynq's to recover.
-  if redis.call("ZSCORE", KEYS[3], ARGV[1]) then return 0 end
+  -- A task whose lease may still be extended is its worker's.
+  local lease = redis.call("ZSCORE", KEYS[3], ARGV[1])
+  if lease and (ARGV[5] == "0" or tonumber(lease) >= tonumber(ARGV[5])) then return 0 end
   if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then return 0 end
+  redis.call("ZREM", KEYS[3], ARGV[1])
 else
   return 0
 end
@@ -246,13 +253,15 @@ return 1
 `)
 
 // RequeueTask puts back in its queue the Asynq task of a job whose worker
-// was lost, when Asynq itself would not run it again: an archived task, or
-// an active one without a lease (asynq #1144; Asynq's recoverer only looks
-// at leases, and only once a minute). spent is how many attempts the job
-// has used (its record's attempt) and maxRetry its retry budget: the task
-// is stored as retried spent times, with the delivery budget of
-// DeliveryRetries(maxRetry), so the next run is attempt spent+1 and the job
-// gets exactly its budget, as if Asynq had retried it. It reports whether
+// was lost, when Asynq itself would not run it again, or not soon: an
+// archived task, an active one without a lease (asynq #1144: Asynq's
+// recoverer only looks at leases), or, when expiredBefore is not zero, an
+// active one whose lease expired before then (Asynq's recoverer takes it
+// only 30 s after that, at its next look, once a minute). spent is how
+// many attempts the job has used (its record's attempt) and maxRetry its
+// retry budget: the task is stored as retried spent times, with the
+// delivery budget of DeliveryRetries(maxRetry), so the next run is attempt
+// spent+1 and the job gets exactly its budget, as if Asynq had retried it. It reports whether
 // the task was put back; false (with no error) when it is in any other
 // state or changed while being looked at.
 //
@@ -262,7 +271,7 @@ return 1
 // (asynq v0.26 internal/proto TaskMessage, fields retry and retried) and
 // moves the task as Asynq's own scripts do, in one script that applies only
 // if the message is still the one read.
-func (s *Store) RequeueTask(ctx context.Context, queue, id string, spent, maxRetry int) (bool, error) {
+func (s *Store) RequeueTask(ctx context.Context, queue, id string, spent, maxRetry int, expiredBefore time.Time) (bool, error) {
 	key := asynqTaskKey(queue, id)
 	msg, err := s.rdb.HGet(ctx, key, "msg").Result()
 	if errors.Is(err, redis.Nil) {
@@ -276,7 +285,11 @@ func (s *Store) RequeueTask(ctx context.Context, queue, id string, spent, maxRet
 		return false, fmt.Errorf("requeue task %s: %w", id, err)
 	}
 	keys := []string{key, asynqActiveKey(queue), asynqLeaseKey(queue), asynqArchivedKey(queue), asynqPendingKey(queue)}
-	n, err := requeueScript.Run(ctx, s.rdb, keys, id, msg, updated, s.now().UnixNano()).Int()
+	var before int64
+	if !expiredBefore.IsZero() {
+		before = expiredBefore.Unix()
+	}
+	n, err := requeueScript.Run(ctx, s.rdb, keys, id, msg, updated, s.now().UnixNano(), before).Int()
 	if err != nil {
 		return false, fmt.Errorf("requeue task %s: %w", id, err)
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
-// RequeueTask takes only a task Asynq would not run again: an active one
-// is left alone while it has a lease (even an expired one: Asynq's
-// recoverer handles it), and put back without one, stored as retried as
+// RequeueTask takes only a task Asynq would not run again soon: an active
+// one is left alone while its lease is live (or, unless asked, expired),
+// and put back once it has expired (or without one), stored as retried as
 // many times as the attempts spent, with the job's delivery budget, every
 // other field of its message intact.
 func TestRequeueTaskOnlyTakesUnleasedOrArchived(t *testing.T) {
@@ -26,22 +26,29 @@ func TestRequeueTaskOnlyTakesUnleasedOrArchived(t *testing.T) {
 		asynq.MaxRetry(1), asynq.Timeout(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	requeue := func(want bool) {
+	requeue := func(expiredBefore time.Time, want bool) {
 		t.Helper()
-		if ok, err := s.RequeueTask(ctx, "default", "t1", 2, 3); err != nil || ok != want {
+		if ok, err := s.RequeueTask(ctx, "default", "t1", 2, 3, expiredBefore); err != nil || ok != want {
 			t.Fatalf("requeue = %v, %v; want %v", ok, err, want)
 		}
 	}
-	requeue(false) // pending: it will run anyway
-	// Made active as Asynq's dequeue does, with an expired lease.
+	now := time.Now()
+	requeue(now, false) // pending: it will run anyway
+	// Made active as Asynq's dequeue does, with a live lease.
 	if err := rdb.LMove(ctx, "asynq:{default}:pending", "asynq:{default}:active", "RIGHT", "LEFT").Err(); err != nil {
 		t.Fatal(err)
 	}
-	rdb.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: 0, Member: "t1"})
+	rdb.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: float64(now.Add(30 * time.Second).Unix()), Member: "t1"})
 	rdb.HSet(ctx, "asynq:{default}:t:t1", "state", "active")
-	requeue(false)
-	rdb.ZRem(ctx, "asynq:{default}:lease", "t1")
-	requeue(true)
+	requeue(now, false)
+	requeue(time.Time{}, false)
+	// The lease expired: taken only when asked to take an expired one.
+	rdb.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: float64(now.Add(-time.Minute).Unix()), Member: "t1"})
+	requeue(time.Time{}, false)
+	requeue(now, true)
+	if n, _ := rdb.ZCard(ctx, "asynq:{default}:lease").Result(); n != 0 {
+		t.Fatalf("lease left: %d", n)
+	}
 	if n, _ := rdb.LLen(ctx, "asynq:{default}:active").Result(); n != 0 {
 		t.Fatalf("still active: %d", n)
 	}
@@ -53,5 +60,5 @@ func TestRequeueTaskOnlyTakesUnleasedOrArchived(t *testing.T) {
 		info.Type != "sleep" || string(info.Payload) != `{"job":"t1"}` || info.Timeout != time.Minute {
 		t.Fatalf("task = %+v", info)
 	}
-	requeue(false) // pending again
+	requeue(now, false) // pending again
 }
