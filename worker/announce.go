@@ -81,7 +81,7 @@ func queues(pools []string) map[string]int {
 
 // newAnnouncer prepares the announcement of the worker's types.
 func (s *Server) newAnnouncer(rdb redis.UniversalClient, specs []jobs.TypeSpec) error {
-	a, err := registry.NewAnnouncer(rdb, registry.Config{Logger: s.log}, specs...)
+	a, err := registry.NewAnnouncer(rdb, registry.Config{Logger: s.log, RedisAway: s.redisAway}, specs...)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 )
 
 // The reconciler keeps job records honest about workers that are gone.
@@ -29,13 +31,36 @@ import (
 //     (Inspector.GetTaskInfo on the queue the record names), and moves the
 //     record:
 //
-//     task active (the worker died; Asynq has not noticed yet, or the
-//     lease is gone) ──▶ retrying "worker lost" when the job has a retry
-//     left, else failed "worker lost"; a missing lease is restored as an
-//     expired one, so Asynq's own recoverer re-runs or archives the task
+//     task active without a lease (asynq #1144), job has a retry left
+//     ──▶ task put back in its queue as the next attempt, retrying
+//     "worker lost" (jobs.Store.RequeueTask)
+//     task active with a lease (the worker died; Asynq has not noticed
+//     yet) ──▶ retrying "worker lost" when the job has a retry left (its
+//     entry is kept, and once the lease has expired, by LostAfter for
+//     clocks that disagree, the task is put back in its queue), else
+//     failed "worker lost"; a missing lease is restored as an expired
+//     one, so that Asynq's own recoverer ends the task too
 //     task pending (handed back at shutdown) ──▶ queued
 //     task waiting to be retried ──▶ retrying "worker lost"
-//     task archived, completed or gone ──▶ failed "worker lost"
+//     task archived, job has a retry left ──▶ task put back in its queue
+//     as the next attempt, retrying "worker lost"
+//     task archived (no retry left), completed or gone ──▶ failed
+//     "worker lost"
+//
+// A job failed here has its running-job slot released in the same script
+// and its owner's held jobs moved forward, as a worker's own end does;
+// otherwise they would wait for the slot's lease (the attempt's time limit
+// and a minute) to run out.
+//
+// A task put back is stored as retried as many times as the record has
+// attempts, so its next run is the next attempt and the job gets exactly
+// its max_retry budget. It is put back rather than left to Asynq's
+// recoverer, which runs once a minute (not configurable in asynq v0.26)
+// and takes a task only 30 s after its lease expired, so that the re-run
+// does not wait for it: a SIGKILLed worker's job runs again about LostAfter
+// after its lease (30 s, extended while the worker lives) expires. While
+// entries of jobs waiting so are the oldest, more than reconcileBatch of
+// them delay the detection of newer ones until their leases expire.
 //
 // Each move is one script (jobs.Store.Reconcile) that applies only while the
 // record still runs the attempt seen and its heartbeat is still stale, so a
@@ -88,20 +113,33 @@ func (r *running) list() []string {
 func (s *Server) heartbeatLoop(stop <-chan struct{}) {
 	every(stop, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) {
 		if ids := s.running.list(); len(ids) > 0 {
-			if err := s.store.Heartbeat(ctx, ids); err != nil {
-				s.log.Warn("heartbeat not written", "jobs", len(ids), "err", err)
-			}
+			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.Heartbeat(ctx, ids), "jobs", len(ids))
 		}
 	})
 }
 
 // reconcileLoop runs a reconcile pass every ReconcileInterval until stop
 // is closed.
+//
+// No pass runs while Redis is away, nor for LostAfter after a pass found it
+// away: live workers could not write their heartbeats meanwhile either, so
+// an outage longer than LostAfter would otherwise read as every running
+// job's worker lost, and the first pass after it would fail them all.
 func (s *Server) reconcileLoop(stop <-chan struct{}) {
+	var holdUntil time.Time
 	every(stop, s.cfg.ReconcileInterval, max(s.cfg.ReconcileInterval, 5*time.Second), func(ctx context.Context) {
-		if err := s.reconcile(ctx); err != nil {
-			s.log.Warn("reconcile pass failed", "err", err)
+		if s.redis.Down() {
+			holdUntil = time.Now().Add(s.cfg.LostAfter)
+			return
 		}
+		if time.Now().Before(holdUntil) {
+			return
+		}
+		err := s.reconcile(ctx)
+		if err != nil && (redisconn.Unavailable(err) || s.redis.Down()) {
+			holdUntil = time.Now().Add(s.cfg.LostAfter)
+		}
+		s.loopFailed(slog.LevelWarn, "reconcile pass failed", err)
 	})
 }
 
@@ -117,7 +155,11 @@ func (s *Server) reconcile(ctx context.Context) error {
 			return err
 		}
 		if j.State != jobs.StateRunning {
-			// The attempt's end was recorded; only its entry was left.
+			if j.State == jobs.StateRetrying && s.awaitRecovery(ctx, j) {
+				continue // its lost attempt's task may still be put back
+			}
+			// The attempt's end was recorded, or its task will run
+			// again: only its entry was left.
 			if _, err := s.store.Reconcile(ctx, j, cutoff, "", "", s.cfg.Retention); err != nil {
 				return err
 			}
@@ -127,7 +169,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		st, err := s.store.Reconcile(ctx, j, cutoff, to, errMsg, s.cfg.Retention)
+		st, next, err := s.store.ReconcileReleasing(ctx, j, cutoff, to, errMsg, s.cfg.Retention, s.cfg.MaxRunningJobs)
 		if err != nil {
 			return err
 		}
@@ -135,12 +177,17 @@ func (s *Server) reconcile(ctx context.Context) error {
 			s.log.Warn("job's worker lost: record reconciled", "job", j.ID, "attempt", j.Attempt,
 				"state", st, "silent_for", time.Since(j.Heartbeat).Round(time.Millisecond))
 		}
+		// A failed job's slot is free: its owner's held jobs start now
+		// rather than when the slot's lease would have run out.
+		s.moveForward(s.log.With("job", j.ID), next)
 	}
 	return nil
 }
 
 // verdict decides what the record of stale attempt j becomes from what
-// Asynq says of its task; ok is false when that could not be told.
+// Asynq says of its task, and puts back in its queue a task Asynq would
+// not run again although the job has a retry left; ok is false when that
+// could not be told.
 func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, errMsg string, ok bool) {
 	lost := jobs.StateFailed
 	if j.RetriesLeft() {
@@ -151,14 +198,31 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 		return jobs.StateFailed, errWorkerLost, true
 	}
 	if err != nil {
-		s.log.Warn("reconcile: task not inspected", "job", j.ID, "err", err)
+		s.loopFailed(slog.LevelWarn, "reconcile: task not inspected", err, "job", j.ID)
 		return "", "", false
 	}
 	switch info.State {
 	case asynq.TaskStateActive:
+		if j.RetriesLeft() {
+			// Without a lease (asynq #1144) Asynq would never run it
+			// again; with one restored, or one that has expired, it
+			// would, but only 30 s after the expiry at its recoverer's
+			// next look, up to a minute later. Put back now.
+			requeued, err := s.requeue(ctx, j)
+			if err != nil {
+				return "", "", false
+			}
+			if requeued {
+				s.log.Warn("task had lost its lease (asynq #1144): put back in its queue", "job", j.ID, "next_attempt", j.Attempt+1)
+				return jobs.StateRetrying, errWorkerLost, true
+			}
+		}
+		// It has a lease (Asynq's recoverer retries or archives it once
+		// the lease expires), or no retry is left: a missing lease is
+		// restored as an expired one, so Asynq ends the task too.
 		restored, err := s.store.RestoreLease(ctx, j.Queue, j.ID)
 		if err != nil {
-			s.log.Warn("reconcile: lease not restored", "job", j.ID, "err", err)
+			s.loopFailed(slog.LevelWarn, "reconcile: lease not restored", err, "job", j.ID)
 			return "", "", false
 		}
 		if restored {
@@ -169,7 +233,58 @@ func (s *Server) verdict(ctx context.Context, j jobs.StaleJob) (to jobs.State, e
 		return jobs.StateQueued, "", true
 	case asynq.TaskStateRetry, asynq.TaskStateScheduled:
 		return jobs.StateRetrying, errWorkerLost, true
-	default: // archived, completed, aggregating: nothing will run it again
+	case asynq.TaskStateArchived:
+		if !j.RetriesLeft() {
+			return jobs.StateFailed, errWorkerLost, true
+		}
+		// Archived while the job has a retry left (Asynq's delivery
+		// budget ran out before the job's own, or an operator archived a
+		// running task): the orphan is requeued, not failed.
+		requeued, err := s.requeue(ctx, j)
+		if err != nil || !requeued {
+			return "", "", false // it changed meanwhile: the next pass looks again
+		}
+		s.log.Warn("archived task of a job with a retry left: put back in its queue", "job", j.ID, "next_attempt", j.Attempt+1)
+		return jobs.StateRetrying, errWorkerLost, true
+	default: // completed, aggregating: nothing will run it again
 		return jobs.StateFailed, errWorkerLost, true
 	}
+}
+
+// awaitRecovery looks again at a job the reconciler left retrying while
+// its lost attempt's task was still active under a lease: once the lease
+// has expired (by LostAfter, for clocks that disagree), the task is put
+// back in its queue rather than left for Asynq's recoverer, which takes it
+// 30 s after the expiry at its next look, once a minute. It reports whether
+// the entry is to be kept for the next pass (the lease is still live, or
+// Asynq could not be asked).
+func (s *Server) awaitRecovery(ctx context.Context, j jobs.StaleJob) bool {
+	info, err := s.insp.GetTaskInfo(j.Queue, j.ID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false
+	}
+	if err != nil {
+		s.loopFailed(slog.LevelWarn, "reconcile: task not inspected", err, "job", j.ID)
+		return true
+	}
+	if info.State != asynq.TaskStateActive {
+		return false // Asynq runs it again (or the job has moved on)
+	}
+	requeued, err := s.requeue(ctx, j)
+	if err != nil || !requeued {
+		return true
+	}
+	s.log.Warn("lost worker's task put back in its queue once its lease expired", "job", j.ID, "next_attempt", j.Attempt+1)
+	return false
+}
+
+// requeue puts stale attempt j's task back in its queue as the job's next
+// attempt (jobs.Store.RequeueTask): an archived task, an active one without
+// a lease, or one whose lease expired LostAfter ago.
+func (s *Server) requeue(ctx context.Context, j jobs.StaleJob) (bool, error) {
+	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry, time.Now().Add(-s.cfg.LostAfter))
+	if err != nil {
+		s.loopFailed(slog.LevelWarn, "reconcile: task not put back in its queue", err, "job", j.ID)
+	}
+	return ok, err
 }

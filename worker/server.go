@@ -218,6 +218,11 @@ type Server struct {
 	// health checks the results store and pauses the worker while it
 	// cannot take results (health.go).
 	health *storeMonitor
+	// redis says once that Redis is down and once that it is back, for
+	// the background loops and Asynq's logger (reaper.go); ownMonitor: it
+	// is the worker's own, told by the loops, not the client's.
+	redis      *redisconn.Monitor
+	ownMonitor bool
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -237,6 +242,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 	}
 	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
 		insp: asynq.NewInspectorFromRedisClient(rdb)}
+	s.watchRedis(rdb)
 	specs := make([]jobs.TypeSpec, 0, len(types))
 	for _, t := range types {
 		if t.Handle == nil {
@@ -287,7 +293,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 			var held *heldError
 			return !errors.Is(err, context.Canceled) && !errors.As(err, &held)
 		},
-		Logger:   asynqLogger{s.log},
+		Logger:   asynqLogger{s.log, s.redis.Down},
 		LogLevel: asynq.WarnLevel,
 	})
 	return s, nil
@@ -811,13 +817,26 @@ const (
 	checkpointTimeout = 5 * time.Second
 )
 
-// asynqLogger routes Asynq's logs into slog.
-type asynqLogger struct{ l *slog.Logger }
+// asynqLogger routes Asynq's logs into slog. While Redis is down (down
+// reports what the worker's redisconn.Monitor saw), Asynq's warnings and
+// errors are its loops failing to reach Redis, every poll or heartbeat;
+// they go to debug, as the Monitor has said it once.
+type asynqLogger struct {
+	l    *slog.Logger
+	down func() bool
+}
 
-func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) log(level slog.Level, args []any) {
+	if level >= slog.LevelWarn && a.down != nil && a.down() {
+		level = slog.LevelDebug
+	}
+	a.l.Log(context.Background(), level, fmt.Sprint(args...), "component", "asynq")
+}
+
+func (a asynqLogger) Debug(args ...any) { a.log(slog.LevelDebug, args) }
+func (a asynqLogger) Info(args ...any)  { a.log(slog.LevelInfo, args) }
+func (a asynqLogger) Warn(args ...any)  { a.log(slog.LevelWarn, args) }
+func (a asynqLogger) Error(args ...any) { a.log(slog.LevelError, args) }
 func (a asynqLogger) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
 	"github.com/claimcheck/claimcheck/api/enqueue"
@@ -113,4 +116,101 @@ func BenchmarkSubmitHostile1MiB(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSubmitConfirm prices the confirm round trip of an all-or-nothing
+// submission (issue 12 part 2: the record is created pending, the task
+// enqueued, then the record confirmed). Each iteration runs, on one Redis,
+// one after the other (interleaved, so that a busy machine slows all
+// alike), and reports the median of each in µs:
+//
+//   - post-µs: the whole POST /v1/jobs, confirm included;
+//   - pending-enqueue-confirm-µs: its Redis sequence alone
+//     (jobs.Store.Create pending, asynq Enqueue, jobs.Store.Confirm), and
+//     confirm-µs the Confirm in it;
+//   - queued-enqueue-µs: the sequence without the confirm (the record
+//     created queued at once, as before the pending step), the baseline;
+//   - raw-enqueue-µs: the asynq Enqueue alone;
+//
+// and the ratios sequence-ratio (with confirm ÷ without), confirm-share
+// (confirm ÷ POST) and post-vs-raw (POST ÷ raw Enqueue).
+//
+//	go test -run '^$' -bench SubmitConfirm -benchtime 2000x -count 3 ./api/enqueue/
+func BenchmarkSubmitConfirm(b *testing.B) {
+	f := newFixture(b, nil)
+	ctx := context.Background()
+	store := jobs.NewStore(f.rdb, nil)
+	client := asynq.NewClientFromRedisClient(f.rdb)
+	payload := []byte(`{"job":"0000","input":{"n":7}}`)
+	newJob := func(pending bool) jobs.NewJob {
+		id, err := uuid.NewV7()
+		if err != nil {
+			b.Fatal(err)
+		}
+		nj := jobs.NewJob{ID: id.String(), Type: "echo", Owner: "ann", Queue: "default", MaxRetry: 3, Timeout: time.Minute, TTL: time.Hour}
+		if pending {
+			nj.PendingTTL = enqueue.PendingTTL
+		}
+		return nj
+	}
+	enqueueTask := func(id string) {
+		opts := []asynq.Option{asynq.MaxRetry(jobs.DeliveryRetries(3))}
+		if id != "" {
+			opts = append(opts, asynq.TaskID(id))
+		}
+		if _, err := client.EnqueueContext(ctx, asynq.NewTask("echo", payload), opts...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var post, withConfirm, confirm, without, raw []time.Duration
+	timed := func(into *[]time.Duration, fn func()) {
+		start := time.Now()
+		fn()
+		*into = append(*into, time.Since(start))
+	}
+	for b.Loop() {
+		timed(&post, func() {
+			req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
+			req.Header.Set("Authorization", "Bearer "+f.apiKey)
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			f.handler.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				b.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+		})
+		timed(&withConfirm, func() {
+			nj := newJob(true)
+			if _, err := store.Create(ctx, nj); err != nil {
+				b.Fatal(err)
+			}
+			enqueueTask(nj.ID)
+			timed(&confirm, func() {
+				if st, err := store.Confirm(ctx, nj.ID, nj.Owner, "", nj.TTL, 0); err != nil || st != jobs.StateQueued {
+					b.Fatalf("confirm: %v, %v", st, err)
+				}
+			})
+		})
+		timed(&without, func() {
+			nj := newJob(false)
+			if j, err := store.Create(ctx, nj); err != nil || j.State != jobs.StateQueued {
+				b.Fatalf("create: %+v, %v", j, err)
+			}
+			enqueueTask(nj.ID)
+		})
+		timed(&raw, func() { enqueueTask("") })
+	}
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Nanoseconds()) / 1000
+	}
+	p, w, c, wo, r := median(post), median(withConfirm), median(confirm), median(without), median(raw)
+	b.ReportMetric(p, "post-µs")
+	b.ReportMetric(w, "pending-enqueue-confirm-µs")
+	b.ReportMetric(c, "confirm-µs")
+	b.ReportMetric(wo, "queued-enqueue-µs")
+	b.ReportMetric(r, "raw-enqueue-µs")
+	b.ReportMetric(w/wo, "sequence-ratio")
+	b.ReportMetric(c/p, "confirm-share")
+	b.ReportMetric(p/r, "post-vs-raw")
 }

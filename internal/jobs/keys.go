@@ -61,8 +61,11 @@ const (
 
 // Asynq's own keys for a queue (asynq v0.26 internal/base), which the
 // reconciler reads and, for a task that lost its lease, writes.
-func asynqActiveKey(queue string) string { return "asynq:{" + queue + "}:active" }
-func asynqLeaseKey(queue string) string  { return "asynq:{" + queue + "}:lease" }
+func asynqActiveKey(queue string) string   { return "asynq:{" + queue + "}:active" }
+func asynqLeaseKey(queue string) string    { return "asynq:{" + queue + "}:lease" }
+func asynqPendingKey(queue string) string  { return "asynq:{" + queue + "}:pending" }
+func asynqArchivedKey(queue string) string { return "asynq:{" + queue + "}:archived" }
+func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 func jobKey(id string) string             { return KeyPrefixJob + id }
 func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }

@@ -2,8 +2,11 @@ package redisconn_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,5 +62,45 @@ func TestMonitorLogsEachOutageOnce(t *testing.T) {
 	outage(srv.Pause, srv.Resume, 2)
 	if d, u := count(); d != 1 || u != 1 {
 		t.Fatalf("second outage within the quiet period: %d down and %d up lines, want still 1 and 1:\n%s", d, u, logs.String())
+	}
+}
+
+// MonitorOf finds the Monitor Instrument added to a client, and none for a
+// client nobody instrumented.
+func TestMonitorOf(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	other := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = c.Close(); _ = other.Close() })
+	m := redisconn.Instrument(c, redisconn.MonitorConfig{})
+	if got := redisconn.MonitorOf(c); got != m {
+		t.Fatalf("MonitorOf(instrumented) = %p, want %p", got, m)
+	}
+	if got := redisconn.MonitorOf(other); got != nil {
+		t.Fatalf("MonitorOf(not instrumented) = %p, want nil", got)
+	}
+}
+
+// A Monitor watching no client logs what it is told with Observe: one
+// down line for many failures, one up line for the success after them,
+// nothing for a reply error while Redis is up.
+func TestNewMonitorObserve(t *testing.T) {
+	var logs syncbuf.Buffer
+	m := redisconn.NewMonitor(redisconn.MonitorConfig{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	m.Observe(errors.New("ERR wrong number of arguments"))
+	m.Observe(nil)
+	for range 5 {
+		m.Observe(fmt.Errorf("heartbeat: %w", syscall.ECONNREFUSED))
+	}
+	if !m.Down() {
+		t.Fatal("not down after refused connections")
+	}
+	m.Observe(nil)
+	m.Observe(nil)
+	s := logs.String()
+	if d, u := strings.Count(s, `"msg":"redis unavailable"`), strings.Count(s, `"msg":"redis available again"`); d != 1 || u != 1 || m.Down() {
+		t.Fatalf("%d down and %d up lines (down now: %v), want 1 and 1:\n%s", d, u, m.Down(), s)
+	}
+	if !strings.Contains(s, `"failed_calls":5`) {
+		t.Fatalf("up line does not count the 5 failed calls:\n%s", s)
 	}
 }

@@ -17,11 +17,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -105,8 +107,43 @@ type MonitorConfig struct {
 	Quiet time.Duration
 }
 
-// Instrument adds a Monitor to c and returns it.
+// Instrument adds a Monitor to c and returns it; MonitorOf(c) returns it
+// too, for code that is handed the client (a worker's background loops,
+// Asynq's logger) to stay quiet while the Monitor has said Redis is down.
 func Instrument(c *redis.Client, cfg MonitorConfig) *Monitor {
+	m := NewMonitor(cfg)
+	c.AddHook(hook{m})
+	key := weak.Make(c)
+	monitors.Store(key, m)
+	runtime.AddCleanup(c, func(k weak.Pointer[redis.Client]) { monitors.Delete(k) }, key)
+	return m
+}
+
+// monitors maps each instrumented client (weakly: a client that is no
+// longer used is collected, and its entry dropped) to its Monitor. A
+// client carries no metadata of its own, and the code that needs its
+// Monitor (package worker's loops) is handed only the client, through an
+// API that may not name this package.
+var monitors sync.Map // weak.Pointer[redis.Client] → *Monitor
+
+// MonitorOf returns the Monitor Instrument added to c, or nil when c was
+// not instrumented (or is not a *redis.Client).
+func MonitorOf(c redis.UniversalClient) *Monitor {
+	rc, ok := c.(*redis.Client)
+	if !ok || rc == nil {
+		return nil
+	}
+	if m, ok := monitors.Load(weak.Make(rc)); ok {
+		return m.(*Monitor)
+	}
+	return nil
+}
+
+// NewMonitor returns a Monitor watching no client: its owner tells it each
+// outcome with Observe. It is for code handed a client nobody instrumented,
+// so that its own failures still say once that Redis is down, not once
+// each.
+func NewMonitor(cfg MonitorConfig) *Monitor {
 	m := &Monitor{timeout: cfg.Timeout, quiet: cfg.Quiet, logger: slog.Default}
 	if cfg.Logger != nil {
 		m.logger = func() *slog.Logger { return cfg.Logger }
@@ -117,9 +154,14 @@ func Instrument(c *redis.Client, cfg MonitorConfig) *Monitor {
 	if m.quiet == 0 {
 		m.quiet = 30 * time.Second
 	}
-	c.AddHook(hook{m})
 	return m
 }
+
+// Observe tells m the outcome of one call made without its hook (see
+// NewMonitor): an Unavailable error may log "redis unavailable"; after
+// one, a success or any other error (Redis answered) logs "redis
+// available again".
+func (m *Monitor) Observe(err error) { m.observe(err) }
 
 // Down reports whether the last calls failed for want of Redis.
 func (m *Monitor) Down() bool { return m.down.Load() }

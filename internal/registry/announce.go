@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 )
 
 // Config tunes an Announcer or a Reader. Zero values take the defaults in
@@ -46,6 +47,12 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives warnings (slog.Default()).
 	Logger *slog.Logger
+	// RedisAway is told the outcome of each heartbeat and reports whether
+	// its error is Redis being away (default redisconn.Unavailable). Such
+	// a failure is logged at debug: the Redis client's monitor says once
+	// per outage that Redis is down, and a heartbeat every few seconds
+	// must not add an ERROR each.
+	RedisAway func(err error) bool
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.RedisAway == nil {
+		c.RedisAway = redisconn.Unavailable
 	}
 }
 
@@ -279,7 +289,10 @@ func (a *Announcer) heartbeat(stop <-chan struct{}, done chan<- struct{}) {
 		// A conflict now means this worker's heartbeat lapsed and a worker
 		// with another spec took the name: it keeps running its jobs but
 		// is no longer counted for that type.
-		if err != nil {
+		switch {
+		case a.cfg.RedisAway(err):
+			a.cfg.Logger.Debug("job types not announced: redis unavailable", "worker", a.cfg.WorkerID, "err", err)
+		case err != nil:
 			a.cfg.Logger.Error("job types not announced", "worker", a.cfg.WorkerID, "err", err)
 		}
 	}
