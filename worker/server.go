@@ -620,7 +620,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
 	if st, next, err := s.store.FailReleasing(bctx, p.Job, retried+1, msg, final, s.cfg.Retention, slot); err != nil {
-		log.Error("could not record failure", "err", err)
+		logRecordFailure(log, err)
 	} else {
 		ended(next)
 		if st == jobs.StateFailed {
@@ -723,7 +723,7 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 			log.Error("result not stored", "err", err, "final", final)
 			st, next, ferr := s.store.FailReleasing(ctx, id, attempt, errResultNotStored.Error(), final, s.cfg.Retention, slot)
 			if ferr != nil {
-				log.Error("could not record failure", "err", ferr)
+				logRecordFailure(log, ferr)
 			} else {
 				ended(next)
 				if st == jobs.StateFailed {
@@ -737,6 +737,17 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 		}
 	}
 	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
+}
+
+// logRecordFailure logs a failed attempt whose end could not be written:
+// an error, unless Redis is away, which its monitor has said once already
+// (the reconciler ends the record once Redis is back).
+func logRecordFailure(log *slog.Logger, err error) {
+	if redisconn.Unavailable(err) {
+		log.Warn("attempt's failure not recorded: Redis unavailable; the reconciler will end it", "err", err)
+		return
+	}
+	log.Error("could not record failure", "err", err)
 }
 
 // handBack puts a job whose attempt could not finish here back in its
