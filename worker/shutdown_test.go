@@ -131,16 +131,7 @@ func waitTask(t *testing.T, ch <-chan *worker.Task) *worker.Task {
 // (Before: the failed write was charged as a failed attempt and the job ran
 // again.)
 func TestSuccessSurvivesARedisBlip(t *testing.T) {
-	srv := redistest.Start(t)
-	opt := &redis.Options{Addr: srv.Addr()}
-	redisconn.Configure(opt)
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	h := &harness{rdb: rdb, store: jobs.NewStore(rdb, nil)}
-	var err error
-	if h.blobs, err = blob.NewDir(t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
+	h, srv := faultHarness(t)
 	var runs atomic.Int32
 	typ := worker.Type{
 		Name: "blip", Timeout: time.Minute, InputSchema: anyObject, MaxRetry: 3,
@@ -177,6 +168,23 @@ func TestSuccessSurvivesARedisBlip(t *testing.T) {
 	if _, ok, _ := h.blobs.FinishedResult("b1"); ok {
 		t.Fatal("the finished marker outlived the record's write")
 	}
+}
+
+// faultHarness is a harness on a private redis-server of its own, which the
+// test may freeze, kill and restart, with the timeouts services use.
+func faultHarness(t *testing.T) (*harness, *redistest.Process) {
+	t.Helper()
+	srv := redistest.Start(t)
+	opt := &redis.Options{Addr: srv.Addr()}
+	redisconn.Configure(opt)
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	h := &harness{rdb: rdb, store: jobs.NewStore(rdb, nil)}
+	var err error
+	if h.blobs, err = blob.NewDir(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	return h, srv
 }
 
 // TestFinishedResultIsRecordedNotRerun: a job whose result an earlier
@@ -259,13 +267,14 @@ func TestFinishedResultOfAnotherRunIsKept(t *testing.T) {
 // TestStoreFailureMidJobHandsTheJobBack: the one attempt that meets a
 // results store gone bad before the health check saw it is not charged:
 // the worker pauses, the job is queued again with its retry unspent, and
-// once the store is back it succeeds as attempt 1. (Before: the attempt
+// with the store back another worker runs it to success as attempt 1. (Before: the attempt
 // failed, and with no retry left the job failed with it.)
 func TestStoreFailureMidJobHandsTheJobBack(t *testing.T) {
 	h := newHarness(t)
 	root := filepath.Join(t.TempDir(), "results")
+	// Checks an hour apart: only the attempt's own failure can find it.
 	w, err := worker.New(worker.Config{
-		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: 100 * time.Millisecond, Concurrency: 1, Logger: quiet,
+		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 	}, h.rdb, resultType)
 	if err != nil {
@@ -275,7 +284,6 @@ func TestStoreFailureMidJobHandsTheJobBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
-	// Broken between two checks: the attempt finds it first.
 	if err := os.Rename(root, root+".away"); err != nil {
 		t.Fatal(err)
 	}
@@ -285,9 +293,12 @@ func TestStoreFailureMidJobHandsTheJobBack(t *testing.T) {
 		j, err := h.store.Get(context.Background(), "mid1")
 		return err == nil && j.State == jobs.StateQueued && j.Attempts == 1
 	})
+	// The store is back; this worker would see it at its next check, an
+	// hour away: another worker runs the job.
 	if err := os.Rename(root+".away", root); err != nil {
 		t.Fatal(err)
 	}
+	h.storeWorker(t, root, -1, io.Discard)
 	j := h.waitFinal(t, "mid1")
 	if j.State != jobs.StateSucceeded || j.Attempts != 1 {
 		t.Fatalf("job %s after %d attempts (error %v), want succeeded as attempt 1", j.State, j.Attempts, j.Error)

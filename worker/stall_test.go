@@ -6,12 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/redisconn"
-	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/worker"
 )
@@ -24,16 +19,9 @@ import (
 // It takes over 30 s, Asynq's lease being fixed, so it runs in parallel.
 func TestRedisStallPastTheLeaseSaysSo(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	opt := &redis.Options{Addr: srv.Addr()}
-	redisconn.Configure(opt)
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	h := &harness{rdb: rdb, store: jobs.NewStore(rdb, nil)}
+	h, srv := faultHarness(t)
+	rdb := h.rdb
 	var err error
-	if h.blobs, err = blob.NewDir(t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
 	started := make(chan *worker.Task, 2)
 	w := h.worker(t, 0, worker.Type{Name: "stalled", Timeout: 5 * time.Minute, InputSchema: anyObject, MaxRetry: 2,
 		Handle: func(ctx context.Context, task *worker.Task) error {
