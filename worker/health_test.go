@@ -62,6 +62,24 @@ func (h *harness) storeWorker(t *testing.T, root string, minFree int64, logs io.
 	return w
 }
 
+// uncheckedStoreWorker is a worker on h whose results store (root) is
+// checked an hour apart: only a failed result write makes it look.
+func (h *harness) uncheckedStoreWorker(t *testing.T, root string) *worker.Server {
+	t.Helper()
+	w, err := worker.New(worker.Config{
+		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
+		DelayedTaskCheckInterval: 50 * time.Millisecond,
+	}, h.rdb, resultType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	return w
+}
+
 // readyz asks the worker's operations server; it returns the status and body.
 func (h *harness) readyz(t *testing.T, w *worker.Server) (int, string) {
 	t.Helper()
@@ -308,16 +326,7 @@ func pausedGauge(t *testing.T, reason string) float64 {
 func TestStoreFailureMidJob(t *testing.T) {
 	h := newHarness(t)
 	root := filepath.Join(t.TempDir(), "results")
-	w, err := worker.New(worker.Config{
-		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
-	}, h.rdb, resultType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
+	w := h.uncheckedStoreWorker(t, root)
 	if err := os.Rename(root, root+".away"); err != nil {
 		t.Fatal(err)
 	}

@@ -115,15 +115,24 @@ func TestSuccessStoresResult(t *testing.T) {
 	if j.State != jobs.StateSucceeded || j.Result == nil || j.Result.Size != int64(len("result of j1")) || j.Progress.Percent != 100 || j.Attempts != 1 {
 		t.Fatalf("job = %+v", j)
 	}
-	f, err := h.blobs.Open("j1")
+	if b := h.stored(t, "j1"); b != "result of j1" {
+		t.Fatalf("blob = %q", b)
+	}
+}
+
+// stored is job id's stored result.
+func (h *harness) stored(t *testing.T, id string) string {
+	t.Helper()
+	f, err := h.blobs.Open(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	b, _ := io.ReadAll(f)
-	if string(b) != "result of j1" {
-		t.Fatalf("blob = %q", b)
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return string(b)
 }
 
 func TestFailingHandlerRetriesThenFails(t *testing.T) {

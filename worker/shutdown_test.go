@@ -253,13 +253,7 @@ func TestFinishedResultOfAnotherRunIsKept(t *testing.T) {
 	if j.State != jobs.StateSucceeded || j.Result == nil || j.Result.SHA256 != other.SHA256 {
 		t.Fatalf("job = %s, result %+v; want the other run's %s", j.State, j.Result, other.SHA256)
 	}
-	f, err := h.blobs.Open("t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(f)
-	if string(b) != "the other run's bytes" {
+	if b := h.stored(t, "t1"); b != "the other run's bytes" {
 		t.Fatalf("stored result %q, want the other run's bytes", b)
 	}
 }
@@ -272,18 +266,7 @@ func TestFinishedResultOfAnotherRunIsKept(t *testing.T) {
 func TestStoreFailureMidJobHandsTheJobBack(t *testing.T) {
 	h := newHarness(t)
 	root := filepath.Join(t.TempDir(), "results")
-	// Checks an hour apart: only the attempt's own failure can find it.
-	w, err := worker.New(worker.Config{
-		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
-		DelayedTaskCheckInterval: 50 * time.Millisecond,
-	}, h.rdb, resultType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
+	w := h.uncheckedStoreWorker(t, root)
 	if err := os.Rename(root, root+".away"); err != nil {
 		t.Fatal(err)
 	}
