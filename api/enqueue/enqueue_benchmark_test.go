@@ -52,11 +52,7 @@ func benchmarkPost(b *testing.B, f *fixture) {
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
-			req.Header.Set("Authorization", "Bearer "+f.apiKey)
-			req.Header.Set("Content-Type", "application/json")
-			rec := httptest.NewRecorder()
-			f.handler.ServeHTTP(rec, req)
+			rec := f.post(`{"type":"echo","input":{"n":7}}`)
 			if rec.Code != http.StatusAccepted {
 				b.Errorf("%d %s", rec.Code, rec.Body)
 				return
@@ -170,11 +166,7 @@ func BenchmarkSubmitConfirm(b *testing.B) {
 	}
 	for b.Loop() {
 		timed(&post, func() {
-			req := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"type":"echo","input":{"n":7}}`))
-			req.Header.Set("Authorization", "Bearer "+f.apiKey)
-			req.Header.Set("Content-Type", "application/json")
-			rec := httptest.NewRecorder()
-			f.handler.ServeHTTP(rec, req)
+			rec := f.post(`{"type":"echo","input":{"n":7}}`)
 			if rec.Code != http.StatusAccepted {
 				b.Fatalf("%d %s", rec.Code, rec.Body)
 			}

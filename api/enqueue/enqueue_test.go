@@ -39,7 +39,17 @@ func newFixture(tb testing.TB, enq enqueue.Enqueuer) *fixture {
 // (key lookup, job record) through go-redis' auto-pipeliner.
 func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixture {
 	tb.Helper()
-	rdb := redistest.Client(tb)
+	return newFixtureWith(tb, redistest.Client(tb), enq, autopipeline)
+}
+
+// newFixtureFor builds the service as newFixture does, on rdb.
+func newFixtureFor(tb testing.TB, rdb *redis.Client) *fixture {
+	tb.Helper()
+	return newFixtureWith(tb, rdb, nil, false)
+}
+
+func newFixtureWith(tb testing.TB, rdb *redis.Client, enq enqueue.Enqueuer, autopipeline bool) *fixture {
+	tb.Helper()
 	var cmds redis.Cmdable = rdb
 	if autopipeline {
 		ap, err := rdb.AutoPipeline()
@@ -78,7 +88,7 @@ func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixtu
 	}
 	svc, err := enqueue.New(enqueue.Config{
 		Catalog: enqueue.FixedCatalog(catalog), Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,
-		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS,
+		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		tb.Fatal(err)

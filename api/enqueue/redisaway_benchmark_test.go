@@ -2,7 +2,6 @@ package enqueue_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,52 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/claimcheck/claimcheck/api/enqueue"
-	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/config"
-	"github.com/claimcheck/claimcheck/internal/identity"
-	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
-	"github.com/claimcheck/claimcheck/tokens"
 )
-
-// newFixtureFor builds the service as newFixture does, on rdb.
-func newFixtureFor(tb testing.TB, rdb *redis.Client) *fixture {
-	tb.Helper()
-	catalog, err := jobs.NewCatalog(jobs.TypeSpec{
-		Name: "echo", Timeout: time.Minute, MaxRetry: 3,
-		Schema: json.RawMessage(`{"type":"object","additionalProperties":false,"properties":{"n":{"type":"integer","minimum":0}}}`),
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := tokens.GenerateKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keys, err := tokens.NewKeySet(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	apiKeys := identity.NewAPIKeys(rdb, nil)
-	s, _, err := apiKeys.Create(context.Background(), "ann", "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	svc, err := enqueue.New(enqueue.Config{
-		Catalog: enqueue.FixedCatalog(catalog), Store: jobs.NewStore(rdb, nil), Enqueuer: asynq.NewClientFromRedisClient(rdb),
-		Auth: apiKeys, Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	r := router.New(slog.New(slog.DiscardHandler))
-	svc.Register(r)
-	return &fixture{rdb: rdb, handler: r, apiKey: s.Reveal(), keys: keys}
-}
 
 // BenchmarkSubmitRedisFrozen measures the README's bound on a request to a
 // Redis that does not answer (redisconn.CallTimeout, 2 s): POST /v1/jobs
