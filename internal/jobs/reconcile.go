@@ -132,8 +132,8 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 
 var reconcileScript = redis.NewScript(emitLua + releaseLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] heartbeats, and when the job has an owner KEYS[6] the
--- owner's slots, KEYS[7] the owner's held jobs
+-- counters, KEYS[5] heartbeats, KEYS[6] its checkpoint, and when the job
+-- has an owner KEYS[7] the owner's slots, KEYS[8] the owner's held jobs
 -- ARGV[1] job id, ARGV[2] attempt seen, ARGV[3] cutoff ms, ARGV[4] new
 -- state ("" to only drop an entry whose record is not running), ARGV[5]
 -- error, ARGV[6] now ms, ARGV[7] retention ms, ARGV[8] running-job cap
@@ -158,6 +158,8 @@ if final then
   redis.call("PEXPIRE", KEYS[1], ARGV[7])
   redis.call("PEXPIRE", KEYS[3], ARGV[7])
   redis.call("PEXPIRE", KEYS[4], ARGV[7])
+  -- A job that has ended has no next attempt to start from.
+  redis.call("DEL", KEYS[6])
 end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[4]}
@@ -168,7 +170,7 @@ if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)
 -- more away): the owner's held jobs may start. One that will run again
 -- keeps it, as a re-run is let in on its own slot.
 local out = {}
-if final and #KEYS >= 7 then out = release(KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
+if final and #KEYS >= 8 then out = release(KEYS[7], KEYS[8], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
 table.insert(out, 1, ARGV[4])
 return out
 `)
@@ -191,7 +193,7 @@ func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to 
 // jobs that may start now (as Release does), for the caller to move to the
 // front of their queues.
 func (s *Store) ReconcileReleasing(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration, maxRunning int) (State, []Waiting, error) {
-	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats}
+	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats, checkpointKey(j.ID)}
 	if j.Owner != "" {
 		keys = append(keys, ownerRunningKey(j.Owner), ownerHeldKey(j.Owner))
 	}

@@ -97,6 +97,8 @@ if st[2] == "1" then
   forget()
   redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
   redis.call("HDEL", KEYS[1], "held")
+  -- A job that has ended has no next attempt to start from.
+  redis.call("DEL", KEYS[6])
   redis.call("HINCRBY", KEYS[1], "version", 1)
   emit("done", cjson.encode({state = "canceled"}))
   return {"canceled", mr, "", ""}
