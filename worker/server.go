@@ -544,6 +544,20 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
+		if w != nil {
+			if st, current, ok := s.superseded(bctx, p.Job, retried+1); ok {
+				// Committing now would put this attempt's bytes under
+				// the name of the result the record names (or will
+				// name): the job is the current attempt's, or has ended.
+				w.Abort()
+				log.Warn("attempt superseded before its result was stored: result discarded",
+					"state", st, "current_attempt", current)
+				// The slot and the heartbeat entry are the current
+				// attempt's, or were released by whoever ended the job.
+				released, handedBack = true, true
+				return nil
+			}
+		}
 		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, attempt.MayHold, w, contentType, slot, ended)
 	}
 	if w != nil {
@@ -739,6 +753,21 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
 }
 
+// superseded reports whether job id has moved on without attempt: it has
+// ended, or another attempt runs it now (a reconciler took this worker
+// for lost and put the task back). st and current are what the record
+// says. One read, just before a result is committed, so that a stale
+// attempt's bytes do not replace those of the attempt the record names;
+// a record that cannot be read is not taken for superseded (the finish
+// script still ignores a stale attempt).
+func (s *Server) superseded(ctx context.Context, id string, attempt int) (st jobs.State, current int, ok bool) {
+	j, err := s.store.Get(ctx, id)
+	if err != nil {
+		return "", 0, false
+	}
+	return j.State, j.Attempts, j.State.Final() || j.Attempts != attempt
+}
+
 // logRecordFailure logs a failed attempt whose end could not be written:
 // an error, unless Redis is away, which its monitor has said once already
 // (the reconciler ends the record once Redis is back).
@@ -796,12 +825,16 @@ func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, 
 	}
 	ended(next)
 	if st != jobs.StateSucceeded {
-		// Cancelled while finishing, or a newer attempt owns the record:
-		// this attempt's result must not linger.
-		if stored {
-			_ = s.blobs.Delete(id)
+		// Cancelled while finishing: this attempt's result must not
+		// linger. Unless the job ended, a newer attempt owns the record,
+		// and the result's name with it: what is stored there may be
+		// its result already, which it records next, so it is left.
+		if st.Final() {
+			if stored {
+				_ = s.blobs.Delete(id)
+			}
+			_ = s.blobs.ClearFinished(id)
 		}
-		_ = s.blobs.ClearFinished(id)
 		log.Info("job ended before its result was recorded", "state", st)
 		return nil
 	}
