@@ -87,7 +87,10 @@ type Config struct {
 	LostAfter time.Duration
 	// ReconcileInterval is how often the worker looks for jobs whose worker
 	// was lost (5s); negative turns it off. A lost job is reconciled at
-	// most LostAfter + ReconcileInterval after its last heartbeat.
+	// most LostAfter + 2 × ReconcileInterval after its last heartbeat,
+	// whatever the workers' clocks say: a heartbeat is judged by whether
+	// it moves, not by the clock of the worker that wrote it
+	// (reconciler.go).
 	ReconcileInterval time.Duration
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
@@ -223,6 +226,14 @@ type Server struct {
 	// is the worker's own, told by the loops, not the client's.
 	redis      *redisconn.Monitor
 	ownMonitor bool
+
+	// now is the reconciler's clock (time.Now; tests skew it).
+	now func() time.Time
+	// passes counts finished reconcile passes (tests).
+	passes atomic.Int64
+	// seen is what the reconciler last read of each heartbeat entry, and
+	// since when by its own clock (reconciler.go); its loop's alone.
+	seen map[string]sighting
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -241,7 +252,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
-		insp: asynq.NewInspectorFromRedisClient(rdb)}
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now}
 	s.watchRedis(rdb)
 	specs := make([]jobs.TypeSpec, 0, len(types))
 	for _, t := range types {

@@ -96,6 +96,43 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 	if err != nil {
 		return nil, fmt.Errorf("stale jobs: %w", err)
 	}
+	return s.staleJobs(ctx, zs)
+}
+
+// HeartbeatEntry is one running attempt's entry: its job, and the last
+// heartbeat its worker wrote, by that worker's clock.
+type HeartbeatEntry struct {
+	ID string
+	At time.Time
+}
+
+// Heartbeats returns every heartbeat entry, oldest first: one round trip,
+// as long as the fleet's running jobs are many. A reconciler that must not
+// trust other machines' clocks compares each entry with its own earlier
+// reading of it instead of with a cutoff (package worker).
+func (s *Store) Heartbeats(ctx context.Context) ([]HeartbeatEntry, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, KeyHeartbeats, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("heartbeats: %w", err)
+	}
+	out := make([]HeartbeatEntry, len(zs))
+	for i, z := range zs {
+		out[i] = HeartbeatEntry{ID: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
+	}
+	return out, nil
+}
+
+// StaleJobs is Stale for entries the caller picked (Heartbeats): what
+// their records say, each with the heartbeat as read. One round trip.
+func (s *Store) StaleJobs(ctx context.Context, entries []HeartbeatEntry) ([]StaleJob, error) {
+	zs := make([]redis.Z, len(entries))
+	for i, e := range entries {
+		zs[i] = redis.Z{Member: e.ID, Score: float64(e.At.UnixMilli())}
+	}
+	return s.staleJobs(ctx, zs)
+}
+
+func (s *Store) staleJobs(ctx context.Context, zs []redis.Z) ([]StaleJob, error) {
 	if len(zs) == 0 {
 		return nil, nil
 	}
