@@ -354,7 +354,12 @@ func (s *Server) Shutdown() {
 		close(s.stopReap)
 		s.stopReap = nil
 	}
-	s.withdraw() // first: the api's counts drop while running jobs finish
+	// First: the api's counts drop while running jobs finish. Not waited
+	// for here: with Redis frozen it takes its whole timeout (5 s), and
+	// the handlers must hear of the shutdown at its start, not then.
+	withdrawn := make(chan struct{})
+	go func() { defer close(withdrawn); s.withdraw() }()
+	defer func() { <-withdrawn }()
 	// No new task, then every running handler is told at once, so that
 	// the grace period is theirs to save their work and return (a job
 	// handed back so is queued again at once, see process) rather than
