@@ -102,3 +102,36 @@ func TestStaleRunDoesNotReplaceTheResult(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleAttemptLeavesTheCurrentHeartbeat: an attempt whose job moved on
+// to the next attempt while it ran, and which then fails, must not remove
+// the heartbeat entry the current attempt's start wrote: without it, a
+// reconciler would never find the current attempt if its worker died (a
+// task Asynq then archives would leave the record running until it
+// expires). (Before: the stale attempt's end removed it.)
+func TestStaleAttemptLeavesTheCurrentHeartbeat(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	w := h.worker(t, 0, worker.Type{Name: "stalefail", Timeout: time.Minute, InputSchema: anyObject,
+		Handle: func(ctx context.Context, task *worker.Task) error {
+			// The next attempt starts elsewhere while this one runs.
+			if _, err := h.store.StartAttempt(ctx, jobs.Attempt{ID: task.ID(), Owner: "ann", Queue: "default",
+				Number: task.Attempt() + 1, MaxRunning: 4, Lease: time.Minute}); err != nil {
+				return err
+			}
+			return errors.New("the stale attempt fails")
+		}})
+	t.Cleanup(w.Shutdown)
+	h.submitAsAPI(t, "stalefail", "h1", 3)
+	insp := asynq.NewInspectorFromRedisClient(h.rdb)
+	waitfor.True(t, 10*time.Second, func() bool { // the stale attempt is over
+		info, err := insp.GetTaskInfo("default", "h1")
+		return err == nil && info.State == asynq.TaskStateRetry
+	})
+	if j, err := h.store.Get(ctx, "h1"); err != nil || j.State != jobs.StateRunning || j.Attempts != 2 {
+		t.Fatalf("h1 = %+v, %v; want running its second attempt", j, err)
+	}
+	if _, err := h.rdb.ZScore(ctx, jobs.KeyHeartbeats, "h1").Result(); err != nil {
+		t.Fatalf("the current attempt's heartbeat entry is gone: %v", err)
+	}
+}

@@ -79,9 +79,19 @@ func (s *Store) Heartbeat(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// EndHeartbeat removes job id's heartbeat entry once its attempt has ended.
+var endHeartbeatScript = redis.NewScript(`
+-- KEYS[1] heartbeats, KEYS[2] the job; ARGV[1] job id
+if redis.call("HGET", KEYS[2], "state") == "running" then return 0 end
+return redis.call("ZREM", KEYS[1], ARGV[1])
+`)
+
+// EndHeartbeat removes job id's heartbeat entry once its attempt's end has
+// been recorded, unless the record says running: then the entry is
+// another attempt's (a retry that started already, or the current attempt
+// of a job whose stale attempt this was), which still needs it to be
+// found if its worker is lost.
 func (s *Store) EndHeartbeat(ctx context.Context, id string) error {
-	if err := s.rdb.ZRem(ctx, KeyHeartbeats, id).Err(); err != nil {
+	if err := endHeartbeatScript.Run(ctx, s.rdb, []string{KeyHeartbeats, jobKey(id)}, id).Err(); err != nil {
 		return fmt.Errorf("end heartbeat of job %s: %w", id, err)
 	}
 	return nil
