@@ -33,13 +33,7 @@ func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, 
 	}
 	// DeleteTask refuses active tasks; a running one gets CancelProcessing.
 	if err := canceler.DeleteTask(j.Queue, id); err == nil {
-		// A job waiting to run again may still hold its running-job slot
-		// (a lost worker's job made retrying, a shutdown's hand-back):
-		// nothing runs it now, so the same script frees the slot rather
-		// than leave it to its lease, the attempt's time limit and a
-		// minute away. No cap is given, so no held job is moved forward
-		// from here; they check again after their hold delay.
-		st, _, err := store.CancelReleasing(ctx, id, retention, &Slot{Owner: j.Owner})
+		st, err := store.Cancel(ctx, id, retention)
 		if err != nil {
 			return nil, err
 		}

@@ -109,6 +109,18 @@ if cap > 0 then
   redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
   if not redis.call("ZSCORE", KEYS[3], ARGV[5]) then
     local n = redis.call("ZCARD", KEYS[3])
+    if n >= cap then
+      -- A slot whose job has ended is free, whoever ended it: a job
+      -- cancelled while it waited to run again (its slot kept for that
+      -- re-run) is ended by a process that may not touch the slots.
+      for _, m in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
+        local s = redis.call("HGET", "` + KeyPrefixJob + `" .. m, "state")
+        if not s or s == "succeeded" or s == "failed" or s == "canceled" then
+          redis.call("ZREM", KEYS[3], m)
+          n = n - 1
+        end
+      end
+    end
     if n >= cap and ARGV[7] == "1" then
       redis.call("ZADD", KEYS[4], "NX", now, ARGV[6])
       redis.call("PEXPIRE", KEYS[4], ` + strconv.FormatInt(indexHorizon.Milliseconds(), 10) + `)
