@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -388,6 +390,13 @@ func (s *Server) Shutdown() {
 	}
 }
 
+// newRunID names one run of an attempt (jobs.Attempt.Run).
+func newRunID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // errCancelRequested is the cause given to a handler's context when the job
 // record says a cancel was requested.
 var errCancelRequested = errors.New("job canceled")
@@ -427,6 +436,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		// left; one without (queued before jobs.DeliveryRetries, or by
 		// other means) runs over the cap rather than be archived unrun.
 		MayHold: retried < deliveries,
+		Run:     newRunID(),
 	}
 	started, err := s.store.StartAttempt(ctx, attempt)
 	// A task picked up between the api's enqueue and its confirm finds
@@ -532,7 +542,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			// that is cancelled (ErrShuttingDown).
 			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
 			defer scancel()
-			return s.store.SaveCheckpoint(sctx, p.Job, retried+1, data)
+			return s.store.SaveRunCheckpoint(sctx, p.Job, retried+1, attempt.Run, data)
 		},
 		open: func(ct string) (io.Writer, error) {
 			var err error
