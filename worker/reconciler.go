@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,8 +27,9 @@ import (
 //     starts the attempt, so there is no gap), and removes it once the
 //     attempt's end is recorded;
 //   - every worker also runs a reconciler: each Config.ReconcileInterval it
-//     reads a bounded page (reconcileBatch) of attempts whose heartbeat is
-//     older than Config.LostAfter, asks Asynq what became of each task
+//     reads every heartbeat entry, takes up to reconcileBatch of those that
+//     have not moved for Config.LostAfter by its own clock (quiet: other
+//     machines' clocks are not trusted), asks Asynq what became of each task
 //     (Inspector.GetTaskInfo on the queue the record names), and moves the
 //     record:
 //
@@ -67,7 +69,8 @@ import (
 // live worker or a newer attempt always wins and any number of reconcilers
 // may run at once. A task Asynq re-runs after its record failed finds the
 // record final and is dropped unrun. Detection takes at most LostAfter +
-// ReconcileInterval after the worker's last heartbeat.
+// 2 × ReconcileInterval after the worker's last heartbeat, whatever the
+// workers' clocks say, once the reconciler has run for LostAfter.
 
 // reconcileBatch bounds the stale attempts one pass handles; the rest wait
 // for the next pass.
@@ -143,10 +146,61 @@ func (s *Server) reconcileLoop(stop <-chan struct{}) {
 	})
 }
 
+// sighting is a heartbeat entry as the reconciler read it: the heartbeat,
+// and when (by the reconciler's clock) a pass first read it.
+type sighting struct {
+	beat, since time.Time
+}
+
+// quiet returns, oldest first and at most reconcileBatch of them, the
+// heartbeat entries that have not moved for LostAfter by this worker's own
+// clock, and notes what it read for the next pass.
+//
+// Why not compare the heartbeats with now - LostAfter: they are written by
+// other machines' clocks. A worker whose clock is LostAfter behind this
+// one's (or this one ahead) would have every job it runs taken for lost
+// while it runs them: failed "worker lost" when no retry is left, and
+// stopped at its next progress report. A heartbeat that moves is a live
+// worker, whatever the clocks say; one that has not moved for LostAfter,
+// as this worker counts time, is a lost one. Its silence is counted from
+// the pass that first read it, never from earlier (a pass may have been
+// skipped for a Redis outage, or delayed), so a live worker is taken for
+// lost only if its heartbeats stop for LostAfter. The price: one
+// ReconcileInterval more to detect a lost worker (at most LostAfter + 2 ×
+// ReconcileInterval after its last heartbeat, 20 s with the defaults,
+// where comparing clocks took 15 s), a reconciler that has just started
+// waits LostAfter before it takes anything for lost, and a pass reads
+// every entry (one round trip; one entry per running job of the fleet).
+func (s *Server) quiet(entries []jobs.HeartbeatEntry, now time.Time) []jobs.HeartbeatEntry {
+	seen := make(map[string]sighting, len(entries))
+	var out []jobs.HeartbeatEntry
+	for _, e := range entries {
+		sg, ok := s.seen[e.ID]
+		if !ok || !sg.beat.Equal(e.At) {
+			sg = sighting{beat: e.At, since: now}
+		}
+		seen[e.ID] = sg
+		if now.Sub(sg.since) >= s.cfg.LostAfter {
+			out = append(out, e)
+		}
+	}
+	s.seen = seen
+	slices.SortStableFunc(out, func(a, b jobs.HeartbeatEntry) int { return seen[a.ID].since.Compare(seen[b.ID].since) })
+	if len(out) > reconcileBatch {
+		out = out[:reconcileBatch]
+	}
+	return out
+}
+
 // reconcile runs one pass over a page of stale attempts.
 func (s *Server) reconcile(ctx context.Context) error {
-	cutoff := time.Now().Add(-s.cfg.LostAfter)
-	stale, err := s.store.Stale(ctx, cutoff, reconcileBatch)
+	defer s.passes.Add(1)
+	now := s.now()
+	entries, err := s.store.Heartbeats(ctx)
+	if err != nil {
+		return err
+	}
+	stale, err := s.store.StaleJobs(ctx, s.quiet(entries, now))
 	if err != nil {
 		return err
 	}
@@ -154,6 +208,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The scripts below apply only while the heartbeat is still the
+		// one read: a worker that has written one since is alive.
+		cutoff := j.Heartbeat
 		if j.State != jobs.StateRunning {
 			if j.State == jobs.StateRetrying && s.awaitRecovery(ctx, j) {
 				continue // its lost attempt's task may still be put back
@@ -175,7 +232,7 @@ func (s *Server) reconcile(ctx context.Context) error {
 		}
 		if st == to {
 			s.log.Warn("job's worker lost: record reconciled", "job", j.ID, "attempt", j.Attempt,
-				"state", st, "silent_for", time.Since(j.Heartbeat).Round(time.Millisecond))
+				"state", st, "silent_for", now.Sub(s.seen[j.ID].since).Round(time.Millisecond))
 		}
 		// A failed job's slot is free: its owner's held jobs start now
 		// rather than when the slot's lease would have run out.
@@ -282,7 +339,7 @@ func (s *Server) awaitRecovery(ctx context.Context, j jobs.StaleJob) bool {
 // attempt (jobs.Store.RequeueTask): an archived task, an active one without
 // a lease, or one whose lease expired LostAfter ago.
 func (s *Server) requeue(ctx context.Context, j jobs.StaleJob) (bool, error) {
-	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry, time.Now().Add(-s.cfg.LostAfter))
+	ok, err := s.store.RequeueTask(ctx, j.Queue, j.ID, j.Attempt, j.MaxRetry, s.now().Add(-s.cfg.LostAfter))
 	if err != nil {
 		s.loopFailed(slog.LevelWarn, "reconcile: task not put back in its queue", err, "job", j.ID)
 	}

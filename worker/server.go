@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,7 +89,10 @@ type Config struct {
 	LostAfter time.Duration
 	// ReconcileInterval is how often the worker looks for jobs whose worker
 	// was lost (5s); negative turns it off. A lost job is reconciled at
-	// most LostAfter + ReconcileInterval after its last heartbeat.
+	// most LostAfter + 2 × ReconcileInterval after its last heartbeat,
+	// whatever the workers' clocks say: a heartbeat is judged by whether
+	// it moves, not by the clock of the worker that wrote it
+	// (reconciler.go).
 	ReconcileInterval time.Duration
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
@@ -223,6 +228,14 @@ type Server struct {
 	// is the worker's own, told by the loops, not the client's.
 	redis      *redisconn.Monitor
 	ownMonitor bool
+
+	// now is the reconciler's clock (time.Now; tests skew it).
+	now func() time.Time
+	// passes counts finished reconcile passes (tests).
+	passes atomic.Int64
+	// seen is what the reconciler last read of each heartbeat entry, and
+	// since when by its own clock (reconciler.go); its loop's alone.
+	seen map[string]sighting
 }
 
 // New builds a worker on rdb that runs types. It does not start
@@ -241,7 +254,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
-		insp: asynq.NewInspectorFromRedisClient(rdb)}
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now}
 	s.watchRedis(rdb)
 	specs := make([]jobs.TypeSpec, 0, len(types))
 	for _, t := range types {
@@ -343,7 +356,12 @@ func (s *Server) Shutdown() {
 		close(s.stopReap)
 		s.stopReap = nil
 	}
-	s.withdraw() // first: the api's counts drop while running jobs finish
+	// First: the api's counts drop while running jobs finish. Not waited
+	// for here: with Redis frozen it takes its whole timeout (5 s), and
+	// the handlers must hear of the shutdown at its start, not then.
+	withdrawn := make(chan struct{})
+	go func() { defer close(withdrawn); s.withdraw() }()
+	defer func() { <-withdrawn }()
 	// No new task, then every running handler is told at once, so that
 	// the grace period is theirs to save their work and return (a job
 	// handed back so is queued again at once, see process) rather than
@@ -370,6 +388,13 @@ func (s *Server) Shutdown() {
 		close(s.stopBeat)
 		s.stopBeat = nil
 	}
+}
+
+// newRunID names one run of an attempt (jobs.Attempt.Run).
+func newRunID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // errCancelRequested is the cause given to a handler's context when the job
@@ -411,6 +436,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		// left; one without (queued before jobs.DeliveryRetries, or by
 		// other means) runs over the cap rather than be archived unrun.
 		MayHold: retried < deliveries,
+		Run:     newRunID(),
 	}
 	started, err := s.store.StartAttempt(ctx, attempt)
 	// A task picked up between the api's enqueue and its confirm finds
@@ -516,7 +542,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			// that is cancelled (ErrShuttingDown).
 			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
 			defer scancel()
-			return s.store.SaveCheckpoint(sctx, p.Job, retried+1, data)
+			return s.store.SaveRunCheckpoint(sctx, p.Job, retried+1, attempt.Run, data)
 		},
 		open: func(ct string) (io.Writer, error) {
 			var err error
@@ -544,6 +570,20 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer bcancel()
 	if herr == nil && hctx.Err() == nil {
+		if w != nil {
+			if st, current, ok := s.superseded(bctx, p.Job, retried+1); ok {
+				// Committing now would put this attempt's bytes under
+				// the name of the result the record names (or will
+				// name): the job is the current attempt's, or has ended.
+				w.Abort()
+				log.Warn("attempt superseded before its result was stored: result discarded",
+					"state", st, "current_attempt", current)
+				// The slot and the heartbeat entry are the current
+				// attempt's, or were released by whoever ended the job.
+				released, handedBack = true, true
+				return nil
+			}
+		}
 		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, attempt.MayHold, w, contentType, slot, ended)
 	}
 	if w != nil {
@@ -739,6 +779,21 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
 }
 
+// superseded reports whether job id has moved on without attempt: it has
+// ended, or another attempt runs it now (a reconciler took this worker
+// for lost and put the task back). st and current are what the record
+// says. One read, just before a result is committed, so that a stale
+// attempt's bytes do not replace those of the attempt the record names;
+// a record that cannot be read is not taken for superseded (the finish
+// script still ignores a stale attempt).
+func (s *Server) superseded(ctx context.Context, id string, attempt int) (st jobs.State, current int, ok bool) {
+	j, err := s.store.Get(ctx, id)
+	if err != nil {
+		return "", 0, false
+	}
+	return j.State, j.Attempts, j.State.Final() || j.Attempts != attempt
+}
+
 // logRecordFailure logs a failed attempt whose end could not be written:
 // an error, unless Redis is away, which its monitor has said once already
 // (the reconciler ends the record once Redis is back).
@@ -796,12 +851,16 @@ func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, 
 	}
 	ended(next)
 	if st != jobs.StateSucceeded {
-		// Cancelled while finishing, or a newer attempt owns the record:
-		// this attempt's result must not linger.
-		if stored {
-			_ = s.blobs.Delete(id)
+		// Cancelled while finishing: this attempt's result must not
+		// linger. Unless the job ended, a newer attempt owns the record,
+		// and the result's name with it: what is stored there may be
+		// its result already, which it records next, so it is left.
+		if st.Final() {
+			if stored {
+				_ = s.blobs.Delete(id)
+			}
+			_ = s.blobs.ClearFinished(id)
 		}
-		_ = s.blobs.ClearFinished(id)
 		log.Info("job ended before its result was recorded", "state", st)
 		return nil
 	}

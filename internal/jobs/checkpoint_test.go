@@ -86,3 +86,54 @@ func BenchmarkSaveCheckpoint(b *testing.B) {
 		}
 	})
 }
+
+// TestCheckpointEndsWithEveryEnd: a job that ends other than by its
+// worker's own report (failed "worker lost" by a reconciler, canceled at
+// the start of its next attempt) has no next attempt either: its
+// checkpoint goes with it, instead of outliving the record by up to the
+// record's pre-finish TTL.
+func TestCheckpointEndsWithEveryEnd(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Client(t)
+	s := jobs.NewStore(rdb, nil)
+	exists := func(id string) bool {
+		return rdb.Exists(ctx, jobs.KeyPrefixJob+id+jobs.KeySuffixCheckpoint).Val() == 1
+	}
+	startAndSave := func(id string) {
+		t.Helper()
+		create(t, s, id)
+		if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: id, Owner: "ann", Queue: "default", Number: 1, Lease: time.Minute}); err != nil || st.State != jobs.StateRunning {
+			t.Fatalf("start %s: %+v, %v", id, st, err)
+		}
+		if err := s.SaveCheckpoint(ctx, id, 1, []byte("page 3")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	startAndSave("lost")
+	cutoff := time.Now().Add(time.Hour) // every heartbeat is older
+	stale, err := s.Stale(ctx, cutoff, 10)
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("stale = %+v, %v", stale, err)
+	}
+	if st, err := s.Reconcile(ctx, stale[0], cutoff, jobs.StateFailed, "worker lost", time.Hour); err != nil || st != jobs.StateFailed {
+		t.Fatalf("reconcile = %s, %v", st, err)
+	}
+	if exists("lost") {
+		t.Error("the checkpoint of a job failed by the reconciler outlived it")
+	}
+
+	startAndSave("cancel")
+	if _, _, err := s.HandBack(ctx, "cancel", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RequestCancel(ctx, "cancel", jobs.AnyEpoch); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: "cancel", Owner: "ann", Queue: "default", Number: 1, Lease: time.Minute}); err != nil || st.State != jobs.StateCanceled {
+		t.Fatalf("start of a cancelled job: %+v, %v", st, err)
+	}
+	if exists("cancel") {
+		t.Error("the checkpoint of a job canceled at its start outlived it")
+	}
+}

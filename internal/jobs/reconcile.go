@@ -79,9 +79,19 @@ func (s *Store) Heartbeat(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// EndHeartbeat removes job id's heartbeat entry once its attempt has ended.
+var endHeartbeatScript = redis.NewScript(`
+-- KEYS[1] heartbeats, KEYS[2] the job; ARGV[1] job id
+if redis.call("HGET", KEYS[2], "state") == "running" then return 0 end
+return redis.call("ZREM", KEYS[1], ARGV[1])
+`)
+
+// EndHeartbeat removes job id's heartbeat entry once its attempt's end has
+// been recorded, unless the record says running: then the entry is
+// another attempt's (a retry that started already, or the current attempt
+// of a job whose stale attempt this was), which still needs it to be
+// found if its worker is lost.
 func (s *Store) EndHeartbeat(ctx context.Context, id string) error {
-	if err := s.rdb.ZRem(ctx, KeyHeartbeats, id).Err(); err != nil {
+	if err := endHeartbeatScript.Run(ctx, s.rdb, []string{KeyHeartbeats, jobKey(id)}, id).Err(); err != nil {
 		return fmt.Errorf("end heartbeat of job %s: %w", id, err)
 	}
 	return nil
@@ -96,6 +106,43 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 	if err != nil {
 		return nil, fmt.Errorf("stale jobs: %w", err)
 	}
+	return s.staleJobs(ctx, zs)
+}
+
+// HeartbeatEntry is one running attempt's entry: its job, and the last
+// heartbeat its worker wrote, by that worker's clock.
+type HeartbeatEntry struct {
+	ID string
+	At time.Time
+}
+
+// Heartbeats returns every heartbeat entry, oldest first: one round trip,
+// as long as the fleet's running jobs are many. A reconciler that must not
+// trust other machines' clocks compares each entry with its own earlier
+// reading of it instead of with a cutoff (package worker).
+func (s *Store) Heartbeats(ctx context.Context) ([]HeartbeatEntry, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, KeyHeartbeats, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("heartbeats: %w", err)
+	}
+	out := make([]HeartbeatEntry, len(zs))
+	for i, z := range zs {
+		out[i] = HeartbeatEntry{ID: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
+	}
+	return out, nil
+}
+
+// StaleJobs is Stale for entries the caller picked (Heartbeats): what
+// their records say, each with the heartbeat as read. One round trip.
+func (s *Store) StaleJobs(ctx context.Context, entries []HeartbeatEntry) ([]StaleJob, error) {
+	zs := make([]redis.Z, len(entries))
+	for i, e := range entries {
+		zs[i] = redis.Z{Member: e.ID, Score: float64(e.At.UnixMilli())}
+	}
+	return s.staleJobs(ctx, zs)
+}
+
+func (s *Store) staleJobs(ctx context.Context, zs []redis.Z) ([]StaleJob, error) {
 	if len(zs) == 0 {
 		return nil, nil
 	}
@@ -132,8 +179,8 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 
 var reconcileScript = redis.NewScript(emitLua + releaseLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] heartbeats, and when the job has an owner KEYS[6] the
--- owner's slots, KEYS[7] the owner's held jobs
+-- counters, KEYS[5] heartbeats, KEYS[6] its checkpoint, and when the job
+-- has an owner KEYS[7] the owner's slots, KEYS[8] the owner's held jobs
 -- ARGV[1] job id, ARGV[2] attempt seen, ARGV[3] cutoff ms, ARGV[4] new
 -- state ("" to only drop an entry whose record is not running), ARGV[5]
 -- error, ARGV[6] now ms, ARGV[7] retention ms, ARGV[8] running-job cap
@@ -158,6 +205,8 @@ if final then
   redis.call("PEXPIRE", KEYS[1], ARGV[7])
   redis.call("PEXPIRE", KEYS[3], ARGV[7])
   redis.call("PEXPIRE", KEYS[4], ARGV[7])
+  -- A job that has ended has no next attempt to start from.
+  redis.call("DEL", KEYS[6])
 end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[4]}
@@ -168,7 +217,7 @@ if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)
 -- more away): the owner's held jobs may start. One that will run again
 -- keeps it, as a re-run is let in on its own slot.
 local out = {}
-if final and #KEYS >= 7 then out = release(KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
+if final and #KEYS >= 8 then out = release(KEYS[7], KEYS[8], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
 table.insert(out, 1, ARGV[4])
 return out
 `)
@@ -191,7 +240,7 @@ func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to 
 // jobs that may start now (as Release does), for the caller to move to the
 // front of their queues.
 func (s *Store) ReconcileReleasing(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration, maxRunning int) (State, []Waiting, error) {
-	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats}
+	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats, checkpointKey(j.ID)}
 	if j.Owner != "" {
 		keys = append(keys, ownerRunningKey(j.Owner), ownerHeldKey(j.Owner))
 	}

@@ -55,6 +55,10 @@ type Attempt struct {
 	// re-queue (its delivery retries are used up) must run over the cap
 	// rather than be lost.
 	MayHold bool
+	// Run, when set, names this run of the attempt: a job handed back at
+	// shutdown runs again as the same attempt number, and only the newest
+	// run may save checkpoints (SaveRunCheckpoint).
+	Run string
 }
 
 // Started is the outcome of StartAttempt.
@@ -80,7 +84,8 @@ var startScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] owner's slots, KEYS[4] owner's held jobs,
 -- KEYS[5] heartbeats (reconcile.go), KEYS[6] its checkpoint
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] cap (<= 0: none), ARGV[4] lease ms,
--- ARGV[5] job id, ARGV[6] held member "<queue> <id>", ARGV[7] "1" if it may be held
+-- ARGV[5] job id, ARGV[6] held member "<queue> <id>", ARGV[7] "1" if it may be held,
+-- ARGV[8] the run's name ("" for none)
 -- returns {state, max_retry, held ms, checkpoint}; held ms is "" unless
 -- the job was held; checkpoint is "" unless the job runs now and has one
 local st = redis.call("HMGET", KEYS[1], "state", "cancel", "max_retry", "held")
@@ -97,6 +102,8 @@ if st[2] == "1" then
   forget()
   redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
   redis.call("HDEL", KEYS[1], "held")
+  -- A job that has ended has no next attempt to start from.
+  redis.call("DEL", KEYS[6])
   redis.call("HINCRBY", KEYS[1], "version", 1)
   emit("done", cjson.encode({state = "canceled"}))
   return {"canceled", mr, "", ""}
@@ -107,6 +114,18 @@ if cap > 0 then
   redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
   if not redis.call("ZSCORE", KEYS[3], ARGV[5]) then
     local n = redis.call("ZCARD", KEYS[3])
+    if n >= cap then
+      -- A slot whose job has ended is free, whoever ended it: a job
+      -- cancelled while it waited to run again (its slot kept for that
+      -- re-run) is ended by a process that may not touch the slots.
+      for _, m in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
+        local s = redis.call("HGET", "` + KeyPrefixJob + `" .. m, "state")
+        if not s or s == "succeeded" or s == "failed" or s == "canceled" then
+          redis.call("ZREM", KEYS[3], m)
+          n = n - 1
+        end
+      end
+    end
     if n >= cap and ARGV[7] == "1" then
       redis.call("ZADD", KEYS[4], "NX", now, ARGV[6])
       redis.call("PEXPIRE", KEYS[4], ` + strconv.FormatInt(indexHorizon.Milliseconds(), 10) + `)
@@ -130,7 +149,7 @@ if cap > 0 then
 end
 redis.call("ZREM", KEYS[4], ARGV[6])
 redis.call("HDEL", KEYS[1], "held")
-redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1])
+redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1], "run", ARGV[8])
 redis.call("HSETNX", KEYS[1], "started", ARGV[1])
 redis.call("ZADD", KEYS[5], ARGV[1], ARGV[5])
 redis.call("HINCRBY", KEYS[1], "version", 1)
@@ -156,7 +175,7 @@ func (s *Store) StartAttempt(ctx context.Context, a Attempt) (Started, error) {
 	}
 	keys := []string{jobKey(a.ID), eventsKey(a.ID), ownerRunningKey(a.Owner), ownerHeldKey(a.Owner), KeyHeartbeats, checkpointKey(a.ID)}
 	res, err := startScript.Run(ctx, s.rdb, keys, ms(s.now()), a.Number, capacity,
-		max(a.Lease, time.Millisecond).Milliseconds(), a.ID, heldMember(a.Queue, a.ID), mayHold).StringSlice()
+		max(a.Lease, time.Millisecond).Milliseconds(), a.ID, heldMember(a.Queue, a.ID), mayHold, a.Run).StringSlice()
 	if err != nil {
 		return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
 	}
