@@ -165,7 +165,18 @@ func (m *storeMonitor) check() {
 	defer m.checking.Unlock()
 	defer m.checks.Add(1)
 	s := m.s
-	err := s.blobs.Check(m.min)
+	m.mu.Lock()
+	last := m.err
+	m.mu.Unlock()
+	floor := m.min
+	if errors.Is(last, blob.ErrLowSpace) {
+		// Paused for space: resume only with a tenth more than the floor
+		// free, so that a store hovering at the floor does not pause and
+		// resume (withdraw, re-announce, a new queue consumer) at every
+		// check.
+		floor = blob.MinFree{Bytes: floor.Bytes + floor.Bytes/10, Percent: floor.Percent * 1.1}
+	}
+	err := s.blobs.Check(floor)
 	if sp, serr := s.blobs.Space(); serr == nil {
 		metrics.ResultsFreeBytes.Set(float64(sp.Free))
 	}

@@ -350,3 +350,38 @@ func TestStoreFailureMidJob(t *testing.T) {
 		t.Fatalf("queue = %+v (%v), want %d pending", q, err, len(ids))
 	}
 }
+
+// TestLowSpaceResumesAboveAMargin: a worker paused for space resumes only
+// once a tenth more than the floor is free, so a store hovering just above
+// the floor does not flap (pause, withdraw, resume, re-announce) at every
+// check.
+func TestLowSpaceResumesAboveAMargin(t *testing.T) {
+	root := t.TempDir()
+	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=1m"); err != nil {
+		if redistest.Strict() {
+			t.Fatalf("mount a tmpfs: %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs here (%v)", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(root, 0) })
+	h := newHarness(t)
+	const floor = 256 << 10
+	w := h.storeWorker(t, root, floor, io.Discard)
+	filler := filepath.Join(root, "filler")
+	fill := func(n int64) {
+		t.Helper()
+		if err := os.WriteFile(filler, make([]byte, n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(900 << 10) // about 124 KiB free: below the floor
+	waitfor.True(t, 10*time.Second, func() bool { return w.Ready() != nil })
+	fill(752 << 10) // about 272 KiB free: above the floor, under floor + 10 %
+	after := worker.StoreChecks(w) + 5
+	waitfor.True(t, 10*time.Second, func() bool { return worker.StoreChecks(w) >= after })
+	if w.Ready() == nil {
+		t.Fatal("resumed with free space just above the floor: it would flap at the floor")
+	}
+	fill(600 << 10) // about 424 KiB free
+	waitfor.True(t, 10*time.Second, func() bool { return w.Ready() == nil })
+}
