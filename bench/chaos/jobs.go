@@ -74,7 +74,7 @@ type Tracked struct {
 }
 
 func (t *Tracked) observe(v *JobView) {
-	o := Obs{T: time.Now(), State: v.State, Attempts: v.Attempts, ProgressAt: v.Progress.UpdatedAt}
+	o := Obs{T: time.Now(), State: v.State, Attempts: v.Attempts, ProgressAt: v.Progress.UpdatedAt, Percent: v.Progress.Percent}
 	if v.Error != nil {
 		o.Error = *v.Error
 	}
@@ -176,6 +176,19 @@ func (t *Tracker) Drain(deadline time.Duration) {
 // Account fills o's job counts from the tracked jobs; expected says which
 // failures the scenario expects. Jobs not final get one last read.
 func (t *Tracker) Account(ctx context.Context, o *Outcome, expected func(*Tracked, *JobView) bool) {
+	capped := map[string]int{}
+	note := func(kind, msg string) {
+		if capped[kind]++; capped[kind] <= 5 {
+			o.Notes = append(o.Notes, kind+": "+msg)
+		}
+	}
+	defer func() {
+		for kind, n := range capped {
+			if n > 5 {
+				o.Notes = append(o.Notes, fmt.Sprintf("%s: … and %d more", kind, n-5))
+			}
+		}
+	}()
 	for _, j := range t.Jobs() {
 		o.Accepted++
 		if j.Final == nil && !j.Lost {
@@ -188,14 +201,14 @@ func (t *Tracker) Account(ctx context.Context, o *Outcome, expected func(*Tracke
 		switch {
 		case j.Lost:
 			o.Lost++
-			o.Notes = append(o.Notes, fmt.Sprintf("lost: job %s (%s) accepted %s", j.ID, j.Spec.Variant, j.Accepted.Format(time.RFC3339Nano)))
+			note("lost", fmt.Sprintf("job %s (%s) accepted %s", j.ID, j.Spec.Variant, j.Accepted.Format(time.RFC3339Nano)))
 		case j.Final == nil:
 			o.Stuck++
 			state := "?"
 			if j.Last != nil {
 				state = fmt.Sprintf("%s attempts=%d", j.Last.State, j.Last.Attempts)
 			}
-			o.Notes = append(o.Notes, fmt.Sprintf("stuck: job %s (%s) %s", j.ID, j.Spec.Variant, state))
+			note("stuck", fmt.Sprintf("job %s (%s) %s", j.ID, j.Spec.Variant, state))
 		case j.Final.State == "succeeded":
 			o.Succeeded++
 		case j.Final.State == "canceled":
@@ -209,7 +222,7 @@ func (t *Tracker) Account(ctx context.Context, o *Outcome, expected func(*Tracke
 			if expected != nil && expected(j, j.Final) {
 				o.FailedOK++
 			} else {
-				o.Notes = append(o.Notes, fmt.Sprintf("unexpected failure: job %s (%s, max_retry %d, attempts %d): %q", j.ID, j.Spec.Variant, j.Final.MaxRetry, j.Final.Attempts, msg))
+				note("unexpected failure", fmt.Sprintf("job %s (%s, max_retry %d, attempts %d): %q", j.ID, j.Spec.Variant, j.Final.MaxRetry, j.Final.Attempts, msg))
 			}
 		}
 	}
@@ -286,6 +299,34 @@ func (t *Tracker) VerifyResults(ctx context.Context, o *Outcome) {
 		o.Notes = append(o.Notes, fmt.Sprintf("%d result(s) differ from other jobs of the same input", n))
 	}
 	o.Notes = append(o.Notes, fmt.Sprintf("downloaded and checked %d result(s) of %d distinct input(s)", o.Downloaded, len(byVariant)))
+}
+
+// Retried notes the jobs that needed more than one attempt, and the
+// errors their failed attempts recorded.
+func (t *Tracker) Retried(o *Outcome) {
+	n := 0
+	errs := map[string]int{}
+	for _, j := range t.Jobs() {
+		j.mu.Lock()
+		if j.Final != nil && j.Final.Attempts > 1 {
+			n++
+		}
+		seen := map[string]bool{}
+		for _, ob := range j.Obs {
+			if ob.Error != "" && !seen[ob.Error] {
+				seen[ob.Error] = true
+				e := ob.Error
+				if i := strings.Index(e, "/"); i >= 0 {
+					e = e[:i] + "…"
+				}
+				errs[e]++
+			}
+		}
+		j.mu.Unlock()
+	}
+	if n > 0 {
+		o.Notes = append(o.Notes, fmt.Sprintf("%d job(s) took more than one attempt; attempt errors seen: %v", n, errs))
+	}
 }
 
 // Recoveries collects the recovery of every job's attempts cut by kills.

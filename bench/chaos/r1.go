@@ -107,7 +107,7 @@ func runR1(ctx context.Context, opt Options) (*Outcome, error) {
 	// the fault at every stage (queued, running, retrying).
 	limit := 150 * time.Second
 	if opt.Short {
-		limit = 25 * time.Second
+		limit = 15 * time.Second
 	}
 	_ = waitFor(ctx, limit-time.Since(t0), "backlog", func() bool { return pending(tr) == 0 })
 	close(stopKills)
@@ -121,6 +121,7 @@ func runR1(ctx context.Context, opt Options) (*Outcome, error) {
 	tr.Drain(120 * time.Second)
 	tr.Account(ctx, o, workerLost)
 	tr.VerifyResults(ctx, o)
+	tr.Retried(o)
 	o.Recoveries = tr.Recoveries(kills)
 	o.Faults = append(o.Faults, wholeRun(c, t0))
 	return o, nil

@@ -167,6 +167,9 @@ type StackConfig struct {
 	// Users is how many users (each with an API key) submit: the api
 	// limits submissions per user.
 	Users int
+	// Standby is how many of the workers are made but not started (the
+	// scenario starts them).
+	Standby int
 	// ResultsMount, when set, is run on the results directory before any
 	// service starts (a tmpfs for the full-store scenario).
 	ResultsMount func(dir string) error
@@ -269,7 +272,7 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 				"--metrics-addr", addr(ports[4+2*i]), "--max-running-jobs", "0"},
 			Metrics: m, Ready: m + "/readyz"})
 	}
-	all := append([]*Proc{s.API, s.Progress}, s.Workers...)
+	all := append([]*Proc{s.API, s.Progress}, s.Workers[:cfg.Workers-cfg.Standby]...)
 	for _, p := range all {
 		if err := p.Start(); err != nil {
 			return nil, err
