@@ -89,17 +89,18 @@ func (t *Tracked) observe(v *JobView) {
 
 // Tracker follows accepted jobs with long-polls until they end.
 type Tracker struct {
-	c    *Client
-	ctx  context.Context
-	stop context.CancelFunc
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	jobs []*Tracked
+	c      *Client
+	parent context.Context
+	ctx    context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	jobs   []*Tracked
 }
 
 // NewTracker returns a tracker whose followers run until Drain.
 func NewTracker(ctx context.Context, c *Client) *Tracker {
-	t := &Tracker{c: c}
+	t := &Tracker{c: c, parent: ctx}
 	t.ctx, t.stop = context.WithCancel(ctx)
 	return t
 }
@@ -171,6 +172,44 @@ func (t *Tracker) Drain(deadline time.Duration) {
 	}
 	t.stop()
 	t.wg.Wait()
+}
+
+// Recheck reads every job's record again after a drain. A job the
+// harness saw final whose record now says otherwise (a Redis that lost
+// acknowledged writes rolls records back) is followed again until drain
+// passes; it returns how many regressed, with examples.
+func (t *Tracker) Recheck(drain time.Duration) (int, []string) {
+	t.ctx, t.stop = context.WithCancel(t.parent)
+	var regressed []string
+	for _, j := range t.Jobs() {
+		j.mu.Lock()
+		final := j.Final
+		j.mu.Unlock()
+		if final == nil {
+			continue
+		}
+		v, a := t.c.Get(t.ctx, j.Submitted)
+		now := ""
+		switch {
+		case v != nil && v.State == final.State:
+			continue
+		case v != nil:
+			now = v.State
+		default:
+			now = fmt.Sprint(a.Status)
+		}
+		regressed = append(regressed, fmt.Sprintf("job %s: seen %s, now %s", j.ID, final.State, now))
+		j.mu.Lock()
+		j.Final = nil
+		j.mu.Unlock()
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.follow(j)
+		}()
+	}
+	t.Drain(drain)
+	return len(regressed), regressed
 }
 
 // Account fills o's job counts from the tracked jobs; expected says which

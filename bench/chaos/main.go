@@ -64,6 +64,7 @@ type Scenario struct {
 var scenarios = []Scenario{
 	{"r1", "mixed jobs while a worker is SIGKILLed every 2 s and restarted", runR1},
 	{"r2", "Redis SIGKILLed mid-run and restarted from its AOF", runR2},
+	{"aofloss", "Redis's last second of AOF lost (a machine crash under appendfsync everysec)", runAOFLoss},
 	{"stop", "Redis frozen with SIGSTOP, then SIGCONT", runStop},
 	{"down", "Redis killed and kept away, then restarted", runDown},
 	{"lease", "an asynq lease deleted while its worker is SIGKILLed (asynq #1144)", runLease},

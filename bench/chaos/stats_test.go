@@ -186,3 +186,27 @@ func TestSpecBody(t *testing.T) {
 		t.Errorf("Body = %s, want %s", got, want)
 	}
 }
+
+func TestApplyKnown(t *testing.T) {
+	known := []KnownIssue{{ID: "store", Scenarios: []string{"full"}, Match: []string{"server path"}, Doc: "part 4"}}
+	o := &Outcome{Name: "full", Violations: []string{"3 job error(s) carry a server path", "1 job(s) lost"}}
+	applyKnown(o, known)
+	if len(o.Violations) != 1 || o.Violations[0] != "1 job(s) lost" {
+		t.Errorf("violations = %v, want only the lost job", o.Violations)
+	}
+	if len(o.KnownIssues) != 2 || !strings.Contains(o.KnownIssues[0], "[store] 3 job error(s)") {
+		t.Errorf("known issues = %v", o.KnownIssues)
+	}
+	// Another scenario's violations are not excused.
+	other := &Outcome{Name: "r1", Violations: []string{"3 job error(s) carry a server path"}}
+	applyKnown(other, known)
+	if len(other.Violations) != 1 {
+		t.Errorf("r1's violations = %v, want it kept", other.Violations)
+	}
+	// A known issue that no longer shows says so.
+	clean := &Outcome{Name: "full"}
+	applyKnown(clean, known)
+	if len(clean.Notes) != 1 || !strings.Contains(clean.Notes[0], "did not reproduce") {
+		t.Errorf("notes = %v", clean.Notes)
+	}
+}
