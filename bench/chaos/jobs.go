@@ -297,7 +297,7 @@ func (t *Tracker) VerifyResults(ctx context.Context, o *Outcome) {
 				var a Answer
 				for try := 0; try < 10; try++ {
 					sum, size, a = t.c.Download(ctx, j.Submitted)
-					if a.Status != http.StatusServiceUnavailable && a.Status != 0 {
+					if a.Status != http.StatusServiceUnavailable && a.Status != 0 || ctx.Err() != nil {
 						break
 					}
 					time.Sleep(retryWait(a))

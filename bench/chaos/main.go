@@ -140,6 +140,11 @@ func run(opt Options) int {
 	go func() {
 		<-ctx.Done()
 		killAll()
+		// The scenarios notice and print what they have; if one does
+		// not in time, leave anyway (every child is already gone).
+		time.Sleep(20 * time.Second)
+		fmt.Fprintln(os.Stderr, "chaos: interrupted")
+		os.Exit(130)
 	}()
 	root, err := os.MkdirTemp("", "claimcheck-chaos-")
 	if err != nil {

@@ -25,15 +25,31 @@ import (
 // Ctrl-C and a panic all end them (each runs in its own process group).
 var registry = struct {
 	sync.Mutex
-	procs map[*Proc]struct{}
-}{procs: map[*Proc]struct{}{}}
+	procs  map[*Proc]struct{}
+	mounts map[string]struct{}
+}{procs: map[*Proc]struct{}{}, mounts: map[string]struct{}{}}
 
-// killAll sends SIGKILL to the process group of every child still running.
+// killAll sends SIGKILL to the process group of every child still running
+// and detaches every mount the harness made.
 func killAll() {
 	registry.Lock()
 	defer registry.Unlock()
 	for p := range registry.procs {
 		p.signal(syscall.SIGKILL)
+	}
+	for m := range registry.mounts {
+		_ = exec.Command("umount", "-l", m).Run()
+	}
+}
+
+// mounted records (on) or forgets (off) a mount point for killAll.
+func mounted(dir string, on bool) {
+	registry.Lock()
+	defer registry.Unlock()
+	if on {
+		registry.mounts[dir] = struct{}{}
+	} else {
+		delete(registry.mounts, dir)
 	}
 }
 
@@ -214,6 +230,7 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 			return nil, fmt.Errorf("results mount: %w", err)
 		}
 		s.unmount = append(s.unmount, s.ResultsDir)
+		mounted(s.ResultsDir, true)
 	}
 	ok := false
 	defer func() {
@@ -379,6 +396,7 @@ func (s *Stack) Close() {
 	}
 	for _, m := range s.unmount {
 		_ = exec.Command("umount", "-l", m).Run()
+		mounted(m, false)
 	}
 }
 

@@ -244,8 +244,10 @@ func runReadOnly(ctx context.Context, opt Options) (*Outcome, error) {
 			if err := mount("--bind", dir, dir); err != nil {
 				return err
 			}
+			mounted(dir, true)
 			if err := mount("-o", "remount,bind,ro", dir); err != nil {
 				_ = exec.Command("umount", dir).Run()
+				mounted(dir, false)
 				return err
 			}
 			return nil
@@ -255,6 +257,7 @@ func runReadOnly(ctx context.Context, opt Options) (*Outcome, error) {
 			if err != nil {
 				return fmt.Errorf("umount: %w: %s", err, out)
 			}
+			mounted(dir, false)
 			return nil
 		})
 }
