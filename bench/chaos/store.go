@@ -295,11 +295,13 @@ func runFull(ctx context.Context, opt Options) (*Outcome, error) {
 		func(string) error { return os.Remove(fill) })
 }
 
-// runSigterm: a worker is SIGTERMed while it runs two jobs that finish
-// within its 10 s grace and two that do not; a second worker takes over.
-// Expected: all four succeed — the short ones on their first attempt,
-// the long ones handed back (queued again) and run to the end by the
-// other worker, none failed.
+// runSigterm: a worker is SIGTERMed while it runs two short and two long
+// sleeps; a second worker takes over. Expected (README, "When the worker
+// stops"): the handlers are cancelled at once, the worker exits well
+// within its 10 s grace, every job is handed back queued with no retry
+// spent (attempts stays 1) and the other worker runs it to success. The
+// built-in sleep keeps no checkpoint, so its handed-back work is redone;
+// the notes show how much.
 func runSigterm(ctx context.Context, opt Options) (*Outcome, error) {
 	o := &Outcome{}
 	s, err := NewStack(ctx, opt.Bin, opt.Root, "sigterm", StackConfig{Workers: 2, Standby: 1, Concurrency: 4, Users: 1})
@@ -361,8 +363,8 @@ func runSigterm(ctx context.Context, opt Options) (*Outcome, error) {
 			line += fmt.Sprintf("; running again %s after the SIGTERM", handback.Round(100*time.Millisecond))
 		}
 		o.Notes = append(o.Notes, line+restart)
-		if i < 2 && attempts > 1 {
-			o.Violations = append(o.Violations, fmt.Sprintf("job %d finished within the grace period but ran %d times", i, attempts))
+		if attempts > 1 {
+			o.Violations = append(o.Violations, fmt.Sprintf("job %d was charged a retry by the hand-back (attempts %d)", i, attempts))
 		}
 		j.mu.Unlock()
 	}
