@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -130,7 +131,7 @@ func (t *Tracker) follow(j *Tracked) {
 	etag := ""
 	var notFoundSince time.Time
 	for t.ctx.Err() == nil {
-		v, a := t.c.LongPoll(t.ctx, j.Submitted, etag, 10)
+		v, a := t.c.LongPoll(t.ctx, j.Submitted, etag, longPollWait)
 		switch {
 		case v != nil:
 			notFoundSince = time.Time{}
@@ -354,11 +355,7 @@ func (t *Tracker) Retried(o *Outcome) {
 		for _, ob := range j.Obs {
 			if ob.Error != "" && !seen[ob.Error] {
 				seen[ob.Error] = true
-				e := ob.Error
-				if i := strings.Index(e, "/"); i >= 0 {
-					e = e[:i] + "…"
-				}
-				errs[e]++
+				errs[errorClass(ob.Error)]++
 			}
 		}
 		j.mu.Unlock()
@@ -366,6 +363,17 @@ func (t *Tracker) Retried(o *Outcome) {
 	if n > 0 {
 		o.Notes = append(o.Notes, fmt.Sprintf("%d job(s) took more than one attempt; attempt errors seen: %v", n, errs))
 	}
+}
+
+var (
+	reID   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	rePath = regexp.MustCompile(`/[^ :]+`)
+)
+
+// errorClass is an error text without its job ids and paths, so that
+// like errors count together.
+func errorClass(e string) string {
+	return rePath.ReplaceAllString(reID.ReplaceAllString(e, "<id>"), "<path>")
 }
 
 // Recoveries collects the recovery of every job's attempts cut by kills.
@@ -384,3 +392,7 @@ func (t *Tracker) Recoveries(kills []time.Time) []Recovery {
 func workerLost(_ *Tracked, v *JobView) bool {
 	return v.Error != nil && strings.Contains(*v.Error, "worker lost")
 }
+
+// longPollWait is how long (s) the tracker's long-polls wait for a change
+// (-wait).
+var longPollWait = 10

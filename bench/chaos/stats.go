@@ -267,6 +267,15 @@ func WriteTable(w io.Writer, outs []*Outcome) {
 	tw.Flush()
 	for _, o := range outs {
 		fmt.Fprintf(w, "\n%s (%s, %d victim attempts):\n", o.Name, o.Duration.Round(time.Second), len(o.Recoveries))
+		if len(o.Recoveries) > 0 {
+			var det, rec []time.Duration
+			for _, r := range o.Recoveries {
+				det, rec = append(det, r.Detect), append(rec, r.Recover)
+			}
+			fmt.Fprintf(w, "  victims: detect min %s p50 %s p90 %s max %s; recover min %s p50 %s p90 %s max %s\n",
+				ms(Percentile(det, 0)), ms(Percentile(det, 50)), ms(Percentile(det, 90)), ms(Percentile(det, 100)),
+				ms(Percentile(rec, 0)), ms(Percentile(rec, 50)), ms(Percentile(rec, 90)), ms(Percentile(rec, 100)))
+		}
 		for _, f := range o.Faults {
 			fmt.Fprintf(w, "  fault %s (%s", f.Name, f.To.Sub(f.From).Round(100*time.Millisecond))
 			if f.RecoveredIn > 0 {

@@ -210,3 +210,13 @@ func TestApplyKnown(t *testing.T) {
 		t.Errorf("notes = %v", clean.Notes)
 	}
 }
+
+func TestErrorClass(t *testing.T) {
+	got := errorClass("write /tmp/x/results/.tmp-01a23224-46fe-7333-9f0e-4173172102d3-28: no space left on device")
+	if got != "write <path>: no space left on device" {
+		t.Errorf("errorClass = %q", got)
+	}
+	if got := errorClass("worker lost"); got != "worker lost" {
+		t.Errorf("errorClass = %q", got)
+	}
+}
