@@ -118,7 +118,8 @@ func runR1(ctx context.Context, opt Options) (*Outcome, error) {
 			return o, err
 		}
 	}
-	tr.Drain(120 * time.Second)
+	// Asynq re-runs a killed worker's task 60–116 s after the kill.
+	tr.Drain(180 * time.Second)
 	tr.Account(ctx, o, workerLost)
 	tr.VerifyResults(ctx, o)
 	tr.Retried(o)

@@ -377,8 +377,8 @@ func (s *Stack) Procs() []*Proc {
 	return append([]*Proc{s.Redis, s.API, s.Progress}, s.Workers...)
 }
 
-// Close ends every process of the stack and removes its mounts. The data
-// dir stays when keep is set (for a failed run's logs).
+// Close ends every process of the stack and removes its mounts; its
+// directory (data and logs) stays until the run's temp dir is removed.
 func (s *Stack) Close() {
 	for _, p := range []*Proc{s.API, s.Progress} {
 		if p != nil {
