@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"fmt"
 	"image/color"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -28,6 +30,9 @@ type Sample struct {
 	Proc       string
 	RSS        int64
 	Goroutines float64 // -1: not exposed (redis)
+	// HeapInuse is go_memstats_heap_inuse_bytes (-1: not exposed): live
+	// heap, to tell a growing RSS that is the Go heap's from one that is not.
+	HeapInuse float64
 }
 
 // sampleProcs reads every process's VmRSS and go_goroutines.
@@ -39,7 +44,7 @@ func sampleProcs(ctx context.Context, procs []*Proc, at time.Duration) []Sample 
 		if pid == 0 {
 			continue
 		}
-		s := Sample{At: at, Proc: p.Name, Goroutines: -1}
+		s := Sample{At: at, Proc: p.Name, Goroutines: -1, HeapInuse: -1}
 		if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 			s.RSS, _ = ParseVmRSS(f)
 			f.Close()
@@ -47,10 +52,14 @@ func sampleProcs(ctx context.Context, procs []*Proc, at time.Duration) []Sample 
 		if p.Metrics != "" {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.Metrics+"/metrics", nil)
 			if resp, err := hc.Do(req); err == nil {
-				if g, err := ParseMetric(resp.Body, "go_goroutines"); err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if g, err := ParseMetric(bytes.NewReader(body), "go_goroutines"); err == nil {
 					s.Goroutines = g
 				}
-				resp.Body.Close()
+				if h, err := ParseMetric(bytes.NewReader(body), "go_memstats_heap_inuse_bytes"); err == nil {
+					s.HeapInuse = h
+				}
 			}
 		}
 		out = append(out, s)
@@ -244,6 +253,9 @@ func flatness(samples []Sample) []string {
 		if ss[0].Goroutines >= 0 {
 			line += fmt.Sprintf("; goroutines %.0f → %.0f (growth %+.0f%%)", ss[0].Goroutines, ss[len(ss)-1].Goroutines, 100*Growth(gs))
 		}
+		if ss[0].HeapInuse >= 0 {
+			line += fmt.Sprintf("; heap in use %.1f → %.1f MiB", ss[0].HeapInuse/(1<<20), ss[len(ss)-1].HeapInuse/(1<<20))
+		}
 		out = append(out, line)
 	}
 	return out
@@ -260,9 +272,10 @@ func writeCSV(path string, samples []Sample) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"seconds", "process", "rss_bytes", "goroutines"})
+	_ = w.Write([]string{"seconds", "process", "rss_bytes", "goroutines", "heap_inuse_bytes"})
 	for _, s := range samples {
-		_ = w.Write([]string{strconv.FormatFloat(s.At.Seconds(), 'f', 1, 64), s.Proc, strconv.FormatInt(s.RSS, 10), strconv.FormatFloat(s.Goroutines, 'f', 0, 64)})
+		_ = w.Write([]string{strconv.FormatFloat(s.At.Seconds(), 'f', 1, 64), s.Proc, strconv.FormatInt(s.RSS, 10),
+			strconv.FormatFloat(s.Goroutines, 'f', 0, 64), strconv.FormatFloat(s.HeapInuse, 'f', 0, 64)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
