@@ -224,6 +224,10 @@ func run(opt Options) int {
 	}
 	fmt.Println()
 	WriteTable(os.Stdout, outs)
+	if ctx.Err() != nil {
+		fmt.Printf("\nchaos: interrupted: the figures above are incomplete; data and logs in %s\n", root)
+		return 130
+	}
 	fmt.Printf("\ntotal %s; data and logs in %s\n", time.Since(start).Round(time.Second), root)
 	if failed {
 		fmt.Println("chaos: FAIL (an invariant broke; logs kept)")
