@@ -66,6 +66,11 @@ type Proc struct {
 	Metrics string
 	// Ready is the URL that answers 200 once it can work ("" for none).
 	Ready string
+	// MetricsArg, when > 0, is the index in Args of its --metrics-addr
+	// value: each start takes a fresh free port, since a port picked when
+	// the stack was made may meanwhile be another stack's (-short runs
+	// them at once) — a standby worker starts seconds later.
+	MetricsArg int
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -78,6 +83,15 @@ type Proc struct {
 func (p *Proc) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.MetricsArg > 0 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		p.Args[p.MetricsArg] = addr(port)
+		p.Metrics = "http://" + addr(port)
+		p.Ready = p.Metrics + "/readyz"
+	}
 	f, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -186,6 +200,8 @@ type StackConfig struct {
 	// Standby is how many of the workers are made but not started (the
 	// scenario starts them).
 	Standby int
+	// WorkerArgs are more flags for every worker.
+	WorkerArgs []string
 	// ResultsMount, when set, is run on the results directory before any
 	// service starts (a tmpfs for the full-store scenario).
 	ResultsMount func(dir string) error
@@ -260,7 +276,7 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 		}
 		s.APIKeys = append(s.APIKeys, key)
 	}
-	ports := make([]int, 4+2*cfg.Workers)
+	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return nil, err
@@ -282,12 +298,10 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 			"--max-streams-per-address", "-1", "--max-streams-per-token", "-1", "--max-streams-per-job", "-1"},
 		Metrics: "http://" + addr(ports[3]), Ready: s.ProgURL + "/readyz"}
 	for i := range cfg.Workers {
-		m := "http://" + addr(ports[4+2*i])
+		args := append([]string{"worker", "--concurrency", strconv.Itoa(cfg.Concurrency),
+			"--metrics-addr", "", "--max-running-jobs", "0"}, cfg.WorkerArgs...)
 		s.Workers = append(s.Workers, &Proc{Name: fmt.Sprintf("worker%d", i+1), Path: bin, Env: env,
-			Log: filepath.Join(logs, fmt.Sprintf("worker%d.log", i+1)),
-			Args: []string{"worker", "--concurrency", strconv.Itoa(cfg.Concurrency),
-				"--metrics-addr", addr(ports[4+2*i]), "--max-running-jobs", "0"},
-			Metrics: m, Ready: m + "/readyz"})
+			Log: filepath.Join(logs, fmt.Sprintf("worker%d.log", i+1)), Args: args, MetricsArg: 4})
 	}
 	all := append([]*Proc{s.API, s.Progress}, s.Workers[:cfg.Workers-cfg.Standby]...)
 	for _, p := range all {

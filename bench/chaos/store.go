@@ -262,19 +262,23 @@ func runReadOnly(ctx context.Context, opt Options) (*Outcome, error) {
 		})
 }
 
-// runFull: the results directory is a small tmpfs; mid-run a file fills
-// it, and removing the file mends it.
+// runFull: the results directory is a 16 MiB tmpfs, the workers' free
+// space floor 4 MiB; mid-run a file fills it, and removing the file mends
+// it.
 func runFull(ctx context.Context, opt Options) (*Outcome, error) {
 	fill := ""
 	return storeFault(ctx, opt, "full", StackConfig{ResultsMount: func(dir string) error {
 		if os.Geteuid() != 0 {
 			return errNoMount
 		}
-		if err := mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", dir); err != nil {
+		if err := mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", dir); err != nil {
 			return fmt.Errorf("%w: %v", errNoMount, err)
 		}
 		return nil
-	}},
+	},
+		// A floor the 16 MiB store is above until it is filled (the
+		// default, 1 GiB, is more than the whole tmpfs).
+		WorkerArgs: []string{"--results-min-free", "4MiB", "--results-check-interval", "1s"}},
 		func(dir string) error {
 			fill = filepath.Join(dir, "chaos-fill")
 			f, err := os.Create(fill)
