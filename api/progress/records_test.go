@@ -73,3 +73,30 @@ func TestRecordCache(t *testing.T) {
 		t.Fatalf("cache holds %d entries, bound 4", n)
 	}
 }
+
+// TestRecordCacheDropsExpiredEntries: entries that expired go at the next
+// miss a TTL later, though the cache is far from full; a reservation whose
+// read is in flight stays.
+func TestRecordCacheDropsExpiredEntries(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := newRecordCache(1000, 5*time.Second)
+	c.now = func() time.Time { return now }
+	for _, id := range []string{"a", "b", "c"} {
+		_, gen := c.get(id)
+		c.fill(id, gen, &jobs.Job{ID: id})
+	}
+	_, inFlight := c.get("d")
+	now = now.Add(6 * time.Second)
+	c.get("e")
+	c.mu.Lock()
+	n := len(c.m)
+	_, kept := c.m["d"]
+	c.mu.Unlock()
+	if n != 2 || !kept {
+		t.Fatalf("after a TTL the cache holds %d entries (in-flight kept: %v), want d and e", n, kept)
+	}
+	c.fill("d", inFlight, &jobs.Job{ID: "d"})
+	if j, _ := c.get("d"); j == nil {
+		t.Fatal("the in-flight read's result was lost")
+	}
+}
