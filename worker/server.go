@@ -659,7 +659,16 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		msg = fmt.Sprintf("attempt timed out: %v", herr)
 	}
 	final := retried >= maxRetry || errors.Is(herr, ErrPermanent) || errors.Is(herr, blob.ErrTooLarge)
-	if st, next, err := s.store.FailReleasing(bctx, p.Job, retried+1, msg, final, s.cfg.Retention, slot); err != nil {
+	var st jobs.State
+	var next []jobs.Waiting
+	write := func(ctx context.Context) (err error) {
+		st, next, err = s.store.FailReleasing(ctx, p.Job, retried+1, msg, final, s.cfg.Retention, slot)
+		return err
+	}
+	// An attempt Asynq stopped for a Redis stall ends while Redis may still
+	// be away: wait for it (the heartbeat goes on) rather than leave the
+	// record running for a reconciler to call this live worker lost.
+	if err := untilRedisAnswers(bctx, write(bctx), write); err != nil {
 		logRecordFailure(log, err)
 	} else {
 		ended(next)
@@ -794,6 +803,25 @@ func (s *Server) superseded(ctx context.Context, id string, attempt int) (st job
 	return j.State, j.Attempts, j.State.Final() || j.Attempts != attempt
 }
 
+// untilRedisAnswers calls write again, with backoff, while err (its last
+// outcome) says Redis is away, for at most recordRetryFor, and returns the
+// last outcome. The attempt is still this worker's meanwhile, so its
+// heartbeat goes on once Redis is back and no reconciler takes it for lost.
+func untilRedisAnswers(ctx context.Context, err error, write func(context.Context) error) error {
+	if !redisconn.Unavailable(err) {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRetryFor)
+	defer cancel()
+	for wait := recordRetryFirst; err != nil && redisconn.Unavailable(err); wait = min(2*wait, recordRetryMax) {
+		if sleepCtx(rctx, wait) != nil {
+			break
+		}
+		err = write(rctx)
+	}
+	return err
+}
+
 // logRecordFailure logs a failed attempt whose end could not be written:
 // an error, unless Redis is away, which its monitor has said once already
 // (the reconciler ends the record once Redis is back).
@@ -830,21 +858,20 @@ func (s *Server) handBack(ctx context.Context, log *slog.Logger, id string, atte
 // note and records the result instead of running the job again (process).
 func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, res jobs.Result, stored bool,
 	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
-	st, next, err := s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
-	if err != nil && redisconn.Unavailable(err) {
+	var st jobs.State
+	var next []jobs.Waiting
+	write := func(ctx context.Context) (err error) {
+		st, next, err = s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
+		return err
+	}
+	err := write(ctx)
+	if redisconn.Unavailable(err) {
 		fin := blob.Finished{ContentType: res.ContentType, Size: res.Size, SHA256: res.SHA256, Attempt: attempt, Empty: !stored}
 		if merr := s.blobs.MarkFinished(id, fin); merr != nil {
 			log.Warn("finished marker not written: if this worker stops before Redis is back, the job runs again", "err", merr)
 		}
 		log.Warn("job succeeded but its record was not written: trying again until Redis answers", "err", err)
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRetryFor)
-		defer cancel()
-		for wait := recordRetryFirst; err != nil && redisconn.Unavailable(err); wait = min(2*wait, recordRetryMax) {
-			if sleepCtx(rctx, wait) != nil {
-				break
-			}
-			st, next, err = s.store.SucceedReleasing(rctx, id, attempt, res, s.cfg.Retention, slot)
-		}
+		err = untilRedisAnswers(ctx, err, write)
 	}
 	if err != nil {
 		return err
