@@ -595,6 +595,9 @@ func TestRedisACL(t *testing.T) {
 	if err := ws.Heartbeat(ctx, []string{"acl-lost"}); err != nil {
 		t.Fatalf("heartbeat as the worker user: %v", err)
 	}
+	if beats, clock, err := ws.Heartbeats(ctx); err != nil || len(beats) != 1 || clock.IsZero() {
+		t.Fatalf("heartbeats and Redis's clock as the worker user: %v, %v, %v", beats, clock, err)
+	}
 	future := time.Now().Add(time.Hour)
 	stale, err := ws.Stale(ctx, future, 10)
 	if err != nil || len(stale) != 1 || stale[0].State != jobs.StateRunning {

@@ -171,13 +171,28 @@ type sighting struct {
 // where comparing clocks took 15 s), a reconciler that has just started
 // waits LostAfter before it takes anything for lost, and a pass reads
 // every entry (one round trip; one entry per running job of the fleet).
-func (s *Server) quiet(entries []jobs.HeartbeatEntry, now time.Time) []jobs.HeartbeatEntry {
+//
+// Heartbeats are stamped with Redis's clock, though (jobs.Store.Heartbeat),
+// and redisNow is that clock at the read: an entry older than LostAfter by
+// it is quiet at once, with no clock of any worker involved. That is what
+// finds a lost worker within LostAfter + ReconcileInterval even when no
+// reconciler lives long enough to watch an entry stand still (a fleet
+// whose workers are all restarted more often than LostAfter); the
+// sighting stays as a second, clock-free way, for an entry stamped
+// before heartbeats took Redis's clock.
+func (s *Server) quiet(entries []jobs.HeartbeatEntry, now, redisNow time.Time) []jobs.HeartbeatEntry {
 	seen := make(map[string]sighting, len(entries))
 	var out []jobs.HeartbeatEntry
 	for _, e := range entries {
 		sg, ok := s.seen[e.ID]
 		if !ok || !sg.beat.Equal(e.At) {
 			sg = sighting{beat: e.At, since: now}
+		}
+		if !redisNow.IsZero() && redisNow.Sub(e.At) >= s.cfg.LostAfter {
+			// Silent for LostAfter on the one clock that stamped it.
+			if back := now.Add(-redisNow.Sub(e.At)); back.Before(sg.since) {
+				sg.since = back
+			}
 		}
 		seen[e.ID] = sg
 		if now.Sub(sg.since) >= s.cfg.LostAfter {
@@ -196,11 +211,11 @@ func (s *Server) quiet(entries []jobs.HeartbeatEntry, now time.Time) []jobs.Hear
 func (s *Server) reconcile(ctx context.Context) error {
 	defer s.passes.Add(1)
 	now := s.now()
-	entries, err := s.store.Heartbeats(ctx)
+	entries, redisNow, err := s.store.Heartbeats(ctx)
 	if err != nil {
 		return err
 	}
-	stale, err := s.store.StaleJobs(ctx, s.quiet(entries, now))
+	stale, err := s.store.StaleJobs(ctx, s.quiet(entries, now, redisNow))
 	if err != nil {
 		return err
 	}

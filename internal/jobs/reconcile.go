@@ -64,20 +64,39 @@ func (j StaleJob) RetriesLeft() bool { return j.Attempt <= j.MaxRetry }
 // Heartbeat records that the worker running ids is alive. Only ids that
 // still have an entry are touched: one a reconciler has already ended
 // stays ended.
+//
+// Heartbeats are stamped with Redis's clock (redisNowLua), not the
+// worker's: every worker's heartbeats, and the reconcilers reading them
+// (Heartbeats), then share one clock, so no worker's clock being off can
+// make a live worker look lost or a dead one look alive.
 func (s *Store) Heartbeat(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	now := float64(s.now().UnixMilli())
-	zs := make([]redis.Z, len(ids))
+	args := make([]any, len(ids))
 	for i, id := range ids {
-		zs[i] = redis.Z{Score: now, Member: id}
+		args[i] = id
 	}
-	if err := s.rdb.ZAddXX(ctx, KeyHeartbeats, zs...).Err(); err != nil {
+	if err := heartbeatScript.Run(ctx, s.rdb, []string{KeyHeartbeats}, args...).Err(); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
 }
+
+// redisNowLua defines redis_now_ms(): Redis's clock, in Unix ms.
+const redisNowLua = `
+local function redis_now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
+var heartbeatScript = redis.NewScript(redisNowLua + `
+-- KEYS[1] heartbeats; ARGV the job ids (only those with an entry)
+local now = redis_now_ms()
+for _, id in ipairs(ARGV) do redis.call("ZADD", KEYS[1], "XX", now, id) end
+return 0
+`)
 
 var endHeartbeatScript = redis.NewScript(`
 -- KEYS[1] heartbeats, KEYS[2] the job; ARGV[1] job id
@@ -120,16 +139,22 @@ type HeartbeatEntry struct {
 // as long as the fleet's running jobs are many. A reconciler that must not
 // trust other machines' clocks compares each entry with its own earlier
 // reading of it instead of with a cutoff (package worker).
-func (s *Store) Heartbeats(ctx context.Context) ([]HeartbeatEntry, error) {
-	zs, err := s.rdb.ZRangeWithScores(ctx, KeyHeartbeats, 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("heartbeats: %w", err)
+//
+// It also returns Redis's clock at the read, the clock the heartbeats were
+// stamped with (Heartbeat).
+func (s *Store) Heartbeats(ctx context.Context) ([]HeartbeatEntry, time.Time, error) {
+	pipe := s.rdb.Pipeline()
+	clock := pipe.Time(ctx)
+	entries := pipe.ZRangeWithScores(ctx, KeyHeartbeats, 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, time.Time{}, fmt.Errorf("heartbeats: %w", err)
 	}
+	zs := entries.Val()
 	out := make([]HeartbeatEntry, len(zs))
 	for i, z := range zs {
 		out[i] = HeartbeatEntry{ID: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
 	}
-	return out, nil
+	return out, clock.Val().UTC(), nil
 }
 
 // StaleJobs is Stale for entries the caller picked (Heartbeats): what

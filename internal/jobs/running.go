@@ -80,7 +80,7 @@ type Started struct {
 	Checkpoint []byte
 }
 
-var startScript = redis.NewScript(emitLua + `
+var startScript = redis.NewScript(emitLua + redisNowLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] owner's slots, KEYS[4] owner's held jobs,
 -- KEYS[5] heartbeats (reconcile.go), KEYS[6] its checkpoint
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] cap (<= 0: none), ARGV[4] lease ms,
@@ -151,7 +151,8 @@ redis.call("ZREM", KEYS[4], ARGV[6])
 redis.call("HDEL", KEYS[1], "held")
 redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1], "run", ARGV[8])
 redis.call("HSETNX", KEYS[1], "started", ARGV[1])
-redis.call("ZADD", KEYS[5], ARGV[1], ARGV[5])
+-- The first heartbeat, on Redis's clock as every heartbeat (reconcile.go).
+redis.call("ZADD", KEYS[5], redis_now_ms(), ARGV[5])
 redis.call("HINCRBY", KEYS[1], "version", 1)
 emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
 return {"running", mr, "", redis.call("GET", KEYS[6]) or ""}
