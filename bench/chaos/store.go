@@ -28,9 +28,9 @@ func waitRunning(ctx context.Context, js []*Tracked, d time.Duration) error {
 }
 
 // leaseBound is how soon a job whose worker died without a lease must be
-// seen to: the reconciler's bound, LostAfter + 2 × ReconcileInterval
-// (20 s with the defaults; README "about 20 s"), plus room for a loaded
-// machine and the harness's own polling.
+// seen to: the reconciler's bound, LostAfter + ReconcileInterval (15 s
+// with the defaults; README "about 15 s"), plus room for a loaded machine
+// and the harness's own polling.
 const leaseBound = 25 * time.Second
 
 // runLease: asynq #1144. Four sleeps run on one worker; it is SIGKILLed
