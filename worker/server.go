@@ -675,6 +675,16 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		if st == jobs.StateFailed {
 			metrics.JobsFinished.WithLabelValues(typ.Name, string(st)).Inc()
 		}
+		if st == jobs.StateRetrying && errors.Is(herr, errLeaseLost) {
+			// Asynq gave the task up with its lease and would re-run it
+			// only when its recoverer comes by (30 s and up to a minute
+			// later): put it back now, as the next attempt.
+			if ok, err := s.store.RequeueTask(bctx, queue, p.Job, retried+1, started.MaxRetry, time.Now()); err != nil {
+				log.Warn("task not put back in its queue; Asynq's recoverer will", "err", err)
+			} else if ok {
+				log.Info("task put back in its queue after its lease was lost")
+			}
+		}
 	}
 	log.Warn("attempt failed", "err", herr, "final", final)
 	if final {
