@@ -73,7 +73,10 @@ type Check struct {
 // text, which may hold addresses).
 func Ready(r gin.IRouter, checks ...Check) {
 	r.GET("/readyz", func(c *gin.Context) {
-		ctx, cancel := context.WithTimeout(c, 2*time.Second)
+		// The request's context, not c: gin reuses c for another request
+		// once this one returns, while a timer that fired at the deadline
+		// may still be reading its parent.
+		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 		defer cancel()
 		var failed []string
 		for _, ch := range checks {

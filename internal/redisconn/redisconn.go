@@ -216,6 +216,39 @@ var blocking = map[string]bool{
 	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true, "wait": true,
 }
 
+// bounded is ctx with at most d left, cancelled when ctx is. It is not a
+// child of ctx in the context tree: a request handler's ctx may be a
+// *gin.Context, which gin hands to another request once the handler
+// returns, while a timer that fired at the deadline may still be removing
+// itself from its parent (a data race, seen under -race with a SIGSTOP'd
+// Redis, where every call runs to its deadline). So the timer hangs off a
+// detached copy of ctx (its values, no cancellation), ctx's own end is
+// passed on with context.AfterFunc, whose stop runs before the call
+// returns, and ctx's deadline, if sooner, is kept.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl))
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	if ctx.Done() == nil {
+		return tctx, cancel
+	}
+	stop := context.AfterFunc(ctx, func() {
+		// A deadline of ctx's is tctx's too (d above), which ends with
+		// DeadlineExceeded by itself; a cancel here would race it and
+		// turn a timeout (Unavailable: 503) into a cancel (the caller
+		// went away). Nested calls (a script's EVALSHA, then EVAL) hit
+		// exactly that.
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	return tctx, func() {
+		stop()
+		cancel()
+	}
+}
+
 type hook struct{ m *Monitor }
 
 func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -224,7 +257,7 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if !blocking[cmd.Name()] {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, h.m.timeout)
+			ctx, cancel = bounded(ctx, h.m.timeout)
 			defer cancel()
 		}
 		err := next(ctx, cmd)
@@ -235,7 +268,7 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		ctx, cancel := context.WithTimeout(ctx, h.m.timeout)
+		ctx, cancel := bounded(ctx, h.m.timeout)
 		defer cancel()
 		err := next(ctx, cmds)
 		h.m.observe(err)
