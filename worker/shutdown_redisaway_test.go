@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/internal/redistest"
@@ -31,16 +30,8 @@ func TestShutdownWithRedisAway(t *testing.T) {
 	for _, fault := range []string{"SIGSTOP", "SIGKILL"} {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
-			srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-			opt := &redis.Options{Addr: srv.Addr()}
-			redisconn.Configure(opt)
-			rdb := redis.NewClient(opt)
-			t.Cleanup(func() { _ = rdb.Close() })
-			h := &harness{rdb: rdb, store: jobs.NewStore(rdb, nil)}
-			var err error
-			if h.blobs, err = blob.NewDir(t.TempDir()); err != nil {
-				t.Fatal(err)
-			}
+			h, srv := faultHarness(t, "--appendonly", "yes", "--appendfsync", "always")
+			rdb := h.rdb
 			started := make(chan struct{}, 4)
 			typ := worker.Type{Name: "away", Timeout: time.Minute, InputSchema: anyObject,
 				Handle: func(ctx context.Context, task *worker.Task) error {
@@ -87,6 +78,7 @@ func TestShutdownWithRedisAway(t *testing.T) {
 			t.Cleanup(second.Shutdown)
 			var j *jobs.Job
 			waitfor.True(t, 150*time.Second, func() bool {
+				var err error
 				j, err = h.store.Get(context.Background(), "a1")
 				return err == nil && j.State.Final()
 			})

@@ -172,9 +172,9 @@ func TestSuccessSurvivesARedisBlip(t *testing.T) {
 
 // faultHarness is a harness on a private redis-server of its own, which the
 // test may freeze, kill and restart, with the timeouts services use.
-func faultHarness(t *testing.T) (*harness, *redistest.Process) {
+func faultHarness(t *testing.T, serverArgs ...string) (*harness, *redistest.Process) {
 	t.Helper()
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, serverArgs...)
 	opt := &redis.Options{Addr: srv.Addr()}
 	redisconn.Configure(opt)
 	rdb := redis.NewClient(opt)
