@@ -43,7 +43,7 @@ var resultType = worker.Type{
 // often, logging JSON to logs.
 func (h *harness) storeWorker(t *testing.T, root string, minFree int64, logs io.Writer) *worker.Server {
 	t.Helper()
-	w, err := worker.New(worker.Config{
+	return h.startWorker(t, worker.Config{
 		ResultsDir:               root,
 		ResultsMinFree:           minFree,
 		ResultsCheckInterval:     10 * time.Millisecond,
@@ -51,25 +51,24 @@ func (h *harness) storeWorker(t *testing.T, root string, minFree int64, logs io.
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		RetryDelay:               func(int, error) time.Duration { return 10 * time.Millisecond },
 		Logger:                   slog.New(slog.NewJSONHandler(logs, nil)),
-	}, h.rdb, resultType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
-	return w
+	})
 }
 
 // uncheckedStoreWorker is a worker on h whose results store (root) is
 // checked an hour apart: only a failed result write makes it look.
 func (h *harness) uncheckedStoreWorker(t *testing.T, root string) *worker.Server {
 	t.Helper()
-	w, err := worker.New(worker.Config{
+	return h.startWorker(t, worker.Config{
 		ResultsDir: root, ResultsMinFree: -1, ResultsCheckInterval: time.Hour, Concurrency: 1, Logger: quiet,
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
-	}, h.rdb, resultType)
+	})
+}
+
+// startWorker starts a worker of resultType on h with cfg, shut down when
+// the test ends.
+func (h *harness) startWorker(t *testing.T, cfg worker.Config) *worker.Server {
+	t.Helper()
+	w, err := worker.New(cfg, h.rdb, resultType)
 	if err != nil {
 		t.Fatal(err)
 	}
