@@ -48,7 +48,7 @@ type stack struct {
 	// test job types report what they saw here
 	blockSawDone atomic.Bool
 	blockRuns    atomic.Int32
-	rdb          *redis.Client
+	rdb          redis.UniversalClient
 	dir          *identity.Directory
 	countRuns    atomic.Int32
 	// step releases one step of a "stepper" job

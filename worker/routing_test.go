@@ -44,10 +44,9 @@ func (r *ranBy) get(id string) string {
 }
 
 // counted is a client of the package's Redis whose every command is recorded.
-func counted(t *testing.T) (*redis.Client, *redistest.Counter) {
+func counted(t *testing.T) (redis.UniversalClient, *redistest.Counter) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
-	t.Cleanup(func() { c.Close() })
+	c := redistest.NewClient(t)
 	counter := &redistest.Counter{}
 	c.AddHook(counter)
 	return c, counter

@@ -28,7 +28,7 @@ var anyObject = json.RawMessage(`{"type":"object"}`)
 var quiet = slog.New(slog.DiscardHandler)
 
 type harness struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	store *jobs.Store
 	blobs *blob.Dir
 }

@@ -24,7 +24,7 @@ import (
 )
 
 type fixture struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	handler http.Handler
 	apiKey  string
 	keys    *tokens.KeySet
@@ -43,12 +43,12 @@ func newFixtureOn(tb testing.TB, enq enqueue.Enqueuer, autopipeline bool) *fixtu
 }
 
 // newFixtureFor builds the service as newFixture does, on rdb.
-func newFixtureFor(tb testing.TB, rdb *redis.Client) *fixture {
+func newFixtureFor(tb testing.TB, rdb redis.UniversalClient) *fixture {
 	tb.Helper()
 	return newFixtureWith(tb, rdb, nil, false)
 }
 
-func newFixtureWith(tb testing.TB, rdb *redis.Client, enq enqueue.Enqueuer, autopipeline bool) *fixture {
+func newFixtureWith(tb testing.TB, rdb redis.UniversalClient, enq enqueue.Enqueuer, autopipeline bool) *fixture {
 	tb.Helper()
 	var cmds redis.Cmdable = rdb
 	if autopipeline {

@@ -110,7 +110,7 @@ func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // client that an outage can kill; authentication and the test's own
 // checks use a healthy client.
 type faultFixture struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	out     *outage
 	store   *jobs.Store // healthy
 	handler http.Handler
@@ -120,8 +120,7 @@ type faultFixture struct {
 func newFaultFixture(t *testing.T, maxActive int) *faultFixture {
 	t.Helper()
 	rdb := redistest.Client(t)
-	faulty := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, MaxRetries: -1})
-	t.Cleanup(func() { _ = faulty.Close() })
+	faulty := redistest.NewClient(t)
 	out := &outage{at: -1}
 	faulty.AddHook(out)
 	catalog, err := jobs.NewCatalog(jobs.TypeSpec{Name: "echo", Timeout: time.Minute, MaxRetry: 3,

@@ -50,7 +50,7 @@ func (a *countingAuth) Authenticate(ctx context.Context, s secret.Secret) (*iden
 }
 
 type fixture struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	dir    *identity.Directory
 	auth   *countingAuth
 	gw     *gateway.Service

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/claimcheck/claimcheck/internal/config"
@@ -248,5 +250,48 @@ func TestResultsMinFree(t *testing.T) {
 		if err := fs.Parse([]string{"--results-min-free", bad}); err == nil {
 			t.Errorf("%s accepted: %d bytes, %g%%", bad, w.ResultsMinFree, w.ResultsMinFreePercent)
 		}
+	}
+}
+
+// TestRedisURLForms: every REDIS_URL form reaches its server kind, and a
+// bad one is refused without echoing the password.
+func TestRedisURLForms(t *testing.T) {
+	ctx := context.Background()
+	nodes := redistest.Cluster(t)
+	r, err := config.OpenRedis(ctx, redistest.ClusterURL(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, ok := r.Client.(*redis.ClusterClient); !ok {
+		t.Fatalf("redis+cluster:// gave a %T", r.Client)
+	}
+	// Keys in many slots, all reachable: the client follows the cluster.
+	for i := range 20 {
+		k := fmt.Sprintf("k%d", i)
+		if err := r.Client.Set(ctx, k, i, 0).Err(); err != nil {
+			t.Fatalf("set %s on the cluster: %v", k, err)
+		}
+	}
+	if n, err := r.Client.ClusterKeySlot(ctx, "k1").Result(); err != nil || n == 0 {
+		t.Fatalf("cluster keyslot: %d %v", n, err)
+	}
+
+	for _, tc := range []struct{ url, want string }{
+		{"redis://:s3cret@h:1/3", "database number"},
+		{"redis://:s3cret@h1:1,h2:2", "several hosts"},
+		{"redis+sentinel://:s3cret@s1:26379", "master"},
+		{"redis+cluster://:s3cret@h1:1?pool=9", "unknown parameter"},
+		{"mysql://:s3cret@h:1", "unknown scheme"},
+		{"redis+cluster://:s3cret@h1:1,,h2:2", "empty host"},
+	} {
+		_, err := config.OpenRedis(ctx, tc.url)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v, want an error naming %q and no password", tc.url, err, tc.want)
+		}
+	}
+	// The example-password check reads every form.
+	if err := config.CheckRedisPassword("redis+cluster://api:change-me-api@h1:1,h2:2", false); err == nil {
+		t.Error("example password in a cluster URL was not refused")
 	}
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -24,15 +23,11 @@ func CheckRedisPassword(redisURL string, allow bool) error {
 	if redisURL == "" || allow {
 		return nil
 	}
-	u, err := url.Parse(redisURL)
-	if err != nil || u.User == nil {
+	t, err := parseRedisURL(redisURL)
+	if err != nil || !t.hasPass {
 		return nil // OpenRedis reports a bad URL without echoing it
 	}
-	pw, ok := u.User.Password()
-	if !ok {
-		// redis://password@host: go-redis reads a lone user as the password.
-		pw = u.User.Username()
-	}
+	pw := t.password
 	if !slices.Contains(examplePasswords, pw) {
 		return nil
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,9 +17,11 @@ import (
 	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
-// Redis is an open connection, possibly to an embedded server.
+// Redis is an open connection, possibly to an embedded server: to one
+// server, a Redis Cluster or a Sentinel group (see redisTarget for the URL
+// forms).
 type Redis struct {
-	Client *redis.Client
+	Client redis.UniversalClient
 	// Embedded is set when no URL was given and an in-memory server runs
 	// inside this process.
 	Embedded *miniredis.Miniredis
@@ -90,23 +92,41 @@ func DialRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		url = "redis://:" + pw + "@" + r.Embedded.Addr()
 		r.EmbeddedURL = secret.Secret(url)
 	}
-	opt, err := redis.ParseURL(url)
+	t, err := parseRedisURL(url)
 	if err != nil {
-		// ParseURL's error can echo the URL, password included.
-		return nil, errors.New("REDIS_URL is not a valid redis:// URL")
+		return nil, err
 	}
-	// No CLIENT SETINFO on connect: the ACL users (deploy/redis/users.acl)
-	// may not run CLIENT at all, and Redis would log every refusal.
-	opt.DisableIdentity = true
-	redisconn.Configure(opt)
-	r.Client = redis.NewClient(opt)
+	r.Client = newClient(t)
 	r.Monitor = redisconn.Instrument(r.Client, redisconn.MonitorConfig{
 		Logger: cfg.Logger, Timeout: cfg.CallTimeout, Quiet: cfg.DownLogQuiet})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := r.Client.Ping(pctx).Err(); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+		return nil, fmt.Errorf("redis at %s: %w", strings.Join(t.addrs, ","), err)
 	}
 	return r, nil
+}
+
+// newClient builds the client for t. None sends CLIENT SETINFO on connect:
+// the ACL users (deploy/redis/users.acl) may not run CLIENT at all, and
+// Redis would log every refusal. Every one gets redisconn's timeouts.
+func newClient(t redisTarget) redis.UniversalClient {
+	switch t.mode {
+	case "cluster":
+		opt := &redis.ClusterOptions{Addrs: t.addrs, Username: t.user, Password: t.password,
+			TLSConfig: t.tlsConfig(), DisableIdentity: true}
+		redisconn.ConfigureCluster(opt)
+		return redis.NewClusterClient(opt)
+	case "sentinel":
+		opt := &redis.FailoverOptions{MasterName: t.master, SentinelAddrs: t.addrs,
+			SentinelUsername: t.sUser, SentinelPassword: t.sPass,
+			Username: t.user, Password: t.password, TLSConfig: t.tlsConfig(), DisableIdentity: true}
+		redisconn.ConfigureFailover(opt)
+		return redis.NewFailoverClient(opt)
+	}
+	opt := &redis.Options{Addr: t.addrs[0], Username: t.user, Password: t.password,
+		TLSConfig: t.tlsConfig(), DisableIdentity: true}
+	redisconn.Configure(opt)
+	return redis.NewClient(opt)
 }

@@ -68,7 +68,23 @@ func Unavailable(err error) bool {
 // deadlines on the socket (go-redis ignores them by default).
 func Configure(opt *redis.Options) {
 	opt.ContextTimeoutEnabled = true
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
+	defaultTimeouts(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout)
+}
+
+// ConfigureCluster is Configure for a Redis Cluster client.
+func ConfigureCluster(opt *redis.ClusterOptions) {
+	opt.ContextTimeoutEnabled = true
+	defaultTimeouts(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout)
+}
+
+// ConfigureFailover is Configure for a client of a Sentinel group.
+func ConfigureFailover(opt *redis.FailoverOptions) {
+	opt.ContextTimeoutEnabled = true
+	defaultTimeouts(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout)
+}
+
+func defaultTimeouts(ds ...*time.Duration) {
+	for _, d := range ds {
 		if *d == 0 {
 			*d = CallTimeout
 		}
@@ -110,13 +126,23 @@ type MonitorConfig struct {
 // Instrument adds a Monitor to c and returns it; MonitorOf(c) returns it
 // too, for code that is handed the client (a worker's background loops,
 // Asynq's logger) to stay quiet while the Monitor has said Redis is down.
-func Instrument(c *redis.Client, cfg MonitorConfig) *Monitor {
+func Instrument(c redis.UniversalClient, cfg MonitorConfig) *Monitor {
 	m := NewMonitor(cfg)
 	c.AddHook(hook{m})
+	switch c := c.(type) {
+	case *redis.Client:
+		remember(c, m)
+	case *redis.ClusterClient:
+		remember(c, m)
+	}
+	return m
+}
+
+// remember files m under c, weakly.
+func remember[T any](c *T, m *Monitor) {
 	key := weak.Make(c)
 	monitors.Store(key, m)
-	runtime.AddCleanup(c, func(k weak.Pointer[redis.Client]) { monitors.Delete(k) }, key)
-	return m
+	runtime.AddCleanup(c, func(k weak.Pointer[T]) { monitors.Delete(k) }, key)
 }
 
 // monitors maps each instrumented client (weakly: a client that is no
@@ -124,19 +150,28 @@ func Instrument(c *redis.Client, cfg MonitorConfig) *Monitor {
 // client carries no metadata of its own, and the code that needs its
 // Monitor (package worker's loops) is handed only the client, through an
 // API that may not name this package.
-var monitors sync.Map // weak.Pointer[redis.Client] → *Monitor
+var monitors sync.Map // weak.Pointer[redis.Client or redis.ClusterClient] → *Monitor
 
 // MonitorOf returns the Monitor Instrument added to c, or nil when c was
-// not instrumented (or is not a *redis.Client).
+// not instrumented (or is neither a *redis.Client nor a
+// *redis.ClusterClient).
 func MonitorOf(c redis.UniversalClient) *Monitor {
-	rc, ok := c.(*redis.Client)
-	if !ok || rc == nil {
+	var m any
+	var ok bool
+	switch c := c.(type) {
+	case *redis.Client:
+		if c != nil {
+			m, ok = monitors.Load(weak.Make(c))
+		}
+	case *redis.ClusterClient:
+		if c != nil {
+			m, ok = monitors.Load(weak.Make(c))
+		}
+	}
+	if !ok {
 		return nil
 	}
-	if m, ok := monitors.Load(weak.Make(rc)); ok {
-		return m.(*Monitor)
-	}
-	return nil
+	return m.(*Monitor)
 }
 
 // NewMonitor returns a Monitor watching no client: its owner tells it each

@@ -88,7 +88,7 @@ func (p *Process) start() error {
 func (p *Process) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
 
 // URL is Addr as a redis:// URL, for code that takes REDIS_URL.
-func (p *Process) URL() string { return "redis://" + p.Addr() + "/0" }
+func (p *Process) URL() string { return "redis://" + p.Addr() }
 
 func (p *Process) signal(s os.Signal) {
 	p.mu.Lock()

@@ -33,6 +33,7 @@ import (
 var (
 	mu     sync.Mutex
 	addr   string
+	nodes  []string // the cluster's nodes when OnCluster()
 	kind   string
 	mr     *miniredis.Miniredis
 	stopFn func()
@@ -74,6 +75,18 @@ func start() error {
 		addr, kind, stopFn = mr.Addr(), "miniredis", mr.Close
 		return nil
 	}
+	if OnCluster() {
+		cli, err := exec.LookPath("redis-cli")
+		if err != nil {
+			return fmt.Errorf("%s=cluster needs redis-cli: %w", ClusterEnv, err)
+		}
+		ns, stop, err := launchCluster(path, cli, 3)
+		if err != nil {
+			return err
+		}
+		addr, nodes, kind, stopFn = ns[0], ns, "redis-cluster", stop
+		return nil
+	}
 	a, stop, err := launch(path, nil)
 	if err != nil {
 		return err
@@ -101,8 +114,7 @@ func launch(path string, extra []string) (string, func(), error) {
 		args := append([]string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--save", "", "--appendonly", "no",
-			"--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no",
-			"--databases", "16"}, extra...)
+			"--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no"}, extra...)
 		cmd := exec.Command(path, args...)
 		if err := cmd.Start(); err != nil {
 			return "", nil, fmt.Errorf("start redis-server: %w", err)
@@ -184,36 +196,68 @@ func tail(s string) string {
 	return strings.Join(lines, "\n")
 }
 
-// Addr is the package server's host:port.
+// Addr is the package server's host:port (on a cluster, its first node's).
 func Addr() string { return addr }
 
-// Kind says which server the package got: "redis-server" or "miniredis".
+// Kind says which server the package got: "redis-server", "redis-cluster"
+// or "miniredis".
 func Kind() string { return kind }
 
-// URL is the package server's address as a redis:// URL, for code that takes
-// REDIS_URL.
-func URL() string { return "redis://" + addr + "/0" }
+// URL is the package server's address as a REDIS_URL: redis://host:port, or
+// redis+cluster://h1,h2,h3 on a cluster.
+func URL() string {
+	if nodes != nil {
+		return ClusterURL(nodes)
+	}
+	return "redis://" + addr
+}
 
 // Client flushes the package server and returns a client for it, closed when
-// the test ends. Every test that calls it starts from an empty Redis.
-func Client(t testing.TB) *redis.Client {
+// the test ends. Every test that calls it starts from an empty Redis. On a
+// cluster run (OnCluster) it is a *redis.ClusterClient.
+func Client(t testing.TB) redis.UniversalClient {
 	t.Helper()
 	if addr == "" {
 		t.Fatal("redistest: no server; call redistest.Main from TestMain")
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	ctx := context.Background()
+	if nodes != nil {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes})
+		if err := flushCluster(ctx, c); err != nil {
+			t.Fatalf("redistest: flush: %v", err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
 	c := redis.NewClient(&redis.Options{Addr: addr})
-	if err := c.FlushAll(context.Background()).Err(); err != nil {
+	if err := c.FlushAll(ctx).Err(); err != nil {
 		t.Fatalf("redistest: flush: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
+// NewClient is another client of the package server (a cluster client on
+// a cluster run), not flushed, closed when the test ends: for a test that
+// hooks its own client (a command counter, a fault) beside Client's.
+func NewClient(tb testing.TB) redis.UniversalClient {
+	tb.Helper()
+	var c redis.UniversalClient
+	if nodes != nil {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes, MaxRetries: -1})
+	} else {
+		c = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // Info returns one field of INFO (e.g. "total_commands_processed"), for
-// benchmarks that count Redis work. It answers "" on miniredis.
-func Info(c *redis.Client, section, field string) string {
+// benchmarks that count Redis work. It answers "" on miniredis; on a
+// cluster client, the field of whichever node answers.
+func Info(c redis.UniversalClient, section, field string) string {
 	s, err := c.Info(context.Background(), section).Result()
 	if err != nil {
 		return ""
