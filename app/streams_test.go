@@ -241,7 +241,7 @@ func TestFinding7LostRevocationIsCaughtOnResync(t *testing.T) {
 
 	// revoke-tokens whose publish is lost: the epoch rises in the record,
 	// but no message goes out…
-	if err := s.rdb.HIncrBy(ctx, jobs.KeyPrefixJob+sub.ID, "epoch", 1).Err(); err != nil {
+	if err := s.rdb.HIncrBy(ctx, jobs.JobKey(sub.ID), "epoch", 1).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// …and the hub's subscription is cut, so it resubscribes and resyncs.
@@ -275,7 +275,7 @@ func TestFinding8LinkNeverOutlivesItsToken(t *testing.T) {
 	sub := s.submit(t, `{"type":"primes","input":{"n":1000}}`)
 	s.waitState(t, sub, jobs.StateSucceeded)
 	ctx := context.Background()
-	pttl, err := s.rdb.PTTL(ctx, jobs.KeyPrefixJob+sub.ID).Result()
+	pttl, err := s.rdb.PTTL(ctx, jobs.JobKey(sub.ID)).Result()
 	if err != nil || pttl <= 0 {
 		t.Fatalf("record ttl %v %v", pttl, err)
 	}

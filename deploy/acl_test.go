@@ -20,7 +20,7 @@ import (
 func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 	ctx := context.Background()
 	r := startACLRedis(t)
-	for _, k := range []string{"cc:job:canary", "cc:user:ann", "cc:session:x", "rate:cc:login:ann", "asynq:{default}:pending"} {
+	for _, k := range []string{"cc:job:{canary}", "cc:user:ann", "cc:session:x", "rate:cc:login:ann", "asynq:{default}:pending"} {
 		if err := r.admin.Set(ctx, k+":canary", "1", 0).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +39,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		{"SCRIPT", "FLUSH"}, {"SCRIPT", "KILL"}, {"CONFIG", "GET", "*"}, {"CONFIG", "SET", "appendonly", "no"},
 		{"CLIENT", "LIST"}, {"CLIENT", "KILL", "ID", "1"}, {"ACL", "LIST"},
 		{"MONITOR"}, {"SHUTDOWN", "NOSAVE"}, {"SAVE"}, {"BGREWRITEAOF"}, {"SWAPDB", "0", "1"},
-		{"MOVE", "cc:job:canary:canary", "1"}, {"OBJECT", "ENCODING", "cc:job:canary:canary"},
+		{"MOVE", "cc:job:{canary}:canary", "1"}, {"OBJECT", "ENCODING", "cc:job:{canary}:canary"},
 		{"PUBLISH", "cc:revocations", "all "}, {"SELECT", "1"},
 	}
 	identityKeys := [][]any{
@@ -65,7 +65,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 	}
 	denied := map[string][][]any{
 		"progress": append(append([][]any{
-			{"SET", "cc:job:canary:canary", "2"}, // reads and cancels jobs; never sets a string
+			{"SET", "cc:job:{canary}:canary", "2"}, // reads and cancels jobs; never sets a string
 			{"LPUSH", "asynq:{default}:pending", "x"}, {"PUBLISH", "asynq:servers", "x"},
 			{"XADD", "cc:user:ann:x", "*", "a", "b"},
 			// It can read a job it is given the id of, never list ids.
@@ -77,7 +77,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
 		}, everyone...), identityKeys...),
 		"gateway": append([][]any{
-			{"HGETALL", "cc:job:canary"}, {"GET", "cc:job:canary:canary"}, {"XRANGE", "cc:job:x:events", "-", "+"},
+			{"HGETALL", "cc:job:{canary}"}, {"GET", "cc:job:{canary}:canary"}, {"XRANGE", "cc:job:{x}:events", "-", "+"},
 			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"GET", "asynq:{default}:pending:canary"},
 			{"SMEMBERS", "cc:users"}, {"SMEMBERS", "cc:user-apikeys:ann"}, {"GET", "cc:idem:x"},
 			{"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:user-sessions:ann"}, {"ZRANGE", "cc:apikey-index", "0", "-1"},
@@ -115,7 +115,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 	if n, err := r.admin.DBSize(ctx).Result(); err != nil || n != 6 {
 		t.Errorf("the keyspace changed: %d keys (%v), want the 6 canaries", n, err)
 	}
-	if v, _ := r.admin.Get(ctx, "cc:job:canary:canary").Result(); v != "1" {
+	if v, _ := r.admin.Get(ctx, "cc:job:{canary}:canary").Result(); v != "1" {
 		t.Errorf("canary is %q", v)
 	}
 	if err := watch.Ping(ctx); err != nil {

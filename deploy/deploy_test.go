@@ -296,16 +296,16 @@ func TestRedisACL(t *testing.T) {
 	}
 	_ = users
 	progress, gateway := as("progress"), as("gateway")
-	if err := progress.HGetAll(ctx, "cc:job:x").Err(); err != nil {
+	if err := progress.HGetAll(ctx, "cc:job:{x}").Err(); err != nil {
 		t.Errorf("progress reads a job: %v", err)
 	}
-	if err := progress.XRange(ctx, "cc:job:x:events", "-", "+").Err(); err != nil {
+	if err := progress.XRange(ctx, "cc:job:{x}:events", "-", "+").Err(); err != nil {
 		t.Errorf("progress reads a job's events: %v", err)
 	}
 	if err := redis.NewClient(&redis.Options{Addr: addr}).Ping(ctx).Err(); err == nil {
 		t.Error("the default user is on")
 	}
-	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:x").Err())
+	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:{x}").Err())
 	if err := r.admin.Do(ctx, "ACL", "LOG", "RESET").Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func TestUnconfirmedJobIsDropped(t *testing.T) {
 		info, err := insp.GetTaskInfo("default", "p2")
 		return err == nil && info.State == asynq.TaskStateCompleted
 	})
-	if n, _ := h.rdb.Exists(context.Background(), jobs.KeyPrefixJob+"p2").Result(); n != 0 || runs.Load() != 0 {
+	if n, _ := h.rdb.Exists(context.Background(), jobs.JobKey("p2")).Result(); n != 0 || runs.Load() != 0 {
 		t.Fatalf("record exists %d, ran %d times", n, runs.Load())
 	}
 }

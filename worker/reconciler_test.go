@@ -344,7 +344,7 @@ func TestReconcilerReleasesSlotOfFailedJob(t *testing.T) {
 	if b.Attempts != 1 || b.HoldReason != nil {
 		t.Fatalf("b = %+v", b)
 	}
-	if ids, err := h.rdb.ZRange(context.Background(), jobs.KeyPrefixOwnerRunning+"ann", 0, -1).Result(); err != nil || len(ids) != 1 || ids[0] != "b" {
+	if ids, err := h.rdb.ZRange(context.Background(), jobs.OwnerRunningKey("ann"), 0, -1).Result(); err != nil || len(ids) != 1 || ids[0] != "b" {
 		t.Fatalf("ann's slots = %v, %v; want [b]", ids, err)
 	}
 }

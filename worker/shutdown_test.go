@@ -108,7 +108,7 @@ func TestShutdownCancelsHandlersAtOnce(t *testing.T) {
 	if j.State != jobs.StateSucceeded || j.Attempts != 1 {
 		t.Fatalf("job = %s after %d attempts, want succeeded after 1", j.State, j.Attempts)
 	}
-	if n, _ := h.rdb.Exists(context.Background(), jobs.KeyPrefixJob+"sd1"+jobs.KeySuffixCheckpoint).Result(); n != 0 {
+	if n, _ := h.rdb.Exists(context.Background(), jobs.CheckpointKey("sd1")).Result(); n != 0 {
 		t.Fatal("the checkpoint outlived its job")
 	}
 }

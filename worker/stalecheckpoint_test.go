@@ -53,7 +53,7 @@ func TestHandedBackRunCannotOverwriteTheNextRunsCheckpoint(t *testing.T) {
 	if err := <-staleSave; err == nil {
 		t.Error("the handed-back run's checkpoint was accepted")
 	}
-	got, err := h.rdb.Get(context.Background(), jobs.KeyPrefixJob+"c1"+jobs.KeySuffixCheckpoint).Result()
+	got, err := h.rdb.Get(context.Background(), jobs.CheckpointKey("c1")).Result()
 	if err != nil || got != "current" {
 		t.Fatalf("checkpoint = %q, %v; want the current run's", got, err)
 	}

@@ -48,7 +48,7 @@ func TestRedisStallPastTheLeaseSaysSo(t *testing.T) {
 	}
 	// The first attempt's end was recorded with its reason; the record's
 	// event log keeps it.
-	evs, err := rdb.XRange(context.Background(), jobs.KeyPrefixJob+"st1"+jobs.KeySuffixEvents, "-", "+").Result()
+	evs, err := rdb.XRange(context.Background(), jobs.JobKey("st1")+jobs.KeySuffixEvents, "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

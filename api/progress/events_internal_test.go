@@ -98,7 +98,7 @@ func TestFinding7OverflowRechecksEpoch(t *testing.T) {
 		return w.behind
 	})
 	// Its tokens are revoked, and the message is lost.
-	if err := rdb.HIncrBy(ctx, jobs.KeyPrefixJob+id, "epoch", 1).Err(); err != nil {
+	if err := rdb.HIncrBy(ctx, jobs.JobKey(id), "epoch", 1).Err(); err != nil {
 		t.Fatal(err)
 	}
 

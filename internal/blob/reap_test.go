@@ -40,7 +40,7 @@ func TestReapDeletesOnlyExpiredData(t *testing.T) {
 	}
 	put("never-recorded")
 	// The expired job's record is gone, as its TTL would make it.
-	if err := rdb.Del(ctx, "cc:job:expired").Err(); err != nil {
+	if err := rdb.Del(ctx, "cc:job:{expired}").Err(); err != nil {
 		t.Fatal(err)
 	}
 	// An old file, but its record lives: within retention, it stays.

@@ -38,7 +38,7 @@ func TestCancelWhileWaitingFreesTheSlot(t *testing.T) {
 	if st, _, err := s.ReconcileReleasing(ctx, stale[0], cutoff, jobs.StateRetrying, "worker lost", time.Hour, 4); err != nil || st != jobs.StateRetrying {
 		t.Fatalf("reconcile = %s, %v", st, err)
 	}
-	if rdb.ZScore(ctx, jobs.KeyPrefixOwnerRunning+"ann", "w1").Err() != nil {
+	if rdb.ZScore(ctx, jobs.OwnerRunningKey("ann"), "w1").Err() != nil {
 		t.Fatal("the slot was not kept for the re-run")
 	}
 	j, err := jobs.CancelJob(ctx, s, deletingCanceler{}, "w1", jobs.AnyEpoch, time.Hour)
@@ -50,7 +50,7 @@ func TestCancelWhileWaitingFreesTheSlot(t *testing.T) {
 	if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: "w2", Owner: "ann", Queue: "default", Number: 1, MaxRunning: 1, MayHold: true, Lease: time.Hour}); err != nil || st.State != jobs.StateRunning || st.Held {
 		t.Fatalf("the owner's next job: %+v, %v; want it running, the cancelled job's slot free", st, err)
 	}
-	if err := rdb.ZScore(ctx, jobs.KeyPrefixOwnerRunning+"ann", "w1").Err(); err == nil {
+	if err := rdb.ZScore(ctx, jobs.OwnerRunningKey("ann"), "w1").Err(); err == nil {
 		t.Fatal("the cancelled job still holds a running-job slot")
 	}
 }

@@ -50,7 +50,7 @@ func TestCheckpoint(t *testing.T) {
 	if _, err := s.Succeed(ctx, "c1", 2, jobs.Result{}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.Exists(ctx, jobs.KeyPrefixJob+"c1"+jobs.KeySuffixCheckpoint).Val(); n != 0 {
+	if n := rdb.Exists(ctx, jobs.CheckpointKey("c1")).Val(); n != 0 {
 		t.Fatal("the checkpoint outlived the job")
 	}
 }
@@ -97,7 +97,7 @@ func TestCheckpointEndsWithEveryEnd(t *testing.T) {
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
 	exists := func(id string) bool {
-		return rdb.Exists(ctx, jobs.KeyPrefixJob+id+jobs.KeySuffixCheckpoint).Val() == 1
+		return rdb.Exists(ctx, jobs.CheckpointKey(id)).Val() == 1
 	}
 	startAndSave := func(id string) {
 		t.Helper()

@@ -30,7 +30,7 @@ local function emit(kind, data)
   local id = redis.call("XADD", KEYS[2], "MAXLEN", "~", "256", "*", "type", kind, "data", data)
   local ttl = redis.call("PTTL", KEYS[1])
   if ttl > 0 then redis.call("PEXPIRE", KEYS[2], ttl) end
-  redis.call("PUBLISH", "` + ChannelJobEvents + `", string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `) .. " " .. id .. " " .. kind .. " " .. data)
+  redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " " .. id .. " " .. kind .. " " .. data)
   return id
 end
 `

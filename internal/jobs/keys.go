@@ -3,12 +3,22 @@ package jobs
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
+
+	"github.com/claimcheck/claimcheck/internal/keyslot"
 )
+
+// jobIDFrom is where the id starts in a JobKey, for string.sub in a script.
+var jobIDFrom = strconv.Itoa(len(KeyPrefixJob) + 2)
 
 // Every Redis key this package touches is built here, so the ACL patterns in
 // compose (the progress service may read cc:job:*) can be read off one file.
+//
+// Keys carry hash tags (package keyslot): a job's keys are all in the slot
+// of "{<job id>}", an owner's in the slot of keyslot.Tag(owner), the same
+// slot as the owner's user record in package identity.
 const (
-	// KeyPrefixJob prefixes job records: a hash per job.
+	// KeyPrefixJob prefixes job records: a hash per job, "cc:job:{<id>}".
 	KeyPrefixJob = "cc:job:"
 	// KeyPrefixIdempotency prefixes Idempotency-Key claims: a string per
 	// (owner, key) pair holding "<job id> <body hash>".
@@ -67,19 +77,40 @@ func asynqPendingKey(queue string) string  { return "asynq:{" + queue + "}:pendi
 func asynqArchivedKey(queue string) string { return "asynq:{" + queue + "}:archived" }
 func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
-func jobKey(id string) string             { return KeyPrefixJob + id }
-func eventsKey(id string) string          { return KeyPrefixJob + id + KeySuffixEvents }
-func logKey(id string) string             { return KeyPrefixJob + id + KeySuffixLog }
-func logMetaKey(id string) string         { return KeyPrefixJob + id + KeySuffixLogMeta }
-func checkpointKey(id string) string      { return KeyPrefixJob + id + KeySuffixCheckpoint }
-func ownerJobsKey(owner string) string    { return KeyPrefixOwnerJobs + owner }
-func ownerActiveKey(owner string) string  { return KeyPrefixOwnerActive + owner }
-func ownerRunningKey(owner string) string { return KeyPrefixOwnerRunning + owner }
-func ownerHeldKey(owner string) string    { return KeyPrefixOwnerHeld + owner }
+// JobKey is the key of a job's record, "cc:job:{<id>}". Job ids are UUIDs
+// (the api mints them), so the id itself is the tag; a script that knows
+// only an id builds the same key with jobKeyLua.
+func JobKey(id string) string { return KeyPrefixJob + "{" + id + "}" }
+
+// jobKeyLua is JobKey in a script: jobKeyLua .. id .. "}".
+const jobKeyLua = `"` + KeyPrefixJob + `{"`
+
+func jobKey(id string) string        { return JobKey(id) }
+func eventsKey(id string) string     { return JobKey(id) + KeySuffixEvents }
+func logKey(id string) string        { return JobKey(id) + KeySuffixLog }
+func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
+func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
+
+// CheckpointKey is the key of a job's checkpoint (KeySuffixCheckpoint).
+func CheckpointKey(id string) string { return checkpointKey(id) }
+
+func ownerJobsKey(owner string) string   { return KeyPrefixOwnerJobs + keyslot.Tag(owner) }
+func ownerActiveKey(owner string) string { return KeyPrefixOwnerActive + keyslot.Tag(owner) }
+func ownerHeldKey(owner string) string   { return KeyPrefixOwnerHeld + keyslot.Tag(owner) }
+
+// OwnerRunningKey is the key of an owner's running-slot set
+// (KeyPrefixOwnerRunning).
+func OwnerRunningKey(owner string) string { return KeyPrefixOwnerRunning + keyslot.Tag(owner) }
+
+func ownerRunningKey(owner string) string { return OwnerRunningKey(owner) }
 
 // idempotencyKey hashes owner and client key together so neither can smuggle
-// separators or unbounded length into a key name.
+// separators or unbounded length into a key name; the owner's tag keeps the
+// claim in the owner's slot.
 func idempotencyKey(owner, clientKey string) string {
 	sum := sha256.Sum256([]byte(owner + "\x00" + clientKey))
-	return KeyPrefixIdempotency + hex.EncodeToString(sum[:])
+	return KeyPrefixIdempotency + keyslot.Tag(owner) + ":" + hex.EncodeToString(sum[:])
 }
+
+// jobIDLua is a script expression for the job id in KEYS[1] (a JobKey).
+var jobIDLua = `string.sub(KEYS[1], ` + jobIDFrom + `, -2)`

@@ -40,7 +40,7 @@ func TestListNewestFirstWithCursorAndFilter(t *testing.T) {
 	if _, err := s.Succeed(ctx, ids[4], 0, jobs.Result{}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Del(ctx, jobs.KeyPrefixJob+ids[6]).Err(); err != nil {
+	if err := rdb.Del(ctx, jobs.JobKey(ids[6])).Err(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -122,7 +122,7 @@ if ttl > 0 then
   redis.call("PEXPIRE", KEYS[2], ttl)
   redis.call("PEXPIRE", KEYS[3], ttl)
 end
-redis.call("PUBLISH", "` + ChannelJobEvents + `", string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `) .. " 0-0 ` + EventLog + ` " .. n)
+redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " 0-0 ` + EventLog + ` " .. n)
 return n
 `)
 

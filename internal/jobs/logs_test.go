@@ -166,7 +166,7 @@ func TestLogExpiresWithRecord(t *testing.T) {
 	if _, err := s.AppendLog(ctx, "j1", lines(1, 2, 0), 0); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"cc:job:j1:log", "cc:job:j1:log-meta"} {
+	for _, k := range []string{"cc:job:{j1}:log", "cc:job:{j1}:log-meta"} {
 		if d := rdb.PTTL(ctx, k).Val(); d < 59*time.Minute || d > time.Hour {
 			t.Fatalf("%s ttl = %v, want the record's (1h)", k, d)
 		}
@@ -178,7 +178,7 @@ func TestLogExpiresWithRecord(t *testing.T) {
 	if _, err := s.Succeed(ctx, "j1", 1, jobs.Result{ContentType: "text/plain"}, 3*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"cc:job:j1:log", "cc:job:j1:log-meta"} {
+	for _, k := range []string{"cc:job:{j1}:log", "cc:job:{j1}:log-meta"} {
 		if d := rdb.PTTL(ctx, k).Val(); d < 179*time.Minute || d > 3*time.Hour {
 			t.Fatalf("%s ttl after finish = %v, want the retention (3h)", k, d)
 		}
@@ -191,13 +191,13 @@ func TestLogExpiresWithRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitfor.True(t, 5*time.Second, func() bool {
-		return rdb.Exists(ctx, "cc:job:j2", "cc:job:j2:log", "cc:job:j2:log-meta").Val() == 0
+		return rdb.Exists(ctx, "cc:job:{j2}", "cc:job:{j2}:log", "cc:job:{j2}:log-meta").Val() == 0
 	})
 	// A record that is gone keeps no log.
 	if _, err := s.AppendLog(ctx, "j2", lines(3, 1, 0), 0); !errors.Is(err, jobs.ErrGone) {
 		t.Fatalf("append to a gone job: %v, want ErrGone", err)
 	}
-	if n := rdb.Exists(ctx, "cc:job:j2:log", "cc:job:j2:log-meta").Val(); n != 0 {
+	if n := rdb.Exists(ctx, "cc:job:{j2}:log", "cc:job:{j2}:log-meta").Val(); n != 0 {
 		t.Fatalf("a gone job's log was made (%d keys)", n)
 	}
 }

@@ -22,7 +22,7 @@ func TestPendingJobIsInvisibleUntilConfirmed(t *testing.T) {
 	if j, err := s.Create(ctx, nj); err != nil || j.State != jobs.StatePending {
 		t.Fatalf("create: %+v %v", j, err)
 	}
-	if ttl, _ := rdb.PTTL(ctx, jobs.KeyPrefixJob+nj.ID).Result(); ttl > time.Minute || ttl <= 0 {
+	if ttl, _ := rdb.PTTL(ctx, jobs.JobKey(nj.ID)).Result(); ttl > time.Minute || ttl <= 0 {
 		t.Fatalf("pending record lives %v", ttl)
 	}
 	page, _ := s.List(ctx, "ann", "", 10, "")
@@ -46,14 +46,14 @@ func TestPendingJobIsInvisibleUntilConfirmed(t *testing.T) {
 	if len(page.Jobs) != 1 || page.Jobs[0].ID != nj.ID || !slices.Equal(active, []string{nj.ID}) {
 		t.Fatalf("confirmed job: listed %v, active %v", page.Jobs, active)
 	}
-	if ttl, _ := rdb.PTTL(ctx, jobs.KeyPrefixJob+nj.ID).Result(); ttl <= time.Minute {
+	if ttl, _ := rdb.PTTL(ctx, jobs.JobKey(nj.ID)).Result(); ttl <= time.Minute {
 		t.Fatalf("confirmed record lives %v", ttl)
 	}
 	// The other one, confirmed now, is over the quota: refused and removed.
 	if _, err := s.Confirm(ctx, other.ID, "ann", "", time.Hour, 1); !errors.Is(err, jobs.ErrQuota) {
 		t.Fatalf("confirm over quota: %v", err)
 	}
-	if n, _ := rdb.Exists(ctx, jobs.KeyPrefixJob+other.ID).Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, jobs.JobKey(other.ID)).Result(); n != 0 {
 		t.Fatal("a job refused at confirm left its record")
 	}
 	if _, err := s.Confirm(ctx, other.ID, "ann", "", time.Hour, 1); !errors.Is(err, jobs.ErrGone) {

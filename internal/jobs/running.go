@@ -119,7 +119,7 @@ if cap > 0 then
       -- cancelled while it waited to run again (its slot kept for that
       -- re-run) is ended by a process that may not touch the slots.
       for _, m in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
-        local s = redis.call("HGET", "` + KeyPrefixJob + `" .. m, "state")
+        local s = redis.call("HGET", ` + jobKeyLua + ` .. m .. "}", "state")
         if not s or s == "succeeded" or s == "failed" or s == "canceled" then
           redis.call("ZREM", KEYS[3], m)
           n = n - 1
@@ -236,7 +236,7 @@ local function release(slots, held, id, cap, now)
     if #out >= free then break end
     redis.call("ZREM", held, m)
     local jid = string.match(m, " (.+)$")
-    local st = redis.call("HMGET", "` + KeyPrefixJob + `" .. jid, "state", "cancel")
+    local st = redis.call("HMGET", ` + jobKeyLua + ` .. jid .. "}", "state", "cancel")
     if (st[1] == "queued" or st[1] == "retrying") and st[2] ~= "1" then
       table.insert(out, m)
     end

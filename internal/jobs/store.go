@@ -79,7 +79,7 @@ const quotaLua = `
 local function quota(set, max)
   if max <= 0 or redis.call("SCARD", set) < max then return false end
   for _, id in ipairs(redis.call("SMEMBERS", set)) do
-    local st = redis.call("HGET", "` + KeyPrefixJob + `" .. id, "state")
+    local st = redis.call("HGET", ` + jobKeyLua + ` .. id .. "}", "state")
     if not st or st == "succeeded" or st == "failed" or st == "canceled" then
       redis.call("SREM", set, id)
     end
@@ -354,7 +354,7 @@ var finishScript = redis.NewScript(emitLua + releaseLua + `
 -- returns {state, held members that may start now...}
 local function ended(state)
   if #KEYS < 7 then return {state} end
-  local out = release(KEYS[6], KEYS[7], string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `), tonumber(ARGV[6]), ARGV[2])
+  local out = release(KEYS[6], KEYS[7], ` + jobIDLua + `, tonumber(ARGV[6]), ARGV[2])
   table.insert(out, 1, state)
   return out
 end
@@ -511,7 +511,7 @@ local e = redis.call("HINCRBY", KEYS[1], "epoch", 1)
 redis.call("HINCRBY", KEYS[1], "version", 1)
 -- Not logged (no client replays it), only published: progress processes
 -- drop their cached record and end event streams of revoked tokens.
-redis.call("PUBLISH", "` + ChannelJobEvents + `", string.sub(KEYS[1], ` + strconv.Itoa(len(KeyPrefixJob)+1) + `) .. " 0-0 ` + EventRevoked + ` {\"epoch\":" .. e .. "}")
+redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " 0-0 ` + EventRevoked + ` {\"epoch\":" .. e .. "}")
 return e
 `)
 

@@ -196,7 +196,7 @@ func TestFinishedRecordExpiresAfterRetention(t *testing.T) {
 	if _, err := s.Fail(ctx, "e", 1, "x", true, 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	ttl, err := rdb.PTTL(ctx, jobs.KeyPrefixJob+"e").Result()
+	ttl, err := rdb.PTTL(ctx, jobs.JobKey("e")).Result()
 	if err != nil || ttl <= 80*time.Second || ttl > 90*time.Second {
 		t.Fatalf("ttl after final state = %v, %v; want the retention", ttl, err)
 	}
