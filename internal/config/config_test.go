@@ -295,3 +295,43 @@ func TestRedisURLForms(t *testing.T) {
 		t.Error("example password in a cluster URL was not refused")
 	}
 }
+
+// TestSentinelFailover: a redis+sentinel:// client follows its master
+// through a failover. A write the replica acknowledged (WAIT) survives
+// it; docs/SCALING.md says what an unacknowledged one may not.
+func TestSentinelFailover(t *testing.T) {
+	ctx := context.Background()
+	g := redistest.Sentinel(t)
+	r, err := config.OpenRedis(ctx, g.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Client.Set(ctx, "before", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Client.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
+		t.Fatalf("replica acknowledged %d (%v)", n, err)
+	}
+	g.Master.Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := r.Client.Set(ctx, "after", "1", 0).Err()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write accepted 30 s after the master died: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // waiting for the Sentinel to promote the replica
+	}
+	if v, err := r.Client.Get(ctx, "before").Result(); err != nil || v != "1" {
+		t.Fatalf("acknowledged write lost in the failover: %q %v", v, err)
+	}
+	promoted := redis.NewClient(&redis.Options{Addr: g.Replica.Addr()})
+	defer promoted.Close()
+	role, err := promoted.Do(ctx, "ROLE").Slice()
+	if err != nil || role[0] != "master" {
+		t.Fatalf("replica's role after failover: %v %v", role, err)
+	}
+}
