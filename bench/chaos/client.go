@@ -137,7 +137,7 @@ func (c *Client) Submit(ctx context.Context, spec Spec, key string, user int, de
 	body := spec.Body()
 	apiKey := c.s.APIKeys[user%len(c.s.APIKeys)]
 	for {
-		a := c.do(ctx, "POST /v1/jobs", http.MethodPost, c.s.APIURL+"/v1/jobs", apiKey, body,
+		a := c.do(ctx, "POST /v1/jobs", http.MethodPost, c.s.apiURL()+"/v1/jobs", apiKey, body,
 			map[string]string{"Idempotency-Key": key}, 10*time.Second)
 		switch {
 		case a.Status == http.StatusAccepted || a.Status == http.StatusOK:
@@ -160,7 +160,7 @@ func (c *Client) Submit(ctx context.Context, spec Spec, key string, user int, de
 	}
 }
 
-func (c *Client) jobURL(id, suffix string) string { return c.s.ProgURL + "/v1/jobs/" + id + suffix }
+func (c *Client) jobURL(id, suffix string) string { return c.s.progURL() + "/v1/jobs/" + id + suffix }
 
 // Get reads a job's record once.
 func (c *Client) Get(ctx context.Context, j *Submitted) (*JobView, Answer) {

@@ -72,12 +72,13 @@ var scenarios = []Scenario{
 	{"full", "the results store fills up mid-run", runFull},
 	{"sigterm", "a worker SIGTERMed mid-job", runSigterm},
 	{"soak", "mixed submit/poll/SSE/download/cancel load, RSS and goroutines sampled", runSoak},
+	{"scale", "2 gateways, 2 apis, 2 progress, 3 workers on a 3-primary Redis Cluster with results in S3; one of each SIGKILLed", runScale},
 }
 
 // longOnly are left out of -short unless named: aofloss's rolled-back
 // records wait for Asynq's recoverer (a minute or two), which would double
 // the CI run.
-var longOnly = map[string]bool{"aofloss": true}
+var longOnly = map[string]bool{"aofloss": true, "scale": true}
 
 func main() {
 	var opt Options

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,6 +63,8 @@ type Proc struct {
 	// Log receives the process's stdout and stderr (appended across
 	// restarts).
 	Log string
+	// URL is the base URL of its public listener ("" for none).
+	URL string
 	// Metrics is the base URL of its operations server ("" for none).
 	Metrics string
 	// Ready is the URL that answers 200 once it can work ("" for none).
@@ -223,6 +226,30 @@ type Stack struct {
 	APIKeys    []string
 	bin        string
 	unmount    []string
+	// apiFronts and progFronts, when set, are several instances behind
+	// APIURL and ProgURL: the client sends each request to the next one
+	// that is running, as a load balancer would (scale.go).
+	apiFronts, progFronts []*Proc
+	rr                    atomic.Uint64
+}
+
+// apiURL is where the next submission goes.
+func (s *Stack) apiURL() string { return s.front(s.apiFronts, s.APIURL) }
+
+// progURL is where the next progress request goes.
+func (s *Stack) progURL() string { return s.front(s.progFronts, s.ProgURL) }
+
+func (s *Stack) front(ps []*Proc, single string) string {
+	if len(ps) == 0 {
+		return single
+	}
+	n := int(s.rr.Add(1))
+	for i := range ps {
+		if p := ps[(n+i)%len(ps)]; p.Running() {
+			return p.URL
+		}
+	}
+	return ps[n%len(ps)].URL
 }
 
 func randHex(n int) string {
