@@ -155,6 +155,21 @@ func EnsureDir(dir string) (ks *KeySet, created bool, err error) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return ks, false, err
 	}
+	// Several replicas may start on one empty directory (a shared volume)
+	// at once: they take turns, so the first generates the key and the
+	// others load it, and all of them sign with one key.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("key dir: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	ks, err = LoadDir(dir)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return ks, false, err
+	}
 	k, err := GenerateKey()
 	if err != nil {
 		return nil, false, err

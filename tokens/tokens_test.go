@@ -243,6 +243,40 @@ func TestEnsureDir(t *testing.T) {
 	}
 }
 
+// TestEnsureDirReplicasAgree: replicas starting at once on one empty key
+// directory (a shared volume) end up with one key, which all of them sign
+// with.
+func TestEnsureDirReplicasAgree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "k")
+	const n = 8
+	kids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ks, _, err := tokens.EnsureDir(dir)
+			if err == nil {
+				var k *tokens.Key
+				if k, err = ks.Signer(); err == nil {
+					kids[i] = k.ID
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || kids[i] != kids[0] {
+			t.Fatalf("replica %d: kid %q, err %v; replica 0: %q", i, kids[i], errs[i], kids[0])
+		}
+	}
+	if ks, err := tokens.LoadDir(dir); err != nil || len(ks.KIDs()) != 1 {
+		t.Fatalf("the directory holds %v (%v), want one key", ks.KIDs(), err)
+	}
+}
+
 func TestJWKS(t *testing.T) {
 	ks := newSet(t)
 	raw, _ := json.Marshal(ks.JWKS())
