@@ -26,11 +26,12 @@ var (
 	// accounts exist.
 	ErrBadPassword = errors.New("wrong user name or password")
 	// ErrUserBlocked refuses a new session or API key for a blocked user.
-	// The check runs in the same Redis script that creates the credential,
-	// so a sign-in (or key creation) that was already under way when the
-	// user was blocked cannot leave a credential behind: Block raises the
-	// flag before it revokes, and every creation either precedes the flag
-	// (and is revoked) or sees it.
+	// The check runs in the same Redis script that indexes the credential
+	// under its user, so a sign-in (or key creation) that was already under
+	// way when the user was blocked cannot leave a credential behind: Block
+	// raises the flag in the script that reads the indexes, and every
+	// creation either was indexed before (and is revoked) or sees the flag
+	// (see the package doc).
 	ErrUserBlocked = errors.New("user is blocked")
 )
 
