@@ -361,12 +361,13 @@ func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *
 	}
 	abandon := func() {
 		// Best effort: what is left expires with pendingKeyTTL, and List
-		// tidies a dangling index entry.
+		// and ListUser tidy a dangling index entry.
 		ctx := context.WithoutCancel(ctx)
 		_, _ = k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, rec)
 			p.Del(ctx, apiKeyIDKey(key.ID))
 			p.ZRem(ctx, KeyAPIKeyIndex, key.ID)
+			p.SRem(ctx, userAPIKeysKey(user), key.ID) // a no-op before step 2
 			return nil
 		})
 	}
