@@ -209,10 +209,14 @@ func (k *APIKeys) RevokeUser(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("revoke api keys of %s: %w", user, err)
 	}
-	if _, err := k.sweep(ctx, user, ids); err != nil {
+	_, err = k.sweep(ctx, user, ids)
+	// Announced after the writes, even after a sweep that failed midway,
+	// for the keys it did revoke.
+	aerr := k.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	if err != nil {
 		return fmt.Errorf("revoke api keys of %s: %w", user, err)
 	}
-	return k.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	return aerr
 }
 
 // sweep revokes the keys ids of user's index, without announcing: it finds

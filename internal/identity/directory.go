@@ -81,15 +81,20 @@ func (d *Directory) Block(ctx context.Context, name string) error {
 			keyIDs = append(keyIDs, s)
 		}
 	}
+	// Announced once the credentials are gone from Redis, so a cache that
+	// hears it and looks again finds nothing; announced after a sweep that
+	// failed midway too, for what it did end (the caller runs Block again
+	// for the rest).
+	announce := func() error { return d.Revocations.Announce(ctx, Revocation{Kind: RevokedUser, ID: name}) }
 	if _, err := d.Sessions.sweep(ctx, name, sessions); err != nil {
+		_ = announce()
 		return fmt.Errorf("block %s: end sessions: %w", name, err)
 	}
 	if _, err := d.APIKeys.sweep(ctx, name, keyIDs); err != nil {
+		_ = announce()
 		return fmt.Errorf("block %s: revoke api keys: %w", name, err)
 	}
-	// Announced once the credentials are gone from Redis, so a cache that
-	// hears it and looks again finds nothing.
-	return d.Revocations.Announce(ctx, Revocation{Kind: RevokedUser, ID: name})
+	return announce()
 }
 
 // blockScript raises an existing user's blocked flag and returns, read in

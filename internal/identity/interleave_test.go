@@ -396,8 +396,15 @@ func TestBlockThatFailsMidwayStillStopsNewCredentials(t *testing.T) {
 	addAnn(t, d)
 	sess, _, _ := d.Sessions.Create(ctx, "ann", "", "")
 	key, _, _ := d.APIKeys.Create(ctx, "ann", "", "")
+	var heard []identity.Revocation
+	blocker.Revocations.OnRevoke(func(r identity.Revocation) { heard = append(heard, r) })
 	if err := blocker.Block(ctx, "ann"); err == nil {
 		t.Fatal("a block whose sweep died reported success")
+	}
+	// What it did end is announced all the same (here only to this
+	// process: its Redis connection is what died).
+	if want := (identity.Revocation{Kind: identity.RevokedUser, ID: "ann"}); len(heard) != 1 || heard[0] != want {
+		t.Fatalf("announced %v, want %v", heard, want)
 	}
 	if _, _, err := d.Sessions.Create(ctx, "ann", "", ""); !errors.Is(err, identity.ErrUserBlocked) {
 		t.Fatalf("sign-in after a half-done block: %v", err)

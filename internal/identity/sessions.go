@@ -310,10 +310,13 @@ func (s *Sessions) RevokeAll(ctx context.Context, user string) (int, error) {
 		return 0, fmt.Errorf("revoke sessions of %s: %w", user, err)
 	}
 	n, err := s.sweep(ctx, user, index)
+	// Announced after the writes, even after a sweep that failed midway,
+	// for the sessions it did end.
+	aerr := s.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
 	if err != nil {
 		return n, fmt.Errorf("revoke sessions of %s: %w", user, err)
 	}
-	return n, s.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	return n, aerr
 }
 
 // sweep ends the sessions of index (id → record key, as read from user's
