@@ -463,3 +463,59 @@ func TestRevokeEndsTheCredentialBeforeItsIndexEntry(t *testing.T) {
 		}
 	})
 }
+
+// TestAddUserThatDiesMidwayIsInvisibleAndRetried: the name is listed
+// before the record is written, so a crash between leaves a name that
+// List skips and nobody can sign in as, and adding again completes it.
+func TestAddUserThatDiesMidwayIsInvisibleAndRetried(t *testing.T) {
+	s := &step{match: script(identity.KeyPrefixUser + "{"), crash: true}
+	d, other := hooked(t, s)
+	ctx := context.Background()
+	if err := d.Users.Add(ctx, "ann", "correct horse"); err == nil {
+		t.Fatal("an add that died midway reported success")
+	}
+	if list, err := other.Users.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("list = %+v, %v", list, err)
+	}
+	if _, err := other.Users.CheckPassword(ctx, "ann", "correct horse"); !errors.Is(err, identity.ErrBadPassword) {
+		t.Fatalf("half-added user signed in: %v", err)
+	}
+	if err := other.Users.Add(ctx, "ann", "correct horse"); err != nil {
+		t.Fatalf("adding again: %v", err)
+	}
+	if list, _ := other.Users.List(ctx); len(list) != 1 || list[0].Name != "ann" {
+		t.Fatalf("list = %+v", list)
+	}
+}
+
+// TestLogoutEverywhereDuringASignIn: a sign-in indexed after "log out
+// everywhere" read the index survives it (it came after), stays indexed,
+// and the next one ends it; the sessions it read are ended.
+func TestLogoutEverywhereDuringASignIn(t *testing.T) {
+	s := &step{match: command("del", identity.KeyPrefixSession)}
+	d, other := hooked(t, s)
+	ctx := context.Background()
+	old, _, _ := other.Sessions.Create(ctx, "ann", "", "")
+	var fresh secret.Secret
+	s.before = func() {
+		var err error
+		if fresh, _, err = other.Sessions.Create(ctx, "ann", "", ""); err != nil {
+			t.Error(err)
+		}
+	}
+	if n, err := d.Sessions.RevokeAll(ctx, "ann"); err != nil || n != 1 {
+		t.Fatalf("revoke all = %d, %v; want the 1 session it read", n, err)
+	}
+	if _, err := other.Authenticate(ctx, old); !errors.Is(err, identity.ErrUnauthenticated) {
+		t.Fatalf("a session it read survived: %v", err)
+	}
+	if _, err := other.Authenticate(ctx, fresh); err != nil {
+		t.Fatalf("the later sign-in: %v", err)
+	}
+	if n, err := other.Sessions.RevokeAll(ctx, "ann"); err != nil || n != 1 {
+		t.Fatalf("second revoke all = %d, %v", n, err)
+	}
+	if _, err := other.Authenticate(ctx, fresh); !errors.Is(err, identity.ErrUnauthenticated) {
+		t.Fatalf("the later sign-in survived the second log-out: %v", err)
+	}
+}
