@@ -46,6 +46,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		{"GET", "cc:user:ann:canary"}, {"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:session:x"},
 		{"SMEMBERS", "cc:users"}, {"HGETALL", "cc:apikey:x"}, {"GET", "cc:apikey-id:x"},
 		{"SMEMBERS", "cc:user-apikeys:ann"}, {"HGETALL", "cc:user-sessions:ann"},
+		{"HGETALL", "cc:user:{ann}"}, {"SMEMBERS", "cc:user-apikeys:{ann}"}, {"HGETALL", "cc:user-sessions:{ann}"},
 		{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"}, {"SMEMBERS", "cc:owner-active:ann"}, {"GET", "cc:idem:x"},
 		{"GET", "rate:cc:login:ann:canary"}, {"DEL", "rate:cc:login:ann:canary"},
 		// Lua runs with the caller's ACL: a script cannot reach further.
@@ -81,6 +82,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"GET", "asynq:{default}:pending:canary"},
 			{"SMEMBERS", "cc:users"}, {"SMEMBERS", "cc:user-apikeys:ann"}, {"GET", "cc:idem:x"},
 			{"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:user-sessions:ann"}, {"ZRANGE", "cc:apikey-index", "0", "-1"},
+			{"HGETALL", "cc:user:{ann}"}, {"HGETALL", "cc:user-sessions:{ann}"}, {"SMEMBERS", "cc:user-apikeys:{ann}"},
 			{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"},
 			{"PUBLISH", "cc:job-events", "x"}, {"PUBLISH", "asynq:cancel", "x"},
 			{"EVAL", "return redis.call('HGETALL', 'cc:job:canary')", "0"},

@@ -67,7 +67,7 @@ func TestDevRedisNeedsPasswordShownOnlyInBanner(t *testing.T) {
 	// With it: the dev user's records are there.
 	rdb := redis.NewClient(&redis.Options{Addr: addr, Password: pw})
 	defer rdb.Close()
-	if n, err := rdb.Exists(ctx, "cc:user:dev").Result(); err != nil || n != 1 {
+	if n, err := rdb.Exists(ctx, "cc:user:{dev}").Result(); err != nil || n != 1 {
 		t.Fatalf("embedded Redis with the banner's password: %d %v", n, err)
 	}
 }

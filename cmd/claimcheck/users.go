@@ -146,7 +146,30 @@ have re-issued job tokens, which outlive the session by design.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(add, passwd, list, block, unblock)
+	migrate := &cobra.Command{
+		Use:   "migrate-layout",
+		Short: "Move user keys of a release before cluster support to their tagged names (run once, api stopped)",
+		Long: `migrate-layout renames the user records and credential indexes an older release
+kept (cc:user:ann, cc:user-sessions:ann, cc:user-apikeys:ann) to the names
+that keep one user's keys in one Redis Cluster slot (cc:user:{ann} ...).
+Sessions and API keys made before the upgrade keep working either way; until
+this runs, their users are unknown and blocking them misses those credentials.
+Run it once after upgrading, before starting the new api; running it again
+does nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := identity.MigrateKeyLayout(cmd.Context(), r.Client)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "moved %d keys\n", m.Moved)
+			for _, u := range m.Kept {
+				fmt.Fprintf(cmd.OutOrStdout(), "kept the old record of %s (cc:user:%s): a new one exists\n", u, u)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(add, passwd, list, block, unblock, migrate)
 	return cmd
 }
 

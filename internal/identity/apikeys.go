@@ -1,10 +1,3 @@
-// Package identity authenticates people: API keys today, sessions and
-// passwords next. Credentials are opaque random secrets stored only as their
-// SHA-256, so a copy of Redis does not hand out working keys, and revoking one
-// takes effect on the very next request (there is no cache to wait out).
-//
-// The progress service must never import this package; a test in
-// api/progress walks its import graph to keep it so.
 package identity
 
 import (
@@ -207,22 +200,96 @@ func errBadUserName(name string) error {
 	return fmt.Errorf("user %q: use 1-64 letters, digits, '.', '_', '@' or '-'", name)
 }
 
-// RevokeUser revokes every key of user.
+// RevokeUser revokes every key of user and announces it as a revocation
+// of the user (RevokedUser). It does not stop new keys: Directory.Block
+// does, by raising the blocked flag in the same step that reads the index.
 func (k *APIKeys) RevokeUser(ctx context.Context, user string) error {
 	user = canonicalOr(user)
 	ids, err := k.rdb.SMembers(ctx, userAPIKeysKey(user)).Result()
 	if err != nil {
 		return fmt.Errorf("revoke api keys of %s: %w", user, err)
 	}
-	for _, id := range ids {
-		if err := k.Revoke(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-	}
-	if err := k.rdb.Del(ctx, userAPIKeysKey(user)).Err(); err != nil {
+	_, err = k.sweep(ctx, user, ids)
+	// Announced after the writes, even after a sweep that failed midway,
+	// for the keys it did revoke.
+	aerr := k.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	if err != nil {
 		return fmt.Errorf("revoke api keys of %s: %w", user, err)
 	}
-	return k.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	return aerr
+}
+
+// sweep revokes the keys ids of user's index, without announcing: it finds
+// each record through its id key, deletes the records (the keys stop
+// working), then the id keys and index entries, so a failure midway leaves
+// entries a second sweep still finds. Every key is in a slot of its own
+// (one command each, pipelined); the user's index is last. It returns how
+// many records it deleted.
+func (k *APIKeys) sweep(ctx context.Context, user string, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	hashes, err := k.hashes(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	cmds, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, h := range hashes {
+			if h != "" {
+				p.Del(ctx, apiKeyKey(h))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, cmd := range cmds {
+		n += int(cmd.(*redis.IntCmd).Val())
+	}
+	_, err = k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Del(ctx, apiKeyIDKey(id))
+		}
+		p.ZRem(ctx, KeyAPIKeyIndex, anys(ids)...)
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	if err := k.rdb.SRem(ctx, userAPIKeysKey(user), anys(ids)...).Err(); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// hashes reads the id keys of ids, one command each (they are in slots of
+// their own, so no MGET), in one pipelined round trip: "" for an id whose
+// key is gone.
+func (k *APIKeys) hashes(ctx context.Context, ids []string) ([]string, error) {
+	cmds, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Get(ctx, apiKeyIDKey(id))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]string, len(ids))
+	for i, cmd := range cmds {
+		out[i] = cmd.(*redis.StringCmd).Val()
+	}
+	return out, nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 func hashSecret(s string) string {
@@ -286,39 +353,109 @@ func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *
 		expires = strconv.FormatInt(e.UnixMilli(), 10)
 	}
 	h := hashSecret(raw)
-	// Redis cleans up a day after expiry; Authenticate refuses the key from
-	// the moment it expires, by the caller's clock. 0: no expiry.
+	// Three steps in several slots; see doc.go, "API key creation".
+	// Step 1: the record and the id key, each alone in its slot and each
+	// provisional (pendingKeyTTL), and the global index entry. Nobody
+	// holds the secret yet; a crash from here on leaves keys that expire.
+	rec := apiKeyKey(h)
+	if err := newKeyScript.Run(ctx, k.rdb, []string{rec},
+		key.ID, user, spec.Name, now.UnixMilli(), key.Prefix, strings.Join(scopes, " "), expires,
+		pendingKeyTTL.Milliseconds()).Err(); err != nil {
+		return "", nil, fmt.Errorf("create api key: %w", err)
+	}
+	abandon := func() {
+		// Best effort: what is left expires with pendingKeyTTL, and List
+		// and ListUser tidy a dangling index entry.
+		ctx := context.WithoutCancel(ctx)
+		_, _ = k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, rec)
+			p.Del(ctx, apiKeyIDKey(key.ID))
+			p.ZRem(ctx, KeyAPIKeyIndex, key.ID)
+			p.SRem(ctx, userAPIKeysKey(user), key.ID) // a no-op before step 2
+			return nil
+		})
+	}
+	_, err = k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, apiKeyIDKey(key.ID), h, pendingKeyTTL)
+		p.ZAdd(ctx, KeyAPIKeyIndex, redis.Z{Score: float64(now.UnixMilli()), Member: key.ID})
+		return nil
+	})
+	if err != nil {
+		abandon()
+		return "", nil, fmt.Errorf("create api key: %w", err)
+	}
+	// Step 2, the user's slot: index the key unless the user is blocked.
+	// A block that raised its flag first is seen here; one that raises it
+	// later finds the id in the index, and the id key leads it to the
+	// record it deletes.
+	indexed, err := indexKeyScript.Run(ctx, k.rdb, []string{userKey(user), userAPIKeysKey(user)}, key.ID).Int()
+	if err != nil || indexed == 0 {
+		abandon()
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("create api key: %w", err)
+	}
+	if indexed == 0 {
+		return "", nil, ErrUserBlocked
+	}
+	// Step 3: make the record and the id key permanent, or give them the
+	// key's own lifetime (Redis cleans up a day after expiry; Authenticate
+	// refuses the key from the moment it expires, by the caller's clock).
+	// The script only touches a key that exists: a record that a block or
+	// a revoke-all swept since step 2 stays gone, and the key is refused.
 	var lifetime int64
 	if key.ExpiresAt != nil {
 		lifetime = (key.ExpiresAt.Sub(now) + 24*time.Hour).Milliseconds()
 	}
-	created, err := createKeyScript.Run(ctx, k.rdb,
-		[]string{userKey(user), apiKeyKey(h), apiKeyIDKey(key.ID), KeyAPIKeyIndex, userAPIKeysKey(user)},
-		key.ID, user, spec.Name, now.UnixMilli(), key.Prefix, strings.Join(scopes, " "), expires, h, lifetime).Int()
+	// The id key is kept too, and must still be there: without it no
+	// sweep could find the record.
+	kept, err := keepKeyScript.Run(ctx, k.rdb, []string{rec}, lifetime).Int()
+	if err == nil && kept == 1 {
+		kept, err = keepKeyScript.Run(ctx, k.rdb, []string{apiKeyIDKey(key.ID)}, lifetime).Int()
+	}
 	if err != nil {
+		abandon()
 		return "", nil, fmt.Errorf("create api key: %w", err)
 	}
-	if created == 0 {
-		return "", nil, ErrUserBlocked
+	if kept == 0 {
+		abandon()
+		return "", nil, fmt.Errorf("create api key: revoked while it was being created: %w", ErrUserBlocked)
 	}
 	return secret.Secret(raw), key, nil
 }
 
-// createKeyScript stores an API key unless its user is blocked (see
-// ErrUserBlocked), with its id mapping and both indexes.
-var createKeyScript = redis.NewScript(`
--- KEYS[1] user, KEYS[2] key record, KEYS[3] id → hash, KEYS[4] index, KEYS[5] user's keys
--- ARGV: id, user, name, created ms, prefix, scope, expires ms or "", hash, lifetime ms or 0
-if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
-redis.call("HSET", KEYS[2], "id", ARGV[1], "user", ARGV[2], "name", ARGV[3], "created", ARGV[4],
+// pendingKeyTTL is how long the record and id key of an API key being
+// created live before its creation confirms them: far longer than the few
+// round trips in between, and short enough that a creation that died
+// midway leaves nothing for long.
+const pendingKeyTTL = 10 * time.Minute
+
+// newKeyScript writes a provisional API key record (one key).
+var newKeyScript = redis.NewScript(`
+-- KEYS[1] key record
+-- ARGV: id, user, name, created ms, prefix, scope, expires ms or "", pending ttl ms
+redis.call("HSET", KEYS[1], "id", ARGV[1], "user", ARGV[2], "name", ARGV[3], "created", ARGV[4],
   "prefix", ARGV[5], "scope", ARGV[6], "expires", ARGV[7])
-redis.call("SET", KEYS[3], ARGV[8])
-if tonumber(ARGV[9]) > 0 then
-  redis.call("PEXPIRE", KEYS[2], ARGV[9])
-  redis.call("PEXPIRE", KEYS[3], ARGV[9])
-end
-redis.call("ZADD", KEYS[4], ARGV[4], ARGV[1])
-redis.call("SADD", KEYS[5], ARGV[1])
+redis.call("PEXPIRE", KEYS[1], ARGV[8])
+return 1
+`)
+
+// indexKeyScript adds a key to its user's index unless the user is blocked
+// (see ErrUserBlocked). Both keys are in the user's slot.
+var indexKeyScript = redis.NewScript(`
+-- KEYS[1] user, KEYS[2] user's keys; ARGV[1] key id
+if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
+redis.call("SADD", KEYS[2], ARGV[1])
+return 1
+`)
+
+// keepKeyScript ends a provisional key's pending TTL if the key still
+// exists: no expiry (ARGV[1] 0) or the key's own lifetime. It never
+// creates the key, so a record deleted since it was written stays deleted.
+var keepKeyScript = redis.NewScript(`
+-- KEYS[1] record or id key; ARGV[1] lifetime ms or 0
+if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+if tonumber(ARGV[1]) > 0 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) else redis.call("PERSIST", KEYS[1]) end
 return 1
 `)
 
@@ -414,35 +551,43 @@ func (k *APIKeys) ListUser(ctx context.Context, user string) ([]APIKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}
-	return k.describe(ctx, ids)
+	keys, gone, err := k.describe(ctx, ids)
+	if len(gone) > 0 {
+		// Expired, or left by a revocation that failed midway. (A key is
+		// indexed here only after its id key is written, so none of these
+		// is a creation under way.)
+		_ = k.rdb.SRem(ctx, userAPIKeysKey(user), anys(gone)...).Err()
+	}
+	return keys, err
 }
 
 // describe loads the public records of the keys ids in two round trips,
-// skipping ids whose key is gone.
-func (k *APIKeys) describe(ctx context.Context, ids []string) ([]APIKey, error) {
+// skipping ids whose key is gone; gone lists those whose id key is.
+func (k *APIKeys) describe(ctx context.Context, ids []string) (keys []APIKey, gone []string, err error) {
 	if len(ids) == 0 {
-		return []APIKey{}, nil
+		return []APIKey{}, nil, nil
 	}
-	idKeys := make([]string, len(ids))
-	for i, id := range ids {
-		idKeys[i] = apiKeyIDKey(id)
-	}
-	hashes, err := k.rdb.MGet(ctx, idKeys...).Result()
+	hashes, err := k.hashes(ctx, ids)
 	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", err)
+		return nil, nil, fmt.Errorf("list api keys: %w", err)
+	}
+	for i, h := range hashes {
+		if h == "" {
+			gone = append(gone, ids[i])
+		}
 	}
 	cmds, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, h := range hashes {
-			if hs, ok := h.(string); ok {
-				p.HGetAll(ctx, apiKeyKey(hs))
+			if h != "" {
+				p.HGetAll(ctx, apiKeyKey(h))
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", err)
+		return nil, gone, fmt.Errorf("list api keys: %w", err)
 	}
-	keys := make([]APIKey, 0, len(cmds))
+	keys = make([]APIKey, 0, len(cmds))
 	for _, cmd := range cmds {
 		rec, err := cmd.(*redis.MapStringStringCmd).Result()
 		if err != nil || rec["id"] == "" {
@@ -461,7 +606,7 @@ func (k *APIKeys) describe(ctx context.Context, ids []string) ([]APIKey, error) 
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return keys, nil
+	return keys, gone, nil
 }
 
 // RevokeOwn revokes user's key id; another user's key is ErrNotFound, so
@@ -505,14 +650,37 @@ func (k *APIKeys) RevokeAllOwn(ctx context.Context, user string) (int, error) {
 
 // List returns every key, oldest first.
 func (k *APIKeys) List(ctx context.Context) ([]APIKey, error) {
-	ids, err := k.rdb.ZRange(ctx, KeyAPIKeyIndex, 0, -1).Result()
+	entries, err := k.rdb.ZRangeWithScores(ctx, KeyAPIKeyIndex, 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}
-	return k.describe(ctx, ids)
+	ids := make([]string, len(entries))
+	created := make(map[string]float64, len(entries))
+	for i, e := range entries {
+		ids[i], _ = e.Member.(string)
+		created[ids[i]] = e.Score
+	}
+	keys, gone, err := k.describe(ctx, ids)
+	// Tidy entries whose key is gone, but not one younger than a pending
+	// key's TTL: its id key may not be written yet (step 1 of CreateKey
+	// writes both at once, to different slots).
+	var old []any
+	limit := float64(k.now().Add(-pendingKeyTTL).UnixMilli())
+	for _, id := range gone {
+		if created[id] < limit {
+			old = append(old, id)
+		}
+	}
+	if len(old) > 0 {
+		_ = k.rdb.ZRem(ctx, KeyAPIKeyIndex, old...).Err()
+	}
+	return keys, err
 }
 
-// Revoke deletes a key by id; the next request with it is refused.
+// Revoke deletes a key by id; the next request with it is refused. The
+// record goes first (one key: the key stops working), then the id key and
+// the index entries, so a failure midway leaves entries that point at
+// nothing rather than a working key no index reaches.
 func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 	h, err := k.rdb.Get(ctx, apiKeyIDKey(id)).Result()
 	if errors.Is(err, redis.Nil) {
@@ -521,12 +689,12 @@ func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
-	user, err := k.rdb.HGet(ctx, apiKeyKey(h), "user").Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	user, err := dropKeyScript.Run(ctx, k.rdb, []string{apiKeyKey(h)}).Text()
+	if err != nil {
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
-	_, err = k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, apiKeyKey(h), apiKeyIDKey(id))
+	_, err = k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, apiKeyIDKey(id))
 		p.ZRem(ctx, KeyAPIKeyIndex, id)
 		if user != "" {
 			p.SRem(ctx, userAPIKeysKey(user), id)
@@ -538,3 +706,11 @@ func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 	}
 	return k.rev.Announce(ctx, Revocation{Kind: RevokedAPIKey, ID: id})
 }
+
+// dropKeyScript deletes a key record and returns its user ("" if it was
+// gone), in one step on one key.
+var dropKeyScript = redis.NewScript(`
+local user = redis.call("HGET", KEYS[1], "user")
+redis.call("DEL", KEYS[1])
+return user or ""
+`)

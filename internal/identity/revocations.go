@@ -53,7 +53,11 @@ func ParseRevocation(msg string) (Revocation, bool) {
 
 // Revocations announces revocations: first to listeners in this process,
 // synchronously, so the very next request here already sees them; then on
-// ChannelRevocations for every other process.
+// ChannelRevocations for every other process. The PUBLISH is a command of
+// its own, sent after the revocation's writes and never from a script: on
+// a cluster it enters at any node and the cluster bus carries it to every
+// other node's subscribers, so no announcement is tied to a slot, and two
+// announcements may be heard in either order.
 type Revocations struct {
 	rdb redis.Cmdable
 

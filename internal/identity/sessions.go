@@ -83,27 +83,54 @@ func (s *Sessions) Create(ctx context.Context, user, userAgent, ip string) (secr
 		ExpiresAt: s.expiry(now, now), UserAgent: truncate(userAgent, 256), IP: truncate(ip, 64),
 	}
 	key := sessionKey(hashSecret(raw))
-	// The TTL is relative: Redis runs on its own clock.
-	created, err := createSessionScript.Run(ctx, s.rdb, []string{userKey(user), key, userSessionsKey(user)},
-		sess.ID, user, now.UnixMilli(), sess.UserAgent, sess.IP, sess.ExpiresAt.Sub(now).Milliseconds()).Int()
+	ttl := sess.ExpiresAt.Sub(now).Milliseconds()
+	// Step 1, the record's slot: the record, with its TTL (relative: Redis
+	// runs on its own clock). Nobody holds its secret yet, so it is usable
+	// by no one until Create returns.
+	if err := newSessionScript.Run(ctx, s.rdb, []string{key},
+		sess.ID, user, now.UnixMilli(), sess.UserAgent, sess.IP, ttl).Err(); err != nil {
+		return "", nil, fmt.Errorf("create session: %w", err)
+	}
+	// Step 2, the user's slot: index it unless the user is blocked. A
+	// block that raised its flag before this step is seen here; one that
+	// raises it after finds the session in the index and ends it. See
+	// doc.go, "Sign-in".
+	indexed, err := indexSessionScript.Run(ctx, s.rdb, []string{userKey(user), userSessionsKey(user)},
+		sess.ID, key, (s.cfg.AbsoluteLifetime + indexMargin).Milliseconds()).Int()
+	if err != nil || indexed == 0 {
+		// The record must not outlive a refused sign-in; if this fails too
+		// it is a record nobody has the secret of, and its TTL removes it.
+		_ = s.rdb.Del(context.WithoutCancel(ctx), key).Err()
+	}
 	if err != nil {
 		return "", nil, fmt.Errorf("create session: %w", err)
 	}
-	if created == 0 {
+	if indexed == 0 {
 		return "", nil, ErrUserBlocked
 	}
 	return secret.Secret(raw), sess, nil
 }
 
-// createSessionScript stores a session unless its user is blocked (see
-// ErrUserBlocked), and indexes it under the user.
-var createSessionScript = redis.NewScript(`
--- KEYS[1] user, KEYS[2] session, KEYS[3] user's sessions
--- ARGV: id, user, created ms, user agent, ip, ttl ms
+// indexMargin is how much longer than the longest credential it lists a
+// user's session index lives after its last write: past that, every
+// session in it has ended, and a forgotten index leaves with them.
+const indexMargin = 24 * time.Hour
+
+// newSessionScript writes a session record with its TTL (one key).
+var newSessionScript = redis.NewScript(`
+-- KEYS[1] session record; ARGV: id, user, created ms, user agent, ip, ttl ms
+redis.call("HSET", KEYS[1], "id", ARGV[1], "user", ARGV[2], "created", ARGV[3], "seen", ARGV[3], "ua", ARGV[4], "ip", ARGV[5])
+redis.call("PEXPIRE", KEYS[1], ARGV[6])
+return 1
+`)
+
+// indexSessionScript indexes a session under its user unless the user is
+// blocked (see ErrUserBlocked). Both keys are in the user's slot.
+var indexSessionScript = redis.NewScript(`
+-- KEYS[1] user, KEYS[2] user's sessions; ARGV: id, record key, index ttl ms
 if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
-redis.call("HSET", KEYS[2], "id", ARGV[1], "user", ARGV[2], "created", ARGV[3], "seen", ARGV[3], "ua", ARGV[4], "ip", ARGV[5])
-redis.call("PEXPIRE", KEYS[2], ARGV[6])
-redis.call("HSET", KEYS[3], ARGV[1], KEYS[2])
+redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
+if redis.call("PTTL", KEYS[2]) < tonumber(ARGV[3]) then redis.call("PEXPIRE", KEYS[2], ARGV[3]) end
 return 1
 `)
 
@@ -196,20 +223,36 @@ func (s *Sessions) List(ctx context.Context, user string) ([]Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
+	ids := make([]string, 0, len(index))
+	for id := range index {
+		ids = append(ids, id)
+	}
+	// Each record is a key of its own slot: one pipelined read of all.
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.HGetAll(ctx, index[id])
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
 	now := s.now()
 	var out []Session
-	for id, key := range index {
-		h, err := s.rdb.HGetAll(ctx, key).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		sess, ok := s.fromHash(h)
+	var stale []string
+	for i, cmd := range cmds {
+		sess, ok := s.fromHash(cmd.(*redis.MapStringStringCmd).Val())
 		if !ok || !sess.ExpiresAt.After(now) {
-			// Expired or gone: tidy the index as we pass.
-			s.rdb.HDel(ctx, userSessionsKey(user), id)
+			// Expired or gone: tidy the index as we pass. (A record is
+			// written before its index entry, so an entry without one is
+			// never a sign-in still under way.)
+			stale = append(stale, ids[i])
 			continue
 		}
 		out = append(out, sess)
+	}
+	if len(stale) > 0 {
+		s.rdb.HDel(ctx, userSessionsKey(user), stale...)
 	}
 	slices.SortFunc(out, func(a, b Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, nil
@@ -229,52 +272,80 @@ func (s *Sessions) fromHash(h map[string]string) (Session, bool) {
 		UserAgent: h["ua"], IP: h["ip"]}, true
 }
 
-// revokeScript deletes one session of a user, or all of them (ARGV[1] = "").
-// The record keys come from the user's own index, so one call ends every
-// session however many there are.
-var revokeScript = redis.NewScript(`
--- KEYS[1] the user's session index; ARGV[1] session id or "" for all
-if ARGV[1] ~= "" then
-  local key = redis.call("HGET", KEYS[1], ARGV[1])
-  if not key then return 0 end
-  redis.call("DEL", key)
-  redis.call("HDEL", KEYS[1], ARGV[1])
-  return 1
-end
-local keys = redis.call("HVALS", KEYS[1])
-for _, k in ipairs(keys) do redis.call("DEL", k) end
-redis.call("DEL", KEYS[1])
-return #keys
-`)
-
 // ErrSessionNotFound means the user has no session with that id.
 var ErrSessionNotFound = errors.New("session not found")
 
-// Revoke ends one of user's sessions by its id.
+// Revoke ends one of user's sessions by its id. The record is deleted
+// before the index entry: the session stops working first, and a failure
+// between the two leaves an entry that points at nothing (which List
+// tidies) rather than a live session that no index reaches.
 func (s *Sessions) Revoke(ctx context.Context, user, id string) error {
 	if id == "" {
-		// The script reads "" as "all"; that is RevokeAll's job.
 		return ErrSessionNotFound
 	}
-	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, id).Int()
+	user = canonicalOr(user)
+	key, err := s.rdb.HGet(ctx, userSessionsKey(user), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrSessionNotFound
+	}
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
-	if n == 0 {
-		return ErrSessionNotFound
+	if err := s.rdb.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	if err := s.rdb.HDel(ctx, userSessionsKey(user), id).Err(); err != nil {
+		return fmt.Errorf("revoke session: %w", err)
 	}
 	return s.rev.Announce(ctx, Revocation{Kind: RevokedSession, ID: id})
 }
 
 // RevokeAll ends every session of user ("log out everywhere") and returns
-// how many there were.
+// how many were live. A session whose sign-in completes while this runs is
+// either in the index it reads (and ended) or indexed after it (and kept).
 func (s *Sessions) RevokeAll(ctx context.Context, user string) (int, error) {
 	user = canonicalOr(user)
-	n, err := revokeScript.Run(ctx, s.rdb, []string{userSessionsKey(user)}, "").Int()
+	index, err := s.rdb.HGetAll(ctx, userSessionsKey(user)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("revoke sessions of %s: %w", user, err)
 	}
-	return n, s.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	n, err := s.sweep(ctx, user, index)
+	// Announced after the writes, even after a sweep that failed midway,
+	// for the sessions it did end.
+	aerr := s.rev.Announce(ctx, Revocation{Kind: RevokedUser, ID: user})
+	if err != nil {
+		return n, fmt.Errorf("revoke sessions of %s: %w", user, err)
+	}
+	return n, aerr
+}
+
+// sweep ends the sessions of index (id → record key, as read from user's
+// index): the records first, then their index entries, so a failure
+// midway leaves entries a second sweep still finds. It returns how many
+// records it deleted.
+func (s *Sessions) sweep(ctx context.Context, user string, index map[string]string) (int, error) {
+	if len(index) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, 0, len(index))
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for id, key := range index {
+			ids = append(ids, id)
+			p.Del(ctx, key) // one key per command: records are in slots of their own
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, cmd := range cmds {
+		n += int(cmd.(*redis.IntCmd).Val())
+	}
+	if err := s.rdb.HDel(ctx, userSessionsKey(user), ids...).Err(); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 func truncate(s string, n int) string {

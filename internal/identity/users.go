@@ -26,11 +26,12 @@ var (
 	// accounts exist.
 	ErrBadPassword = errors.New("wrong user name or password")
 	// ErrUserBlocked refuses a new session or API key for a blocked user.
-	// The check runs in the same Redis script that creates the credential,
-	// so a sign-in (or key creation) that was already under way when the
-	// user was blocked cannot leave a credential behind: Block raises the
-	// flag before it revokes, and every creation either precedes the flag
-	// (and is revoked) or sees it.
+	// The check runs in the same Redis script that indexes the credential
+	// under its user, so a sign-in (or key creation) that was already under
+	// way when the user was blocked cannot leave a credential behind: Block
+	// raises the flag in the script that reads the indexes, and every
+	// creation either was indexed before (and is revoked) or sees the flag
+	// (see the package doc).
 	ErrUserBlocked = errors.New("user is blocked")
 )
 
@@ -152,23 +153,30 @@ func (u *Users) Add(ctx context.Context, name, password string) error {
 	if err != nil {
 		return err
 	}
-	created, err := u.rdb.HSetNX(ctx, userKey(name), "pw", h).Result()
+	// The name is listed first (cc:users is a slot of its own): a failure
+	// between the two steps leaves a listed name without a record, which
+	// List skips and a retry completes, never a user who can sign in but
+	// is missing from the list an operator blocks from.
+	if err := u.rdb.SAdd(ctx, KeyUsers, name).Err(); err != nil {
+		return fmt.Errorf("add user %s: %w", name, err)
+	}
+	created, err := addUserScript.Run(ctx, u.rdb, []string{userKey(name)}, h, name, u.now().UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("add user %s: %w", name, err)
 	}
-	if !created {
+	if created == 0 {
 		return fmt.Errorf("add user %s: %w", name, ErrUserExists)
-	}
-	_, err = u.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, userKey(name), "name", name, "blocked", 0, "created", u.now().UnixMilli())
-		p.SAdd(ctx, KeyUsers, name)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("add user %s: %w", name, err)
 	}
 	return nil
 }
+
+// addUserScript writes a user record unless one exists (one key).
+var addUserScript = redis.NewScript(`
+-- KEYS[1] user; ARGV: password hash, name, created ms
+if redis.call("HGET", KEYS[1], "pw") then return 0 end
+redis.call("HSET", KEYS[1], "pw", ARGV[1], "name", ARGV[2], "blocked", 0, "created", ARGV[3])
+return 1
+`)
 
 // SetPassword replaces a user's password.
 func (u *Users) SetPassword(ctx context.Context, name, password string) error {
@@ -262,18 +270,23 @@ func (u *Users) CheckPassword(ctx context.Context, name, password string) (*User
 	return u.Get(ctx, name)
 }
 
-// setBlocked flips a user's blocked flag.
-func (u *Users) setBlocked(ctx context.Context, name string, blocked bool) error {
+// unblock clears a user's blocked flag.
+func (u *Users) unblock(ctx context.Context, name string) error {
 	name = canonicalOr(name)
-	if _, err := u.Get(ctx, name); err != nil {
-		return err
+	ok, err := setFlagScript.Run(ctx, u.rdb, []string{userKey(name)}, 0).Int()
+	if err != nil {
+		return fmt.Errorf("unblock %s: %w", name, err)
 	}
-	v := 0
-	if blocked {
-		v = 1
-	}
-	if err := u.rdb.HSet(ctx, userKey(name), "blocked", v).Err(); err != nil {
-		return fmt.Errorf("block %s: %w", name, err)
+	if ok == 0 {
+		return fmt.Errorf("user %s: %w", name, ErrUserNotFound)
 	}
 	return nil
 }
+
+// setFlagScript sets an existing user's blocked flag (one key).
+var setFlagScript = redis.NewScript(`
+-- KEYS[1] user; ARGV[1] 0 or 1
+if not redis.call("HGET", KEYS[1], "name") then return 0 end
+redis.call("HSET", KEYS[1], "blocked", ARGV[1])
+return 1
+`)

@@ -69,7 +69,7 @@ func TestPasswordHashRecordsParametersAndUpgrades(t *testing.T) {
 	if err := old.Add(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	before := rdb.HGet(ctx, identity.KeyPrefixUser+"ann", "pw").Val()
+	before := rdb.HGet(ctx, "cc:user:{ann}", "pw").Val()
 	if !strings.HasPrefix(before, "$argon2id$v=19$m=64,t=1,p=1$") || strings.Contains(before, "correct horse") {
 		t.Fatalf("stored hash %q", before)
 	}
@@ -78,7 +78,7 @@ func TestPasswordHashRecordsParametersAndUpgrades(t *testing.T) {
 	if _, err := stronger.CheckPassword(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	after := rdb.HGet(ctx, identity.KeyPrefixUser+"ann", "pw").Val()
+	after := rdb.HGet(ctx, "cc:user:{ann}", "pw").Val()
 	if !strings.HasPrefix(after, "$argon2id$v=19$m=128,t=2,p=1$") {
 		t.Fatalf("hash not upgraded: %q", after)
 	}

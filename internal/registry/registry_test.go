@@ -255,8 +255,7 @@ func TestReaderSeesANewTypeAtOnceAndIsRateLimited(t *testing.T) {
 	rdb := redistest.Client(t)
 	c := newClock()
 	counter := &redistest.Counter{}
-	rc := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
-	defer rc.Close()
+	rc := redistest.NewClient(t)
 	rc.AddHook(counter)
 	r := registry.NewReader(rc, config(c, ""))
 	ctx := context.Background()
