@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +38,15 @@ func SkipOnCluster(tb testing.TB, why string) {
 // loopback ports for one test, stopped when the test ends, and returns its
 // nodes' addresses. It needs redis-server and redis-cli: it skips without
 // them, or fails in strict mode.
-func Cluster(tb testing.TB) []string {
+func Cluster(tb testing.TB) []string { tb.Helper(); return ClusterWith(tb, nil) }
+
+// ClusterWith is Cluster with extra redis-server arguments for every node
+// (an --aclfile, say) and the redis-cli arguments that sign in to create
+// the cluster (["--user", u, "-a", pw]) when the default user is off.
+func ClusterWith(tb testing.TB, cliAuth []string, extra ...string) []string {
 	tb.Helper()
 	server, cli := clusterTools(tb)
-	addrs, stop, err := launchCluster(server, cli, 3)
+	addrs, stop, err := launchCluster(server, cli, 3, cliAuth, extra...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -67,7 +73,7 @@ func clusterTools(tb testing.TB) (server, cli string) {
 // launchCluster starts n cluster-enabled redis-servers, joins them with
 // redis-cli --cluster create, and waits until every node says the cluster
 // is ok (every slot served).
-func launchCluster(server, cli string, n int) ([]string, func(), error) {
+func launchCluster(server, cli string, n int, cliAuth []string, extra ...string) ([]string, func(), error) {
 	var addrs []string
 	var stops []func()
 	stop := func() {
@@ -76,22 +82,22 @@ func launchCluster(server, cli string, n int) ([]string, func(), error) {
 		}
 	}
 	for range n {
-		a, s, err := launch(server, []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "5000", "--databases", "1"})
+		a, s, err := launch(server, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "5000", "--databases", "1"}, extra...))
 		if err != nil {
 			stop()
 			return nil, nil, err
 		}
 		addrs, stops = append(addrs, a), append(stops, s)
 	}
-	args := append([]string{"--cluster", "create"}, addrs...)
+	args := append(append(slices.Clone(cliAuth), "--no-auth-warning", "--cluster", "create"), addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("redis-cli --cluster create: %w\n%s", err, tail(string(out)))
 	}
 	for _, a := range addrs {
-		if err := waitClusterOK(a, 20*time.Second); err != nil {
+		if err := waitClusterOK(a, cliAuth, 20*time.Second); err != nil {
 			stop()
 			return nil, nil, err
 		}
@@ -99,8 +105,17 @@ func launchCluster(server, cli string, n int) ([]string, func(), error) {
 	return addrs, stop, nil
 }
 
-func waitClusterOK(a string, within time.Duration) error {
-	c := redis.NewClient(&redis.Options{Addr: a})
+func waitClusterOK(a string, cliAuth []string, within time.Duration) error {
+	opt := &redis.Options{Addr: a}
+	for i := 0; i+1 < len(cliAuth); i++ {
+		switch cliAuth[i] {
+		case "--user":
+			opt.Username = cliAuth[i+1]
+		case "-a":
+			opt.Password = cliAuth[i+1]
+		}
+	}
+	c := redis.NewClient(opt)
 	defer c.Close()
 	deadline := time.Now().Add(within)
 	for {

@@ -80,7 +80,7 @@ func start() error {
 		if err != nil {
 			return fmt.Errorf("%s=cluster needs redis-cli: %w", ClusterEnv, err)
 		}
-		ns, stop, err := launchCluster(path, cli, 3)
+		ns, stop, err := launchCluster(path, cli, 3, nil)
 		if err != nil {
 			return err
 		}
