@@ -235,26 +235,10 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 
 // CancelUserJobs cancels every job of user that has not ended (`users block
 // --cancel-jobs`) and returns how many it cancelled. A job that ends on its
-// own meanwhile is not counted.
+// own meanwhile is not counted; a submission still under way is refused
+// (jobs.CancelOwnerJobs), so none slips past the block.
 func CancelUserJobs(ctx context.Context, cfg Config, rdb redis.UniversalClient, user string) (int, error) {
-	store := jobs.NewStore(rdb, nil)
-	ids, err := store.Active(ctx, user)
-	if err != nil {
-		return 0, err
-	}
-	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	n := 0
-	for _, id := range ids {
-		_, err := jobs.CancelJob(ctx, store, inspector, id, jobs.AnyEpoch, cfg.Retention)
-		switch {
-		case errors.Is(err, jobs.ErrFinished), errors.Is(err, jobs.ErrNotFound):
-		case err != nil:
-			return n, err
-		default:
-			n++
-		}
-	}
-	return n, nil
+	return jobs.CancelOwnerJobs(ctx, jobs.NewStore(rdb, nil), asynq.NewInspectorFromRedisClient(rdb), user, cfg.Retention)
 }
 
 // RevokeUserJobTokens raises the token epoch of every job of user still on

@@ -403,13 +403,28 @@ func (s *Service) commit(ctx context.Context, job *jobs.Job, idemKey string, inp
 		// Discarded, or left pending: either way it never runs.
 		return notAccepted(err)
 	}
-	st, err := s.cfg.Store.Confirm(ctx, job.ID, job.Owner, idemKey, ttl, s.cfg.MaxActiveJobs)
+	c := jobs.Confirmation{ID: job.ID, Owner: job.Owner, IdempotencyKey: idemKey, TTL: ttl, MaxActive: s.cfg.MaxActiveJobs}
+	if s.cfg.OwnerGate != nil {
+		c.OwnerGate = s.cfg.OwnerGate(job.Owner)
+	}
+	st, err := s.cfg.Store.ConfirmJob(ctx, c)
 	switch {
 	case err == nil:
 		job.State = st
 		return nil
 	case errors.Is(err, jobs.ErrGone):
 		return notAccepted(err) // its worker finds no record and drops the task
+	case errors.Is(err, jobs.ErrOwnerBlocked):
+		return authn.ErrRevoked // blocked while the job was being submitted
+	case errors.Is(err, jobs.ErrNotConfirmed):
+		// Failed before the commit: nothing was accepted, unless a
+		// concurrent replay confirmed it meanwhile.
+		s.cfg.Logger.Error("job not confirmed", "job", job.ID, "err", err)
+		if st, derr := s.discard(ctx, job, idemKey); derr == nil && st != "" {
+			job.State = st
+			return nil
+		}
+		return notAccepted(err)
 	}
 	if _, ok := errors.AsType[*jobs.QuotaError](err); ok {
 		return err

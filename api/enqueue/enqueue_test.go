@@ -142,8 +142,8 @@ func TestEnqueueFailureLeavesNothingBehind(t *testing.T) {
 	}
 	// No job record and no idempotency claim survive, so the client's retry
 	// with the same key is a fresh submission, not a replay of nothing.
-	left, _ := f.rdb.Keys(context.Background(), "cc:job:*").Result()
-	claims, _ := f.rdb.Keys(context.Background(), "cc:idem:*").Result()
+	left := keysLike(t, f.rdb, "cc:job:*")
+	claims := keysLike(t, f.rdb, "cc:idem:*")
 	if len(left) != 0 || len(claims) != 0 || enq.calls != 1 {
 		t.Fatalf("left behind: jobs %v, claims %v, enqueue calls %d", left, claims, enq.calls)
 	}
@@ -198,7 +198,7 @@ func TestFinding5HighPriorityNeedsScope(t *testing.T) {
 			t.Fatalf("%s: %d %v %s", body, rec.Code, rec.Header(), rec.Body)
 		}
 	}
-	left, _ := f.rdb.Keys(ctx, "cc:job:*").Result()
+	left := keysLike(t, f.rdb, "cc:job:*")
 	queued, _ := insp.ListPendingTasks("critical")
 	if len(left) != 0 || len(queued) != 0 {
 		t.Fatalf("a refused submission left records %v, tasks %v", left, queued)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/keyslot"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
@@ -125,7 +126,8 @@ func TestOwnerGate(t *testing.T) {
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
 	ctx := context.Background()
-	gate := "test:owner:ann"
+	// The gate is in the owner's slot, as the user record is.
+	gate := "test:owner:" + keyslot.Tag("ann")
 	nj := newJob("ann", 0)
 	nj.OwnerGate = gate
 	if _, err := s.Create(ctx, nj); err != nil {
