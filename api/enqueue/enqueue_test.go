@@ -224,3 +224,34 @@ func TestFinding5HighPriorityNeedsScope(t *testing.T) {
 		t.Fatalf("task not in the critical queue: %v", err)
 	}
 }
+
+// TestReplayOfSubmissionUnderWay: an Idempotency-Key whose claim is there
+// but whose job record is not (yet: the claim and the record are written
+// side by side, in different slots on a cluster) answers 409 with
+// Retry-After, not a second job and not 404; a different body is still
+// 422.
+func TestReplayOfSubmissionUnderWay(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	body := `{"type":"echo","input":{"n":1}}`
+	rec := f.post(body, "Idempotency-Key", "k")
+	var sub enqueue.SubmitResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &sub); err != nil || rec.Code != http.StatusAccepted {
+		t.Fatalf("first: %d %s", rec.Code, rec.Body)
+	}
+	if err := f.rdb.Del(ctx, jobs.JobKey(sub.ID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again := f.post(body, "Idempotency-Key", "k")
+	if again.Code != http.StatusConflict || again.Header().Get("Retry-After") == "" ||
+		!strings.Contains(again.Body.String(), problem.TypePrefix+"idempotency-key-in-use") ||
+		!strings.Contains(again.Body.String(), sub.ID) {
+		t.Fatalf("replay while the record is missing: %d %v %s", again.Code, again.Header(), again.Body)
+	}
+	if left := keysLike(t, f.rdb, "cc:job:*"); len(left) != 0 {
+		t.Fatalf("the replay wrote records %v", left)
+	}
+	if other := f.post(`{"type":"echo","input":{"n":2}}`, "Idempotency-Key", "k"); other.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("another body under the key: %d %s", other.Code, other.Body)
+	}
+}
