@@ -147,6 +147,18 @@ end
 return false
 `)
 
+var releaseClaimScript = redis.NewScript(`
+-- KEYS[1] idempotency claim; ARGV[1] job id
+local c = redis.call("GET", KEYS[1])
+if c and string.sub(c, 1, #ARGV[1] + 1) == ARGV[1] .. " " then redis.call("DEL", KEYS[1]) end
+return false
+`)
+
+// releaseClaim deletes claimKey if it is job id's claim.
+func (s *Store) releaseClaim(ctx context.Context, id, claimKey string) {
+	releaseClaimScript.Run(ctx, s.rdb, []string{claimKey}, id)
+}
+
 // Void reasons: why a pending record was refused after it was written.
 const (
 	voidQuota   = "quota"
@@ -201,7 +213,7 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	}
 	if err := write.Err(); err != nil && !errors.Is(err, redis.Nil) {
 		if reserve.Err() == nil && claimKey != "" {
-			s.forget(ctx, nj.ID, nj.Owner, claimKey) // the claim we just made
+			s.releaseClaim(ctx, nj.ID, claimKey) // the claim just made, if it was
 		}
 		if strings.Contains(err.Error(), "EXISTS job record") {
 			return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrExists)
@@ -230,8 +242,9 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 		s.drop(ctx, nj.ID)
 		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrOwnerBlocked)
 	case err != nil:
-		// The record is pending and expires; the claim was not made, or
-		// is released by Discard (it is this job's).
+		// The record is pending and expires. If the claim was made (the
+		// reply was lost), a retry with the key finds the pending record
+		// and completes this submission.
 		return nil, fmt.Errorf("create job %s: %w", nj.ID, err)
 	default:
 		s.drop(ctx, nj.ID)
@@ -248,10 +261,14 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	}
 	st, err := s.ConfirmJob(ctx, Confirmation{ID: nj.ID, Owner: nj.Owner, IdempotencyKey: nj.IdempotencyKey,
 		TTL: ttl, MaxActive: nj.MaxActive, OwnerGate: nj.OwnerGate})
-	if err != nil {
-		if _, ok := errors.AsType[*QuotaError](err); !ok && !errors.Is(err, ErrOwnerBlocked) {
-			s.Discard(context.WithoutCancel(ctx), nj.ID, nj.Owner, nj.IdempotencyKey)
+	if _, ok := errors.AsType[*QuotaError](err); err != nil && !ok && !errors.Is(err, ErrOwnerBlocked) {
+		// Refused jobs were removed already; any other failure may have
+		// confirmed the job (a lost reply): the record decides.
+		if kept, derr := s.Discard(context.WithoutCancel(ctx), nj.ID, nj.Owner, nj.IdempotencyKey); derr == nil && kept != "" {
+			st, err = kept, nil
 		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	j.State, j.Version = st, 2

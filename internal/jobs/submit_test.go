@@ -252,3 +252,32 @@ func TestTentativeJobRacesTheNextAdmission(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelRequestAndRevocationTouchOnlyTheRecord: RevokeTokens and
+// RequestCancel are scripts on the job's record alone (they run on a
+// cluster), and a token revoked by the one cannot use the other.
+func TestCancelRequestAndRevocationTouchOnlyTheRecord(t *testing.T) {
+	rdb := redistest.Client(t)
+	s := jobs.NewStore(rdb, nil)
+	ctx := context.Background()
+	create(t, s, "rv")
+	epoch, err := s.RevokeTokens(ctx, "rv")
+	if err != nil || epoch != 1 {
+		t.Fatalf("revoke: %d %v", epoch, err)
+	}
+	if _, err := s.RequestCancel(ctx, "rv", 0); !errors.Is(err, jobs.ErrTokenRevoked) {
+		t.Fatalf("cancel with a revoked token: %v", err)
+	}
+	if j, _ := s.Get(ctx, "rv"); j.CancelRequested || j.TokenEpoch != 1 {
+		t.Fatalf("after the refused cancel: %+v", j)
+	}
+	if st, err := s.RequestCancel(ctx, "rv", epoch); err != nil || st != jobs.StateQueued {
+		t.Fatalf("cancel with the fresh token: %s %v", st, err)
+	}
+	if j, _ := s.Get(ctx, "rv"); !j.CancelRequested {
+		t.Fatalf("cancel flag not set: %+v", j)
+	}
+	if _, err := s.RevokeTokens(ctx, "missing"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("revoke of no job: %v", err)
+	}
+}
