@@ -82,6 +82,11 @@ func TestListNewestFirstWithCursorAndFilter(t *testing.T) {
 	if err != nil || !slices.Equal(active, wantActive) {
 		t.Fatalf("active = %v %v, want %v", active, err, wantActive)
 	}
+	// Records in as many slots as jobs, looked up in one call.
+	exist, err := s.Exist(ctx, []string{ids[0], ids[6], ids[4], "nope"})
+	if err != nil || !slices.Equal(exist, []bool{true, false, true, false}) {
+		t.Fatalf("exist = %v %v", exist, err)
+	}
 }
 
 func TestActiveJobQuota(t *testing.T) {
