@@ -235,56 +235,62 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 
 // CancelUserJobs cancels every job of user that has not ended (`users block
 // --cancel-jobs`) and returns how many it cancelled. A job that ends on its
-// own meanwhile is not counted.
+// own meanwhile is not counted; a submission still under way is refused
+// (jobs.CancelOwnerJobs), so none slips past the block.
 func CancelUserJobs(ctx context.Context, cfg Config, rdb redis.UniversalClient, user string) (int, error) {
-	store := jobs.NewStore(rdb, nil)
-	ids, err := store.Active(ctx, user)
-	if err != nil {
-		return 0, err
-	}
-	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	n := 0
-	for _, id := range ids {
-		_, err := jobs.CancelJob(ctx, store, inspector, id, jobs.AnyEpoch, cfg.Retention)
-		switch {
-		case errors.Is(err, jobs.ErrFinished), errors.Is(err, jobs.ErrNotFound):
-		case err != nil:
-			return n, err
-		default:
-			n++
-		}
-	}
-	return n, nil
+	return jobs.CancelOwnerJobs(ctx, jobs.NewStore(rdb, nil), asynq.NewInspectorFromRedisClient(rdb), user, cfg.Retention)
 }
 
 // RevokeUserJobTokens raises the token epoch of every job of user still on
 // record, finished or not (`users block --revoke-job-tokens`), so every job
 // token and download link handed out for them stops working, including those
 // a thief re-issued with a stolen session or internal token. It returns how
-// many jobs it covered.
+// many jobs it covered. It walks the user's listing and then their active
+// set, which also holds submissions admitted before the block but not yet
+// confirmed (not listed): the token such a submission is answered with
+// carries the epoch before this raise and is refused. Each job's raise is
+// a script on its own record, in its own slot.
 func RevokeUserJobTokens(ctx context.Context, rdb redis.UniversalClient, user string) (int, error) {
 	store := jobs.NewStore(rdb, nil)
-	n, cursor := 0, ""
+	seen := map[string]bool{}
+	revoke := func(id string) error {
+		if seen[id] {
+			return nil
+		}
+		seen[id] = true
+		_, err := store.RevokeTokens(ctx, id)
+		if errors.Is(err, jobs.ErrNotFound) { // expired meanwhile
+			delete(seen, id)
+			return nil
+		}
+		return err
+	}
+	cursor := ""
 	for {
 		page, err := store.List(ctx, user, cursor, 100, "")
 		if err != nil {
-			return n, err
+			return len(seen), err
 		}
 		for _, j := range page.Jobs {
-			_, err := store.RevokeTokens(ctx, j.ID)
-			switch {
-			case errors.Is(err, jobs.ErrNotFound): // expired meanwhile
-			case err != nil:
-				return n, err
-			default:
-				n++
+			if err := revoke(j.ID); err != nil {
+				return len(seen), err
 			}
 		}
 		if page.Next == "" {
-			return n, nil
+			break
 		}
 		cursor = page.Next
 	}
+	ids, err := store.ActiveOrPending(ctx, user)
+	if err != nil {
+		return len(seen), err
+	}
+	for _, id := range ids {
+		if err := revoke(id); err != nil {
+			return len(seen), err
+		}
+	}
+	return len(seen), nil
 }
 
 // ProgressKeys returns the key source a separate progress process verifies

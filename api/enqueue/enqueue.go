@@ -9,35 +9,42 @@
 //
 // # Submission is all-or-nothing
 //
-// A job is created in three steps, each one Redis call that may be the
-// last before Redis dies:
+// A job is created in these steps (package jobs says how each is one
+// script in one Redis Cluster slot, and why their order keeps the owner
+// gate, the quota and the idempotency claim):
 //
-//  1. Create writes the record as "pending" with a short TTL (PendingTTL):
-//     it is not listed, not counted toward the active-job quota, and a
-//     worker that meets its task waits rather than run it.
+//  1. Create reserves in the owner's slot (gate, idempotency claim, a
+//     first look at the quota) and writes the record as "pending" with a
+//     short TTL (PendingTTL) in the job's, both in one pipelined round
+//     trip: the record is not listed, not counted, and a worker that meets
+//     its task waits rather than run it.
 //  2. The task is enqueued on Asynq, its TaskID the job id.
-//  3. Confirm turns the record "queued" (listed, counted, full TTL). This
-//     is the commit point: only a confirmed job runs, and 202 is answered
-//     only once Confirm said so. A failed enqueue or confirm is followed by
-//     Discard, which deletes a pending record but reports a confirmed one.
+//  3. Confirm admits the job in the owner's slot (gate and quota again,
+//     listed, counted), then flips the record to "queued" (full TTL). The
+//     flip is the commit point: only a confirmed job runs, and 202 is
+//     answered only once the flip said so. A failed enqueue or admission
+//     is followed by Discard, which deletes a pending record and its place
+//     in the owner's slot but reports a confirmed one.
 //
 // Enqueueing first and creating the record after was rejected: every job
 // would race its worker to the record, and a quota or idempotency refusal
 // would come after a task existed. One script writing both would depend on
-// Asynq's internal key layout.
+// Asynq's internal key layout, and on a cluster could not exist.
 //
 // Where Redis dies, what the client sees, what remains:
 //
 //	Redis dies                 client sees              remains
-//	at Create (sent or not)    503 enqueue-failed       nothing, or a pending record (expires)
+//	at Create (sent or not)    503 enqueue-failed       nothing, or a pending record and claim (expire)
 //	at enqueue (sent or not)   503 enqueue-failed       a pending record (expires; Discard removes
 //	                                                    it if Redis is back), maybe a task: its
 //	                                                    worker hands it back, then drops it
-//	at Confirm, not applied    503 submission-unknown   as above: nothing that ever runs
+//	at the admission           503 enqueue-failed       as above, maybe admitted: a tentative job the
+//	                                                    owner's next over-quota admission voids
+//	at the flip, not applied   503 submission-unknown   as above: nothing that ever runs
 //	                           (503 enqueue-failed if Discard reached Redis)
-//	at Confirm, reply lost     503 submission-unknown   a queued job that runs
+//	at the flip, reply lost    503 submission-unknown   a queued job that runs
 //	                           (202 if Discard reached Redis and found it confirmed)
-//	after Confirm              202                      a queued job with its task
+//	after the flip             202                      a queued job with its task
 //
 // So a 503 "nothing was accepted" is always true (a pending record is seen
 // by nobody and never runs), a 202 always has its task, and the one case a
@@ -403,13 +410,28 @@ func (s *Service) commit(ctx context.Context, job *jobs.Job, idemKey string, inp
 		// Discarded, or left pending: either way it never runs.
 		return notAccepted(err)
 	}
-	st, err := s.cfg.Store.Confirm(ctx, job.ID, job.Owner, idemKey, ttl, s.cfg.MaxActiveJobs)
+	c := jobs.Confirmation{ID: job.ID, Owner: job.Owner, IdempotencyKey: idemKey, TTL: ttl, MaxActive: s.cfg.MaxActiveJobs}
+	if s.cfg.OwnerGate != nil {
+		c.OwnerGate = s.cfg.OwnerGate(job.Owner)
+	}
+	st, err := s.cfg.Store.ConfirmJob(ctx, c)
 	switch {
 	case err == nil:
 		job.State = st
 		return nil
 	case errors.Is(err, jobs.ErrGone):
 		return notAccepted(err) // its worker finds no record and drops the task
+	case errors.Is(err, jobs.ErrOwnerBlocked):
+		return authn.ErrRevoked // blocked while the job was being submitted
+	case errors.Is(err, jobs.ErrNotConfirmed):
+		// Failed before the commit: nothing was accepted, unless a
+		// concurrent replay confirmed it meanwhile.
+		s.cfg.Logger.Error("job not confirmed", "job", job.ID, "err", err)
+		if st, derr := s.discard(ctx, job, idemKey); derr == nil && st != "" {
+			job.State = st
+			return nil
+		}
+		return notAccepted(err)
 	}
 	if _, ok := errors.AsType[*jobs.QuotaError](err); ok {
 		return err
@@ -563,6 +585,16 @@ func (s *Service) replay(c *gin.Context, p *identity.Principal, r *jobs.Idempote
 		return
 	}
 	job, err := s.cfg.Store.Get(c, r.JobID)
+	if errors.Is(err, jobs.ErrNotFound) && s.underWay(r.JobID) {
+		// A claim is made beside its record, not after it, and released
+		// when its job is refused: a young claim without a record is a
+		// submission still under way (or one that died before writing
+		// it, whose claim expires with PendingTTL).
+		problem.Abort(c, problem.New(http.StatusConflict, "idempotency-key-in-use", "Request in progress",
+			"a request with this Idempotency-Key is still being processed; retry shortly").
+			WithHeader("Retry-After", "1").With("job_id", r.JobID))
+		return
+	}
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -587,6 +619,17 @@ func (s *Service) replay(c *gin.Context, p *identity.Principal, r *jobs.Idempote
 		}
 	}
 	s.accepted(c, p, job, tokenExp, true)
+}
+
+// underWay reports whether job id (a UUIDv7, minted by submit) is young
+// enough that its submission may still be under way.
+func (s *Service) underWay(id string) bool {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return false
+	}
+	sec, nsec := u.Time().UnixTime()
+	return s.cfg.Now().Sub(time.Unix(sec, nsec)) < PendingTTL
 }
 
 // lifetimes derives a job's deadline (queue wait plus every attempt's

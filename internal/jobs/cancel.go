@@ -56,3 +56,36 @@ func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, 
 	}
 	return j, nil
 }
+
+// CancelOwnerJobs cancels every job of owner that has not ended, for an
+// owner just blocked ("users block --cancel-jobs"), and returns how many it
+// cancelled; a job that ends on its own meanwhile is not counted. A
+// submission of theirs still under way is refused as well (not counted:
+// it was never accepted): one admitted but not confirmed is voided in its
+// own slot, where that races its confirm atomically, and one not admitted
+// yet meets the owner gate when it is (see the package doc).
+func CancelOwnerJobs(ctx context.Context, store *Store, canceler Canceler, owner string, retention time.Duration) (int, error) {
+	ids, err := store.ActiveOrPending(ctx, owner)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		st, err := store.VoidPending(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound), err == nil && (st == "" || st.Final()):
+			continue
+		case err != nil:
+			return n, err
+		}
+		_, err = CancelJob(ctx, store, canceler, id, AnyEpoch, retention)
+		switch {
+		case errors.Is(err, ErrFinished), errors.Is(err, ErrNotFound):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}

@@ -37,6 +37,9 @@ var (
 	ErrFinished    = errors.New("job already finished")
 	ErrExists      = errors.New("job already exists")
 	ErrQuota       = errors.New("active job quota reached")
+	// ErrNotConfirmed is a confirm that failed before its commit: the job
+	// is still pending, and will never run unless confirmed again.
+	ErrNotConfirmed = errors.New("job not confirmed")
 	// ErrOwnerBlocked refuses a job whose owner was blocked (NewJob.OwnerGate).
 	ErrOwnerBlocked = errors.New("job owner is blocked")
 	// ErrTokenRevoked means the job token's epoch is below the job's: its
@@ -115,6 +118,12 @@ const (
 	fCancel     = "cancel"
 	fEpoch      = "epoch"
 	fHeld       = "held"
+	// fVoid marks a pending record refused after it was written (its
+	// owner blocked, or over quota): a canceled tombstone that is no job.
+	fVoid = "void"
+	// fClaim is the key of the idempotency claim a pending record was
+	// created under, so whoever refuses it can release the claim.
+	fClaim = "claim"
 )
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
@@ -133,7 +142,7 @@ func parseMS(s string) *time.Time {
 
 // fromHash builds a Job from HGETALL output.
 func fromHash(h map[string]string) (*Job, error) {
-	if len(h) == 0 || h[fID] == "" {
+	if len(h) == 0 || h[fID] == "" || h[fVoid] != "" {
 		return nil, ErrNotFound
 	}
 	j := &Job{

@@ -63,7 +63,8 @@ func (s *Store) List(ctx context.Context, owner, cursor string, limit int, state
 		}
 		for i, j := range jobs {
 			scanned++
-			if j != nil && (state == "" || j.State == state) {
+			// A pending job is admitted but not confirmed: not shown.
+			if j != nil && j.State != StatePending && (state == "" || j.State == state) {
 				page.Jobs = append(page.Jobs, j)
 			}
 			if len(page.Jobs) == limit {
@@ -84,8 +85,11 @@ func (s *Store) List(ctx context.Context, owner, cursor string, limit int, state
 	}
 }
 
-// getMany reads records in one round trip; a missing one is nil, and its id
-// leaves owner's index.
+// getMany reads records in one round trip (pipelined: on a cluster, one per
+// node holding them); a missing one is nil, and its id leaves owner's index.
+// An id is in the index only once its record was written (package doc), so
+// a missing record is one that expired or was refused, never one about to
+// be written.
 func (s *Store) getMany(ctx context.Context, owner string, ids []string) ([]*Job, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -115,8 +119,20 @@ func (s *Store) getMany(ctx context.Context, owner string, ids []string) ([]*Job
 	return out, nil
 }
 
-// Active returns the ids of owner's jobs that have not ended.
+// Active returns the ids of owner's jobs that have not ended; a pending
+// one (admitted, not confirmed) is not one of them.
 func (s *Store) Active(ctx context.Context, owner string) ([]string, error) {
+	return s.active(ctx, owner, false)
+}
+
+// ActiveOrPending is Active with the pending jobs too: those admitted in
+// the owner's slot whose confirm has not flipped their record yet. Whoever
+// blocks an owner cancels these as well (CancelOwnerJobs).
+func (s *Store) ActiveOrPending(ctx context.Context, owner string) ([]string, error) {
+	return s.active(ctx, owner, true)
+}
+
+func (s *Store) active(ctx context.Context, owner string, pending bool) ([]string, error) {
 	ids, err := s.rdb.SMembers(ctx, ownerActiveKey(owner)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("active jobs of %s: %w", owner, err)
@@ -127,7 +143,7 @@ func (s *Store) Active(ctx context.Context, owner string) ([]string, error) {
 	}
 	var out []string
 	for _, j := range jobs {
-		if j != nil && !j.State.Final() {
+		if j != nil && !j.State.Final() && (pending || j.State != StatePending) {
 			out = append(out, j.ID)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/keyslot"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
@@ -81,6 +82,11 @@ func TestListNewestFirstWithCursorAndFilter(t *testing.T) {
 	if err != nil || !slices.Equal(active, wantActive) {
 		t.Fatalf("active = %v %v, want %v", active, err, wantActive)
 	}
+	// Records in as many slots as jobs, looked up in one call.
+	exist, err := s.Exist(ctx, []string{ids[0], ids[6], ids[4], "nope"})
+	if err != nil || !slices.Equal(exist, []bool{true, false, true, false}) {
+		t.Fatalf("exist = %v %v", exist, err)
+	}
 }
 
 func TestActiveJobQuota(t *testing.T) {
@@ -125,7 +131,8 @@ func TestOwnerGate(t *testing.T) {
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
 	ctx := context.Background()
-	gate := "test:owner:ann"
+	// The gate is in the owner's slot, as the user record is.
+	gate := "test:owner:" + keyslot.Tag("ann")
 	nj := newJob("ann", 0)
 	nj.OwnerGate = gate
 	if _, err := s.Create(ctx, nj); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,6 +15,9 @@ import (
 type Store struct {
 	rdb redis.Cmdable
 	now func() time.Time
+	// afterAdmit, when set (by tests), runs between a confirm's admission
+	// in the owner's slot and its flip in the job's.
+	afterAdmit func(id string)
 }
 
 // NewStore returns a store on rdb (a client, or an auto-pipeliner in front
@@ -48,9 +50,11 @@ type NewJob struct {
 	MaxActive int
 	// OwnerGate, when set, names a Redis hash whose "blocked" field is "1"
 	// while the owner may submit nothing (the api sets it to the owner's
-	// user record). It is read in the script that creates the record, so a
-	// submission already under way when the owner is blocked is refused
-	// rather than slipping past "block --cancel-jobs".
+	// user record). It must be in the owner's slot (keyslot.Tag(owner)):
+	// the scripts that reserve and admit the job read it beside the
+	// owner's keys, so a submission already under way when the owner is
+	// blocked is refused, or cancelled by "block --cancel-jobs", rather
+	// than slipping past (see the package doc).
 	OwnerGate string
 	// PendingTTL, when positive, writes the record as StatePending: not
 	// listed, not counted toward MaxActive, and gone after PendingTTL
@@ -72,67 +76,6 @@ func (r *IdempotentReplay) Error() string {
 	return "idempotency key already used for job " + r.JobID
 }
 
-// quotaLua defines quota(active set, max): the number of the owner's jobs
-// that are still under way when that is max or more (the set is pruned of
-// ended or expired jobs first, which only a full set pays for), else false.
-const quotaLua = `
-local function quota(set, max)
-  if max <= 0 or redis.call("SCARD", set) < max then return false end
-  for _, id in ipairs(redis.call("SMEMBERS", set)) do
-    local st = redis.call("HGET", ` + jobKeyLua + ` .. id .. "}", "state")
-    if not st or st == "succeeded" or st == "failed" or st == "canceled" then
-      redis.call("SREM", set, id)
-    end
-  end
-  local n = redis.call("SCARD", set)
-  if n >= max then return n end
-  return false
-end
-`
-
-// admitLua defines admit(index, active, id, ttl ms, cutoff id): a job
-// becomes visible, listed in its owner's index and counted in the active set.
-const admitLua = `
-local function admit(index, active, id, ttl, cutoff)
-  redis.call("SADD", active, id)
-  redis.call("ZADD", index, 0, id)
-  -- Ids older than any record can be are dropped from the index as we go.
-  redis.call("ZREMRANGEBYLEX", index, "-", "(" .. cutoff)
-  redis.call("PEXPIRE", index, ttl)
-  redis.call("PEXPIRE", active, ttl)
-end
-`
-
-var createScript = redis.NewScript(quotaLua + admitLua + `
--- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
--- KEYS[4] idempotency claim (optional)
--- ARGV[1] ttl ms, ARGV[2] claim value, ARGV[3] max active jobs (0: no
--- limit), ARGV[4] index cutoff id, ARGV[5] job id, ARGV[6] owner gate hash
--- or "", ARGV[7] pending ttl ms (0: the job is confirmed now), ARGV[8..]
--- record pairs
-if ARGV[6] ~= "" and redis.call("HGET", ARGV[6], "blocked") == "1" then
-  return redis.error_reply("BLOCKED owner")
-end
-if #KEYS == 4 then
-  local prev = redis.call("GET", KEYS[4])
-  if prev then return prev end
-end
-if redis.call("EXISTS", KEYS[1]) == 1 then
-  return redis.error_reply("EXISTS job record")
-end
-local n = quota(KEYS[3], tonumber(ARGV[3]))
-if n then return redis.error_reply("QUOTA " .. n) end
-local ttl = ARGV[1]
-if ARGV[7] ~= "0" then ttl = ARGV[7] end
-if #KEYS == 4 then
-  redis.call("SET", KEYS[4], ARGV[2], "PX", ttl)
-end
-redis.call("HSET", KEYS[1], unpack(ARGV, 8))
-redis.call("PEXPIRE", KEYS[1], ttl)
-if ARGV[7] == "0" then admit(KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[4]) end
-return false
-`)
-
 // QuotaError is returned by Create when the owner already has MaxActive
 // jobs that have not ended.
 type QuotaError struct {
@@ -149,137 +92,11 @@ func (e *QuotaError) Unwrap() error { return ErrQuota }
 // record lives (a job token's lifetime is capped at seven days).
 const indexHorizon = 8 * 24 * time.Hour
 
-// Create writes a queued job record (a pending one with nj.PendingTTL), claiming the idempotency key and
-// checking the owner's active-job quota in the same round trip. It returns
-// *IdempotentReplay when the key was used before and *QuotaError when the
-// owner has nj.MaxActive jobs under way.
-func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
-	now := s.now()
-	keys := []string{jobKey(nj.ID), ownerJobsKey(nj.Owner), ownerActiveKey(nj.Owner)}
-	if nj.IdempotencyKey != "" {
-		keys = append(keys, idempotencyKey(nj.Owner, nj.IdempotencyKey))
-	}
-	ttl := nj.TTL
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
-	}
-	state := StateQueued
-	if nj.PendingTTL > 0 {
-		state = StatePending
-	}
-	args := []any{
-		ttl.Milliseconds(), nj.ID + " " + nj.BodyHash, nj.MaxActive, idPrefixAt(now.Add(-indexHorizon)), nj.ID, nj.OwnerGate,
-		max(nj.PendingTTL, 0).Milliseconds(),
-		fID, nj.ID, fType, nj.Type, fOwner, nj.Owner, fQueue, nj.Queue,
-		fState, string(state), fCreated, ms(now), fAttempts, 0,
-		fMaxRetry, nj.MaxRetry, fTimeout, nj.Timeout.Milliseconds(), fVersion, 1,
-	}
-	res, err := createScript.Run(ctx, s.rdb, keys, args...).Text()
-	switch {
-	case errors.Is(err, redis.Nil):
-		j := &Job{
-			ID: nj.ID, Type: nj.Type, Owner: nj.Owner, Queue: nj.Queue, State: state,
-			CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(), MaxRetry: nj.MaxRetry, Timeout: nj.Timeout, Version: 1,
-		}
-		return j, nil
-	case err != nil && strings.Contains(err.Error(), "BLOCKED owner"):
-		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrOwnerBlocked)
-	case err != nil && strings.Contains(err.Error(), "EXISTS job record"):
-		return nil, fmt.Errorf("create job %s: %w", nj.ID, ErrExists)
-	case err != nil && strings.Contains(err.Error(), "QUOTA "):
-		n, _ := strconv.Atoi(err.Error()[strings.Index(err.Error(), "QUOTA ")+6:])
-		return nil, &QuotaError{Active: n, Limit: nj.MaxActive}
-	case err != nil:
-		return nil, fmt.Errorf("create job %s: %w", nj.ID, err)
-	}
-	prevID, prevHash, _ := strings.Cut(res, " ")
-	return nil, &IdempotentReplay{JobID: prevID, SameBody: prevHash == nj.BodyHash}
-}
-
 // idPrefixAt is the smallest UUIDv7 string for a time: its first 48 bits are
 // the Unix time in milliseconds, written as "xxxxxxxx-xxxx".
 func idPrefixAt(t time.Time) string {
 	msec := uint64(t.UnixMilli())
 	return fmt.Sprintf("%08x-%04x", msec>>16, msec&0xffff)
-}
-
-var confirmScript = redis.NewScript(quotaLua + admitLua + `
--- KEYS[1] job record, KEYS[2] owner's job index, KEYS[3] owner's active set,
--- KEYS[4] idempotency claim (optional)
--- ARGV[1] ttl ms, ARGV[2] max active jobs (0: no limit), ARGV[3] index
--- cutoff id, ARGV[4] job id
--- returns the job's state afterwards, "gone", or "QUOTA <n>"
-local st = redis.call("HGET", KEYS[1], "state")
-if not st then return "gone" end
-if st ~= "pending" then return st end
--- Counted again: jobs created side by side each passed Create's check.
-local n = quota(KEYS[3], tonumber(ARGV[2]))
-if n then
-  redis.call("DEL", KEYS[1])
-  if #KEYS == 4 then redis.call("DEL", KEYS[4]) end
-  return "QUOTA " .. n
-end
-redis.call("HSET", KEYS[1], "state", "queued")
-redis.call("HINCRBY", KEYS[1], "version", 1)
-redis.call("PEXPIRE", KEYS[1], ARGV[1])
-if #KEYS == 4 then redis.call("PEXPIRE", KEYS[4], ARGV[1]) end
-admit(KEYS[2], KEYS[3], ARGV[4], ARGV[1], ARGV[3])
-return "queued"
-`)
-
-// Confirm makes a pending job (NewJob.PendingTTL) queued: listed, counted,
-// living for ttl. It returns the state the job is in afterwards; a job
-// confirmed before keeps its state. A pending record that expired (or was
-// discarded) is ErrGone, and an owner who reached maxActive meanwhile is
-// *QuotaError with the record and its idempotency claim removed.
-func (s *Store) Confirm(ctx context.Context, id, owner, idempotencyKeyValue string, ttl time.Duration, maxActive int) (State, error) {
-	keys := []string{jobKey(id), ownerJobsKey(owner), ownerActiveKey(owner)}
-	if idempotencyKeyValue != "" {
-		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
-	}
-	res, err := confirmScript.Run(ctx, s.rdb, keys, ttl.Milliseconds(), maxActive, idPrefixAt(s.now().Add(-indexHorizon)), id).Text()
-	switch {
-	case err != nil:
-		return "", fmt.Errorf("confirm job %s: %w", id, err)
-	case res == "gone":
-		return "", fmt.Errorf("confirm job %s: %w", id, ErrGone)
-	case strings.HasPrefix(res, "QUOTA "):
-		n, _ := strconv.Atoi(res[len("QUOTA "):])
-		return "", &QuotaError{Active: n, Limit: maxActive}
-	}
-	return State(res), nil
-}
-
-var discardScript = redis.NewScript(`
--- KEYS[1] job record, KEYS[2] idempotency claim (optional); ARGV[1] job id
--- returns the state of a record that stays (it was confirmed), or false
-local st = redis.call("HGET", KEYS[1], "state")
-if st and st ~= "pending" then return st end
-redis.call("DEL", KEYS[1])
-if #KEYS == 2 then
-  local c = redis.call("GET", KEYS[2])
-  if c and string.sub(c, 1, #ARGV[1] + 1) == ARGV[1] .. " " then redis.call("DEL", KEYS[2]) end
-end
-return false
-`)
-
-// Discard removes a pending record (and its idempotency claim) whose job
-// could not be enqueued or confirmed, so the client's retry starts clean.
-// A record that was confirmed meanwhile stays: Discard returns its state,
-// and the job was accepted after all. It returns "" when nothing remains.
-func (s *Store) Discard(ctx context.Context, id, owner, idempotencyKeyValue string) (State, error) {
-	keys := []string{jobKey(id)}
-	if idempotencyKeyValue != "" {
-		keys = append(keys, idempotencyKey(owner, idempotencyKeyValue))
-	}
-	res, err := discardScript.Run(ctx, s.rdb, keys, id).Text()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("discard job %s: %w", id, err)
-	}
-	return State(res), nil
 }
 
 // Ping checks that Redis answers.
