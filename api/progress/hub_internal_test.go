@@ -20,7 +20,7 @@ import (
 // runningJob writes a running job's record straight into its slot (on a
 // cluster, Store.Create spans slots), so that Store.Progress, which touches
 // only the job's slot, announces events for it.
-func runningJob(t *testing.T, rdb redis.UniversalClient, id string) {
+func runningJob(t testing.TB, rdb redis.UniversalClient, id string) {
 	t.Helper()
 	ctx := context.Background()
 	now := fmt.Sprint(time.Now().UnixMilli())
@@ -379,4 +379,86 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestHubFollowsAMigratingSlot: on a cluster of its own, the slot of a
+// watched job moves to another primary. The old primary drops the job's
+// shard channel (it pushes sunsubscribe); the hub subscribes again on the
+// new primary, the watcher resyncs, and the job's next events reach it.
+func TestHubFollowsAMigratingSlot(t *testing.T) {
+	ctx := context.Background()
+	addrs := redistest.Cluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store := jobs.NewStore(rdb, nil)
+	const id = "01a23000-0000-7000-8000-00000000ddd1"
+	runningJob(t, rdb, id)
+	hub := startHub(t, rdb)
+	w := hub.Watch(id)
+	defer w.Close()
+	if _, err := store.Progress(ctx, id, 10, "before"); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, w, "before")
+
+	src, err := rdb.MasterForKey(ctx, jobs.JobChannel(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot, err := src.ClusterKeySlot(ctx, jobs.JobChannel(id)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dst *redis.Client
+	var all []*redis.Client
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		t.Cleanup(func() { _ = c.Close() })
+		all = append(all, c)
+		if a != src.Options().Addr && dst == nil {
+			dst = c
+		}
+	}
+	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	must(src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err())
+	keys, err := src.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+	must(err)
+	host, port, _ := strings.Cut(dst.Options().Addr, ":")
+	args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	must(src.Do(ctx, args...).Err())
+	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+	for _, c := range all {
+		if c != dst {
+			must(c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+		}
+	}
+
+	waitfor.True(t, 10*time.Second, func() bool { return hub.Resubscriptions() > 0 })
+	// The watcher is told to catch up from the log (what was published
+	// while the channel moved is lost).
+	waitfor.True(t, 5*time.Second, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.behind })
+	if _, err := store.Progress(ctx, id, 90, "after"); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, w, "after")
+	if n, err := dst.Do(ctx, "PUBSUB", "SHARDNUMSUB", jobs.JobChannel(id)).Slice(); err != nil || len(n) != 2 || n[1] != int64(1) {
+		t.Fatalf("the new primary's subscribers of the job's channel: %v %v, want the hub", n, err)
+	}
 }
