@@ -371,10 +371,18 @@ func (cn *conn) fail(err error) {
 	}
 	cn.dead = true
 	delete(c.conns, cn.key)
+	if errors.Is(err, redis.ErrClosed) {
+		// Not our Close (that marks the connection dead first): the
+		// client itself was closed, and with it every subscription.
+		c.closed = true
+		c.mu.Unlock()
+		c.cancel()
+		return
+	}
 	if isUnknownCommand(err) && !c.plain {
 		c.plain = true
 		c.log.Info("redis has no shard channels: job events use SUBSCRIBE")
-	} else if !errors.Is(err, redis.ErrClosed) {
+	} else {
 		c.failures++
 		c.log.Warn("job event subscription lost; resubscribing", "node", cn.key, "err", err)
 	}
