@@ -48,6 +48,15 @@ import (
 // event log) — messages published meanwhile are lost — as when the hub
 // drops a slow watcher's events.
 //
+// The linger (5 s) is there because watchers churn: a long-poll watches for
+// one request and its client asks again at once, an EventSource reconnects
+// after its retry delay (2 s). Without it each such return would cost a
+// SUNSUBSCRIBE, an SSUBSCRIBE and a wait for its confirmation.
+//
+// On a server without shard channels (the dev mode's embedded Redis) the
+// scripts PUBLISH and the hub SUBSCRIBEs on the same per-job channel names
+// (pubsub.Channels falls back by itself): per job still, broadcast there.
+//
 // # The record cache
 //
 // The status route answers from a cache (recordCache) kept right by the

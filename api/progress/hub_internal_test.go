@@ -462,3 +462,38 @@ func TestHubFollowsAMigratingSlot(t *testing.T) {
 		t.Fatalf("the new primary's subscribers of the job's channel: %v %v, want the hub", n, err)
 	}
 }
+
+// TestHubLingerKeepsTheSubscriptionForTheNextWatcher: a job's subscription
+// outlives its last watcher by linger, so a client coming back (a long-poll's
+// next request, an EventSource after its retry delay) finds it confirmed:
+// no SUNSUBSCRIBE/SSUBSCRIBE round, no wait, and its events still arrive.
+func TestHubLingerKeepsTheSubscriptionForTheNextWatcher(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Client(t)
+	store := jobs.NewStore(rdb, nil)
+	const id = "01a23000-0000-7000-8000-00000000eee1"
+	runningJob(t, rdb, id)
+	hub := startHub(t, rdb)
+	hub.linger = time.Hour
+	w := hub.Watch(id)
+	hub.mu.Lock()
+	s := hub.subs[id]
+	live := s.live
+	hub.mu.Unlock()
+	if !live {
+		t.Fatal("Watch returned before the job's subscription was confirmed")
+	}
+	w.Close()
+	w = hub.Watch(id)
+	defer w.Close()
+	hub.mu.Lock()
+	same := hub.subs[id] == s && s.live && s.timer == nil
+	hub.mu.Unlock()
+	if !same {
+		t.Fatal("the next watcher did not find the lingering subscription")
+	}
+	if _, err := store.Progress(ctx, id, 50, "still there"); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, w, "still there")
+}
