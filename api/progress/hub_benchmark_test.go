@@ -41,7 +41,8 @@ return id
 // which the cluster broadcasts to every node; the process filters), "per-job"
 // the hub's shard channels. It reports the messages the process receives
 // (per published event and per second) and the delivery latency from the
-// publishing script's caller to the watcher, p50 and p99.
+// publishing script's caller to an event stream's client (the stream's
+// loop writing SSE to an in-process client, no socket), p50 and p99.
 //
 //	go test -run '^$' -bench BenchmarkHubFanOut -benchtime 20000x ./api/progress/
 func BenchmarkHubFanOut(b *testing.B) {
@@ -102,31 +103,25 @@ func BenchmarkHubFanOut(b *testing.B) {
 				received = hub.Received
 			}
 
+			// Each watcher is served by an event stream's loop, as an SSE
+			// client is; its client parses the events' data (the send time).
+			svc := &Service{cfg: Config{Heartbeat: time.Hour, Now: time.Now}, logCache: newLogCache(logCacheBytes)}
 			var mu sync.Mutex
 			var lat []time.Duration
 			var wg sync.WaitGroup
 			for _, w := range ws {
+				client := &sseClient{end: make(chan struct{}), record: func(d time.Duration) {
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}}
+				st := &stream{svc: svc, w: w, job: w.job, expires: time.Now().Add(time.Hour), last: "0-0"}
+				stop := make(chan struct{})
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for {
-						select {
-						case <-ctx.Done():
-							return
-						case <-w.Ready():
-						}
-						evs, _ := w.Take()
-						now := time.Now()
-						for _, ev := range evs {
-							if ev.Data == `"end"` {
-								return
-							}
-							ns, _ := strconv.ParseInt(strings.Trim(ev.Data, `"`), 10, 64)
-							mu.Lock()
-							lat = append(lat, now.Sub(time.Unix(0, ns)))
-							mu.Unlock()
-						}
-					}
+					go func() { <-client.end; close(stop) }()
+					st.loop(stop, client, func() bool { return true })
 				}()
 			}
 			before := received()
@@ -149,7 +144,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			wg.Wait() // every watcher has its end marker: nothing in flight
+			wg.Wait() // every stream has sent its end marker: nothing in flight
 			elapsed := time.Since(start)
 			b.StopTimer()
 			got := received() - before - benchWatched
@@ -163,4 +158,30 @@ func BenchmarkHubFanOut(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
+}
+
+// sseClient parses the event stream it is written: each event's data is
+// its send time (Unix ns, quoted) or "end".
+type sseClient struct {
+	end    chan struct{}
+	record func(time.Duration)
+	once   sync.Once
+}
+
+func (c *sseClient) Write(p []byte) (int, error) {
+	now := time.Now()
+	for _, line := range strings.Split(string(p), "\n") {
+		d, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		if d == `"end"` {
+			c.once.Do(func() { close(c.end) })
+			continue
+		}
+		if ns, err := strconv.ParseInt(strings.Trim(d, `"`), 10, 64); err == nil {
+			c.record(now.Sub(time.Unix(0, ns)))
+		}
+	}
+	return len(p), nil
 }
