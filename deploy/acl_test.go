@@ -76,6 +76,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		}, append(everyone, append(registryReads, registryWrites...)...)...), identityKeys...),
 		"worker": append(append([][]any{
 			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
+			{"SPUBLISH", "cc:revocations", "x"}, {"SPUBLISH", "asynq:{default}:x", "x"},
 		}, everyone...), identityKeys...),
 		"gateway": append([][]any{
 			{"HGETALL", "cc:job:{canary}"}, {"GET", "cc:job:{canary}:canary"}, {"XRANGE", "cc:job:{x}:events", "-", "+"},
@@ -84,7 +85,8 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"HGETALL", "cc:user:ann"}, {"HGETALL", "cc:user-sessions:ann"}, {"ZRANGE", "cc:apikey-index", "0", "-1"},
 			{"HGETALL", "cc:user:{ann}"}, {"HGETALL", "cc:user-sessions:{ann}"}, {"SMEMBERS", "cc:user-apikeys:{ann}"},
 			{"ZRANGE", "cc:owner-jobs:ann", "0", "-1"},
-			{"PUBLISH", "cc:job-events", "x"}, {"PUBLISH", "asynq:cancel", "x"},
+			{"SPUBLISH", "cc:job:{x}:ch", "x"}, {"PUBLISH", "cc:job:{x}:ch", "x"}, {"PUBLISH", "asynq:cancel", "x"},
+			{"EVAL", "return redis.call('SPUBLISH', KEYS[1] .. ':ch', 'x')", "1", "cc:job:{x}"},
 			{"EVAL", "return redis.call('HGETALL', 'cc:job:canary')", "0"},
 		}, append(everyone, append(registryReads, registryWrites...)...)...),
 		"api": append(append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}, {"SET", "cc:other", "x"}},
@@ -103,11 +105,21 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 	}
 	// Subscriptions: only the channels each process listens to.
 	for user, channel := range map[string]string{
-		"progress": "asynq:cancel", "worker": "cc:revocations", "gateway": "cc:job-events", "api": "cc:job-events",
+		"progress": "asynq:cancel", "worker": "cc:revocations", "gateway": "cc:job:{x}:ch", "api": "cc:job:{x}:ch",
 	} {
 		ps := r.as(t, user).Subscribe(ctx, channel)
 		if _, err := ps.Receive(ctx); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 			t.Errorf("%s SUBSCRIBE %s: want NOPERM, got %v", user, channel, err)
+		}
+		ps.Close()
+	}
+	// Shard channels (a job's events): only progress subscribes.
+	for user, channel := range map[string]string{
+		"progress": "asynq:cancel", "worker": "cc:job:{x}:ch", "gateway": "cc:job:{x}:ch", "api": "cc:job:{x}:ch",
+	} {
+		ps := r.as(t, user).SSubscribe(ctx, channel)
+		if _, err := ps.Receive(ctx); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s SSUBSCRIBE %s: want NOPERM, got %v", user, channel, err)
 		}
 		ps.Close()
 	}
@@ -134,6 +146,47 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		}
 		if _, ok := msg.(*redis.Pong); ok {
 			break
+		}
+	}
+}
+
+// TestACLJobChannels: a job's events travel on its shard channel
+// cc:job:{<id>}:ch. The progress user may SSUBSCRIBE to it (and SUBSCRIBE,
+// the fallback on a server without shard channels), and what the worker
+// and the api SPUBLISH there — from a script keyed on the job, as the job
+// scripts do, or directly — reaches it.
+func TestACLJobChannels(t *testing.T) {
+	ctx := context.Background()
+	r := startACLRedis(t)
+	const ch = "cc:job:{x}:ch"
+	shard := r.as(t, "progress").SSubscribe(ctx, ch)
+	defer shard.Close()
+	plain := r.as(t, "progress").Subscribe(ctx, ch)
+	defer plain.Close()
+	for _, ps := range []*redis.PubSub{shard, plain} {
+		if _, err := ps.Receive(ctx); err != nil {
+			t.Fatalf("progress subscribes to a job's channel: %v", err)
+		}
+	}
+	for _, user := range []string{"worker", "api", "progress"} {
+		c := r.as(t, user)
+		if err := c.Eval(ctx, "return redis.call('SPUBLISH', KEYS[1] .. ':ch', ARGV[1])", []string{"cc:job:{x}"}, user+" script").Err(); err != nil {
+			t.Errorf("%s SPUBLISH from a job script: %v", user, err)
+		}
+		if err := c.SPublish(ctx, ch, user).Err(); err != nil {
+			t.Errorf("%s SPUBLISH: %v", user, err)
+		}
+		if err := c.Publish(ctx, ch, user+" plain").Err(); err != nil {
+			t.Errorf("%s PUBLISH (the fallback): %v", user, err)
+		}
+		for _, want := range []string{user + " script", user} {
+			msg, err := shard.ReceiveMessage(ctx)
+			if err != nil || msg.Payload != want {
+				t.Fatalf("shard subscriber got %v %v, want %q", msg, err, want)
+			}
+		}
+		if msg, err := plain.ReceiveMessage(ctx); err != nil || msg.Payload != user+" plain" {
+			t.Fatalf("subscriber got %v %v, want %q", msg, err, user+" plain")
 		}
 	}
 }

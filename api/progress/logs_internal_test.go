@@ -39,7 +39,7 @@ func TestLogWakeUpsSpareStatusPath(t *testing.T) {
 	}
 	_, gen := rc.get(id)
 	rc.fill(id, gen, j)
-	longPoll, stream := hub.Watch(id), hub.watch(id, true)
+	longPoll, stream := hub.Watch(id), hub.watch(ctx, id, true)
 	defer longPoll.Close()
 	defer stream.Close()
 

@@ -180,11 +180,15 @@ func (s *Service) job(c *gin.Context) (*jobs.Job, error) {
 	id := c.Param("id")
 	j, gen := s.records.get(id)
 	if j == nil {
+		// Only a job whose changes the hub hears of may be cached.
+		live := s.cfg.Hub.hold(id, time.Now().Add(s.records.ttl))
 		var err error
 		if j, err = s.cfg.Store.Get(c, id); err != nil {
 			return nil, err
 		}
-		s.records.fill(id, gen, j)
+		if live {
+			s.records.fill(id, gen, j)
+		}
 	}
 	if err := j.CheckEpoch(jobClaims(c).Epoch); err != nil {
 		return nil, err
@@ -216,7 +220,7 @@ func (s *Service) watchJob(c *gin.Context, logs bool) (w *Watcher, stop func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	w = s.cfg.Hub.watch(c.Param("id"), logs)
+	w = s.cfg.Hub.watch(c.Request.Context(), c.Param("id"), logs)
 	return w, func() { w.Close(); release() }, nil
 }
 

@@ -9,10 +9,12 @@ import (
 
 // recordCache keeps job records this process read recently, so a client
 // polling a job costs no Redis round trip. It is kept right by the hub:
-// every change to a job is published (from inside the script that made
-// it), and the hub drops the job's entry when it hears of it, or every
-// entry when its subscription restarts. The TTL only bounds how long a
-// record that expired in Redis can still be served from here.
+// every change to a job is published on the job's channel (from inside the
+// script that made it), and the hub drops the job's entry when it hears of
+// it, or when its subscription to the job is lost, made again or dropped.
+// Only a job the hub is subscribed to may be cached (Service.job asks
+// Hub.hold first). The TTL only bounds how long a record that expired in
+// Redis can still be served from here.
 //
 // A read racing a change is handled with a generation per entry: a miss
 // reserves the entry (bumping its generation) before reading Redis, a

@@ -20,17 +20,60 @@ const (
 	EventRevoked = "revoked"
 )
 
+// Event announcements. Every change to a job is announced, from inside the
+// script that made it, on the job's own channel JobChannel(id) =
+// "cc:job:{<id>}:ch", as "<job id> <event id> <type> <json>"
+// (ParseEventMessage): the logged events (emitLua), and two that are never
+// logged, new log lines (EventLog) and revocations (EventRevoked), with
+// event id "0-0".
+//
+// The channel is a shard channel (SPUBLISH): on a Redis Cluster a plain
+// PUBLISH is broadcast to every node over the cluster bus and reaches every
+// subscriber of the cluster, whereas a shard channel lives on the primary
+// (and replicas) of its slot and reaches only those who SSUBSCRIBEd to it.
+// The channel carries the job's hash tag, so it is in the slot of the
+// job's keys, and publishing from the job's script is legal on a cluster.
+// A progress process subscribes to the channels of the jobs it serves only
+// (api/progress Hub): what it receives grows with the jobs it watches, not
+// with the jobs of the whole cluster.
+//
+// A server without shard channels (Redis before 7, the embedded dev server)
+// refuses SPUBLISH as an unknown command; the script then PUBLISHes on the
+// same channel name, and the hub, whose SSUBSCRIBE is refused the same way,
+// SUBSCRIBEs: same channel, same messages, broadcast semantics. Any other
+// refusal (an ACL, a wrong slot) fails the script as before.
+//
+// A message can be lost (a subscription cut, a slot moving); the event log
+// is the truth, and every subscriber resynchronises from it after each
+// (re)subscription.
+
+// publishLua defines publish(msg), which announces msg on the channel of
+// the job in KEYS[1] (a JobKey). Scripts that announce without logging call
+// it; emitLua does for logged events.
+var publishLua = `
+local function publish(msg)
+  local ch = KEYS[1] .. "` + KeySuffixChannel + `"
+  local r = redis.pcall("SPUBLISH", ch, msg)
+  if type(r) == "table" and r.err then
+    if not string.find(string.lower(r.err), "unknown", 1, true) then
+      redis.call("SPUBLISH", ch, msg) -- fail the script with the real error
+    end
+    redis.call("PUBLISH", ch, msg)
+  end
+end
+`
+
 // emitLua defines emit(type, json) for the scripts that change a job: it
 // appends the event to the job's stream (KEYS[2]), capped and expiring with
-// the record, and publishes it on ChannelJobEvents, all inside the script
+// the record, and announces it on the job's channel, all inside the script
 // that made the change, so no event is lost or told twice and workers pay
 // no extra round trip.
-var emitLua = `
+var emitLua = publishLua + `
 local function emit(kind, data)
   local id = redis.call("XADD", KEYS[2], "MAXLEN", "~", "256", "*", "type", kind, "data", data)
   local ttl = redis.call("PTTL", KEYS[1])
   if ttl > 0 then redis.call("PEXPIRE", KEYS[2], ttl) end
-  redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " " .. id .. " " .. kind .. " " .. data)
+  publish(` + jobIDLua + ` .. " " .. id .. " " .. kind .. " " .. data)
   return id
 end
 `
@@ -44,7 +87,7 @@ type Event struct {
 	Data string
 }
 
-// ParseEventMessage reads a ChannelJobEvents message.
+// ParseEventMessage reads a message of a job's channel (JobChannel).
 func ParseEventMessage(msg string) (jobID string, ev Event, ok bool) {
 	var ok1, ok2, ok3 bool
 	var rest string

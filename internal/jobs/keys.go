@@ -42,10 +42,11 @@ const (
 	// with the record as the record was when it was written, and is
 	// deleted when the job ends.
 	KeySuffixCheckpoint = ":checkpoint"
-	// ChannelJobEvents is where every job event is published, as
-	// "<job id> <event id> <type> <json>"; each progress process holds one
-	// subscription and fans events out to its watchers.
-	ChannelJobEvents = "cc:job-events"
+	// KeySuffixChannel follows a job record's key for the job's own pub/sub
+	// channel, "cc:job:{<id>}:ch", a shard channel in the job's slot: every
+	// event of the job is announced there (events.go), and only processes
+	// watching the job subscribe.
+	KeySuffixChannel = ":ch"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -90,6 +91,9 @@ func eventsKey(id string) string     { return JobKey(id) + KeySuffixEvents }
 func logKey(id string) string        { return JobKey(id) + KeySuffixLog }
 func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
 func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
+
+// JobChannel is job id's pub/sub channel (KeySuffixChannel).
+func JobChannel(id string) string { return JobKey(id) + KeySuffixChannel }
 
 // CheckpointKey is the key of a job's checkpoint (KeySuffixCheckpoint).
 func CheckpointKey(id string) string { return checkpointKey(id) }

@@ -32,7 +32,7 @@ import (
 //     kept.
 //
 // Appends are one script per batch (AppendLog), which also publishes
-// "<job id> 0-0 log <last line number>" on ChannelJobEvents: a wake-up for
+// "<job id> 0-0 log <last line number>" on the job's channel: a wake-up for
 // live followers, who then read the lines from the log, so the channel
 // carries a few bytes per batch however long the lines are.
 const (
@@ -44,7 +44,7 @@ const (
 	MaxLogLineBytes = 4 << 10
 )
 
-// EventLog is the type of the ChannelJobEvents message that announces new
+// EventLog is the type of the job channel message that announces new
 // log lines; its data is the last line number. It is never in the event log.
 const EventLog = "log"
 
@@ -122,7 +122,7 @@ if ttl > 0 then
   redis.call("PEXPIRE", KEYS[2], ttl)
   redis.call("PEXPIRE", KEYS[3], ttl)
 end
-redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " 0-0 ` + EventLog + ` " .. n)
+` + publishLua + `publish(` + jobIDLua + ` .. " 0-0 ` + EventLog + ` " .. n)
 return n
 `)
 

@@ -206,7 +206,7 @@ func TestLogAppendAnnounces(t *testing.T) {
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
 	ctx := context.Background()
-	sub := rdb.Subscribe(ctx, jobs.ChannelJobEvents)
+	sub := rdb.SSubscribe(ctx, jobs.JobChannel("j1"))
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)

@@ -328,7 +328,7 @@ local e = redis.call("HINCRBY", KEYS[1], "epoch", 1)
 redis.call("HINCRBY", KEYS[1], "version", 1)
 -- Not logged (no client replays it), only published: progress processes
 -- drop their cached record and end event streams of revoked tokens.
-redis.call("PUBLISH", "` + ChannelJobEvents + `", ` + jobIDLua + ` .. " 0-0 ` + EventRevoked + ` {\"epoch\":" .. e .. "}")
+` + publishLua + `publish(` + jobIDLua + ` .. " 0-0 ` + EventRevoked + ` {\"epoch\":" .. e .. "}")
 return e
 `)
 

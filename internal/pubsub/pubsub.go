@@ -1,8 +1,10 @@
-// Package pubsub holds the one Redis subscription loop claimcheck's
-// listeners share (revocations, job events): it resubscribes after a lost
-// connection, tells the listener each time it (re)subscribed — messages
-// sent meanwhile are lost, so listeners resynchronise then — and ends
-// promptly when its context does.
+// Package pubsub holds claimcheck's Redis subscription loops: Listen, the
+// one subscription to a fixed channel that listeners of broadcasts share
+// (revocations), and Channels, a changing set of shard channel
+// subscriptions made on demand and grouped by cluster node (job events,
+// per job). Both resubscribe after a lost connection and tell the listener
+// each time they (re)subscribed — messages sent meanwhile are lost, so
+// listeners resynchronise then — and end promptly when closed.
 package pubsub
 
 import (
