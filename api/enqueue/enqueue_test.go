@@ -83,9 +83,6 @@ func newFixtureWith(tb testing.TB, rdb redis.UniversalClient, enq enqueue.Enqueu
 		enq = asynq.NewClientFromRedisClient(rdb)
 	}
 	apiKeys := newCredentials(cmds)
-	if _, ok := rdb.(*redis.ClusterClient); ok {
-		apiKeys = newCredentials(rdb)
-	}
 	apiKey := apiKeys.issue(tb, identity.KeySpec{User: "ann"})
 	svc, err := enqueue.New(enqueue.Config{
 		Catalog: enqueue.FixedCatalog(catalog), Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,

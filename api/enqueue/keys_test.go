@@ -2,7 +2,6 @@ package enqueue_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 
@@ -10,7 +9,6 @@ import (
 
 	"github.com/claimcheck/claimcheck/api/authn"
 	"github.com/claimcheck/claimcheck/internal/identity"
-	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
 // keysLike is every key matching pattern, on each primary of a cluster
@@ -42,21 +40,13 @@ func keysLike(t testing.TB, rdb redis.UniversalClient, pattern string) []string 
 	return all
 }
 
-// credentials issues API keys to the tests' callers: identity's own on one
-// server. On a cluster run it is an in-memory stand-in: identity's API-key
-// scripts span slots until its keys are tagged (the identity branch), and
-// what these tests pin is submission, not key storage.
+// credentials issues API keys to the tests' callers.
 type credentials interface {
 	authn.Authenticator
 	issue(tb testing.TB, spec identity.KeySpec) string
 }
 
-func newCredentials(rdb redis.Cmdable) credentials {
-	if _, ok := rdb.(*redis.ClusterClient); ok {
-		return &standInKeys{keys: map[string]*identity.Principal{}}
-	}
-	return realKeys{identity.NewAPIKeys(rdb, nil)}
-}
+func newCredentials(rdb redis.Cmdable) credentials { return realKeys{identity.NewAPIKeys(rdb, nil)} }
 
 type realKeys struct{ *identity.APIKeys }
 
@@ -67,30 +57,4 @@ func (k realKeys) issue(tb testing.TB, spec identity.KeySpec) string {
 		tb.Fatalf("create api key: %v", err)
 	}
 	return sec.Reveal()
-}
-
-type standInKeys struct {
-	mu   sync.Mutex
-	keys map[string]*identity.Principal
-}
-
-func (k *standInKeys) issue(tb testing.TB, spec identity.KeySpec) string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	scopes := spec.Scopes
-	if len(scopes) == 0 {
-		scopes = identity.AllScopes
-	}
-	s := fmt.Sprintf("cc_test_%d", len(k.keys))
-	k.keys[s] = &identity.Principal{UserID: spec.User, Via: "api_key", CredentialID: s, Scopes: scopes}
-	return s
-}
-
-func (k *standInKeys) Authenticate(_ context.Context, s secret.Secret) (*identity.Principal, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p, ok := k.keys[s.Reveal()]; ok {
-		return p, nil
-	}
-	return nil, fmt.Errorf("test key: %w", identity.ErrUnauthenticated)
 }
