@@ -80,33 +80,37 @@ const reconcileBatch = 100
 // the attempt.
 const errWorkerLost = "worker lost"
 
-// running is the set of attempts this worker runs, for its heartbeats.
+// running is the set of runs this worker runs, for their heartbeats: job
+// id → run (jobs.Attempt.Run).
 type running struct {
 	mu  sync.Mutex
-	ids map[string]struct{}
+	ids map[string]string
 }
 
-func (r *running) add(id string) {
+func (r *running) add(id, run string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ids == nil {
-		r.ids = map[string]struct{}{}
+		r.ids = map[string]string{}
 	}
-	r.ids[id] = struct{}{}
+	r.ids[id] = run
 }
 
-func (r *running) remove(id string) {
+// remove forgets run of job id, unless a newer run of the job took its place.
+func (r *running) remove(id, run string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.ids, id)
+	if r.ids[id] == run {
+		delete(r.ids, id)
+	}
 }
 
-func (r *running) list() []string {
+func (r *running) list() []jobs.AttemptRun {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.ids))
-	for id := range r.ids {
-		out = append(out, id)
+	out := make([]jobs.AttemptRun, 0, len(r.ids))
+	for id, run := range r.ids {
+		out = append(out, jobs.AttemptRun{ID: id, Run: run})
 	}
 	return out
 }
@@ -115,8 +119,8 @@ func (r *running) list() []string {
 // until stop is closed.
 func (s *Server) heartbeatLoop(stop <-chan struct{}) {
 	every(stop, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) {
-		if ids := s.running.list(); len(ids) > 0 {
-			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.Heartbeat(ctx, ids), "jobs", len(ids))
+		if runs := s.running.list(); len(runs) > 0 {
+			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.HeartbeatRuns(ctx, runs), "jobs", len(runs))
 		}
 	})
 }
@@ -226,15 +230,24 @@ func (s *Server) reconcile(ctx context.Context) error {
 		// The scripts below apply only while the heartbeat is still the
 		// one read: a worker that has written one since is alive.
 		cutoff := j.Heartbeat
-		if j.State != jobs.StateRunning {
+		if j.State != jobs.StateRunning || j.Superseded() {
 			if j.State == jobs.StateRetrying && s.awaitRecovery(ctx, j) {
 				continue // its lost attempt's task may still be put back
 			}
 			// The attempt's end was recorded, or its task will run
-			// again: only its entry was left.
+			// again, or a newer run of the job has its own entry: only
+			// this run's entry was left.
 			if _, err := s.store.Reconcile(ctx, j, cutoff, "", "", s.cfg.Retention); err != nil {
 				return err
 			}
+			continue
+		}
+		// Checked before Asynq's task is touched (verdict may put it back
+		// in its queue): a heartbeat written since the read is a live
+		// worker, whose task is left alone.
+		if stale, err := s.store.StillStale(ctx, j, cutoff); err != nil {
+			return err
+		} else if !stale {
 			continue
 		}
 		to, errMsg, ok := s.verdict(ctx, j)

@@ -454,6 +454,9 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		}
 		started, err = s.store.StartAttempt(ctx, attempt)
 	}
+	// A start that gave its slot back (the job ended, was cancelled, or
+	// is not confirmed yet) may have freed it for a held job.
+	s.moveForward(log, started.Next)
 	switch {
 	case errors.Is(err, jobs.ErrGone):
 		log.Warn("job record is gone; dropping its task")
@@ -487,11 +490,11 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// The start script wrote the attempt's first heartbeat; its entry is
 	// removed once the attempt's end is recorded. Otherwise (Redis failed,
 	// a hand-back) it is left for a reconciler to find.
-	s.running.add(p.Job)
+	s.running.add(p.Job, attempt.Run)
 	defer func() {
-		s.running.remove(p.Job)
+		s.running.remove(p.Job, attempt.Run)
 		if recorded {
-			s.endHeartbeat(log, p.Job)
+			s.endHeartbeat(log, p.Job, attempt.Run)
 		}
 		if !released && !handedBack {
 			s.release(log, owner, p.Job)
@@ -707,12 +710,12 @@ func (s *Server) release(log *slog.Logger, owner, id string) {
 	s.moveForward(log, next)
 }
 
-// endHeartbeat removes the heartbeat entry of an attempt whose end was
+// endHeartbeat removes the heartbeat entry of run of job id, whose end was
 // recorded. Best effort: a reconciler drops an entry left behind.
-func (s *Server) endHeartbeat(log *slog.Logger, id string) {
+func (s *Server) endHeartbeat(log *slog.Logger, id, run string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.store.EndHeartbeat(ctx, id); err != nil {
+	if err := s.store.EndRunHeartbeat(ctx, id, run); err != nil {
 		log.Debug("heartbeat entry not removed", "err", err)
 	}
 }
