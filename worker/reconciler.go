@@ -49,10 +49,10 @@ import (
 //     task archived (no retry left), completed or gone ──▶ failed
 //     "worker lost"
 //
-// A job failed here has its running-job slot released in the same script
-// and its owner's held jobs moved forward, as a worker's own end does;
-// otherwise they would wait for the slot's lease (the attempt's time limit
-// and a minute) to run out.
+// A job failed here has its running-job slot released once its record
+// says so, and its owner's held jobs moved forward, as a worker's own end
+// does; otherwise they would wait for the slot's lease (the attempt's time
+// limit and a minute) to run out.
 //
 // A task put back is stored as retried as many times as the record has
 // attempts, so its next run is the next attempt and the job gets exactly
@@ -64,13 +64,41 @@ import (
 // entries of jobs waiting so are the oldest, more than reconcileBatch of
 // them delay the detection of newer ones until their leases expire.
 //
-// Each move is one script (jobs.Store.Reconcile) that applies only while the
-// record still runs the attempt seen and its heartbeat is still stale, so a
-// live worker or a newer attempt always wins and any number of reconcilers
-// may run at once. A task Asynq re-runs after its record failed finds the
-// record final and is dropped unrun. Detection takes at most LostAfter +
-// 2 × ReconcileInterval after the worker's last heartbeat, whatever the
-// workers' clocks say, once the reconciler has run for LostAfter.
+// On Redis Cluster the heartbeat set, Asynq's queue (asynq:{queue}) and the
+// job record are in three slots, so a move is a sequence of one-slot
+// steps, each conditional on what the one before saw:
+//
+//	1. heartbeat slot: the entry is still the lost run's and no newer than
+//	   the heartbeat read (jobs.Store.StillStale); else a live worker, or a
+//	   newer run with its own entry, wins and nothing is touched
+//	2. queue slot: Asynq is asked about the task and, if it would not run
+//	   it again although the job has a retry left, the task is put back in
+//	   its queue as the next attempt (jobs.Store.RequeueTask, a script on
+//	   that queue's keys only, applied only if the task's message is still
+//	   the one read)
+//	3. job slot: the record moves, only if it still runs the attempt and
+//	   run seen (jobs.Store.ReconcileReleasing)
+//	4. heartbeat slot: the entry goes (kept while the job waits retrying),
+//	   and owner slot: a failed job's running-job slot is freed
+//
+// Why this order can neither lose nor double-run a job: the task is put
+// back (2) before the record says retrying (3), so a reconciler that dies
+// between them leaves a record running a lost attempt with a task that
+// will run as the next one, whose start takes the record over (and whose
+// entry is its own); the reverse order could leave a record retrying with
+// no task to run it. The task is put back only while Asynq would not run
+// it again itself (archived, active without a lease or with one expired
+// for LostAfter), so Asynq and the reconciler never both re-run it, and
+// two reconcilers cannot both put it back: the second finds the message
+// changed. A lost worker that turns out alive (its heartbeat lands between
+// 1 and 3) loses its attempt as it would have a moment later: its late
+// writes name an attempt that is no longer current, and are dropped.
+// Steps 1 and 3 are what let a live worker or a newer attempt win, so any
+// number of reconcilers may run at once. A task Asynq re-runs after its
+// record failed finds the record final and is dropped unrun. Detection
+// takes at most LostAfter + 2 × ReconcileInterval after the worker's last
+// heartbeat, whatever the workers' clocks say, once the reconciler has
+// run for LostAfter.
 
 // reconcileBatch bounds the stale attempts one pass handles; the rest wait
 // for the next pass.

@@ -13,23 +13,23 @@ import (
 
 // Running-job cap. However many jobs a user queues, only so many of them
 // hold a worker slot at once, fleet-wide, so one user cannot take every
-// slot from everybody else. It is enforced in the script that starts an
-// attempt:
+// slot from everybody else. It is enforced in the owner's slot, in the
+// first step of an attempt's start (see "Running" in the package doc for
+// the steps and why their order keeps the cap):
 //
-//	worker dequeues a task ──▶ start script
+//	worker dequeues a task ──▶ owner's slot: acquire
 //	    ├─ owner under the cap (or this job already holds a slot: a re-run)
-//	    │      ──▶ take a slot (cc:owner-running:<owner>, scored by lease end),
-//	    │          record → running
-//	    └─ owner at the cap ──▶ record stays queued/retrying with "held" =
-//	           reason; "<queue> <id>" joins cc:owner-held:<owner>; the worker
-//	           hands the task back to Asynq without spending a retry
-//	attempt ends ──▶ the script that records its end (SucceedReleasing,
-//	    FailReleasing, CancelReleasing; Release when none could run) frees
-//	    the slot and returns the owner's oldest held jobs, as many as slots
-//	    are now free, for the worker to move to the front of their queues
-//
-// So a job costs the worker one script at its start and one at its end, as
-// before the cap; only a held job costs more (a check, and its hand-back).
+//	    │      ──▶ take a slot (cc:owner-running:{owner}, scored by lease
+//	    │          end); job's slot: record → running
+//	    └─ owner at the cap ──▶ "<queue> <id>" joins cc:owner-held:{owner};
+//	           job's slot: the record stays queued/retrying with "held" =
+//	           reason; the worker hands the task back to Asynq without
+//	           spending a retry
+//	attempt ends ──▶ job's slot: the record (SucceedReleasing,
+//	    FailReleasing, CancelReleasing; Release when none could run); then
+//	    owner's slot: the slot is freed and the owner's oldest held jobs
+//	    that may start, as many as slots are now free, are returned for
+//	    the worker to move to the front of their queues
 //
 // The slot set is authoritative and self-healing: a slot is leased until
 // the attempt's deadline plus leaseGrace, so a worker killed without

@@ -1,0 +1,11 @@
+package jobs
+
+// Test hooks for package jobs_test.
+
+// Interleave has s call f after each one-slot step of its multi-step
+// operations ("acquired" and "entered" in StartAttempt, "recorded" once an
+// attempt's end is written and before its slot is released, "freed"
+// between the two halves of a release, "checked" and "reconciled" in
+// ReconcileReleasing), with the job's id, so that a test can act there
+// as another process would.
+func Interleave(s *Store, f func(step, id string)) { s.steps = f }
