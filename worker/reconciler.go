@@ -23,9 +23,9 @@ import (
 // expires. So, modelled on river's job rescuer:
 //
 //   - every worker writes a heartbeat for each attempt it runs
-//     (Config.HeartbeatInterval; the first one is written by the script that
-//     starts the attempt, so there is no gap), and removes it once the
-//     attempt's end is recorded;
+//     (Config.HeartbeatInterval; the first one is written by the start,
+//     before the record says running, so there is no gap), and removes it
+//     once the attempt's end is recorded;
 //   - every worker also runs a reconciler: each Config.ReconcileInterval it
 //     reads every heartbeat entry, takes up to reconcileBatch of those that
 //     have not moved for Config.LostAfter by its own clock (quiet: other

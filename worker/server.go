@@ -479,29 +479,25 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// The job's own budget decides when it has failed for good; Asynq's
 	// has a spare (jobs.DeliveryRetries), or less for an old task.
 	maxRetry := min(started.MaxRetry, deliveries)
-	// The script that records how the attempt ended also frees its slot;
+	// The call that records how the attempt ended then frees its slot and
+	// removes its heartbeat entry (the start wrote the first heartbeat);
 	// when none runs (the result could not be stored, Redis failed) the
-	// deferred release does. A hand-back at shutdown keeps the slot.
-	var slot *jobs.Slot
+	// deferred release frees the slot, and the entry is left for a
+	// reconciler to find. A hand-back at shutdown keeps the slot.
+	slot := &jobs.Slot{Run: attempt.Run}
 	if s.cfg.MaxRunningJobs > 0 && owner != "" {
-		slot = &jobs.Slot{Owner: owner, MaxRunning: s.cfg.MaxRunningJobs}
+		slot.Owner, slot.MaxRunning = owner, s.cfg.MaxRunningJobs
 	}
-	released, handedBack, recorded := slot == nil, false, false
-	// The start script wrote the attempt's first heartbeat; its entry is
-	// removed once the attempt's end is recorded. Otherwise (Redis failed,
-	// a hand-back) it is left for a reconciler to find.
+	released, handedBack := slot.Owner == "", false
 	s.running.add(p.Job, attempt.Run)
 	defer func() {
 		s.running.remove(p.Job, attempt.Run)
-		if recorded {
-			s.endHeartbeat(log, p.Job, attempt.Run)
-		}
 		if !released && !handedBack {
 			s.release(log, owner, p.Job)
 		}
 	}()
 	ended := func(next []jobs.Waiting) {
-		released, recorded = true, true
+		released = true
 		s.moveForward(log, next)
 	}
 
@@ -708,16 +704,6 @@ func (s *Server) release(log *slog.Logger, owner, id string) {
 		return
 	}
 	s.moveForward(log, next)
-}
-
-// endHeartbeat removes the heartbeat entry of run of job id, whose end was
-// recorded. Best effort: a reconciler drops an entry left behind.
-func (s *Server) endHeartbeat(log *slog.Logger, id, run string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.store.EndRunHeartbeat(ctx, id, run); err != nil {
-		log.Debug("heartbeat entry not removed", "err", err)
-	}
 }
 
 // moveForward moves held jobs whose owner has a free slot again to the

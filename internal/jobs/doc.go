@@ -58,10 +58,12 @@
 //	  1. job slot: the record (a superseded attempt's write changes
 //	     nothing and keeps the slot for the current one; a final state
 //	     stays final)
-//	  2. owner slot: the slot is freed and the owner's held members
-//	     listed; Go reads their records; owner slot again: the startable
-//	     ones are taken off the held set, as many as slots are free now
-//	  3. heartbeat slot: the run's entry is removed (EndRunHeartbeat)
+//	  2. owner slot: the slot is freed and the owner's held members    ┐ one
+//	     listed                                                         │ round
+//	     heartbeat slot: the run's entry is removed (Slot.Run)          ┘ trip
+//	     (held members listed: Go reads their records; owner slot
+//	     again: the startable ones are taken off the held set, as many
+//	     as slots are free now)
 //
 // Why each interleaving is safe:
 //
@@ -107,7 +109,12 @@
 // the job slot (the record, if it still runs that attempt and run), then
 // the heartbeat entry and the owner's slot.
 //
-// A start costs two round trips and an end two to four (one more for the
-// heartbeat entry), where one script each did before: see the branch's
-// notes in package worker's benchmarks.
+// Cost: a start is two round trips (three commands) where it was one
+// script, and an end, with its heartbeat entry, two (three commands) as
+// before (the end's script, then the entry's). Only the rarer paths pay
+// more: a release that hands held jobs on two more (their records, the
+// hand-on), a start at the cap whose slot holders include an ended job two
+// more (their records, the slot again), a start that does not run one
+// more (its slot and entry given back). TestRunningPathRoundTrips pins the
+// common case.
 package jobs

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
@@ -280,9 +281,9 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // The steps cost what the running path can afford: a start two round
-// trips (the slot and the first heartbeat side by side, then the record),
-// an end two (the record, then the slot) and its heartbeat entry one, when
-// nothing is held; commands are counted too.
+// trips (the slot and the first heartbeat side by side, then the record)
+// and an end two (the record, then the slot and the heartbeat entry side
+// by side), when nothing is held; commands are counted too.
 func TestRunningPathRoundTrips(t *testing.T) {
 	redistest.Client(t) // flushed
 	rdb := redistest.NewClient(t)
@@ -292,8 +293,8 @@ func TestRunningPathRoundTrips(t *testing.T) {
 	rdb.AddHook(&cmds)
 	s := jobs.NewStore(rdb, nil)
 	ctx := context.Background()
-	slot := &jobs.Slot{Owner: "ann", MaxRunning: 2}
-	run := func(id string) (start, end, beat [2]int64) {
+	slot := &jobs.Slot{Owner: "ann", MaxRunning: 2, Run: "r"}
+	run := func(id string) (start, end [2]int64) {
 		t.Helper()
 		queuedJob(t, s, id)
 		measure := func(f func()) [2]int64 {
@@ -312,12 +313,7 @@ func TestRunningPathRoundTrips(t *testing.T) {
 				t.Fatalf("succeed %s: %s, %v", id, st, err)
 			}
 		})
-		beat = measure(func() {
-			if err := s.EndRunHeartbeat(ctx, id, "r"); err != nil {
-				t.Fatal(err)
-			}
-		})
-		return start, end, beat
+		return start, end
 	}
 	// The first run loads the scripts on the nodes that hold them; the
 	// same job again, its record deleted, runs on the same nodes.
@@ -325,9 +321,73 @@ func TestRunningPathRoundTrips(t *testing.T) {
 	if err := rdb.Del(ctx, jobs.JobKey("j")).Err(); err != nil {
 		t.Fatal(err)
 	}
-	start, end, beat := run("j")
-	t.Logf("round trips (commands): start %d (%d), end %d (%d), heartbeat entry %d (%d)", start[0], start[1], end[0], end[1], beat[0], beat[1])
-	if start[0] != 2 || end[0] != 2 || beat[0] != 1 {
-		t.Fatalf("round trips: start %d, end %d, heartbeat entry %d; want 2, 2, 1", start[0], end[0], beat[0])
+	start, end := run("j")
+	t.Logf("round trips (commands): start %d (%d), end %d (%d)", start[0], start[1], end[0], end[1])
+	if start[0] != 2 || end[0] != 2 {
+		t.Fatalf("round trips: start %d, end %d; want 2 and 2", start[0], end[0])
+	}
+	if n, _ := rdb.ZCard(ctx, jobs.KeyHeartbeats).Result(); n != 0 {
+		t.Fatalf("%d heartbeat entries after the end", n)
+	}
+	if n, _ := rdb.ZCard(ctx, jobs.OwnerRunningKey("ann")).Result(); n != 0 {
+		t.Fatalf("%d slots held after the end", n)
+	}
+}
+
+// A reconciler that dies after putting a lost attempt's task back in its
+// queue (Asynq's slot) and before moving the record (the job's slot): the
+// task runs once, as the next attempt, and takes the record over; a
+// reconciler acting on the old reading changes nothing and cannot put the
+// task back a second time.
+func TestReconcilerDiesBetweenRequeueAndRecord(t *testing.T) {
+	rdb := redistest.Client(t)
+	s := jobs.NewStore(rdb, nil)
+	ctx := context.Background()
+	queuedJob(t, s, "o") // max_retry 2
+	if _, err := asynq.NewClientFromRedisClient(rdb).EnqueueContext(ctx, asynq.NewTask("sleep", []byte(`{"job":"o"}`)),
+		asynq.TaskID("o"), asynq.MaxRetry(jobs.DeliveryRetries(2))); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := capped(t, s, ctx, "o", 1, "r1"); err != nil || st.State != jobs.StateRunning {
+		t.Fatalf("attempt 1 = %+v, %v", st, err)
+	}
+	// The attempt's worker is lost and its task archived (an operator, or
+	// Asynq's delivery budget).
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.ArchiveTask("default", "o"); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := time.Now().Add(time.Hour)
+	stale, err := s.Stale(ctx, cutoff, 10)
+	if err != nil || len(stale) != 1 || stale[0].Run != "r1" {
+		t.Fatalf("stale = %+v, %v", stale, err)
+	}
+	if ok, err := s.StillStale(ctx, stale[0], cutoff); err != nil || !ok {
+		t.Fatalf("still stale = %v, %v", ok, err)
+	}
+	if ok, err := s.RequeueTask(ctx, "default", "o", stale[0].Attempt, stale[0].MaxRetry, time.Now()); err != nil || !ok {
+		t.Fatalf("requeue = %v, %v", ok, err)
+	}
+	// The reconciler dies here. The task runs as attempt 2, on the slot
+	// attempt 1 kept.
+	info, err := insp.GetTaskInfo("default", "o")
+	if err != nil || info.State != asynq.TaskStatePending || info.Retried != 1 {
+		t.Fatalf("task = %+v, %v; want pending, retried once", info, err)
+	}
+	if st, err := capped(t, s, ctx, "o", info.Retried+1, "r2"); err != nil || st.State != jobs.StateRunning {
+		t.Fatalf("attempt 2 = %+v, %v", st, err)
+	}
+	// Another reconciler, on the reading from before.
+	if st, _, err := s.ReconcileReleasing(ctx, stale[0], cutoff, jobs.StateRetrying, "worker lost", time.Hour, 1); err != nil || st != "" {
+		t.Fatalf("reconcile on the old reading = %q, %v; want nothing done", st, err)
+	}
+	if ok, err := s.RequeueTask(ctx, "default", "o", stale[0].Attempt, stale[0].MaxRetry, time.Now()); err != nil || ok {
+		t.Fatalf("second requeue = %v, %v; want none", ok, err)
+	}
+	if j, _ := s.Get(ctx, "o"); j.State != jobs.StateRunning || j.Attempts != 2 || j.Error != nil {
+		t.Fatalf("record = %+v; want attempt 2 running", j)
+	}
+	if n, _ := rdb.LLen(ctx, "asynq:{default}:pending").Result(); n != 1 {
+		t.Fatalf("%d tasks pending; want the one re-run", n)
 	}
 }

@@ -267,17 +267,18 @@ func (s *Store) StartAttempt(ctx context.Context, a Attempt) (Started, error) {
 	// this leaves a slot that frees at its lease end (or at the next
 	// start that finds the owner's slots full and this job ended) and an
 	// entry a reconciler drops, as the record is not running this run.
+	var also []scriptCall
 	if reason == "" {
-		if err := s.runScript(ctx, beatEnd(a.ID, a.Run)).Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
-		}
+		also = append(also, beatEnd(a.ID, a.Run)) // a held start's went with step 2
 	}
 	if a.Owner != "" {
-		next, err := s.release(ctx, a.Owner, a.ID, held, capacity)
+		next, err := s.release(ctx, a.Owner, a.ID, held, capacity, also...)
 		if err != nil {
 			return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
 		}
 		out.Next = next
+	} else if err := firstErr(s.runScripts(ctx, also...)); err != nil {
+		return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
 	}
 	if out.State == StateGone {
 		return out, fmt.Errorf("start job %s: %w", a.ID, ErrGone)
@@ -378,10 +379,17 @@ return out
 // now: one round trip when no slot is free or nothing is held, else three
 // (the held jobs' records are read in Go between the two owner-slot
 // scripts, as no script may read another slot's keys).
-func (s *Store) release(ctx context.Context, owner, id, heldMember string, maxRunning int) ([]Waiting, error) {
+//
+// also are scripts of other slots to run side by side with the first
+// round trip (a heartbeat entry's removal); their errors come first.
+func (s *Store) release(ctx context.Context, owner, id, heldMember string, maxRunning int, also ...scriptCall) ([]Waiting, error) {
 	keys := []string{ownerRunningKey(owner), ownerHeldKey(owner)}
 	now := ms(s.now())
-	cands, err := s.runScript(ctx, scriptCall{freeScript, keys, []any{id, maxRunning, now, heldMember}}).StringSlice()
+	cmds := s.runScripts(ctx, append(also, scriptCall{freeScript, keys, []any{id, maxRunning, now, heldMember}})...)
+	if err := firstErr(cmds[:len(also)]); err != nil {
+		return nil, err
+	}
+	cands, err := cmds[len(also)].StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("release slot of job %s: %w", id, err)
 	}
@@ -421,9 +429,14 @@ func (s *Store) release(ctx context.Context, owner, id, heldMember string, maxRu
 // call that ends the attempt (SucceedReleasing, FailReleasing,
 // CancelReleasing) to release once the end is recorded.
 type Slot struct {
+	// Owner is the job's owner; "" when the attempt took no slot (no cap).
 	Owner string
 	// MaxRunning is the cap StartAttempt was given.
 	MaxRunning int
+	// Run, when set, is the attempt's run (Attempt.Run): once the end is
+	// recorded its heartbeat entry is removed too (EndRunHeartbeat), in
+	// the same round trip as the slot's release.
+	Run string
 }
 
 // Release frees the slot job id of owner took in StartAttempt, for an

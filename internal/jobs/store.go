@@ -406,12 +406,24 @@ func (s *Store) finish(ctx context.Context, id string, attempt int, to State, er
 		return "", nil, fmt.Errorf("job %s to %s: unexpected reply %q", id, to, res)
 	}
 	var next []Waiting
-	if slot != nil && slot.Owner != "" && res[1] == "1" {
+	if slot != nil {
 		s.hook("recorded", id)
 		// A worker that dies here leaves the slot to free at its lease
 		// end, or at the next start that finds the owner's slots full and
-		// reads this job's record ended.
-		if next, err = s.release(ctx, slot.Owner, id, "", slot.MaxRunning); err != nil {
+		// reads this job's record ended; and the heartbeat entry of a
+		// record that no longer runs this run, which a reconciler drops.
+		// The entry goes whether or not this attempt was current: a
+		// superseded run's removal only ever removes its own.
+		var also []scriptCall
+		if slot.Run != "" {
+			also = append(also, beatEnd(id, slot.Run))
+		}
+		if slot.Owner != "" && res[1] == "1" {
+			next, err = s.release(ctx, slot.Owner, id, "", slot.MaxRunning, also...)
+		} else {
+			err = firstErr(s.runScripts(ctx, also...))
+		}
+		if err != nil {
 			return "", nil, fmt.Errorf("job %s to %s: %w", id, to, err)
 		}
 	}
@@ -430,7 +442,8 @@ func (s *Store) Succeed(ctx context.Context, id string, attempt int, r Result, r
 }
 
 // SucceedReleasing is Succeed for an attempt that holds slot (nil: none):
-// the same script releases it, as Release does.
+// once the end is recorded the slot is released, as Release does, and the
+// run's heartbeat entry removed (Slot.Run).
 func (s *Store) SucceedReleasing(ctx context.Context, id string, attempt int, r Result, retention time.Duration, slot *Slot) (State, []Waiting, error) {
 	return s.finish(ctx, id, attempt, StateSucceeded, "", retention, slot,
 		fResultType, r.ContentType, fResultSize, r.Size, fResultSHA, r.SHA256, fPercent, 100)
