@@ -8,8 +8,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if addr := os.Getenv(lostWorkerEnv); addr != "" {
-		runLostWorker(addr) // a child process of a reconciler test
+	if url := os.Getenv(lostWorkerEnv); url != "" {
+		runLostWorker(url) // a child process of a reconciler test
 		return
 	}
 	redistest.Main(m)

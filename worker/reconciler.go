@@ -23,9 +23,9 @@ import (
 // expires. So, modelled on river's job rescuer:
 //
 //   - every worker writes a heartbeat for each attempt it runs
-//     (Config.HeartbeatInterval; the first one is written by the script that
-//     starts the attempt, so there is no gap), and removes it once the
-//     attempt's end is recorded;
+//     (Config.HeartbeatInterval; the first one is written by the start,
+//     before the record says running, so there is no gap), and removes it
+//     once the attempt's end is recorded;
 //   - every worker also runs a reconciler: each Config.ReconcileInterval it
 //     reads every heartbeat entry, takes up to reconcileBatch of those that
 //     have not moved for Config.LostAfter by its own clock (quiet: other
@@ -49,10 +49,10 @@ import (
 //     task archived (no retry left), completed or gone ──▶ failed
 //     "worker lost"
 //
-// A job failed here has its running-job slot released in the same script
-// and its owner's held jobs moved forward, as a worker's own end does;
-// otherwise they would wait for the slot's lease (the attempt's time limit
-// and a minute) to run out.
+// A job failed here has its running-job slot released once its record
+// says so, and its owner's held jobs moved forward, as a worker's own end
+// does; otherwise they would wait for the slot's lease (the attempt's time
+// limit and a minute) to run out.
 //
 // A task put back is stored as retried as many times as the record has
 // attempts, so its next run is the next attempt and the job gets exactly
@@ -64,13 +64,41 @@ import (
 // entries of jobs waiting so are the oldest, more than reconcileBatch of
 // them delay the detection of newer ones until their leases expire.
 //
-// Each move is one script (jobs.Store.Reconcile) that applies only while the
-// record still runs the attempt seen and its heartbeat is still stale, so a
-// live worker or a newer attempt always wins and any number of reconcilers
-// may run at once. A task Asynq re-runs after its record failed finds the
-// record final and is dropped unrun. Detection takes at most LostAfter +
-// 2 × ReconcileInterval after the worker's last heartbeat, whatever the
-// workers' clocks say, once the reconciler has run for LostAfter.
+// On Redis Cluster the heartbeat set, Asynq's queue (asynq:{queue}) and the
+// job record are in three slots, so a move is a sequence of one-slot
+// steps, each conditional on what the one before saw:
+//
+//	1. heartbeat slot: the entry is still the lost run's and no newer than
+//	   the heartbeat read (jobs.Store.StillStale); else a live worker, or a
+//	   newer run with its own entry, wins and nothing is touched
+//	2. queue slot: Asynq is asked about the task and, if it would not run
+//	   it again although the job has a retry left, the task is put back in
+//	   its queue as the next attempt (jobs.Store.RequeueTask, a script on
+//	   that queue's keys only, applied only if the task's message is still
+//	   the one read)
+//	3. job slot: the record moves, only if it still runs the attempt and
+//	   run seen (jobs.Store.ReconcileReleasing)
+//	4. heartbeat slot: the entry goes (kept while the job waits retrying),
+//	   and owner slot: a failed job's running-job slot is freed
+//
+// Why this order can neither lose nor double-run a job: the task is put
+// back (2) before the record says retrying (3), so a reconciler that dies
+// between them leaves a record running a lost attempt with a task that
+// will run as the next one, whose start takes the record over (and whose
+// entry is its own); the reverse order could leave a record retrying with
+// no task to run it. The task is put back only while Asynq would not run
+// it again itself (archived, active without a lease or with one expired
+// for LostAfter), so Asynq and the reconciler never both re-run it, and
+// two reconcilers cannot both put it back: the second finds the message
+// changed. A lost worker that turns out alive (its heartbeat lands between
+// 1 and 3) loses its attempt as it would have a moment later: its late
+// writes name an attempt that is no longer current, and are dropped.
+// Steps 1 and 3 are what let a live worker or a newer attempt win, so any
+// number of reconcilers may run at once. A task Asynq re-runs after its
+// record failed finds the record final and is dropped unrun. Detection
+// takes at most LostAfter + 2 × ReconcileInterval after the worker's last
+// heartbeat, whatever the workers' clocks say, once the reconciler has
+// run for LostAfter.
 
 // reconcileBatch bounds the stale attempts one pass handles; the rest wait
 // for the next pass.
@@ -80,33 +108,37 @@ const reconcileBatch = 100
 // the attempt.
 const errWorkerLost = "worker lost"
 
-// running is the set of attempts this worker runs, for its heartbeats.
+// running is the set of runs this worker runs, for their heartbeats: job
+// id → run (jobs.Attempt.Run).
 type running struct {
 	mu  sync.Mutex
-	ids map[string]struct{}
+	ids map[string]string
 }
 
-func (r *running) add(id string) {
+func (r *running) add(id, run string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ids == nil {
-		r.ids = map[string]struct{}{}
+		r.ids = map[string]string{}
 	}
-	r.ids[id] = struct{}{}
+	r.ids[id] = run
 }
 
-func (r *running) remove(id string) {
+// remove forgets run of job id, unless a newer run of the job took its place.
+func (r *running) remove(id, run string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.ids, id)
+	if r.ids[id] == run {
+		delete(r.ids, id)
+	}
 }
 
-func (r *running) list() []string {
+func (r *running) list() []jobs.AttemptRun {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.ids))
-	for id := range r.ids {
-		out = append(out, id)
+	out := make([]jobs.AttemptRun, 0, len(r.ids))
+	for id, run := range r.ids {
+		out = append(out, jobs.AttemptRun{ID: id, Run: run})
 	}
 	return out
 }
@@ -115,8 +147,8 @@ func (r *running) list() []string {
 // until stop is closed.
 func (s *Server) heartbeatLoop(stop <-chan struct{}) {
 	every(stop, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) {
-		if ids := s.running.list(); len(ids) > 0 {
-			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.Heartbeat(ctx, ids), "jobs", len(ids))
+		if runs := s.running.list(); len(runs) > 0 {
+			s.loopFailed(slog.LevelWarn, "heartbeat not written", s.store.HeartbeatRuns(ctx, runs), "jobs", len(runs))
 		}
 	})
 }
@@ -226,15 +258,24 @@ func (s *Server) reconcile(ctx context.Context) error {
 		// The scripts below apply only while the heartbeat is still the
 		// one read: a worker that has written one since is alive.
 		cutoff := j.Heartbeat
-		if j.State != jobs.StateRunning {
+		if j.State != jobs.StateRunning || j.Superseded() {
 			if j.State == jobs.StateRetrying && s.awaitRecovery(ctx, j) {
 				continue // its lost attempt's task may still be put back
 			}
 			// The attempt's end was recorded, or its task will run
-			// again: only its entry was left.
+			// again, or a newer run of the job has its own entry: only
+			// this run's entry was left.
 			if _, err := s.store.Reconcile(ctx, j, cutoff, "", "", s.cfg.Retention); err != nil {
 				return err
 			}
+			continue
+		}
+		// Checked before Asynq's task is touched (verdict may put it back
+		// in its queue): a heartbeat written since the read is a live
+		// worker, whose task is left alone.
+		if stale, err := s.store.StillStale(ctx, j, cutoff); err != nil {
+			return err
+		} else if !stale {
 			continue
 		}
 		to, errMsg, ok := s.verdict(ctx, j)

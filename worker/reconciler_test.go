@@ -13,14 +13,15 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
-// lostWorkerEnv, set to a Redis address, makes the test binary a worker
-// that runs "block" jobs until it is killed (runLostWorker).
+// lostWorkerEnv, set to a REDIS_URL, makes the test binary a worker that
+// runs "block" jobs until it is killed (runLostWorker).
 const lostWorkerEnv = "CLAIMCHECK_TEST_LOST_WORKER"
 
 // blockForever is a job type whose attempts run until their context ends.
@@ -32,15 +33,20 @@ var blockForever = worker.Type{
 	},
 }
 
-// runLostWorker is the child process: a worker on addr that says "ready"
-// on stdout and runs until it is killed.
-func runLostWorker(addr string) {
+// runLostWorker is the child process: a worker on url (a server's or a
+// cluster's, as the test package has) that says "ready" on stdout and runs
+// until it is killed.
+func runLostWorker(url string) {
 	dir, err := os.MkdirTemp("", "lost-worker-")
 	if err != nil {
 		os.Exit(2)
 	}
+	r, err := config.OpenRedis(context.Background(), url)
+	if err != nil {
+		os.Exit(2)
+	}
 	w, err := worker.New(worker.Config{ResultsDir: dir, Concurrency: 1, HeartbeatInterval: 50 * time.Millisecond,
-		ReconcileInterval: -1, ReapInterval: -1, Logger: quiet}, redis.NewClient(&redis.Options{Addr: addr}), blockForever)
+		ReconcileInterval: -1, ReapInterval: -1, Logger: quiet}, r.Client, blockForever)
 	if err != nil {
 		os.Exit(2)
 	}
@@ -55,7 +61,7 @@ func runLostWorker(addr string) {
 func lostWorker(t *testing.T) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), lostWorkerEnv+"="+redistest.Addr())
+	cmd.Env = append(os.Environ(), lostWorkerEnv+"="+redistest.URL())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -454,6 +454,9 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		}
 		started, err = s.store.StartAttempt(ctx, attempt)
 	}
+	// A start that gave its slot back (the job ended, was cancelled, or
+	// is not confirmed yet) may have freed it for a held job.
+	s.moveForward(log, started.Next)
 	switch {
 	case errors.Is(err, jobs.ErrGone):
 		log.Warn("job record is gone; dropping its task")
@@ -476,29 +479,25 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// The job's own budget decides when it has failed for good; Asynq's
 	// has a spare (jobs.DeliveryRetries), or less for an old task.
 	maxRetry := min(started.MaxRetry, deliveries)
-	// The script that records how the attempt ended also frees its slot;
+	// The call that records how the attempt ended then frees its slot and
+	// removes its heartbeat entry (the start wrote the first heartbeat);
 	// when none runs (the result could not be stored, Redis failed) the
-	// deferred release does. A hand-back at shutdown keeps the slot.
-	var slot *jobs.Slot
+	// deferred release frees the slot, and the entry is left for a
+	// reconciler to find. A hand-back at shutdown keeps the slot.
+	slot := &jobs.Slot{Run: attempt.Run}
 	if s.cfg.MaxRunningJobs > 0 && owner != "" {
-		slot = &jobs.Slot{Owner: owner, MaxRunning: s.cfg.MaxRunningJobs}
+		slot.Owner, slot.MaxRunning = owner, s.cfg.MaxRunningJobs
 	}
-	released, handedBack, recorded := slot == nil, false, false
-	// The start script wrote the attempt's first heartbeat; its entry is
-	// removed once the attempt's end is recorded. Otherwise (Redis failed,
-	// a hand-back) it is left for a reconciler to find.
-	s.running.add(p.Job)
+	released, handedBack := slot.Owner == "", false
+	s.running.add(p.Job, attempt.Run)
 	defer func() {
-		s.running.remove(p.Job)
-		if recorded {
-			s.endHeartbeat(log, p.Job)
-		}
+		s.running.remove(p.Job, attempt.Run)
 		if !released && !handedBack {
 			s.release(log, owner, p.Job)
 		}
 	}()
 	ended := func(next []jobs.Waiting) {
-		released, recorded = true, true
+		released = true
 		s.moveForward(log, next)
 	}
 
@@ -705,16 +704,6 @@ func (s *Server) release(log *slog.Logger, owner, id string) {
 		return
 	}
 	s.moveForward(log, next)
-}
-
-// endHeartbeat removes the heartbeat entry of an attempt whose end was
-// recorded. Best effort: a reconciler drops an entry left behind.
-func (s *Server) endHeartbeat(log *slog.Logger, id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.store.EndHeartbeat(ctx, id); err != nil {
-		log.Debug("heartbeat entry not removed", "err", err)
-	}
 }
 
 // moveForward moves held jobs whose owner has a free slot again to the

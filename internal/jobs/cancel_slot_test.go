@@ -26,7 +26,7 @@ func TestCancelWhileWaitingFreesTheSlot(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
-	create(t, s, "w1")
+	queuedJob(t, s, "w1")
 	if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: "w1", Owner: "ann", Queue: "default", Number: 1, MaxRunning: 4, Lease: time.Hour}); err != nil || st.State != jobs.StateRunning {
 		t.Fatalf("start: %+v, %v", st, err)
 	}
@@ -46,7 +46,7 @@ func TestCancelWhileWaitingFreesTheSlot(t *testing.T) {
 		t.Fatalf("cancel = %+v, %v", j, err)
 	}
 	// The owner's next job finds the slot free, at a cap of one.
-	create(t, s, "w2")
+	queuedJob(t, s, "w2")
 	if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: "w2", Owner: "ann", Queue: "default", Number: 1, MaxRunning: 1, MayHold: true, Lease: time.Hour}); err != nil || st.State != jobs.StateRunning || st.Held {
 		t.Fatalf("the owner's next job: %+v, %v; want it running, the cancelled job's slot free", st, err)
 	}

@@ -17,7 +17,7 @@ func TestCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Client(t)
 	s := jobs.NewStore(rdb, nil)
-	create(t, s, "c1")
+	queuedJob(t, s, "c1")
 	if err := s.SaveCheckpoint(ctx, "c1", 1, []byte("x")); !errors.Is(err, jobs.ErrNotRunning) {
 		t.Fatalf("save before the job runs: %v, want ErrNotRunning", err)
 	}
@@ -101,7 +101,7 @@ func TestCheckpointEndsWithEveryEnd(t *testing.T) {
 	}
 	startAndSave := func(id string) {
 		t.Helper()
-		create(t, s, id)
+		queuedJob(t, s, id)
 		if st, err := s.StartAttempt(ctx, jobs.Attempt{ID: id, Owner: "ann", Queue: "default", Number: 1, Lease: time.Minute}); err != nil || st.State != jobs.StateRunning {
 			t.Fatalf("start %s: %+v, %v", id, st, err)
 		}

@@ -68,6 +68,13 @@ const (
 	// scored by the last time its worker said it was alive (Unix ms); a
 	// reconciler ends the jobs whose worker went quiet (reconcile.go).
 	KeyHeartbeats = "cc:job-heartbeats"
+	// KeyHeartbeatRuns is a hash beside KeyHeartbeats, of job id → the
+	// run (Attempt.Run) whose heartbeat the entry is, so that the end of
+	// one run never removes or refreshes the entry of a newer run of the
+	// same job. Its hash tag is KeyHeartbeats' whole name, which is how
+	// Redis Cluster places an untagged key: the two share a slot, and so
+	// one node and one clock.
+	KeyHeartbeatRuns = "cc:job-heartbeats:runs:{" + KeyHeartbeats + "}"
 )
 
 // Asynq's own keys for a queue (asynq v0.26 internal/base), which the

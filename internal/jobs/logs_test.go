@@ -38,7 +38,7 @@ func readAll(t *testing.T, s *jobs.Store, id string, after int64) *jobs.LogPage 
 func TestLogAppendAndResume(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	if p := readAll(t, s, "j1", 0); len(p.Lines) != 0 || p.Last != 0 || p.Skipped != 0 {
 		t.Fatalf("empty log: %+v", p)
 	}
@@ -74,7 +74,7 @@ func TestLogAppendAndResume(t *testing.T) {
 func TestLogCappedByLines(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	total := jobs.MaxLogLines + 1234
 	for i := 1; i <= total; i += 1000 {
 		if _, err := s.AppendLog(ctx, "j1", lines(i, min(1000, total-i+1), 0), 0); err != nil {
@@ -97,7 +97,7 @@ func TestLogCappedByLines(t *testing.T) {
 func TestLogCappedByBytes(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	// 600 lines of 4000 bytes: 2.4 MB, over the byte cap long before the line cap.
 	for i := 1; i <= 600; i += 50 {
 		if _, err := s.AppendLog(ctx, "j1", lines(i, 50, 4000), 0); err != nil {
@@ -121,7 +121,7 @@ func TestLogCappedByBytes(t *testing.T) {
 func TestLogWriterDropsLeaveAGap(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	if _, err := s.AppendLog(ctx, "j1", lines(1, 1, 0), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestLogWriterDropsLeaveAGap(t *testing.T) {
 func TestLogLongLineCut(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	long := strings.Repeat("é", 5000) // 10000 bytes
 	if _, err := s.AppendLog(ctx, "j1", []jobs.LogLine{{Time: time.Now(), Text: long}, {Time: time.Now(), Text: "a\nb\xff"}}, 0); err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func TestLogExpiresWithRecord(t *testing.T) {
 	rdb := redistest.Client(t)
 	ctx := context.Background()
 	s := jobs.NewStore(rdb, nil)
-	create(t, s, "j1") // TTL 1h
+	queuedJob(t, s, "j1") // TTL 1h
 	if _, err := s.AppendLog(ctx, "j1", lines(1, 2, 0), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestLogExpiresWithRecord(t *testing.T) {
 			t.Fatalf("%s ttl after finish = %v, want the retention (3h)", k, d)
 		}
 	}
-	create(t, s, "j2")
+	queuedJob(t, s, "j2")
 	if _, err := s.AppendLog(ctx, "j2", lines(1, 2, 0), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestLogAppendAnnounces(t *testing.T) {
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
-	create(t, s, "j1")
+	queuedJob(t, s, "j1")
 	if _, err := s.AppendLog(ctx, "j1", lines(1, 7, 0), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -15,26 +15,43 @@ import (
 // while some worker is running the attempt; a worker killed mid-job (or one
 // that lost its Asynq lease, asynq #1144) leaves it saying running until it
 // expires. So each running attempt has an entry in one sorted set,
-// KeyHeartbeats, scored by the last time its worker said it was alive:
+// KeyHeartbeats, scored by the last time its worker said it was alive, and
+// the run it belongs to (Attempt.Run) in the hash KeyHeartbeatRuns beside
+// it:
 //
-//	start script (StartAttempt) ──▶ ZADD id now      (in the same script)
-//	worker, every heartbeat    ──▶ ZADD XX ids now  (Heartbeat)
-//	worker, attempt ended      ──▶ ZREM id          (EndHeartbeat)
+//	StartAttempt, before the record   ──▶ ZADD id now, runs[id] = run
+//	worker, every heartbeat            ──▶ ZADD XX id now, if runs[id] is its run
+//	worker, attempt ended and recorded ──▶ ZREM id, if runs[id] is its run
+//
+// Both keys are in one cluster slot, so on one node, and every script that
+// stamps a heartbeat touches only them and reads that node's clock: every
+// heartbeat of the fleet, and the reconcilers' reading of them
+// (Heartbeats), share one clock. The run check is what lets the entry's
+// steps be separate from the record's: the end of a superseded run, or of
+// a start that did not run, can only remove its own entry, never that of
+// a newer run of the same job.
 //
 // A reconciler (package worker) reads the entries whose score is older than
 // its cutoff (Stale, a bounded page), asks Asynq what became of each task,
-// and moves the record with Reconcile. Reconcile is one script that changes
-// the record only if it is still running the attempt the reconciler saw and
-// its heartbeat is still older than the cutoff, so a live worker (a fresh
-// heartbeat) or a newer attempt always wins, and any number of reconcilers
-// may run at once. Entries whose record is no longer running (the worker
-// died between recording the end and removing its entry) are dropped.
+// and moves the record with Reconcile, in three one-slot steps:
 //
-// A job failed this way frees its running-job slot in the same script
-// (ReconcileReleasing), as a worker's own end does. A task that Asynq would
-// not run again although the job has a retry left (archived, or active
-// without a lease) is put back in its queue first (RequeueTask), counted as
-// retried once per attempt spent, so the re-run is the next attempt.
+//	1. heartbeat slot: the entry is still this run's, still older than
+//	   the cutoff (StillStale; else a live worker or a newer run wins)
+//	2. job slot: the record still runs that attempt and run: it moves
+//	3. heartbeat slot: the entry is removed (unless left retrying), and,
+//	   side by side, owner slot: a failed job's running-job slot is freed
+//
+// A reconciler that dies after 1 changed nothing; after 2, it leaves an
+// entry whose record is not running, which the next pass drops, and a slot
+// that frees at its lease end. Any number of reconcilers may run at once:
+// each step is conditional on what the one before saw.
+//
+// A job failed this way frees its running-job slot (ReconcileReleasing),
+// as a worker's own end does. A task that Asynq would not run again
+// although the job has a retry left (archived, or active without a lease)
+// is put back in its queue first (RequeueTask, a script on that queue's
+// Asynq keys only), counted as retried once per attempt spent, so the
+// re-run is the next attempt: see package worker for that order.
 
 // StaleJob is a running job whose worker has not sent a heartbeat since the
 // cutoff given to Stale.
@@ -53,6 +70,11 @@ type StaleJob struct {
 	MaxRetry int
 	// Heartbeat is when its worker last said it was alive.
 	Heartbeat time.Time
+	// Run is the run the heartbeat entry belongs to ("": not known, an
+	// entry written before entries named their run).
+	Run string
+	// RecordRun is the run the record says is current.
+	RecordRun string
 }
 
 // StateGone is the State of a StaleJob whose record no longer exists.
@@ -61,27 +83,55 @@ const StateGone State = "gone"
 // RetriesLeft says another attempt may follow the current one.
 func (j StaleJob) RetriesLeft() bool { return j.Attempt <= j.MaxRetry }
 
+// Superseded says the entry is not the current run's: the record runs
+// another run of the job (or the entry's run never got to run). Such an
+// entry is only dropped.
+func (j StaleJob) Superseded() bool { return j.Run != "" && j.Run != j.RecordRun }
+
+// AttemptRun names one run of a job's attempt, for its heartbeats.
+type AttemptRun struct {
+	ID, Run string
+}
+
 // Heartbeat records that the worker running ids is alive. Only ids that
 // still have an entry are touched: one a reconciler has already ended
-// stays ended.
+// stays ended. HeartbeatRuns is the same for named runs.
 //
 // Heartbeats are stamped with Redis's clock (redisNowLua), not the
 // worker's: every worker's heartbeats, and the reconcilers reading them
 // (Heartbeats), then share one clock, so no worker's clock being off can
 // make a live worker look lost or a dead one look alive.
 func (s *Store) Heartbeat(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
+	runs := make([]AttemptRun, len(ids))
+	for i, id := range ids {
+		runs[i] = AttemptRun{ID: id}
+	}
+	return s.heartbeat(ctx, runs, false)
+}
+
+// HeartbeatRuns is Heartbeat for the runs given: an entry is touched only
+// while it is that run's, so a run that has been superseded (its job runs
+// again elsewhere) cannot keep the newer run's entry looking alive.
+func (s *Store) HeartbeatRuns(ctx context.Context, runs []AttemptRun) error {
+	return s.heartbeat(ctx, runs, true)
+}
+
+func (s *Store) heartbeat(ctx context.Context, runs []AttemptRun, check bool) error {
+	if len(runs) == 0 {
 		return nil
 	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+	args := make([]any, 0, 1+2*len(runs))
+	args = append(args, check)
+	for _, r := range runs {
+		args = append(args, r.ID, r.Run)
 	}
-	if err := heartbeatScript.Run(ctx, s.rdb, []string{KeyHeartbeats}, args...).Err(); err != nil {
+	if err := heartbeatScript.Run(ctx, s.rdb, beatKeys(), args...).Err(); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
 }
+
+func beatKeys() []string { return []string{KeyHeartbeats, KeyHeartbeatRuns} }
 
 // redisNowLua defines redis_now_ms(): Redis's clock, in Unix ms.
 const redisNowLua = `
@@ -91,41 +141,139 @@ local function redis_now_ms()
 end
 `
 
+// beatMatchLua defines match(id, run, legacy): whether id's entry is run's;
+// an entry with no run (written before entries named one) matches when
+// legacy is "1".
+const beatMatchLua = `
+local function match(id, run, legacy)
+  local r = redis.call("HGET", KEYS[2], id)
+  if r then return r == run end
+  return legacy == "1"
+end
+`
+
 var heartbeatScript = redis.NewScript(redisNowLua + `
--- KEYS[1] heartbeats; ARGV the job ids (only those with an entry)
+-- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] "1" to check runs,
+-- ARGV[2..] pairs of (job id, run); only entries that exist are touched
 local now = redis_now_ms()
-for _, id in ipairs(ARGV) do redis.call("ZADD", KEYS[1], "XX", now, id) end
+for i = 2, #ARGV, 2 do
+  local r = redis.call("HGET", KEYS[2], ARGV[i])
+  if ARGV[1] ~= "1" or not r or r == ARGV[i + 1] then
+    redis.call("ZADD", KEYS[1], "XX", now, ARGV[i])
+  end
+end
 return 0
 `)
 
-var endHeartbeatScript = redis.NewScript(`
--- KEYS[1] heartbeats, KEYS[2] the job; ARGV[1] job id
-if redis.call("HGET", KEYS[2], "state") == "running" then return 0 end
-return redis.call("ZREM", KEYS[1], ARGV[1])
+var beatStartScript = redis.NewScript(redisNowLua + `
+-- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] job id, ARGV[2] run
+redis.call("ZADD", KEYS[1], redis_now_ms(), ARGV[1])
+redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
+return 1
 `)
 
+var beatDropScript = redis.NewScript(beatMatchLua + `
+-- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] job id, ARGV[2] run,
+-- ARGV[3] cutoff ms ("+inf": none), ARGV[4] "1" if an entry with no run
+-- matches, ARGV[5] "1" to remove, else only check
+-- returns 1 if the entry is run's and no newer than the cutoff (and so,
+-- with ARGV[5], removed), else 0
+if not match(ARGV[1], ARGV[2], ARGV[4]) then return 0 end
+local hb = redis.call("ZSCORE", KEYS[1], ARGV[1])
+if hb and ARGV[3] ~= "+inf" and tonumber(hb) > tonumber(ARGV[3]) then return 0 end
+if ARGV[5] == "1" then
+  redis.call("ZREM", KEYS[1], ARGV[1])
+  redis.call("HDEL", KEYS[2], ARGV[1])
+end
+if not hb then return 0 end
+return 1
+`)
+
+// beatStart is the first heartbeat of run of job id (StartAttempt).
+func beatStart(id, run string) scriptCall {
+	return scriptCall{beatStartScript, beatKeys(), []any{id, run}}
+}
+
+// beatEnd removes run's heartbeat entry of job id, if it is still run's.
+func beatEnd(id, run string) scriptCall {
+	return scriptCall{beatDropScript, beatKeys(), []any{id, run, "+inf", "0", "1"}}
+}
+
+// beatDrop removes (or, unless remove, only checks) the entry of stale
+// job j if it is still the run's and no newer than cutoff.
+func beatDrop(j StaleJob, cutoff time.Time, remove bool) scriptCall {
+	rm := "0"
+	if remove {
+		rm = "1"
+	}
+	return scriptCall{beatDropScript, beatKeys(), []any{j.ID, j.Run, cutoff.UnixMilli(), "1", rm}}
+}
+
 // EndHeartbeat removes job id's heartbeat entry once its attempt's end has
-// been recorded, unless the record says running: then the entry is
-// another attempt's (a retry that started already, or the current attempt
-// of a job whose stale attempt this was), which still needs it to be
-// found if its worker is lost.
+// been recorded; EndRunHeartbeat is the same for a named run.
 func (s *Store) EndHeartbeat(ctx context.Context, id string) error {
-	if err := endHeartbeatScript.Run(ctx, s.rdb, []string{KeyHeartbeats, jobKey(id)}, id).Err(); err != nil {
+	return s.EndRunHeartbeat(ctx, id, "")
+}
+
+// EndRunHeartbeat removes the heartbeat entry of run of job id once the
+// attempt's end has been recorded, unless the entry is no longer run's:
+// then it is another run's (a retry that started already, or the current
+// run of a job whose stale run this was), which still needs it to be
+// found if its worker is lost. One script on the heartbeat keys only.
+func (s *Store) EndRunHeartbeat(ctx context.Context, id, run string) error {
+	if err := s.runScript(ctx, beatEnd(id, run)).Err(); err != nil {
 		return fmt.Errorf("end heartbeat of job %s: %w", id, err)
 	}
 	return nil
 }
 
+var readBeatsScript = redis.NewScript(redisNowLua + `
+-- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] highest score ("+inf":
+-- any), ARGV[2] at most this many (0: all)
+-- returns {now ms, then (job id, score, run) per entry, oldest first}
+local z
+if ARGV[2] == "0" then
+  z = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "WITHSCORES")
+else
+  z = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "WITHSCORES", "LIMIT", 0, ARGV[2])
+end
+local out = {tostring(redis_now_ms())}
+for i = 1, #z, 2 do
+  table.insert(out, z[i])
+  table.insert(out, z[i + 1])
+  table.insert(out, redis.call("HGET", KEYS[2], z[i]) or "")
+end
+return out
+`)
+
+// readBeats reads heartbeat entries scored up to max (at most limit of
+// them; 0: all), with the clock of the node that holds them, in one
+// script: on a cluster TIME alone would go to any node.
+func (s *Store) readBeats(ctx context.Context, max string, limit int) ([]HeartbeatEntry, time.Time, error) {
+	res, err := readBeatsScript.Run(ctx, s.rdb, beatKeys(), max, limit).StringSlice()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if len(res) == 0 || (len(res)-1)%3 != 0 {
+		return nil, time.Time{}, fmt.Errorf("unexpected reply of %d values", len(res))
+	}
+	now, _ := strconv.ParseInt(res[0], 10, 64)
+	out := make([]HeartbeatEntry, 0, (len(res)-1)/3)
+	for i := 1; i < len(res); i += 3 {
+		score, _ := strconv.ParseFloat(res[i+1], 64)
+		out = append(out, HeartbeatEntry{ID: res[i], At: time.UnixMilli(int64(score)).UTC(), Run: res[i+2]})
+	}
+	return out, time.UnixMilli(now).UTC(), nil
+}
+
 // Stale returns up to limit jobs whose last heartbeat is older than cutoff,
 // oldest first, with what their records say. Two round trips.
 func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]StaleJob, error) {
-	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, KeyHeartbeats, &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(cutoff.UnixMilli(), 10), Count: int64(limit),
-	}).Result()
+	entries, _, err := s.readBeats(ctx, strconv.FormatInt(cutoff.UnixMilli(), 10), max(limit, 1))
 	if err != nil {
 		return nil, fmt.Errorf("stale jobs: %w", err)
 	}
-	return s.staleJobs(ctx, zs)
+	return s.StaleJobs(ctx, entries)
 }
 
 // HeartbeatEntry is one running attempt's entry: its job, and the last
@@ -133,6 +281,8 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int) ([]Stale
 type HeartbeatEntry struct {
 	ID string
 	At time.Time
+	// Run is the run the entry belongs to ("": not known).
+	Run string
 }
 
 // Heartbeats returns every heartbeat entry, oldest first: one round trip,
@@ -141,46 +291,32 @@ type HeartbeatEntry struct {
 // reading of it instead of with a cutoff (package worker).
 //
 // It also returns Redis's clock at the read, the clock the heartbeats were
-// stamped with (Heartbeat).
+// stamped with (Heartbeat): that of the node holding them.
 func (s *Store) Heartbeats(ctx context.Context) ([]HeartbeatEntry, time.Time, error) {
-	pipe := s.rdb.Pipeline()
-	clock := pipe.Time(ctx)
-	entries := pipe.ZRangeWithScores(ctx, KeyHeartbeats, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil {
+	entries, now, err := s.readBeats(ctx, "+inf", 0)
+	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("heartbeats: %w", err)
 	}
-	zs := entries.Val()
-	out := make([]HeartbeatEntry, len(zs))
-	for i, z := range zs {
-		out[i] = HeartbeatEntry{ID: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
-	}
-	return out, clock.Val().UTC(), nil
+	return entries, now, nil
 }
 
 // StaleJobs is Stale for entries the caller picked (Heartbeats): what
-// their records say, each with the heartbeat as read. One round trip.
+// their records say, each with the heartbeat as read. One round trip,
+// pipelined over the records' slots.
 func (s *Store) StaleJobs(ctx context.Context, entries []HeartbeatEntry) ([]StaleJob, error) {
-	zs := make([]redis.Z, len(entries))
-	for i, e := range entries {
-		zs[i] = redis.Z{Member: e.ID, Score: float64(e.At.UnixMilli())}
-	}
-	return s.staleJobs(ctx, zs)
-}
-
-func (s *Store) staleJobs(ctx context.Context, zs []redis.Z) ([]StaleJob, error) {
-	if len(zs) == 0 {
+	if len(entries) == 0 {
 		return nil, nil
 	}
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(zs))
-	for i, z := range zs {
-		cmds[i] = pipe.HMGet(ctx, jobKey(z.Member.(string)), fState, fQueue, fAttempts, fMaxRetry, fOwner)
+	cmds := make([]*redis.SliceCmd, len(entries))
+	for i, e := range entries {
+		cmds[i] = pipe.HMGet(ctx, jobKey(e.ID), fState, fQueue, fAttempts, fMaxRetry, fOwner, fRun)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("stale jobs: %w", err)
 	}
-	out := make([]StaleJob, len(zs))
-	for i, z := range zs {
+	out := make([]StaleJob, len(entries))
+	for i, e := range entries {
 		v := cmds[i].Val()
 		str := func(k int) string {
 			if k < len(v) {
@@ -190,8 +326,8 @@ func (s *Store) staleJobs(ctx context.Context, zs []redis.Z) ([]StaleJob, error)
 			}
 			return ""
 		}
-		j := StaleJob{ID: z.Member.(string), State: State(str(0)), Queue: str(1), Owner: str(4),
-			Heartbeat: time.UnixMilli(int64(z.Score)).UTC()}
+		j := StaleJob{ID: e.ID, State: State(str(0)), Queue: str(1), Owner: str(4),
+			Heartbeat: e.At, Run: e.Run, RecordRun: str(5)}
 		if j.State == "" {
 			j.State = StateGone
 		}
@@ -202,58 +338,55 @@ func (s *Store) staleJobs(ctx context.Context, zs []redis.Z) ([]StaleJob, error)
 	return out, nil
 }
 
-var reconcileScript = redis.NewScript(emitLua + releaseLua + `
+// StillStale reports whether stale job j's heartbeat entry is still its
+// run's and no newer than cutoff: the first step of a reconcile, which the
+// reconciler takes before it acts on the job's task. One script on the
+// heartbeat keys only.
+func (s *Store) StillStale(ctx context.Context, j StaleJob, cutoff time.Time) (bool, error) {
+	n, err := s.runScript(ctx, beatDrop(j, cutoff, false)).Int()
+	if err != nil {
+		return false, fmt.Errorf("reconcile job %s: %w", j.ID, err)
+	}
+	return n == 1, nil
+}
+
+var reconcileScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] heartbeats, KEYS[6] its checkpoint, and when the job
--- has an owner KEYS[7] the owner's slots, KEYS[8] the owner's held jobs
--- ARGV[1] job id, ARGV[2] attempt seen, ARGV[3] cutoff ms, ARGV[4] new
--- state ("" to only drop an entry whose record is not running), ARGV[5]
--- error, ARGV[6] now ms, ARGV[7] retention ms, ARGV[8] running-job cap
--- returns {state afterwards ("gone" for none), held members that may
--- start now...}
-local st = redis.call("HMGET", KEYS[1], "state", "attempts")
-if not st[1] or st[1] ~= "running" then
-  redis.call("ZREM", KEYS[5], ARGV[1])
-  return {st[1] or "gone"}
-end
-if st[2] ~= ARGV[2] or ARGV[4] == "" then return {st[1]} end
-local hb = redis.call("ZSCORE", KEYS[5], ARGV[1])
-if hb and tonumber(hb) > tonumber(ARGV[3]) then return {st[1]} end
-local final = ARGV[4] == "failed"
--- A job left retrying keeps its entry, still stale: the next pass looks
--- again, for a task whose lease has expired since (see RequeueTask).
-if ARGV[4] ~= "retrying" then redis.call("ZREM", KEYS[5], ARGV[1]) end
-redis.call("HSET", KEYS[1], "state", ARGV[4], "error", ARGV[5])
+-- counters, KEYS[5] its checkpoint
+-- ARGV[1] attempt seen, ARGV[2] run seen ("": any), ARGV[3] new state,
+-- ARGV[4] error, ARGV[5] now ms, ARGV[6] retention ms
+-- returns {state afterwards ("gone" for none), "1" if it moved}
+local st = redis.call("HMGET", KEYS[1], "state", "attempts", "run")
+if not st[1] then return {"gone", "0"} end
+if st[1] ~= "running" or st[2] ~= ARGV[1] then return {st[1], "0"} end
+if ARGV[2] ~= "" and st[3] ~= ARGV[2] then return {st[1], "0"} end
+local final = ARGV[3] == "failed"
+redis.call("HSET", KEYS[1], "state", ARGV[3], "error", ARGV[4])
 if final then
-  redis.call("HSET", KEYS[1], "finished", ARGV[6])
+  redis.call("HSET", KEYS[1], "finished", ARGV[5])
   redis.call("HDEL", KEYS[1], "cancel", "held")
-  redis.call("PEXPIRE", KEYS[1], ARGV[7])
-  redis.call("PEXPIRE", KEYS[3], ARGV[7])
-  redis.call("PEXPIRE", KEYS[4], ARGV[7])
+  redis.call("PEXPIRE", KEYS[1], ARGV[6])
+  redis.call("PEXPIRE", KEYS[3], ARGV[6])
+  redis.call("PEXPIRE", KEYS[4], ARGV[6])
   -- A job that has ended has no next attempt to start from.
-  redis.call("DEL", KEYS[6])
+  redis.call("DEL", KEYS[5])
 end
 redis.call("HINCRBY", KEYS[1], "version", 1)
-local ev = {state = ARGV[4]}
-if ARGV[5] ~= "" then ev.error = ARGV[5] end
+local ev = {state = ARGV[3]}
+if ARGV[4] ~= "" then ev.error = ARGV[4] end
 if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
--- A job that ends here frees its running-job slot now, as the worker's own
--- end would have, rather than when the slot's lease runs out (an hour or
--- more away): the owner's held jobs may start. One that will run again
--- keeps it, as a re-run is let in on its own slot.
-local out = {}
-if final and #KEYS >= 8 then out = release(KEYS[7], KEYS[8], ARGV[1], tonumber(ARGV[8]), ARGV[6]) end
-table.insert(out, 1, ARGV[4])
-return out
+return {ARGV[3], "1"}
 `)
 
 // Reconcile moves stale job j, whose worker is lost, to state to
 // (StateFailed, StateRetrying or StateQueued) with errMsg as its error, if
-// its record still runs attempt j.Attempt and its heartbeat is still older
-// than cutoff; a record that is not running only loses its entry. A job
-// moved to StateRetrying keeps its entry, still stale, so that the next
-// pass looks at its task again (RequeueTask). It
-// returns the state the record is in afterwards (StateGone: no record).
+// its heartbeat entry is still its run's and no newer than cutoff and its
+// record still runs attempt j.Attempt; with to "", or for a record that is
+// not running it, the entry is only dropped. A job moved to StateRetrying
+// keeps its entry, still stale, so that the next pass looks at its task
+// again (RequeueTask). It returns the state the record is in afterwards
+// (StateGone: no record); "" when the entry was no longer stale (or no
+// longer j.Run's) and nothing was done.
 func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration) (State, error) {
 	st, _, err := s.ReconcileReleasing(ctx, j, cutoff, to, errMsg, retention, 0)
 	return st, err
@@ -265,19 +398,50 @@ func (s *Store) Reconcile(ctx context.Context, j StaleJob, cutoff time.Time, to 
 // jobs that may start now (as Release does), for the caller to move to the
 // front of their queues.
 func (s *Store) ReconcileReleasing(ctx context.Context, j StaleJob, cutoff time.Time, to State, errMsg string, retention time.Duration, maxRunning int) (State, []Waiting, error) {
-	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), KeyHeartbeats, checkpointKey(j.ID)}
-	if j.Owner != "" {
-		keys = append(keys, ownerRunningKey(j.Owner), ownerHeldKey(j.Owner))
+	if to == "" {
+		// Only the entry of a record not running this run is dropped.
+		if _, err := s.runScript(ctx, beatDrop(j, cutoff, true)).Int(); err != nil {
+			return "", nil, fmt.Errorf("reconcile job %s: %w", j.ID, err)
+		}
+		return j.State, nil, nil
 	}
-	res, err := reconcileScript.Run(ctx, s.rdb, keys, j.ID, j.Attempt, cutoff.UnixMilli(), string(to), errMsg,
-		ms(s.now()), retention.Milliseconds(), max(maxRunning, 0)).StringSlice()
+	// 1. The entry is still the lost run's, and still stale.
+	if ok, err := s.StillStale(ctx, j, cutoff); err != nil || !ok {
+		return "", nil, err
+	}
+	s.hook("checked", j.ID)
+	// 2. The record, if it still runs the attempt seen.
+	keys := []string{jobKey(j.ID), eventsKey(j.ID), logKey(j.ID), logMetaKey(j.ID), checkpointKey(j.ID)}
+	res, err := s.runScript(ctx, scriptCall{reconcileScript, keys, []any{j.Attempt, j.Run, string(to), errMsg,
+		ms(s.now()), retention.Milliseconds()}}).StringSlice()
 	if err != nil {
 		return "", nil, fmt.Errorf("reconcile job %s: %w", j.ID, err)
 	}
-	if len(res) == 0 {
-		return "", nil, fmt.Errorf("reconcile job %s: empty reply", j.ID)
+	if len(res) != 2 {
+		return "", nil, fmt.Errorf("reconcile job %s: unexpected reply %q", j.ID, res)
 	}
-	return State(res[0]), parseWaiting(res[1:]), nil
+	st, moved := State(res[0]), res[1] == "1"
+	s.hook("reconciled", j.ID)
+	// 3. The entry goes, unless the job was left retrying: the next pass
+	// looks again, for a task whose lease has expired since (see
+	// RequeueTask). A record that did not move is not running this run
+	// (or is gone): its entry is a leftover.
+	if !moved || to != StateRetrying {
+		if err := s.runScript(ctx, beatDrop(j, cutoff, true)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return st, nil, fmt.Errorf("reconcile job %s: %w", j.ID, err)
+		}
+	}
+	// A job that ends here frees its running-job slot now, as the
+	// worker's own end would have, rather than when the slot's lease runs
+	// out (an hour or more away): the owner's held jobs may start. One
+	// that will run again keeps it, as a re-run is let in on its own slot.
+	var next []Waiting
+	if moved && to == StateFailed && j.Owner != "" {
+		if next, err = s.release(ctx, j.Owner, j.ID, "", max(maxRunning, 0)); err != nil {
+			return st, nil, fmt.Errorf("reconcile job %s: %w", j.ID, err)
+		}
+	}
+	return st, next, nil
 }
 
 var restoreLeaseScript = redis.NewScript(`

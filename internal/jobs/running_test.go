@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // TestFinding5KilledWorkersSlotFreesAtLeaseEnd: a worker killed while its
@@ -18,7 +19,7 @@ func TestFinding5KilledWorkersSlotFreesAtLeaseEnd(t *testing.T) {
 	s, now := newStore(t)
 	ctx := context.Background()
 	for _, id := range []string{"k1", "k2"} {
-		create(t, s, id)
+		queuedJob(t, s, id)
 	}
 	attempt := func(id string, n int) jobs.Started {
 		t.Helper()
@@ -65,7 +66,7 @@ func TestReleaseHandsHeldJobsOn(t *testing.T) {
 	ctx := context.Background()
 	ids := []string{"r1", "r2", "r3", "r4", "r5"}
 	for _, id := range ids {
-		create(t, s, id)
+		queuedJob(t, s, id)
 	}
 	for i, id := range ids {
 		*now = now.Add(time.Second) // held in order
@@ -103,8 +104,8 @@ func TestEndingAnAttemptReleasesItsSlot(t *testing.T) {
 		}
 		return st
 	}
-	create(t, s, "e1")
-	create(t, s, "e2")
+	queuedJob(t, s, "e1")
+	queuedJob(t, s, "e2")
 	start("e1", 1)
 	if !start("e2", 1).Held {
 		t.Fatal("e2 not held")
@@ -123,5 +124,28 @@ func TestEndingAnAttemptReleasesItsSlot(t *testing.T) {
 	}
 	if st := start("e2", 1); st.State != jobs.StateRunning {
 		t.Fatalf("e2 after e1 ended: %+v", st)
+	}
+}
+
+// queuedJob writes job id queued, as create does (owner ann, queue default,
+// max_retry 2, a minute per attempt, an hour to live). On a single server
+// it is create; on a cluster it writes the record straight into the job's
+// slot, so that the running path's scripts are tested there on their own,
+// whatever the create path's scripts do.
+func queuedJob(t testing.TB, s *jobs.Store, id string) {
+	t.Helper()
+	if !redistest.OnCluster() {
+		create(t, s, id)
+		return
+	}
+	ctx := context.Background()
+	rdb := redistest.NewClient(t)
+	key := jobs.JobKey(id)
+	if err := rdb.HSet(ctx, key, "id", id, "type", "sleep", "owner", "ann", "queue", "default", "state", "queued",
+		"created", time.Now().UnixMilli(), "attempts", 0, "max_retry", 2, "timeout_ms", time.Minute.Milliseconds(), "version", 1).Err(); err != nil {
+		t.Fatalf("queued job %s: %v", id, err)
+	}
+	if err := rdb.PExpire(ctx, key, time.Hour).Err(); err != nil {
+		t.Fatalf("queued job %s: %v", id, err)
 	}
 }

@@ -18,6 +18,9 @@ type Store struct {
 	// afterAdmit, when set (by tests), runs between a confirm's admission
 	// in the owner's slot and its flip in the job's.
 	afterAdmit func(id string)
+	// steps, set by tests only, is called between the one-slot steps of a
+	// multi-step operation (running.go).
+	steps func(step, id string)
 }
 
 // NewStore returns a store on rdb (a client, or an auto-pipeliner in front
@@ -161,26 +164,20 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 	return n == 1, nil
 }
 
-var finishScript = redis.NewScript(emitLua + releaseLua + `
+var finishScript = redis.NewScript(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] its checkpoint, and when the attempt holds a
--- running-job slot KEYS[6] the owner's slots, KEYS[7] the owner's held jobs
+-- counters, KEYS[5] its checkpoint
 -- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
--- ARGV[6] the running-job cap, ARGV[7..] extra field/value pairs
--- returns {state, held members that may start now...}
-local function ended(state)
-  if #KEYS < 7 then return {state} end
-  local out = release(KEYS[6], KEYS[7], ` + jobIDLua + `, tonumber(ARGV[6]), ARGV[2])
-  table.insert(out, 1, state)
-  return out
-end
+-- ARGV[6..] extra field/value pairs
+-- returns {state, "1" when the attempt's running-job slot is to be
+-- released, else "0"}
 local st = redis.call("HMGET", KEYS[1], "state", "attempts")
-if not st[1] then return ended("gone") end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return ended(st[1]) end
+if not st[1] then return {"gone", "1"} end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return {st[1], "1"} end
 -- A worker reporting on an attempt that is no longer the current one (a
 -- retry already started) changes nothing, and leaves the slot to that one.
-if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return {st[1]} end
+if ARGV[5] ~= "" and st[2] ~= ARGV[5] then return {st[1], "0"} end
 local final = ARGV[1] ~= "retrying" and ARGV[1] ~= "queued"
 redis.call("HSET", KEYS[1], "state", ARGV[1], "error", ARGV[3])
 if final then
@@ -193,7 +190,7 @@ if final then
   -- A job that has ended has no next attempt to start from.
   redis.call("DEL", KEYS[5])
 end
-if #ARGV > 6 then redis.call("HSET", KEYS[1], unpack(ARGV, 7)) end
+if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[1]}
 if ARGV[3] ~= "" then ev.error = ARGV[3] end
@@ -202,37 +199,55 @@ if ARGV[1] == "succeeded" then
   ev.result = {content_type = r[1], size = tonumber(r[2]), sha256 = r[3]}
 end
 if final then emit("done", cjson.encode(ev)) else emit("state", cjson.encode(ev)) end
-return ended(ARGV[1])
+return {ARGV[1], "1"}
 `)
 
 // anyAttempt lets a finish apply whatever attempt the record is on.
 const anyAttempt = 0
 
-// finish moves job id to state to. With a slot it also releases the slot
-// in the same script and returns the owner's held jobs that may start now.
+// finish moves job id to state to. With a slot it then releases the slot
+// (the record first: see "Running" in the package doc) and returns the
+// owner's held jobs that may start now.
 func (s *Store) finish(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, slot *Slot, extra ...any) (State, []Waiting, error) {
 	att := ""
 	if attempt != anyAttempt {
 		att = strconv.Itoa(attempt)
 	}
 	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id), checkpointKey(id)}
-	capacity := 0
-	if slot != nil && slot.Owner != "" {
-		keys = append(keys, ownerRunningKey(slot.Owner), ownerHeldKey(slot.Owner))
-		capacity = slot.MaxRunning
-	}
-	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att, capacity}, extra...)
+	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att}, extra...)
 	res, err := finishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return "", nil, fmt.Errorf("job %s to %s: %w", id, to, err)
 	}
-	if len(res) == 0 {
-		return "", nil, fmt.Errorf("job %s to %s: empty reply", id, to)
+	if len(res) != 2 {
+		return "", nil, fmt.Errorf("job %s to %s: unexpected reply %q", id, to, res)
+	}
+	var next []Waiting
+	if slot != nil {
+		s.hook("recorded", id)
+		// A worker that dies here leaves the slot to free at its lease
+		// end, or at the next start that finds the owner's slots full and
+		// reads this job's record ended; and the heartbeat entry of a
+		// record that no longer runs this run, which a reconciler drops.
+		// The entry goes whether or not this attempt was current: a
+		// superseded run's removal only ever removes its own.
+		var also []scriptCall
+		if slot.Run != "" {
+			also = append(also, beatEnd(id, slot.Run))
+		}
+		if slot.Owner != "" && res[1] == "1" {
+			next, err = s.release(ctx, slot.Owner, id, "", slot.MaxRunning, also...)
+		} else {
+			err = firstErr(s.runScripts(ctx, also...))
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("job %s to %s: %w", id, to, err)
+		}
 	}
 	if res[0] == "gone" {
-		return "", nil, fmt.Errorf("job %s to %s: %w", id, to, ErrGone)
+		return "", next, fmt.Errorf("job %s to %s: %w", id, to, ErrGone)
 	}
-	return State(res[0]), parseWaiting(res[1:]), nil
+	return State(res[0]), next, nil
 }
 
 // Succeed records attempt's result and ends the job. It returns the state
@@ -244,7 +259,8 @@ func (s *Store) Succeed(ctx context.Context, id string, attempt int, r Result, r
 }
 
 // SucceedReleasing is Succeed for an attempt that holds slot (nil: none):
-// the same script releases it, as Release does.
+// once the end is recorded the slot is released, as Release does, and the
+// run's heartbeat entry removed (Slot.Run).
 func (s *Store) SucceedReleasing(ctx context.Context, id string, attempt int, r Result, retention time.Duration, slot *Slot) (State, []Waiting, error) {
 	return s.finish(ctx, id, attempt, StateSucceeded, "", retention, slot,
 		fResultType, r.ContentType, fResultSize, r.Size, fResultSHA, r.SHA256, fPercent, 100)
