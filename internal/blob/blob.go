@@ -72,17 +72,39 @@ func (d *Dir) path(key string) (string, error) {
 	return filepath.Join(d.root, key), nil
 }
 
-// Writer streams one blob, hashing and counting as it goes.
+// Writer streams one blob, hashing and counting as it goes. The bytes go
+// to the store as they come (a temporary file, or a multipart upload) and
+// become the blob only on Commit.
 type Writer struct {
 	exceeded bool
 	failed   bool // a write failed in the store (not ErrTooLarge)
-	f        *os.File
-	final    string
+	sink     sink
 	h        hash.Hash
-	dir      *Dir
+	fault    func(error)
 	n        int64
 	limit    int64
 	done     bool
+}
+
+// sink is where a Writer's bytes go: a temporary file (Dir) or an upload
+// (Bucket). Its errors already name no path, endpoint or credential.
+type sink interface {
+	Write(p []byte) (int, error)
+	// commit makes the bytes the blob; abort drops them. One of the two
+	// is called once.
+	commit() error
+	abort()
+}
+
+func newWriter(s sink, limit int64, fault func(error)) *Writer {
+	return &Writer{sink: s, h: sha256.New(), limit: limit, fault: fault}
+}
+
+func (w *Writer) failedWith(err error) error {
+	if w.fault != nil {
+		w.fault(err)
+	}
+	return err
 }
 
 // Create starts a blob under key. limit > 0 bounds its size. The blob is not
@@ -96,7 +118,7 @@ func (d *Dir) Create(key string, limit int64) (*Writer, error) {
 	if err != nil {
 		return nil, d.failed(fmt.Errorf("create blob %s: %w", key, pathless(err)))
 	}
-	return &Writer{f: f, final: final, h: sha256.New(), limit: limit, dir: d}, nil
+	return newWriter(&fileSink{f: f, final: final}, limit, d.fault), nil
 }
 
 // Write implements io.Writer.
@@ -105,14 +127,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.exceeded = true
 		return 0, fmt.Errorf("%w (%d bytes)", ErrTooLarge, w.limit)
 	}
-	n, err := w.f.Write(p)
+	n, err := w.sink.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
 	if err != nil {
 		w.failed = true
 		// A handler may return it as it is, and then it is the job's
 		// error text, which must not show the server's paths.
-		return n, w.dir.failed(fmt.Errorf("write result: %w", pathless(err)))
+		return n, w.failedWith(fmt.Errorf("write result: %w", err))
 	}
 	return n, nil
 }
@@ -134,37 +156,66 @@ func (w *Writer) Size() int64 { return w.n }
 // SHA256 is the hex digest of the bytes written so far.
 func (w *Writer) SHA256() string { return hex.EncodeToString(w.h.Sum(nil)) }
 
-// Commit syncs the file and renames it into place.
+// Commit makes the bytes written the blob: a file is synced and renamed
+// into place, an upload completed.
 func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("blob already committed or aborted")
 	}
 	w.done = true
-	name := w.f.Name()
-	if err := w.f.Sync(); err != nil {
-		w.f.Close()
-		os.Remove(name)
-		return w.dir.failed(fmt.Errorf("sync blob: %w", pathless(err)))
-	}
-	if err := w.f.Close(); err != nil {
-		os.Remove(name)
-		return w.dir.failed(fmt.Errorf("close blob: %w", pathless(err)))
-	}
-	if err := os.Rename(name, w.final); err != nil {
-		os.Remove(name)
-		return w.dir.failed(fmt.Errorf("commit blob: %w", pathless(err)))
+	if err := w.sink.commit(); err != nil {
+		return w.failedWith(err)
 	}
 	return nil
 }
 
-// Abort discards an uncommitted blob. It is a no-op after Commit.
+// Abort discards an uncommitted blob: nothing of it becomes visible. It is
+// a no-op after Commit.
 func (w *Writer) Abort() {
 	if w.done {
 		return
 	}
 	w.done = true
-	name := w.f.Name()
-	w.f.Close()
+	w.sink.abort()
+}
+
+// fileSink writes a temporary file beside the blob's final name.
+type fileSink struct {
+	f     *os.File
+	final string
+}
+
+func (s *fileSink) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	if err != nil {
+		return n, pathless(err)
+	}
+	return n, nil
+}
+
+// commit syncs the file and renames it into place: a blob under its real
+// name is whole even after a crash.
+func (s *fileSink) commit() error {
+	name := s.f.Name()
+	if err := s.f.Sync(); err != nil {
+		s.f.Close()
+		os.Remove(name)
+		return fmt.Errorf("sync blob: %w", pathless(err))
+	}
+	if err := s.f.Close(); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("close blob: %w", pathless(err))
+	}
+	if err := os.Rename(name, s.final); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("commit blob: %w", pathless(err))
+	}
+	return nil
+}
+
+func (s *fileSink) abort() {
+	name := s.f.Name()
+	s.f.Close()
 	os.Remove(name)
 }
 
