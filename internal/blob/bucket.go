@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	gcblob "gocloud.dev/blob"
 	"gocloud.dev/blob/s3blob"
@@ -182,12 +183,39 @@ func (b *Bucket) Create(ctx context.Context, key string, limit int64) (*Writer, 
 		ContentType:    "application/octet-stream",
 		BufferSize:     uploadPartSize,
 		MaxConcurrency: uploadConcurrency,
+		BeforeWrite:    b.abortable,
 	})
 	if err != nil {
 		cancel()
 		return nil, b.failed(wrapStore("create blob "+key, err))
 	}
 	return newWriter(&bucketSink{w: gw, cancel: cancel}, limit, b.fault), nil
+}
+
+// abortTimeout bounds the request that aborts a multipart upload once
+// its writer was aborted.
+const abortTimeout = 30 * time.Second
+
+// abortable makes a cancelled upload abort its multipart upload. The SDK's
+// transfer manager sends AbortMultipartUpload on the upload's own context
+// unless its FailTimeout is set, and that context is the cancelled one, so
+// the abort itself would fail and leave the parts stored (SeaweedFS showed
+// it: TestContractAbortLeavesNothing). gocloud lends the transfer manager
+// to BeforeWrite but not its options, so the client is replaced in place
+// by one with the same options and a FailTimeout.
+func (b *Bucket) abortable(as func(any) bool) error {
+	var tm *transfermanager.Client
+	var client *s3.Client
+	if !as(&tm) || !b.b.As(&client) {
+		return nil // not S3: nothing to fix
+	}
+	*tm = *transfermanager.New(client, func(o *transfermanager.Options) {
+		o.RequestChecksumCalculation = client.Options().RequestChecksumCalculation
+		o.PartSizeBytes = uploadPartSize
+		o.Concurrency = uploadConcurrency
+		o.FailTimeout = abortTimeout
+	})
+	return nil
 }
 
 // bucketSink streams into a gocloud Writer. Close completes the upload; a

@@ -235,3 +235,6 @@ func (s *fileStore) Close() error { return nil }
 
 var _ Store = (*fileStore)(nil)
 var _ io.ReadSeekCloser = (*os.File)(nil)
+
+// StoreOf is the Store of an open Dir.
+func StoreOf(d *Dir) Store { return &fileStore{d} }

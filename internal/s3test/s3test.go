@@ -106,6 +106,9 @@ func bucketName() string {
 type Weed struct {
 	// Endpoint is its S3 gateway's base URL.
 	Endpoint string
+	once     sync.Once
+	bucket   string
+	err      error
 }
 
 var (
@@ -172,7 +175,7 @@ func startWeed(bin string) (*Weed, func(), error) {
 		"-master.port="+strconv.Itoa(ports[0]), "-master.port.grpc="+strconv.Itoa(ports[1]),
 		"-volume.port="+strconv.Itoa(ports[2]), "-volume.port.grpc="+strconv.Itoa(ports[3]),
 		"-filer.port="+strconv.Itoa(ports[4]), "-filer.port.grpc="+strconv.Itoa(ports[4]+10000),
-		"-volume.max=8", "-master.volumeSizeLimitMB=64",
+		"-volume.max=100", "-master.volumeSizeLimitMB=64",
 		"-s3", "-s3.port="+strconv.Itoa(ports[5]), "-s3.config="+cfgPath)
 	log, err := os.Create(filepath.Join(dir, "weed.log"))
 	if err != nil {
@@ -208,11 +211,21 @@ func startWeed(bin string) (*Weed, func(), error) {
 	}
 }
 
-// Bucket creates a new bucket in w and returns its results URL. SeaweedFS
-// answers before its volumes are up, so it tries, for up to a minute,
-// until an object can be written.
+// Bucket returns a results URL of its own in w: a fresh prefix in the
+// package's one SeaweedFS bucket (each SeaweedFS bucket takes volumes of
+// its own, and a test server has few). SeaweedFS answers before its
+// volumes are up, so the first call tries, for up to a minute, until an
+// object can be written.
 func (w *Weed) Bucket(tb testing.TB) string {
 	tb.Helper()
+	w.once.Do(func() { w.bucket, w.err = w.createBucket() })
+	if w.err != nil {
+		tb.Fatalf("SeaweedFS bucket not usable: %v", w.err)
+	}
+	return URL(w.bucket, w.Endpoint) + "&prefix=" + bucketName() + "/"
+}
+
+func (w *Weed) createBucket() (string, error) {
 	name := bucketName()
 	c := Client(w.Endpoint)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -223,7 +236,7 @@ func (w *Weed) Bucket(tb testing.TB) string {
 			key := ".s3test-ready"
 			if _, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: &name, Key: &key, Body: strings.NewReader("x")}); err == nil {
 				_, _ = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &name, Key: &key})
-				return URL(name, w.Endpoint)
+				return name, nil
 			}
 		}
 		select {
@@ -231,8 +244,7 @@ func (w *Weed) Bucket(tb testing.TB) string {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	tb.Fatalf("SeaweedFS bucket not usable: %v", err)
-	return ""
+	return "", err
 }
 
 func isOwned(err error) bool {
