@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/s3test"
 )
 
@@ -89,3 +92,42 @@ func fetch(b *testing.B, url, token, rng string) int64 {
 // benchClient skips the contract check that http.DefaultClient does in
 // this package's tests: the benchmark measures the service, not it.
 var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+
+// BenchmarkResultS3VsFile interleaves the two stores, one request to each
+// per iteration, so that the machine's drift hits both alike: it reports
+// each store's time per request and s3/file, their ratio, for the 64 MiB
+// download and for the 1 KiB Range read.
+func BenchmarkResultS3VsFile(b *testing.B) {
+	const size = 64 << 20
+	type target struct{ url, token string }
+	var ts []target
+	redistest.Client(b) // flushed once; each stack then has a database of its own
+	for i, url := range []string{blob.FileURL(b.TempDir()), s3test.StartFake(b).Bucket(b)} {
+		rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(), DB: i + 1})
+		b.Cleanup(func() { rdb.Close() })
+		s := newS3StackOn(b, rdb, url, time.Hour, false)
+		sub := s.run(b, size)
+		ts = append(ts, target{s.progress.URL + "/v1/jobs/" + sub.ID + "/result", sub.Token})
+	}
+	for _, tc := range []struct {
+		name, rng string
+		want      int64
+	}{{"download-64MiB", "", size}, {"range-1KiB", "bytes=33554432-33555455", 1024}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var spent [2]time.Duration
+			for b.Loop() {
+				for i, t := range ts {
+					start := time.Now()
+					if n := fetch(b, t.url, t.token, tc.rng); n != tc.want {
+						b.Fatalf("read %d bytes, want %d", n, tc.want)
+					}
+					spent[i] += time.Since(start)
+				}
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(spent[0].Nanoseconds())/n, "file-ns/req")
+			b.ReportMetric(float64(spent[1].Nanoseconds())/n, "s3-ns/req")
+			b.ReportMetric(float64(spent[1])/float64(spent[0]), "s3/file")
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/identity"
@@ -64,8 +65,14 @@ func blobBytes(n int) []byte {
 
 func newS3Stack(t testing.TB, resultsURL string, retention time.Duration, redirect bool) *s3Stack {
 	t.Helper()
+	return newS3StackOn(t, redistest.Client(t), resultsURL, retention, redirect)
+}
+
+// newS3StackOn is newS3Stack on rdb, for a benchmark that runs two stacks
+// side by side, each in a Redis database of its own.
+func newS3StackOn(t testing.TB, rdb *redis.Client, resultsURL string, retention time.Duration, redirect bool) *s3Stack {
+	t.Helper()
 	ctx := context.Background()
-	rdb := redistest.Client(t)
 	quiet := slog.New(slog.DiscardHandler)
 	s := &s3Stack{url: resultsURL, progDir: t.TempDir(), wkDir: t.TempDir()}
 
@@ -134,7 +141,6 @@ func (s *s3Stack) run(t testing.TB, n int) submitted {
 	})
 	return sub
 }
-
 
 // TestResultsInS3NoSharedDisk: a worker and a progress service that share
 // only an S3 bucket (no directory) complete a job, serve its result whole

@@ -19,8 +19,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/claimcheck/claimcheck/internal/blob"
-	"github.com/claimcheck/claimcheck/internal/s3test"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/s3test"
 )
 
 // The fuzzers of this file take the headers a job-token holder controls

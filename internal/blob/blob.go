@@ -1,15 +1,51 @@
-// Package blob stores job results as files in a local directory. Writes are
-// atomic: bytes go to a temporary file that is renamed into place only on
-// Commit, so a crashed or failed writer never leaves a partial result under a
-// real name. Results stream through; nothing is buffered whole in memory.
+// Package blob stores job results: a byte stream per job, written by a
+// worker and served by the progress service. Open picks the store from one
+// URL (--results-url):
 //
-// Workers write and the progress service reads, so in a multi-process
-// deployment both mount the same directory (a shared volume).
+//	file:///data/results          Dir: a local directory (the default)
+//	s3://bucket?endpoint=…&region=…  Bucket: an S3-compatible bucket
+//
+// Both keep the same contract (contract_test.go runs it against a
+// directory, an in-process S3 server and, when it is on PATH, SeaweedFS):
+//
+//   - A result becomes visible only on Writer.Commit, whole. Dir writes a
+//     temporary file that Commit fsyncs and renames into place, so a crash
+//     leaves no partial result under a real name. Bucket streams a
+//     multipart upload that the store completes only on Commit; Abort (or a
+//     worker that dies) never completes it, and Abort aborts it.
+//   - Writes stream: Dir holds no buffer, Bucket at most
+//     uploadPartSize × (uploadConcurrency+1) bytes, whatever the size. The
+//     size limit and the SHA-256 are counted as the bytes pass; the digest,
+//     size and content type go in the job record (and the finished marker),
+//     not in object metadata, which S3 fixes when an upload starts, before
+//     the digest is known.
+//   - Reads seek: Reader is an io.ReadSeeker for http.ServeContent; a
+//     Bucket's reader fetches with range requests from where the last Seek
+//     left it (Expect narrows the first one to a Range request's range).
+//   - Retention: Reap deletes the results whose job record has expired
+//     (the record's TTL is the clock, not the object's age) with their
+//     finished markers (finished.go), and what crashed writers left: Dir's
+//     temporary files, Bucket's probe objects. A Bucket's abandoned
+//     multipart uploads are invisible and cannot be listed through gocloud:
+//     give the bucket a lifecycle rule that aborts incomplete uploads after
+//     a day (README: results storage).
+//   - Check is the worker's health probe: a probe file (Dir, with fsync and
+//     the file system's free space) or object (Bucket: written and
+//     deleted; an object store has no free space to measure).
+//
+// Why Dir and not gocloud's fileblob: fileblob renames its temporary file
+// into place without an fsync, so after a power loss a result could be
+// there by name and empty or short; by default it writes temporary files
+// in os.TempDir, from where a rename onto a mounted volume fails; and it
+// keeps attributes in sidecar files that a reaper would have to know of. Dir's commit is
+// the one the worker's crash-safety was built on, so file:// keeps it.
 //
 // Errors from writing a result (Create, Write, Commit) and from Check name
-// the blob's key but never a path: they can reach a job's error text or a
-// readiness answer, and the server's directory layout must not. Root is
-// there for the worker's own log.
+// the blob's key but never a path, an endpoint, a bucket or a credential:
+// they can reach a job's error text or a readiness answer. Detail adds an
+// object store's own text for the worker's log; Store.String says where
+// the store is without the values of its URL's query. Credentials never
+// go in the URL: the SDK reads them from the environment.
 package blob
 
 import (
@@ -230,7 +266,7 @@ func (d *Dir) Open(key string) (*os.File, error) {
 		return nil, fmt.Errorf("blob %s: %w", key, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open blob %s: %w", key, err)
+		return nil, fmt.Errorf("open blob %s: %w", key, pathless(err))
 	}
 	return f, nil
 }
@@ -243,7 +279,7 @@ func (d *Dir) Delete(key string) error {
 		return err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete blob %s: %w", key, err)
+		return fmt.Errorf("delete blob %s: %w", key, pathless(err))
 	}
 	return d.ClearFinished(key)
 }

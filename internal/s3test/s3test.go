@@ -80,6 +80,15 @@ func StartFake(tb testing.TB) *Fake {
 	return &Fake{Endpoint: srv.URL, backend: be}
 }
 
+// CreateBucket creates the bucket name, for a test that starts without
+// it.
+func (f *Fake) CreateBucket(tb testing.TB, name string) {
+	tb.Helper()
+	if err := f.backend.CreateBucket(name); err != nil {
+		tb.Fatalf("create bucket: %v", err)
+	}
+}
+
 // Bucket creates a new bucket and returns its results URL.
 func (f *Fake) Bucket(tb testing.TB) string {
 	tb.Helper()
