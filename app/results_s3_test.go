@@ -148,8 +148,21 @@ func (s *s3Stack) run(t testing.TB, n int) submitted {
 // deletes it once its record has expired. Neither data directory holds a
 // result.
 func TestResultsInS3NoSharedDisk(t *testing.T) {
-	fake := s3test.StartFake(t)
-	u := fake.Bucket(t)
+	for _, tc := range []struct {
+		name  string
+		store func(t *testing.T) (url, endpoint string)
+	}{
+		{"gofakes3", func(t *testing.T) (string, string) { f := s3test.StartFake(t); return f.Bucket(t), f.Endpoint }},
+		{"seaweedfs", func(t *testing.T) (string, string) { w := s3test.StartWeed(t); return w.Bucket(t), w.Endpoint }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, endpoint := tc.store(t)
+			testResultsInS3(t, u, endpoint)
+		})
+	}
+}
+
+func testResultsInS3(t *testing.T, u, endpoint string) {
 	// Five seconds: the downloads below must fit before the record
 	// expires, and then the reaper is waited for.
 	s := newS3Stack(t, u, 5*time.Second, false)
@@ -180,16 +193,16 @@ func TestResultsInS3NoSharedDisk(t *testing.T) {
 		}
 	}
 
-	c := s3test.Client(fake.Endpoint)
-	bucket := s3test.BucketOf(u)
+	c := s3test.Client(endpoint)
+	bucket, prefix := s3test.BucketOf(u), s3test.PrefixOf(u)
 	keys := func() []string {
-		out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &bucket})
+		out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var ks []string
 		for _, o := range out.Contents {
-			ks = append(ks, *o.Key)
+			ks = append(ks, strings.TrimPrefix(*o.Key, prefix))
 		}
 		return ks
 	}

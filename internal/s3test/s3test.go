@@ -293,3 +293,12 @@ func EndpointOf(resultsURL string) string {
 	}
 	return u.Query().Get("endpoint")
 }
+
+// PrefixOf is the key prefix of a results URL ("" when it has none).
+func PrefixOf(resultsURL string) string {
+	u, err := url.Parse(resultsURL)
+	if err != nil {
+		return ""
+	}
+	return u.Query().Get("prefix")
+}
