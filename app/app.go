@@ -66,8 +66,18 @@ type Config struct {
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
 	GatewayKeys tokens.KeySource
-	// ResultsDir is the blob store directory (DataDir/results).
+	// ResultsDir is the blob store directory (DataDir/results), used
+	// when ResultsURL is empty.
 	ResultsDir string
+	// ResultsURL is the results store (blob.Open): file:///dir or
+	// s3://bucket?endpoint=…&region=…; empty means ResultsDir. The
+	// workers and the progress service must name the same one.
+	ResultsURL string
+	// ResultsRedirect has the progress service answer result downloads
+	// with a 307 to a URL the results store signed, valid for at most
+	// progress.MaxRedirectFor and never past the asking token or link
+	// (progress.Config.RedirectFor). Needs an object store.
+	ResultsRedirect bool
 	// ProgressURL is the progress service's public base URL, for links
 	// the api hands out; empty means same origin.
 	ProgressURL string
@@ -166,6 +176,14 @@ func (c Config) limits() ratelimit.Limits {
 	return *c.Limits
 }
 
+// results is where results are kept: ResultsURL, else ResultsDir.
+func (c Config) results() string {
+	if c.ResultsURL != "" {
+		return c.ResultsURL
+	}
+	return c.ResultsDir
+}
+
 // Identity builds the user, session and API-key directory.
 func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 	return identity.NewDirectory(rdb, cfg.Sessions, cfg.Argon2, nil)
@@ -199,9 +217,13 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 
 // Progress builds the progress service's routes, verifying with keys.
 func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*progress.Service, error) {
-	blobs, err := blob.NewDir(cfg.ResultsDir)
+	blobs, err := blob.Open(context.Background(), cfg.results())
 	if err != nil {
 		return nil, err
+	}
+	var redirectFor time.Duration
+	if cfg.ResultsRedirect {
+		redirectFor = progress.MaxRedirectFor
 	}
 	linkKeys, _, err := tokens.EnsureDir(cfg.LinkKeyDir)
 	if err != nil {
@@ -220,6 +242,7 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 		Store:        jobs.NewStore(rdb, nil),
 		Verifier:     &tokens.Verifier{Keys: keys, Now: cfg.Now},
 		Blobs:        blobs,
+		RedirectFor:  redirectFor,
 		Canceler:     asynq.NewInspectorFromRedisClient(rdb),
 		Retention:    cfg.Retention,
 		Logger:       cfg.Logger,
@@ -229,7 +252,7 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 // Worker builds a worker; call Start on it.
 func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	wc := cfg.Worker
-	wc.ResultsDir = cfg.ResultsDir
+	wc.ResultsURL = cfg.results()
 	return worker.New(wc, rdb, cfg.Types...)
 }
 

@@ -29,13 +29,11 @@ import (
 // of it runs on this machine, so the cluster's three nodes share its cores
 // with each other, the worker and the load: the ratio is what the
 // cluster's routing and one-slot steps cost here, not what three machines
-// would give.
-//
-//   - submit: POST /v1/jobs over HTTP on loopback from 16 clients
-//     (alternating rounds, httpload.Compare), cluster-3/one-redis;
-//   - end-to-end: rounds of 200 no-op jobs, submitted by 16 clients and
-//     timed until every record says succeeded, one worker of concurrency 8
-//     per stack, the two stacks alternating round by round.
+// would give. "submit" is POST /v1/jobs over HTTP on loopback from 16
+// clients in alternating rounds (httpload.Compare); "end-to-end" is rounds
+// of 200 no-op jobs submitted by 16 clients and timed until every record
+// says succeeded, one worker of concurrency 8 per stack, the two stacks
+// alternating round by round.
 //
 //	go test -run '^$' -bench OneRedisVsCluster -benchtime 20x -count 3 ./app/
 func BenchmarkOneRedisVsCluster(b *testing.B) {

@@ -27,6 +27,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/s3test"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/tokens/tokenstest"
@@ -34,7 +35,11 @@ import (
 	"github.com/claimcheck/claimcheck/worker/builtin"
 )
 
-func TestMain(m *testing.M) { os.Exit(contractMain(m)) }
+func TestMain(m *testing.M) {
+	code := contractMain(m)
+	s3test.StopWeed() // started by the first test that asked for SeaweedFS
+	os.Exit(code)
+}
 
 // cheapArgon2 keeps password hashing fast in tests.
 var cheapArgon2 = &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}

@@ -32,7 +32,7 @@
 // # Running it
 //
 // Main(types...) is a whole worker process: it reads the same flags and
-// environment as `claimcheck worker` (BindFlags: REDIS_URL, --results-dir,
+// environment as `claimcheck worker` (BindFlags: REDIS_URL, --results-dir or --results-url,
 // --concurrency, --pools, --types FILE, --metrics-addr, …; -h lists them),
 // serves until SIGINT or SIGTERM and shuts down gracefully. A main.go is
 // one line: func main() { worker.Main(myType()) }. New(cfg, rdb, types...)

@@ -176,9 +176,15 @@ func (m *storeMonitor) check() {
 		// check.
 		floor = blob.MinFree{Bytes: floor.Bytes + floor.Bytes/10, Percent: floor.Percent * 1.1}
 	}
-	err := s.blobs.Check(floor)
-	if sp, serr := s.blobs.Space(); serr == nil {
-		metrics.ResultsFreeBytes.Set(float64(sp.Free))
+	ctx, cancel := context.WithTimeout(context.Background(), storeCheckTimeout)
+	err := s.blobs.Check(ctx, floor)
+	cancel()
+	// Only a directory has free space to report; an object store's
+	// room is its operator's business.
+	if d, ok := blob.DirOf(s.blobs); ok {
+		if sp, serr := d.Space(); serr == nil {
+			metrics.ResultsFreeBytes.Set(float64(sp.Free))
+		}
 	}
 	// Only check writes m.err, one at a time (m.checking); the gauge
 	// moves before the verdict is published.
@@ -200,7 +206,7 @@ func (m *storeMonitor) check() {
 	case err != nil && prev == nil:
 		if s.srv.pause() {
 			s.log.Error("results store cannot take results: worker paused, it takes no job until the store is usable again",
-				"err", err, "results_dir", s.blobs.Root())
+				"err", blob.Detail(err), "results", s.blobs.String())
 			s.withdraw()
 		}
 	// Paused with no store error: a generation that failed to start after

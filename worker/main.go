@@ -75,7 +75,7 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer, type
 }
 
 // BindFlags declares the worker process's flags on fs (config.Worker:
-// --redis-url, --data-dir, --results-dir, --concurrency, --pools,
+// --redis-url, --data-dir, --results-dir or --results-url, --concurrency, --pools,
 // --log-format, --log-level, --metrics-addr, --task-check-interval,
 // --max-running-jobs, --retention, --types, --allow-example-passwords) and
 // returns the process: after fs is parsed, run applies the environment to
@@ -122,7 +122,7 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 	}
 	defer r.Close()
 	w, err := New(Config{
-		ResultsDir:        c.Results(),
+		ResultsURL:        c.Results(),
 		Concurrency:       c.Concurrency,
 		Pools:             c.Pools,
 		TaskCheckInterval: c.TaskCheckInterval,

@@ -26,8 +26,13 @@ import (
 
 // Config tunes a worker. Zero values take the defaults in parentheses.
 type Config struct {
-	// ResultsDir is the directory results are written to, shared with the
-	// progress service that serves them (required).
+	// ResultsURL is where results are written, read by the progress
+	// service that serves them: file:///dir (a directory both see) or
+	// s3://bucket?endpoint=…&region=… (an S3-compatible bucket; see the
+	// README's results storage). ResultsURL or ResultsDir is required.
+	ResultsURL string
+	// ResultsDir is a directory for results: ResultsURL's synonym for a
+	// file URL, used when ResultsURL is empty.
 	ResultsDir string
 	// ResultsMinFree is the free space, in bytes, the results store must
 	// have for the worker to take jobs (DefaultResultsMinFree); negative:
@@ -196,7 +201,7 @@ type Server struct {
 	stopReap chan struct{}
 	srv      *queueServer
 	store    *jobs.Store
-	blobs    *blob.Dir
+	blobs    blob.Store
 	types    map[string]Type
 	log      *slog.Logger
 	// insp moves held jobs to the front of their queues when a slot frees.
@@ -246,10 +251,14 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 	if len(types) == 0 {
 		return nil, errors.New("worker: no job types registered")
 	}
-	if cfg.ResultsDir == "" {
-		return nil, errors.New("worker: Config.ResultsDir is required")
+	where := cfg.ResultsURL
+	if where == "" {
+		where = cfg.ResultsDir
 	}
-	blobs, err := blob.NewDir(cfg.ResultsDir)
+	if where == "" {
+		return nil, errors.New("worker: Config.ResultsURL (or ResultsDir) is required")
+	}
+	blobs, err := blob.Open(context.Background(), where)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -504,7 +513,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// A result an earlier attempt stored but could not record (Redis was
 	// away; see recordSuccess) is the job's result: record it rather than
 	// run the job again.
-	if fin, ok, err := s.blobs.FinishedResult(p.Job); err != nil {
+	if fin, ok, err := s.blobs.FinishedResult(ctx, p.Job); err != nil {
 		log.Warn("finished marker not read; running the job", "err", err)
 	} else if ok {
 		log.Info("recording the result an earlier attempt stored", "made_by_attempt", fin.Attempt)
@@ -549,7 +558,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			if typ.MaxResultBytes > 0 && typ.MaxResultBytes < limit {
 				limit = typ.MaxResultBytes
 			}
-			w, err = s.blobs.Create(p.Job, limit)
+			w, err = s.blobs.Create(hctx, p.Job, limit)
 			contentType = ct
 			storeFailed = err != nil
 			return w, err
@@ -752,7 +761,7 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 	// away) stored its result and is waiting to record it: that result is
 	// the job's, and replacing its bytes now would leave the record naming
 	// a digest the stored bytes no longer have.
-	if fin, ok, _ := s.blobs.FinishedResult(id); ok {
+	if fin, ok, _ := s.blobs.FinishedResult(ctx, id); ok {
 		if w != nil {
 			w.Abort()
 		}
@@ -866,7 +875,7 @@ func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, 
 	err := write(ctx)
 	if redisconn.Unavailable(err) {
 		fin := blob.Finished{ContentType: res.ContentType, Size: res.Size, SHA256: res.SHA256, Attempt: attempt, Empty: !stored}
-		if merr := s.blobs.MarkFinished(id, fin); merr != nil {
+		if merr := s.blobs.MarkFinished(ctx, id, fin); merr != nil {
 			log.Warn("finished marker not written: if this worker stops before Redis is back, the job runs again", "err", merr)
 		}
 		log.Warn("job succeeded but its record was not written: trying again until Redis answers", "err", err)
@@ -883,14 +892,14 @@ func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, 
 		// its result already, which it records next, so it is left.
 		if st.Final() {
 			if stored {
-				_ = s.blobs.Delete(id)
+				_ = s.blobs.Delete(ctx, id)
 			}
-			_ = s.blobs.ClearFinished(id)
+			_ = s.blobs.ClearFinished(ctx, id)
 		}
 		log.Info("job ended before its result was recorded", "state", st)
 		return nil
 	}
-	if err := s.blobs.ClearFinished(id); err != nil {
+	if err := s.blobs.ClearFinished(ctx, id); err != nil {
 		log.Warn("finished marker not removed", "err", err)
 	}
 	metrics.JobsFinished.WithLabelValues(typeName, string(st)).Inc()
@@ -908,6 +917,9 @@ const (
 	// storeHandBackDelay is how long a job handed back by a worker whose
 	// results store failed waits before any worker may take it again.
 	storeHandBackDelay = time.Second
+	// storeCheckTimeout bounds one check of the results store: an object
+	// store that does not answer within it is taken for unusable.
+	storeCheckTimeout = 10 * time.Second
 	// checkpointTimeout bounds one SaveCheckpoint, which outlives the
 	// handler's context.
 	checkpointTimeout = 5 * time.Second

@@ -126,7 +126,7 @@ func (s *Service) download(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	s.serveResult(c, j, claims.Disposition, claims.Filename, "private, no-store")
+	s.serveResult(c, j, claims.Disposition, claims.Filename, "private, no-store", claims.Expires())
 }
 
 func safeFilename(name string) bool {

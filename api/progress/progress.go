@@ -42,8 +42,15 @@ type Canceler = jobs.Canceler
 type Config struct {
 	Store    *jobs.Store
 	Verifier *tokens.Verifier
-	Blobs    *blob.Dir
+	Blobs    blob.Store
 	Canceler Canceler
+	// RedirectFor, when above 0, has a result download answered with a
+	// 307 to a URL signed by the results store, living at most this long
+	// and never past the expiry of the token or link that asked (at most
+	// MaxRedirectFor). A signed URL cannot be revoked before it expires,
+	// so this is off by default; a directory store cannot sign at all,
+	// and New refuses it.
+	RedirectFor time.Duration
 	// Hub delivers job events for the event stream and long-polls; started
 	// by the caller. Required.
 	Hub *Hub
@@ -84,6 +91,12 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("progress: Store, Verifier, Blobs, Canceler, Hub, Links and LinkVerifier are required")
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.RedirectFor > 0 {
+		if _, isDir := blob.DirOf(cfg.Blobs); isDir {
+			return nil, errors.New("progress: result redirects need an object store (s3://…): a results directory cannot sign URLs")
+		}
+		cfg.RedirectFor = min(cfg.RedirectFor, MaxRedirectFor)
+	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 15 * time.Second
 	}
@@ -363,7 +376,7 @@ func (s *Service) result(c *gin.Context) {
 		problem.Abort(c, err)
 		return
 	}
-	s.serveResult(c, j, "attachment", "", "private, max-age=3600, immutable")
+	s.serveResult(c, j, "attachment", "", "private, max-age=3600, immutable", jobClaims(c).Expires())
 }
 
 // succeeded reads the path's job (checking the token's epoch) and insists
@@ -382,21 +395,26 @@ func (s *Service) succeeded(c *gin.Context) (*jobs.Job, error) {
 }
 
 // serveResult streams a succeeded job's result with Range, If-Range,
-// If-None-Match and HEAD support (http.ServeContent).
-func (s *Service) serveResult(c *gin.Context, j *jobs.Job, disposition, filename, cacheControl string) {
+// If-None-Match and HEAD support (http.ServeContent), or redirects to the
+// results store (redirect.go). notAfter is when the token or link that
+// asked expires.
+func (s *Service) serveResult(c *gin.Context, j *jobs.Job, disposition, filename, cacheControl string, notAfter time.Time) {
 	if j.Result == nil {
 		c.Status(http.StatusNoContent)
 		return
 	}
-	f, err := s.cfg.Blobs.Open(j.ID)
+	if filename == "" {
+		filename = j.ID + extension(j.Result.ContentType)
+	}
+	if s.redirect(c, j, disposition, filename, notAfter) {
+		return
+	}
+	f, err := s.cfg.Blobs.Open(c.Request.Context(), j.ID)
 	if err != nil {
 		problem.Abort(c, err)
 		return
 	}
 	defer f.Close()
-	if filename == "" {
-		filename = j.ID + extension(j.Result.ContentType)
-	}
 	h := c.Writer.Header()
 	h.Set("Content-Type", j.Result.ContentType)
 	h.Set("ETag", `"sha256:`+j.Result.SHA256+`"`)
@@ -409,6 +427,9 @@ func (s *Service) serveResult(c *gin.Context, j *jobs.Job, disposition, filename
 	}
 	if rng := dropEmptySuffixes(c.Request.Header.Get("Range")); rng != "" {
 		c.Request.Header.Set("Range", rng)
+	}
+	if off, n, ok := singleRange(c.Request.Header.Get("Range"), f.Size()); ok {
+		f.Expect(off, n)
 	}
 	http.ServeContent(c.Writer, c.Request, "", mod, f)
 }

@@ -65,9 +65,17 @@ func (c *common) bind(fs *pflag.FlagSet, addr bool) {
 	fs.StringVar(&c.cfg.RedisURL, "redis-url", "", "Redis `URL` (redis://[user:pass@]host:port/db); env REDIS_URL")
 	fs.BoolVar(&c.allowExample, "allow-example-passwords", false, "accept a REDIS_URL with one of deploy/redis/users.acl's example passwords (change-me-…): throwaway setups only")
 	fs.StringVar(&c.cfg.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
+	fs.StringVar(&c.cfg.ResultsURL, "results-url", "", config.ResultsURLUsage)
 	fs.DurationVar(&c.cfg.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
 	fs.StringVar(&c.logFormat, "log-format", "", "log format: text or json (default: json for api, worker, progress and gateway; text for dev and the admin commands)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// bindResultsRedirect adds --results-redirect (dev, progress): result
+// downloads answered with a redirect to a URL the object store signed.
+func (c *common) bindResultsRedirect(fs *pflag.FlagSet) {
+	fs.BoolVar(&c.cfg.ResultsRedirect, "results-redirect", false,
+		"answer result downloads with a 307 to a URL the object store signed (at most 15 min, never past the token or link; it cannot be revoked before it expires); needs an s3:// --results-url")
 }
 
 // bindMetrics adds --metrics-addr: the operations server of a service.
@@ -109,6 +117,9 @@ func (c *common) load(cmd *cobra.Command) error {
 		return err
 	}
 	if err := config.CheckRedisPassword(c.cfg.RedisURL, c.allowExample); err != nil {
+		return err
+	}
+	if err := config.CheckResults(c.cfg.ResultsDir, c.cfg.ResultsURL); err != nil {
 		return err
 	}
 	if c.logFormat == "" {

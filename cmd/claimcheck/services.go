@@ -48,6 +48,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	c.bindSessions(cmd.Flags())
 	c.bindStreams(cmd.Flags())
 	c.bindMetrics(cmd.Flags())
+	c.bindResultsRedirect(cmd.Flags())
 	cmd.Flags().StringVar(&typesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
 	cmd.Flags().StringVar(&devKey, "dev-api-key", "", "use this API key (cck_…) instead of a new random one")
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
@@ -349,6 +350,7 @@ It verifies tokens with public keys only: from --jwks-url (the api's
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "read public keys from this directory (default DATA_DIR/keys/jobs)")
 	cmd.Flags().StringVar(&c.cfg.LinkKeyDir, "link-key-dir", "", "download-link signing keys, shared by every progress instance (default DATA_DIR/keys/progress)")
 	c.bindStreams(cmd.Flags())
+	c.bindResultsRedirect(cmd.Flags())
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }

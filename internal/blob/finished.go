@@ -53,7 +53,7 @@ func (d *Dir) MarkFinished(key string, f Finished) error {
 	}
 	tmp, err := os.CreateTemp(d.root, tempPrefix+"finished-"+key+"-*")
 	if err != nil {
-		return fmt.Errorf("finished marker %s: %w", key, err)
+		return fmt.Errorf("finished marker %s: %w", key, pathless(err))
 	}
 	name := tmp.Name()
 	_, werr := tmp.Write(b)
@@ -68,7 +68,7 @@ func (d *Dir) MarkFinished(key string, f Finished) error {
 	}
 	if werr != nil {
 		os.Remove(name)
-		return fmt.Errorf("finished marker %s: %w", key, werr)
+		return fmt.Errorf("finished marker %s: %w", key, pathless(werr))
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (d *Dir) FinishedResult(key string) (f Finished, ok bool, err error) {
 		return f, false, nil
 	}
 	if err != nil {
-		return f, false, fmt.Errorf("finished marker %s: %w", key, err)
+		return f, false, fmt.Errorf("finished marker %s: %w", key, pathless(err))
 	}
 	if json.Unmarshal(b, &f) != nil {
 		_ = d.ClearFinished(key)
@@ -113,7 +113,7 @@ func (d *Dir) ClearFinished(key string) error {
 		return err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("clear finished marker %s: %w", key, err)
+		return fmt.Errorf("clear finished marker %s: %w", key, pathless(err))
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ type Entry struct {
 func (d *Dir) List() ([]Entry, error) {
 	des, err := os.ReadDir(d.root)
 	if err != nil {
-		return nil, fmt.Errorf("list blobs: %w", err)
+		return nil, fmt.Errorf("list blobs: %w", pathless(err))
 	}
 	out := make([]Entry, 0, len(des))
 	for _, de := range des {

@@ -18,16 +18,22 @@ type ReapStats struct {
 // not seen, so concurrent writers are safe; records are never recreated
 // under the same id, so a record found gone stays gone.
 func (d *Dir) Reap(ctx context.Context, exist func(ctx context.Context, keys []string) ([]bool, error), staleTemp time.Duration, now time.Time) (ReapStats, error) {
-	var st ReapStats
 	entries, err := d.List()
 	if err != nil {
-		return st, err
+		return ReapStats{}, err
 	}
+	return reap(ctx, entries, exist, staleTemp, now, d.RemoveTemp, d.Delete)
+}
+
+// reap is Reap over entries, whichever store listed them.
+func reap(ctx context.Context, entries []Entry, exist func(ctx context.Context, keys []string) ([]bool, error), staleTemp time.Duration, now time.Time,
+	removeTemp, remove func(string) error) (ReapStats, error) {
+	var st ReapStats
 	var keys []string
 	for _, e := range entries {
 		switch {
 		case e.Temp && now.Sub(e.ModTime) > staleTemp:
-			if err := d.RemoveTemp(e.Key); err != nil {
+			if err := removeTemp(e.Key); err != nil {
 				return st, err
 			}
 			st.Temps++
@@ -47,7 +53,7 @@ func (d *Dir) Reap(ctx context.Context, exist func(ctx context.Context, keys []s
 				st.Kept++
 				continue
 			}
-			if err := d.Delete(key); err != nil {
+			if err := remove(key); err != nil {
 				return st, err
 			}
 			st.Results++

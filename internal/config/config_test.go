@@ -112,7 +112,7 @@ func TestWorkerFlags(t *testing.T) {
 	w.Bind(fs)
 	var names []string
 	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,retention,task-check-interval,types"
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("flags\n got %s\nwant %s", got, want)
 	}
@@ -333,5 +333,23 @@ func TestSentinelFailover(t *testing.T) {
 	role, err := promoted.Do(ctx, "ROLE").Slice()
 	if err != nil || role[0] != "master" {
 		t.Fatalf("replica's role after failover: %v %v", role, err)
+	}
+}
+
+// TestResultsURL: CLAIMCHECK_RESULTS_URL names the results store and wins
+// over the data directory's default; --results-dir with it is refused.
+func TestResultsURL(t *testing.T) {
+	t.Setenv("REDIS_URL", "redis://x:1/0")
+	t.Setenv("CLAIMCHECK_RESULTS_URL", "s3://results?endpoint=http://127.0.0.1:9000")
+	c, fs := parse(t)
+	if _, err := c.Load(fs, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.Results() != "s3://results?endpoint=http://127.0.0.1:9000" {
+		t.Errorf("results %q", c.Results())
+	}
+	c, fs = parse(t, "--results-dir", "/r")
+	if _, err := c.Load(fs, io.Discard); err == nil || !strings.Contains(err.Error(), "both set") {
+		t.Errorf("--results-dir with CLAIMCHECK_RESULTS_URL: %v", err)
 	}
 }

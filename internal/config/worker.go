@@ -32,6 +32,10 @@ type Worker struct {
 	// ResultsDir is the result blob directory, shared with the progress
 	// service; empty means DataDir/results (see Results).
 	ResultsDir string
+	// ResultsURL is where results go when not in a directory
+	// (--results-url, CLAIMCHECK_RESULTS_URL): file:///dir or
+	// s3://bucket?endpoint=…&region=…; it and ResultsDir exclude each other.
+	ResultsURL string
 	// Retention is how long finished jobs and their results are kept.
 	Retention time.Duration
 	// LogFormat is "json" or "text"; LogLevel "debug", "info", "warn" or
@@ -75,6 +79,7 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&w.RedisURL, "redis-url", "", "the shared Redis `URL` (redis://[user:pass@]host:port/db)")
 	fs.BoolVar(&w.AllowExamplePasswords, "allow-example-passwords", false, "accept a REDIS_URL with one of deploy/redis/users.acl's example passwords (change-me-…): throwaway setups only")
 	fs.StringVar(&w.ResultsDir, "results-dir", "", "result blob directory (default DATA_DIR/results); must be shared by workers and progress")
+	fs.StringVar(&w.ResultsURL, "results-url", "", ResultsURLUsage)
 	fs.DurationVar(&w.Retention, "retention", 24*time.Hour, "how long finished jobs and their results are kept")
 	fs.StringVar(&w.LogFormat, "log-format", "json", "log format: text or json")
 	fs.StringVar(&w.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -196,6 +201,9 @@ func (w *Worker) Load(fs *pflag.FlagSet, logs io.Writer) (*slog.Logger, error) {
 	if err := CheckRedisPassword(w.RedisURL, w.AllowExamplePasswords); err != nil {
 		return nil, err
 	}
+	if err := CheckResults(w.ResultsDir, w.ResultsURL); err != nil {
+		return nil, err
+	}
 	logger, err := NewLogger(logs, w.LogFormat, w.LogLevel)
 	if err != nil {
 		return nil, err
@@ -213,8 +221,23 @@ func (w *Worker) Load(fs *pflag.FlagSet, logs io.Writer) (*slog.Logger, error) {
 	return logger, nil
 }
 
-// Results is the result directory: ResultsDir, or DataDir/results.
+// ResultsURLUsage is --results-url's help, the same for every command.
+const ResultsURLUsage = "where results are kept, instead of --results-dir: file:///dir, or s3://bucket?endpoint=…&region=… for an S3-compatible store (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); workers and progress must name the same one"
+
+// CheckResults refuses a results directory and URL given together: which
+// one was meant is not for the process to guess.
+func CheckResults(dir, url string) error {
+	if dir != "" && url != "" {
+		return errors.New("--results-dir and --results-url both set: give one (--results-dir DIR is --results-url file://DIR)")
+	}
+	return nil
+}
+
+// Results is where results go: ResultsURL, ResultsDir, or DataDir/results.
 func (w *Worker) Results() string {
+	if w.ResultsURL != "" {
+		return w.ResultsURL
+	}
 	if w.ResultsDir != "" {
 		return w.ResultsDir
 	}

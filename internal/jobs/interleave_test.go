@@ -90,8 +90,9 @@ func TestWorkerDiesBetweenSlotAndRecord(t *testing.T) {
 	}
 	jobs.Interleave(s, nil)
 	ctx = context.Background()
-	if j, _ := s.Get(ctx, "a"); j.State != jobs.StateQueued || j.Attempts != 0 {
-		t.Fatalf("record of a = %+v", j)
+	before, _ := s.Get(ctx, "a")
+	if before.State != jobs.StateQueued || before.Attempts != 0 {
+		t.Fatalf("record of a = %+v", before)
 	}
 	if st, err := capped(t, s, ctx, "b", 1, "rb"); err != nil || !st.Held {
 		t.Fatalf("b = %+v, %v; want held, a's slot still counts", st, err)
@@ -107,7 +108,7 @@ func TestWorkerDiesBetweenSlotAndRecord(t *testing.T) {
 	if n, _ := rdb.ZCard(ctx, jobs.KeyHeartbeats).Result(); n != 0 {
 		t.Fatalf("%d heartbeat entries left", n)
 	}
-	if j, _ := s.Get(ctx, "a"); j.State != jobs.StateQueued || j.Version != 1 {
+	if j, _ := s.Get(ctx, "a"); j.State != jobs.StateQueued || j.Version != before.Version {
 		t.Fatalf("the reconciler changed a's record: %+v", j)
 	}
 	if st, err := capped(t, s, ctx, "a", 1, "r2"); err != nil || st.State != jobs.StateRunning {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // TestFinding5KilledWorkersSlotFreesAtLeaseEnd: a worker killed while its
@@ -127,25 +126,9 @@ func TestEndingAnAttemptReleasesItsSlot(t *testing.T) {
 	}
 }
 
-// queuedJob writes job id queued, as create does (owner ann, queue default,
-// max_retry 2, a minute per attempt, an hour to live). On a single server
-// it is create; on a cluster it writes the record straight into the job's
-// slot, so that the running path's scripts are tested there on their own,
-// whatever the create path's scripts do.
+// queuedJob writes job id queued through create (owner ann, queue default,
+// max_retry 2, a minute per attempt, an hour to live).
 func queuedJob(t testing.TB, s *jobs.Store, id string) {
 	t.Helper()
-	if !redistest.OnCluster() {
-		create(t, s, id)
-		return
-	}
-	ctx := context.Background()
-	rdb := redistest.NewClient(t)
-	key := jobs.JobKey(id)
-	if err := rdb.HSet(ctx, key, "id", id, "type", "sleep", "owner", "ann", "queue", "default", "state", "queued",
-		"created", time.Now().UnixMilli(), "attempts", 0, "max_retry", 2, "timeout_ms", time.Minute.Milliseconds(), "version", 1).Err(); err != nil {
-		t.Fatalf("queued job %s: %v", id, err)
-	}
-	if err := rdb.PExpire(ctx, key, time.Hour).Err(); err != nil {
-		t.Fatalf("queued job %s: %v", id, err)
-	}
+	create(t, s, id)
 }
