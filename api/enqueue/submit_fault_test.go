@@ -22,6 +22,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/scripts"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -120,6 +121,14 @@ type faultFixture struct {
 func newFaultFixture(t *testing.T, maxActive int) *faultFixture {
 	t.Helper()
 	rdb := redistest.Client(t)
+	// Every script on every node beforehand: a script's first EVALSHA on a
+	// cluster node would fail NOSCRIPT and go again as EVAL, one command
+	// more for whichever node a job's id hashes to.
+	for _, s := range scripts.All() {
+		if err := s.Load(context.Background(), rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	faulty := redistest.NewClient(t)
 	out := &outage{at: -1}
 	faulty.AddHook(out)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claimcheck/claimcheck/internal/scripts"
 	"github.com/claimcheck/claimcheck/internal/secret"
 	"github.com/redis/go-redis/v9"
 )
@@ -431,7 +432,7 @@ func (k *APIKeys) CreateKey(ctx context.Context, spec KeySpec) (secret.Secret, *
 const pendingKeyTTL = 10 * time.Minute
 
 // newKeyScript writes a provisional API key record (one key).
-var newKeyScript = redis.NewScript(`
+var newKeyScript = scripts.New(`
 -- KEYS[1] key record
 -- ARGV: id, user, name, created ms, prefix, scope, expires ms or "", pending ttl ms
 redis.call("HSET", KEYS[1], "id", ARGV[1], "user", ARGV[2], "name", ARGV[3], "created", ARGV[4],
@@ -442,7 +443,7 @@ return 1
 
 // indexKeyScript adds a key to its user's index unless the user is blocked
 // (see ErrUserBlocked). Both keys are in the user's slot.
-var indexKeyScript = redis.NewScript(`
+var indexKeyScript = scripts.New(`
 -- KEYS[1] user, KEYS[2] user's keys; ARGV[1] key id
 if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
 redis.call("SADD", KEYS[2], ARGV[1])
@@ -452,7 +453,7 @@ return 1
 // keepKeyScript ends a provisional key's pending TTL if the key still
 // exists: no expiry (ARGV[1] 0) or the key's own lifetime. It never
 // creates the key, so a record deleted since it was written stays deleted.
-var keepKeyScript = redis.NewScript(`
+var keepKeyScript = scripts.New(`
 -- KEYS[1] record or id key; ARGV[1] lifetime ms or 0
 if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
 if tonumber(ARGV[1]) > 0 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) else redis.call("PERSIST", KEYS[1]) end
@@ -462,7 +463,7 @@ return 1
 // useScript checks a key's expiry against the caller's clock and records its
 // use, in one round trip. last_used is written at most once a minute, so a
 // busy key costs no extra writes.
-var useScript = redis.NewScript(`
+var useScript = scripts.New(`
 -- KEYS[1] key record; ARGV[1] now ms
 local v = redis.call("HMGET", KEYS[1], "id", "user", "scope", "expires", "last_used")
 if not v[1] or not v[2] then return false end
@@ -709,7 +710,7 @@ func (k *APIKeys) Revoke(ctx context.Context, id string) error {
 
 // dropKeyScript deletes a key record and returns its user ("" if it was
 // gone), in one step on one key.
-var dropKeyScript = redis.NewScript(`
+var dropKeyScript = scripts.New(`
 local user = redis.call("HGET", KEYS[1], "user")
 redis.call("DEL", KEYS[1])
 return user or ""

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/internal/scripts"
 	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
@@ -100,7 +101,7 @@ func (d *Directory) Block(ctx context.Context, name string) error {
 // blockScript raises an existing user's blocked flag and returns, read in
 // the same step, the user's session index (flat id, record key pairs) and
 // API key ids. All three keys are in the user's slot. No user: nil.
-var blockScript = redis.NewScript(`
+var blockScript = scripts.New(`
 -- KEYS[1] user, KEYS[2] user's sessions, KEYS[3] user's keys
 if not redis.call("HGET", KEYS[1], "name") then return false end
 redis.call("HSET", KEYS[1], "blocked", 1)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/internal/scripts"
 	"github.com/claimcheck/claimcheck/internal/secret"
 )
 
@@ -117,7 +118,7 @@ func (s *Sessions) Create(ctx context.Context, user, userAgent, ip string) (secr
 const indexMargin = 24 * time.Hour
 
 // newSessionScript writes a session record with its TTL (one key).
-var newSessionScript = redis.NewScript(`
+var newSessionScript = scripts.New(`
 -- KEYS[1] session record; ARGV: id, user, created ms, user agent, ip, ttl ms
 redis.call("HSET", KEYS[1], "id", ARGV[1], "user", ARGV[2], "created", ARGV[3], "seen", ARGV[3], "ua", ARGV[4], "ip", ARGV[5])
 redis.call("PEXPIRE", KEYS[1], ARGV[6])
@@ -126,7 +127,7 @@ return 1
 
 // indexSessionScript indexes a session under its user unless the user is
 // blocked (see ErrUserBlocked). Both keys are in the user's slot.
-var indexSessionScript = redis.NewScript(`
+var indexSessionScript = scripts.New(`
 -- KEYS[1] user, KEYS[2] user's sessions; ARGV: id, record key, index ttl ms
 if redis.call("HGET", KEYS[1], "blocked") == "1" then return 0 end
 redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
@@ -146,7 +147,7 @@ func (s *Sessions) expiry(created, seen time.Time) time.Time {
 
 // touchScript checks a session against the caller's clock and slides its
 // idle expiry, in one round trip.
-var touchScript = redis.NewScript(`
+var touchScript = scripts.New(`
 -- KEYS[1] session; ARGV[1] now ms, ARGV[2] idle ms, ARGV[3] absolute ms
 local v = redis.call("HMGET", KEYS[1], "id", "user", "created", "seen")
 if not v[1] then return false end

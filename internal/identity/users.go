@@ -15,6 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Errors of the user store.
@@ -171,7 +173,7 @@ func (u *Users) Add(ctx context.Context, name, password string) error {
 }
 
 // addUserScript writes a user record unless one exists (one key).
-var addUserScript = redis.NewScript(`
+var addUserScript = scripts.New(`
 -- KEYS[1] user; ARGV: password hash, name, created ms
 if redis.call("HGET", KEYS[1], "pw") then return 0 end
 redis.call("HSET", KEYS[1], "pw", ARGV[1], "name", ARGV[2], "blocked", 0, "created", ARGV[3])
@@ -284,7 +286,7 @@ func (u *Users) unblock(ctx context.Context, name string) error {
 }
 
 // setFlagScript sets an existing user's blocked flag (one key).
-var setFlagScript = redis.NewScript(`
+var setFlagScript = scripts.New(`
 -- KEYS[1] user; ARGV[1] 0 or 1
 if not redis.call("HGET", KEYS[1], "name") then return 0 end
 redis.call("HSET", KEYS[1], "blocked", ARGV[1])

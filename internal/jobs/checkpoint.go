@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // MaxCheckpointBytes bounds one checkpoint: it is a note of where a job got
@@ -17,7 +17,7 @@ const MaxCheckpointBytes = 64 << 10
 // job's running one (it ended, was reconciled, or a newer attempt started).
 var ErrNotRunning = errors.New("attempt is not the job's running one")
 
-var saveCheckpointScript = redis.NewScript(`
+var saveCheckpointScript = scripts.New(`
 -- KEYS[1] job, KEYS[2] its checkpoint; ARGV[1] attempt, ARGV[2] data,
 -- ARGV[3] the run's name ("": any run of the attempt)
 -- returns 1 when saved, 0 when the attempt is not the running one

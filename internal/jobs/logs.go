@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // A job's log is the job's own output (Go handlers' Task.Logf, exec types'
@@ -77,7 +79,7 @@ func CutLogLine(s string) string {
 	return s[:keep] + "[… " + strconv.Itoa(len(s)-keep) + " bytes cut]"
 }
 
-var appendLogScript = redis.NewScript(`
+var appendLogScript = scripts.New(`
 -- KEYS[1] job record, KEYS[2] its log, KEYS[3] its log counters
 -- ARGV[1] lines the writer dropped before this batch, ARGV[2] now ms,
 -- ARGV[3..] pairs of (time ms, line)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Heartbeats and reconciliation. A record that says running is only true
@@ -152,7 +154,7 @@ local function match(id, run, legacy)
 end
 `
 
-var heartbeatScript = redis.NewScript(redisNowLua + `
+var heartbeatScript = scripts.New(redisNowLua + `
 -- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] "1" to check runs,
 -- ARGV[2..] pairs of (job id, run); only entries that exist are touched
 local now = redis_now_ms()
@@ -165,14 +167,14 @@ end
 return 0
 `)
 
-var beatStartScript = redis.NewScript(redisNowLua + `
+var beatStartScript = scripts.New(redisNowLua + `
 -- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] job id, ARGV[2] run
 redis.call("ZADD", KEYS[1], redis_now_ms(), ARGV[1])
 redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
 return 1
 `)
 
-var beatDropScript = redis.NewScript(beatMatchLua + `
+var beatDropScript = scripts.New(beatMatchLua + `
 -- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] job id, ARGV[2] run,
 -- ARGV[3] cutoff ms ("+inf": none), ARGV[4] "1" if an entry with no run
 -- matches, ARGV[5] "1" to remove, else only check
@@ -227,7 +229,7 @@ func (s *Store) EndRunHeartbeat(ctx context.Context, id, run string) error {
 	return nil
 }
 
-var readBeatsScript = redis.NewScript(redisNowLua + `
+var readBeatsScript = scripts.New(redisNowLua + `
 -- KEYS[1] heartbeats, KEYS[2] their runs; ARGV[1] highest score ("+inf":
 -- any), ARGV[2] at most this many (0: all)
 -- returns {now ms, then (job id, score, run) per entry, oldest first}
@@ -350,7 +352,7 @@ func (s *Store) StillStale(ctx context.Context, j StaleJob, cutoff time.Time) (b
 	return n == 1, nil
 }
 
-var reconcileScript = redis.NewScript(emitLua + `
+var reconcileScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
 -- counters, KEYS[5] its checkpoint
 -- ARGV[1] attempt seen, ARGV[2] run seen ("": any), ARGV[3] new state,
@@ -444,7 +446,7 @@ func (s *Store) ReconcileReleasing(ctx context.Context, j StaleJob, cutoff time.
 	return st, next, nil
 }
 
-var restoreLeaseScript = redis.NewScript(`
+var restoreLeaseScript = scripts.New(`
 -- KEYS[1] the queue's active list, KEYS[2] its lease set; ARGV[1] task id
 -- returns 1 if the task is active and had no lease (it has an expired one now)
 if not redis.call("LPOS", KEYS[1], ARGV[1]) then return 0 end
@@ -463,7 +465,7 @@ func (s *Store) RestoreLease(ctx context.Context, queue, id string) (bool, error
 	return n == 1, nil
 }
 
-var requeueScript = redis.NewScript(`
+var requeueScript = scripts.New(`
 -- KEYS[1] the task, KEYS[2] the queue's active list, KEYS[3] its lease
 -- set, KEYS[4] its archive, KEYS[5] its pending list
 -- ARGV[1] task id, ARGV[2] its message as read, ARGV[3] the message to

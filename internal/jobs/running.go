@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Running-job cap. However many jobs a user queues, only so many of them
@@ -92,7 +94,7 @@ const fRun = "run"
 // the job back. It touches only the owner's keys (one slot); what it needs
 // to know of other jobs (whether a slot's job has ended) the caller reads
 // in Go and passes in.
-var acquireScript = redis.NewScript(`
+var acquireScript = scripts.New(`
 -- KEYS[1] owner's slots, KEYS[2] owner's held jobs
 -- ARGV[1] now ms, ARGV[2] cap, ARGV[3] lease ms, ARGV[4] job id,
 -- ARGV[5] held member "<queue> <id>", ARGV[6] "1" if it may be held,
@@ -123,7 +125,7 @@ return {"slot"}
 // running, or, for a job held back, notes why it waits. It touches only
 // the job's keys (one slot), and checks everything that may have changed
 // since the owner's side ran: a cancel, an end, a record gone.
-var enterScript = redis.NewScript(emitLua + `
+var enterScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its checkpoint
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] the run's name ("" for none),
 -- ARGV[4] hold reason ("": the job runs now)
@@ -334,7 +336,7 @@ const releaseScan = 16
 // the job's slot (and forgets the job as held, when given its member) and
 // returns how many slots are free and the oldest held members that might
 // take them, for the caller to read those jobs' records.
-var freeScript = redis.NewScript(`
+var freeScript = scripts.New(`
 -- KEYS[1] owner's slots, KEYS[2] owner's held jobs; ARGV[1] job id,
 -- ARGV[2] cap, ARGV[3] now ms, ARGV[4] its held member ("" for none)
 -- returns {} when no slot is free or nothing is held, else {free, members...}
@@ -358,7 +360,7 @@ return held
 // first, and returns the latter. Only a member this script removes is
 // returned, so two releases never hand the same job on, and the free
 // slots are counted again, so a slot taken meanwhile is not given twice.
-var handOnScript = redis.NewScript(`
+var handOnScript = scripts.New(`
 -- KEYS[1] owner's slots, KEYS[2] owner's held jobs; ARGV[1] cap,
 -- ARGV[2] now ms, ARGV[3..] pairs of (member, "1" may start | "0" ended)
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", ARGV[2])

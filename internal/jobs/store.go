@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Store reads and writes job records in Redis.
@@ -141,7 +143,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-var progressScript = redis.NewScript(emitLua + `
+var progressScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events; ARGV[1] percent, ARGV[2] message, ARGV[3] now ms
 -- returns 1 when the job should stop (cancel requested, ended or gone), else 0
 local st = redis.call("HMGET", KEYS[1], "state", "cancel")
@@ -164,7 +166,7 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 	return n == 1, nil
 }
 
-var finishScript = redis.NewScript(emitLua + `
+var finishScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
 -- counters, KEYS[5] its checkpoint
 -- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
@@ -302,7 +304,7 @@ func (s *Store) CancelReleasing(ctx context.Context, id string, retention time.D
 	return s.finish(ctx, id, anyAttempt, StateCanceled, "", retention, slot)
 }
 
-var requestCancelScript = redis.NewScript(`
+var requestCancelScript = scripts.New(`
 -- KEYS[1] job; ARGV[1] the token's epoch
 local st = redis.call("HMGET", KEYS[1], "state", "epoch")
 if not st[1] then return "gone" end
@@ -337,7 +339,7 @@ func (s *Store) RequestCancel(ctx context.Context, id string, tokenEpoch int64) 
 	}
 }
 
-var revokeTokensScript = redis.NewScript(`
+var revokeTokensScript = scripts.New(`
 -- KEYS[1] job
 if redis.call("EXISTS", KEYS[1]) == 0 then return false end
 local e = redis.call("HINCRBY", KEYS[1], "epoch", 1)

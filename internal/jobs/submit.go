@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Submission is a sequence of one-slot scripts (see the package doc,
@@ -36,7 +38,7 @@ local function full(set, n)
 end
 `
 
-var reserveScript = redis.NewScript(gateLua + fullLua + `
+var reserveScript = scripts.New(gateLua + fullLua + `
 -- KEYS[1] owner's active set, KEYS[gate] owner gate, KEYS[claim] idempotency claim
 -- ARGV[1] max active (0: none), ARGV[2] claim value, ARGV[3] claim ttl ms,
 -- ARGV[4] gate index (0: none), ARGV[5] claim index (0: none),
@@ -61,7 +63,7 @@ if ci > 0 then redis.call("SET", KEYS[ci], ARGV[2], "PX", ARGV[3]) end
 return false
 `)
 
-var writeScript = redis.NewScript(`
+var writeScript = scripts.New(`
 -- KEYS[1] job record; ARGV[1] ttl ms, ARGV[2..] record pairs
 if redis.call("EXISTS", KEYS[1]) == 1 then return redis.error_reply("EXISTS job record") end
 redis.call("HSET", KEYS[1], unpack(ARGV, 2))
@@ -69,7 +71,7 @@ redis.call("PEXPIRE", KEYS[1], ARGV[1])
 return false
 `)
 
-var admitScript = redis.NewScript(gateLua + fullLua + `
+var admitScript = scripts.New(gateLua + fullLua + `
 -- KEYS[1] owner's active set, KEYS[2] owner's job index, KEYS[gate] owner
 -- gate, KEYS[claim] idempotency claim
 -- ARGV[1] max active (0: none), ARGV[2] job id, ARGV[3] ttl ms, ARGV[4]
@@ -98,7 +100,7 @@ if ci > 0 then redis.call("PEXPIRE", KEYS[ci], ARGV[3]) end
 return false
 `)
 
-var flipScript = redis.NewScript(`
+var flipScript = scripts.New(`
 -- KEYS[1] job record; ARGV[1] ttl ms
 -- returns the state afterwards, "gone", or "void <reason>"
 local st = redis.call("HMGET", KEYS[1], "state", "void")
@@ -111,7 +113,7 @@ redis.call("PEXPIRE", KEYS[1], ARGV[1])
 return "queued"
 `)
 
-var voidScript = redis.NewScript(`
+var voidScript = scripts.New(`
 -- KEYS[1] job record; ARGV[1] reason
 -- returns {state before, claim key}: a pending record becomes a canceled
 -- tombstone marked void, which no flip can make queued
@@ -124,7 +126,7 @@ redis.call("HINCRBY", KEYS[1], "version", 1)
 return {"pending", st[3] or ""}
 `)
 
-var discardScript = redis.NewScript(`
+var discardScript = scripts.New(`
 -- KEYS[1] job record
 -- returns the state of a record that stays (it was confirmed), or false
 local st = redis.call("HMGET", KEYS[1], "state", "void")
@@ -133,7 +135,7 @@ redis.call("DEL", KEYS[1])
 return false
 `)
 
-var forgetScript = redis.NewScript(`
+var forgetScript = scripts.New(`
 -- KEYS[1] owner's active set, KEYS[2] owner's job index, KEYS[3]
 -- idempotency claim (optional); ARGV[1] job id
 -- an unconfirmed job leaves its owner's slot: not counted, not listed, its
@@ -147,7 +149,7 @@ end
 return false
 `)
 
-var releaseClaimScript = redis.NewScript(`
+var releaseClaimScript = scripts.New(`
 -- KEYS[1] idempotency claim; ARGV[1] job id
 local c = redis.call("GET", KEYS[1])
 if c and string.sub(c, 1, #ARGV[1] + 1) == ARGV[1] .. " " then redis.call("DEL", KEYS[1]) end

@@ -16,6 +16,7 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redisconn"
+	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
 // Config tunes an Announcer or a Reader. Zero values take the defaults in
@@ -180,7 +181,7 @@ func (a *Announcer) Digests() map[string]string {
 // live worker holds the old spec, so every live member of a set announces
 // the digest in the hash. It returns the conflicts as (name, live digest,
 // live worker) triples.
-var announceScript = redis.NewScript(`
+var announceScript = scripts.New(`
 local id, now, expiry, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local strict = ARGV[5] == '1'
 local n = (#KEYS - 2) / 2
@@ -224,7 +225,7 @@ return out
 //
 // KEYS as announceScript's. ARGV: worker id, now (ms), forget (ms), then
 // one name per type.
-var withdrawScript = redis.NewScript(`
+var withdrawScript = scripts.New(`
 local id, now, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for k = 1, (#KEYS - 2) / 2 do
   local hk, wk = KEYS[2*k+1], KEYS[2*k+2]
