@@ -78,7 +78,7 @@ var scenarios = []Scenario{
 // longOnly are left out of -short unless named: aofloss's rolled-back
 // records wait for Asynq's recoverer (a minute or two), which would double
 // the CI run.
-var longOnly = map[string]bool{"aofloss": true, "scale": true}
+var longOnly = map[string]bool{"aofloss": true}
 
 func main() {
 	var opt Options

@@ -265,9 +265,10 @@ func runScale(ctx context.Context, opt Options) (*Outcome, error) {
 		o.Notes = append(o.Notes, "not accepted: "+e.Error())
 	}
 	o.Notes = append(o.Notes, fmt.Sprintf("SIGKILLed mid-load (not restarted): %s", strings.Join(<-killed, ", ")))
-	// A killed worker's jobs run again once Asynq's lease on them ends.
+	// A killed worker's jobs run again once Asynq's lease on them ends;
+	// one with max_retry 0 fails "worker lost" instead, as it must.
 	tr.Drain(150 * time.Second)
-	tr.Account(ctx, o, nil)
+	tr.Account(ctx, o, workerLost)
 	tr.VerifyResults(ctx, o)
 
 	// The rest runs on the surviving instances plus the killed ones
