@@ -222,31 +222,72 @@ type aclRedis struct {
 	addr  string
 	dir   string
 	users map[string]string
-	admin *redis.Client
+	admin redis.UniversalClient
+	// nodes are a cluster's primaries (none: one server at addr).
+	nodes []string
 }
 
 func startACLRedis(t *testing.T) *aclRedis {
 	t.Helper()
-	dir := t.TempDir()
-	acl, err := os.ReadFile(aclFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acl = append(acl, "user acl-test-admin on >acl-test-admin ~* &* +@all\n"...)
-	aclCopy := filepath.Join(dir, "users.acl")
-	if err := os.WriteFile(aclCopy, acl, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := &aclRedis{addr: redistest.Server(t, "--aclfile", aclCopy), dir: dir, users: aclUsers(t)}
+	r := &aclRedis{dir: t.TempDir(), users: aclUsers(t)}
+	r.addr = redistest.Server(t, "--aclfile", r.aclWithAdmin(t))
 	r.admin = redis.NewClient(&redis.Options{Addr: r.addr, Username: "acl-test-admin", Password: "acl-test-admin"})
 	t.Cleanup(func() { r.admin.Close() })
 	return r
 }
 
-// as signs in as user with its users.acl password.
-func (r *aclRedis) as(t *testing.T, user string) *redis.Client {
+// startACLCluster is startACLRedis on a Redis Cluster of three primaries,
+// every node loading the same users.acl.
+func startACLCluster(t *testing.T) *aclRedis {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.addr, Username: user, Password: r.users[user]})
+	r := &aclRedis{dir: t.TempDir(), users: aclUsers(t)}
+	r.nodes = redistest.ClusterWith(t, []string{"--user", "acl-test-admin", "-a", "acl-test-admin"}, "--aclfile", r.aclWithAdmin(t))
+	r.addr = r.nodes[0]
+	r.admin = redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.nodes, Username: "acl-test-admin", Password: "acl-test-admin"})
+	t.Cleanup(func() { r.admin.Close() })
+	return r
+}
+
+// aclWithAdmin writes users.acl plus a test-only administrator into the
+// test's directory and returns its path.
+func (r *aclRedis) aclWithAdmin(t *testing.T) string {
+	t.Helper()
+	acl, err := os.ReadFile(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acl = append(acl, "user acl-test-admin on >acl-test-admin ~* &* +@all\n"...)
+	aclCopy := filepath.Join(r.dir, "users.acl")
+	if err := os.WriteFile(aclCopy, acl, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return aclCopy
+}
+
+// resetLog empties the ACL log (of every node).
+func (r *aclRedis) resetLog(t *testing.T) {
+	t.Helper()
+	reset := func(ctx context.Context, c redis.UniversalClient) error { return c.Do(ctx, "ACL", "LOG", "RESET").Err() }
+	var err error
+	if cc, ok := r.admin.(*redis.ClusterClient); ok {
+		err = cc.ForEachShard(context.Background(), func(ctx context.Context, n *redis.Client) error { return reset(ctx, n) })
+	} else {
+		err = reset(context.Background(), r.admin)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// as signs in as user with its users.acl password.
+func (r *aclRedis) as(t *testing.T, user string) redis.UniversalClient {
+	t.Helper()
+	var c redis.UniversalClient
+	if r.nodes != nil {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.nodes, Username: user, Password: r.users[user]})
+	} else {
+		c = redis.NewClient(&redis.Options{Addr: r.addr, Username: user, Password: r.users[user]})
+	}
 	t.Cleanup(func() { c.Close() })
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("sign in as %s: %v", user, err)
@@ -259,9 +300,22 @@ func (r *aclRedis) as(t *testing.T, user string) *redis.Client {
 // touched.
 func (r *aclRedis) denials(t *testing.T) []string {
 	t.Helper()
-	entries, err := r.admin.Do(context.Background(), "ACL", "LOG").Slice()
-	if err != nil {
-		t.Fatal(err)
+	var entries []any
+	if cc, ok := r.admin.(*redis.ClusterClient); ok {
+		err := cc.ForEachShard(context.Background(), func(ctx context.Context, n *redis.Client) error {
+			es, err := n.Do(ctx, "ACL", "LOG").Slice()
+			entries = append(entries, es...)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		es, err := r.admin.Do(context.Background(), "ACL", "LOG").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = es
 	}
 	var out []string
 	for _, e := range entries {
@@ -283,11 +337,17 @@ func (r *aclRedis) denials(t *testing.T) []string {
 // product with each process signed in as its own user: any rule too tight
 // fails here, either as an error the product reports or as an entry in
 // Redis's ACL log (a background loop's refused command is in no response).
-func TestRedisACL(t *testing.T) {
+func TestRedisACL(t *testing.T) { testRedisACL(t, startACLRedis(t)) }
+
+// TestRedisACLOnACluster is TestRedisACL on a Redis Cluster whose every
+// node loads users.acl: the same file works there, and no script or
+// transaction of the product crosses a slot.
+func TestRedisACLOnACluster(t *testing.T) { testRedisACL(t, startACLCluster(t)) }
+
+func testRedisACL(t *testing.T, r *aclRedis) {
 	ctx := context.Background()
-	r := startACLRedis(t)
 	addr, dir, users := r.addr, r.dir, r.users
-	as := func(user string) *redis.Client { return r.as(t, user) }
+	as := func(user string) redis.UniversalClient { return r.as(t, user) }
 	denied := func(who string, err error) {
 		t.Helper()
 		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
@@ -306,9 +366,7 @@ func TestRedisACL(t *testing.T) {
 		t.Error("the default user is on")
 	}
 	denied("gateway reads a job", gateway.HGetAll(ctx, "cc:job:{x}").Err())
-	if err := r.admin.Do(ctx, "ACL", "LOG", "RESET").Err(); err != nil {
-		t.Fatal(err)
-	}
+	r.resetLog(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("ACL log:\n%s", strings.Join(r.denials(t), "\n"))
@@ -524,7 +582,7 @@ func TestRedisACL(t *testing.T) {
 	if _, err := identity.NewUsers(api, nil, nil).List(ctx); err != nil {
 		t.Fatalf("users list as the api user: %v", err)
 	}
-	for _, user := range []*redis.Client{api, workerRDB} {
+	for _, user := range []redis.UniversalClient{api, workerRDB} {
 		if _, err := asynq.NewInspectorFromRedisClient(user).GetQueueInfo("default"); err != nil {
 			t.Fatalf("queue statistics: %v", err)
 		}
