@@ -267,7 +267,9 @@ func (r *aclRedis) aclWithAdmin(t *testing.T) string {
 // resetLog empties the ACL log (of every node).
 func (r *aclRedis) resetLog(t *testing.T) {
 	t.Helper()
-	reset := func(ctx context.Context, c redis.UniversalClient) error { return c.Do(ctx, "ACL", "LOG", "RESET").Err() }
+	reset := func(ctx context.Context, c redis.UniversalClient) error {
+		return c.Do(ctx, "ACL", "LOG", "RESET").Err()
+	}
 	var err error
 	if cc, ok := r.admin.(*redis.ClusterClient); ok {
 		err = cc.ForEachShard(context.Background(), func(ctx context.Context, n *redis.Client) error { return reset(ctx, n) })
