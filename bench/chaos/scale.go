@@ -264,7 +264,8 @@ func runScale(ctx context.Context, opt Options) (*Outcome, error) {
 	for _, e := range errs {
 		o.Notes = append(o.Notes, "not accepted: "+e.Error())
 	}
-	o.Notes = append(o.Notes, fmt.Sprintf("SIGKILLed mid-load (not restarted): %s", strings.Join(<-killed, ", ")))
+	o.Notes = append(o.Notes, fmt.Sprintf("SIGKILLed mid-load (not restarted): %s", strings.Join(<-killed, ", ")),
+		"results in "+s.S3.Kind+" over HTTP; no directory shared but the signing keys")
 	// A killed worker's jobs run again once Asynq's lease on them ends;
 	// one with max_retry 0 fails "worker lost" instead, as it must.
 	tr.Drain(150 * time.Second)
