@@ -352,7 +352,7 @@ func checkOutcome(t *testing.T, f *faultFixture, rec *httptest.ResponseRecorder,
 			t.Fatalf("503 nothing accepted, yet job %s is listed (%v)", job, listed)
 		}
 		// Its record, if any, must never run: look at every record left.
-		left := keysLike(t, f.rdb, jobs.KeyPrefixJob+"*")
+		left := redistest.Keys(t, f.rdb, jobs.KeyPrefixJob+"*")
 		for _, k := range left {
 			id, isRecord := strings.CutSuffix(strings.TrimPrefix(k, jobs.KeyPrefixJob+"{"), "}")
 			if isRecord && id != listed[0] && f.runs(t, id) {
