@@ -249,7 +249,12 @@ func (m *Monitor) observe(err error) {
 	if m.tail && !wasTail {
 		m.tailSince = now // a late success between tails does not restart the count
 	}
-	m.logged = !m.tail && m.quietOver(now)
+	// A run of tails that outlasts the bound is an outage too, even when
+	// calls keep succeeding in it now and then.
+	m.logged = (!m.tail || now.Sub(m.tailSince) >= m.timeout) && m.quietOver(now)
+	if m.logged {
+		m.tail = false
+	}
 	if !m.logged {
 		m.notLogged++
 		return
