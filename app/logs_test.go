@@ -11,12 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/redis/go-redis/v9"
 )
 
 // logLineRE is one line of GET /logs: "<RFC 3339 ms UTC> <text>".
@@ -304,19 +307,23 @@ func must2(t *testing.T, st *sseStream) sseEvent {
 	return ev
 }
 
-// xrangeCalls is how many XRANGE commands the stack's Redis has run.
+// xrangeCalls is how many XRANGE commands the stack's Redis has run, on
+// every primary of a cluster (INFO through a cluster client asks any one).
 func xrangeCalls(t *testing.T, s *stack) int64 {
 	t.Helper()
-	info, err := s.rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`cmdstat_xrange:calls=(\d+)`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
-	return n
+	var total atomic.Int64
+	redistest.EachPrimary(t, s.rdb, func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		if m := regexp.MustCompile(`cmdstat_xrange:calls=(\d+)`).FindStringSubmatch(info); m != nil {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			total.Add(n)
+		}
+		return nil
+	})
+	return total.Load()
 }
 
 // TestRedteamFullLogReadsAreShared: one full read of a 10,000-line log

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/claimcheck/claimcheck/api/authn"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // login signs ann in and returns the session secret and its cookie.
@@ -102,7 +103,7 @@ func TestCookieRequestsNeedSameOrigin(t *testing.T) {
 		}
 	}
 	// Exactly the two accepted requests made job records.
-	recs, _ := s.rdb.Keys(context.Background(), "cc:job:*").Result()
+	recs := redistest.Keys(t, s.rdb, "cc:job:*")
 	recs = slices.DeleteFunc(recs, func(k string) bool { return strings.HasSuffix(k, ":events") })
 	if len(recs) != 2 {
 		t.Fatalf("%d job records, want 2", len(recs))

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/api/progress"
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -245,9 +247,12 @@ func TestFinding7LostRevocationIsCaughtOnResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	// …and the hub's subscription is cut, so it resubscribes and resyncs.
-	if err := s.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
+	// On a cluster the job's shard channel is on one of the primaries, and
+	// a CLIENT KILL through a cluster client reaches one (any) node: cut
+	// the subscriptions on every primary.
+	redistest.EachPrimary(t, s.rdb, func(ctx context.Context, c *redis.Client) error {
+		return c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+	})
 	s.step <- struct{}{}
 	ev, err := st.next()
 	if err != nil {

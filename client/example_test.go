@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/client"
@@ -18,7 +16,7 @@ import (
 func Example() {
 	// A claimcheck for the example to talk to (it lives until the tests end).
 	dir, _ := os.MkdirTemp("", "claimcheck-example-")
-	stack, err := devstack.Run(redis.NewClient(&redis.Options{Addr: redistest.Addr()}),
+	stack, err := devstack.Run(redistest.Open(),
 		devstack.Options{Config: app.Config{DataDir: dir}}, func(func()) {})
 	if err != nil {
 		fmt.Println(err)

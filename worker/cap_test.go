@@ -58,7 +58,7 @@ func (g *gate) blocking() worker.Type {
 func (h *harness) submitAs(t *testing.T, owner, typ, id string, maxRetry int) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ, Owner: owner, Queue: "default", MaxRetry: maxRetry, Timeout: time.Hour, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: owner, Queue: "default", MaxRetry: maxRetry, Timeout: time.Hour, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: owner, Input: json.RawMessage(`{}`)})

@@ -137,7 +137,7 @@ func BenchmarkExecJob(b *testing.B) {
 func (h *harness) submitInput(t testing.TB, typ worker.Type, id, input string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ.Name, Owner: "ann", Queue: "default", MaxRetry: typ.MaxRetry, Timeout: typ.Timeout, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ.Name, Owner: "ann", Queue: "default", MaxRetry: typ.MaxRetry, Timeout: typ.Timeout, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(input)})

@@ -82,7 +82,7 @@ func TestMainServesUntilCancelled(t *testing.T) {
 	}
 
 	store := jobs.NewStore(rdb, nil)
-	if _, err := CreateJob(ctx, store, rdb, jobs.NewJob{ID: "j1", Type: "echo", Owner: "ann", Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
+	if _, err := store.Create(ctx, jobs.NewJob{ID: "j1", Type: "echo", Owner: "ann", Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: "j1", Owner: "ann", Input: json.RawMessage(`{}`)})

@@ -19,7 +19,7 @@ import (
 func (h *harness) submitPending(t *testing.T, typ, id string, pendingTTL time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default",
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default",
 		Timeout: 10 * time.Second, TTL: time.Hour, PendingTTL: pendingTTL}); err != nil {
 		t.Fatal(err)
 	}

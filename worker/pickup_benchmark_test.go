@@ -30,7 +30,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 		gap := 20 * time.Millisecond
 		runPickup(b, gap, started, func(id string) {
 			ctx := context.Background()
-			if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: "noop", Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
+			if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: "noop", Queue: "default", Timeout: time.Minute, TTL: time.Hour}); err != nil {
 				b.Fatal(err)
 			}
 			payload, _ := json.Marshal(jobs.TaskPayload{Job: id})

@@ -65,7 +65,7 @@ func TestRedisOutageLogsOnceDownOnceUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := jobs.NewStore(r.Client, nil)
-	if _, err := worker.CreateJob(ctx, store, r.Client, jobs.NewJob{ID: "kept", Type: "block", Owner: "ann", Queue: "default", Timeout: time.Hour, TTL: time.Hour}); err != nil {
+	if _, err := store.Create(ctx, jobs.NewJob{ID: "kept", Type: "block", Owner: "ann", Queue: "default", Timeout: time.Hour, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	bw, err := results.Create("kept", 1<<10)
@@ -86,7 +86,7 @@ func TestRedisOutageLogsOnceDownOnceUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
-	if _, err := worker.CreateJob(ctx, store, r.Client, jobs.NewJob{ID: "j1", Type: "block", Owner: "ann", Queue: "default", Timeout: time.Hour, TTL: time.Hour}); err != nil {
+	if _, err := store.Create(ctx, jobs.NewJob{ID: "j1", Type: "block", Owner: "ann", Queue: "default", Timeout: time.Hour, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: "j1", Owner: "ann", Input: json.RawMessage(`{}`)})

@@ -58,7 +58,7 @@ func (h *harness) submitTo(t *testing.T, typ, pool, id string) {
 	t.Helper()
 	ctx := context.Background()
 	queue := jobs.QueueName(pool, "default")
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: queue, Timeout: 10 * time.Second, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: queue, Timeout: 10 * time.Second, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(`{}`)})

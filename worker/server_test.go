@@ -76,7 +76,7 @@ func (h *harness) worker(t *testing.T, shutdownTimeout time.Duration, types ...w
 func (h *harness) submit(t *testing.T, typ, id string, maxRetry int) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", MaxRetry: maxRetry, Timeout: 10 * time.Second, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", MaxRetry: maxRetry, Timeout: 10 * time.Second, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Input: json.RawMessage(`{}`)})
@@ -195,7 +195,7 @@ func TestCancelRequestedBeforeStartNeverRuns(t *testing.T) {
 		Handle: func(context.Context, *worker.Task) error { ran.Store(true); return nil },
 	})
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: "c1", Type: "never", Queue: "default", Timeout: time.Second, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: "c1", Type: "never", Queue: "default", Timeout: time.Second, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.store.RequestCancel(ctx, "c1", jobs.AnyEpoch); err != nil {

@@ -29,7 +29,7 @@ import (
 func (h *harness) submitAsAPI(t *testing.T, typ, id string, maxRetry int) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := worker.CreateJob(ctx, h.store, h.rdb, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", MaxRetry: maxRetry, Timeout: time.Minute, TTL: time.Hour}); err != nil {
+	if _, err := h.store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", MaxRetry: maxRetry, Timeout: time.Minute, TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(`{}`)})

@@ -136,8 +136,8 @@ func TestEnqueueFailureLeavesNothingBehind(t *testing.T) {
 	}
 	// No job record and no idempotency claim survive, so the client's retry
 	// with the same key is a fresh submission, not a replay of nothing.
-	left := keysLike(t, f.rdb, "cc:job:*")
-	claims := keysLike(t, f.rdb, "cc:idem:*")
+	left := redistest.Keys(t, f.rdb, "cc:job:*")
+	claims := redistest.Keys(t, f.rdb, "cc:idem:*")
 	if len(left) != 0 || len(claims) != 0 || enq.calls != 1 {
 		t.Fatalf("left behind: jobs %v, claims %v, enqueue calls %d", left, claims, enq.calls)
 	}
@@ -192,7 +192,7 @@ func TestFinding5HighPriorityNeedsScope(t *testing.T) {
 			t.Fatalf("%s: %d %v %s", body, rec.Code, rec.Header(), rec.Body)
 		}
 	}
-	left := keysLike(t, f.rdb, "cc:job:*")
+	left := redistest.Keys(t, f.rdb, "cc:job:*")
 	queued, _ := insp.ListPendingTasks("critical")
 	if len(left) != 0 || len(queued) != 0 {
 		t.Fatalf("a refused submission left records %v, tasks %v", left, queued)
@@ -245,7 +245,7 @@ func TestReplayOfSubmissionUnderWay(t *testing.T) {
 		!strings.Contains(again.Body.String(), sub.ID) {
 		t.Fatalf("replay while the record is missing: %d %v %s", again.Code, again.Header(), again.Body)
 	}
-	if left := keysLike(t, f.rdb, "cc:job:*"); len(left) != 0 {
+	if left := redistest.Keys(t, f.rdb, "cc:job:*"); len(left) != 0 {
 		t.Fatalf("the replay wrote records %v", left)
 	}
 	if other := f.post(`{"type":"echo","input":{"n":2}}`, "Idempotency-Key", "k"); other.Code != http.StatusUnprocessableEntity {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/claimcheck/claimcheck/internal/redistest"
 )
 
 // problemBody is the part of a problem+json answer these tests read.
@@ -74,7 +76,7 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 			if len(rec.Body.String()) > 4096 {
 				t.Fatalf("the answer echoes the input: %d bytes", rec.Body.Len())
 			}
-			if jobs := keysLike(t, f.rdb, "cc:job:*"); len(jobs) != 0 {
+			if jobs := redistest.Keys(t, f.rdb, "cc:job:*"); len(jobs) != 0 {
 				t.Fatalf("a refused body created %v", jobs)
 			}
 		})
@@ -100,7 +102,7 @@ func TestFinding3HostileNumbersAnswer422(t *testing.T) {
 			t.Fatalf("%d bytes of numbers: errors %+v, want pointer /input", tc.size, p.Errors)
 		}
 	}
-	if jobs := keysLike(t, f.rdb, "cc:job:*"); len(jobs) != 0 {
+	if jobs := redistest.Keys(t, f.rdb, "cc:job:*"); len(jobs) != 0 {
 		t.Fatalf("a refused body created %v", jobs)
 	}
 	// The same types still take ordinary input.

@@ -241,15 +241,9 @@ func TestHubResyncsAfterLosingItsConnection(t *testing.T) {
 	}
 	waitfor.True(t, 5*time.Second, func() bool { return strings.Contains(client.String(), "before") })
 
-	kill := func(c *redis.Client) error { return c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err() }
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return kill(c) })
-	} else {
-		err = kill(rdb.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	redistest.EachPrimary(t, rdb, func(ctx context.Context, c *redis.Client) error {
+		return c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+	})
 	for i := 1; i <= 5; i++ {
 		if _, err := store.Progress(ctx, id, float64(20+i), fmt.Sprint("during ", i)); err != nil {
 			t.Fatal(err)

@@ -30,7 +30,7 @@ func TestAPIKeyLifecycle(t *testing.T) {
 	}
 
 	// Only the hash is stored: no key or value in Redis holds the secret.
-	all, _ := rdb.Keys(ctx, "*").Result()
+	all := redistest.Keys(t, rdb, "*")
 	for _, key := range all {
 		dump := key
 		if typ, _ := rdb.Type(ctx, key).Result(); typ == "hash" {

@@ -3,7 +3,6 @@ package identity_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -148,28 +147,10 @@ func hooked(t *testing.T, s *step) (subject, other *identity.Directory) {
 }
 
 // keysWithPrefix lists every key starting with prefix, on every primary of
-// a cluster.
+// a cluster, through a client of its own (the test's may be hooked).
 func keysWithPrefix(t *testing.T, prefix string) []string {
 	t.Helper()
-	ctx := context.Background()
-	rdb := redistest.NewClient(t)
-	var out []string
-	collect := func(c *redis.Client) error {
-		ks, err := c.Keys(ctx, prefix+"*").Result()
-		out = append(out, ks...)
-		return err
-	}
-	var err error
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return collect(c) })
-	} else {
-		err = collect(rdb.(*redis.Client))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(out)
-	return out
+	return redistest.Keys(t, redistest.NewClient(t), prefix+"*")
 }
 
 func addAnn(t *testing.T, d *identity.Directory) {

@@ -75,7 +75,7 @@ func TestDiscardRemovesOnlyPending(t *testing.T) {
 	if st, err := s.Discard(ctx, nj.ID, "ann", "k"); err != nil || st != "" {
 		t.Fatalf("discard pending: %q %v", st, err)
 	}
-	if keys := keysLike(t, rdb, "cc:*"); len(keys) != 0 {
+	if keys := redistest.Keys(t, rdb, "cc:*"); len(keys) != 0 {
 		t.Fatalf("left behind: %v", keys)
 	}
 	nj2 := newJob("ann", 0)

@@ -104,3 +104,82 @@ func TestNewMonitorObserve(t *testing.T) {
 		t.Fatalf("up line does not count the 5 failed calls:\n%s", s)
 	}
 }
+
+// TestMonitorTakesFailuresJustAfterRecoveryForTheOutagesTail: after Redis
+// is back, calls that started before go on failing for up to their bound,
+// and go-redis's pool answers new dials with its last dial error until its
+// once-a-second probe connects, while other calls succeed. Those failures
+// are the ended outage's tail, not outages of their own: one down and one
+// up line, even with the quiet period off. A failure that outlasts the
+// bound is a new outage and is logged, with its up line.
+func TestMonitorTakesFailuresJustAfterRecoveryForTheOutagesTail(t *testing.T) {
+	var logs syncbuf.Buffer
+	m := redisconn.NewMonitor(redisconn.MonitorConfig{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Timeout: 2 * time.Second, Quiet: -1})
+	now := time.Unix(1_700_000_000, 0)
+	redisconn.SetClock(m, func() time.Time { return now })
+	refused := fmt.Errorf("dial tcp 127.0.0.1:1: %w", syscall.ECONNREFUSED)
+	count := func() (down, up int) {
+		s := logs.String()
+		return strings.Count(s, `"msg":"redis unavailable"`), strings.Count(s, `"msg":"redis available again"`)
+	}
+	want := func(what string, down, up int) {
+		t.Helper()
+		if d, u := count(); d != down || u != up {
+			t.Fatalf("%s: %d down and %d up lines, want %d and %d:\n%s", what, d, u, down, up, logs.String())
+		}
+	}
+
+	m.Observe(refused)
+	now = now.Add(3 * time.Second)
+	m.Observe(refused)
+	m.Observe(nil)
+	want("an outage", 1, 1)
+	// Back for 100 ms: the pool's stale dial error, a success, again.
+	for range 3 {
+		now = now.Add(100 * time.Millisecond)
+		m.Observe(refused)
+		if !m.Down() {
+			t.Fatal("a failed call left the monitor saying Redis is up")
+		}
+		now = now.Add(50 * time.Millisecond)
+		m.Observe(nil)
+		if m.Down() {
+			t.Fatal("a successful call left the monitor saying Redis is down")
+		}
+	}
+	want("its tail", 1, 1)
+
+	// Failing again 1 s after the last success, and still 2 s later: a new
+	// outage, logged once it outlasts the bound, and its end too.
+	now = now.Add(time.Second)
+	m.Observe(refused)
+	want("a failure within the bound", 1, 1)
+	now = now.Add(2 * time.Second)
+	m.Observe(refused)
+	m.Observe(refused)
+	want("a failure that outlasts the bound", 2, 1)
+	m.Observe(nil)
+	want("the new outage's end", 2, 2)
+
+	// Long after: an outage is logged at its first failure, as before.
+	now = now.Add(time.Minute)
+	m.Observe(refused)
+	want("a later outage", 3, 2)
+
+	// An outage that begins just after a recovery, with a late success of
+	// a call from before in it, is logged once it outlasts the bound from
+	// its first failure, not from the late success.
+	m.Observe(nil)
+	now = now.Add(500 * time.Millisecond)
+	m.Observe(refused)
+	now = now.Add(time.Second)
+	m.Observe(nil)
+	now = now.Add(100 * time.Millisecond)
+	m.Observe(refused)
+	want("a new outage's first 1.1 s", 3, 3)
+	now = now.Add(time.Second)
+	m.Observe(refused)
+	want("a new outage 2.1 s after its first failure", 4, 3)
+	m.Observe(nil)
+	want("its end", 4, 4)
+}

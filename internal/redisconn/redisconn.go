@@ -96,8 +96,21 @@ func defaultTimeouts(ds ...*time.Duration) {
 // and one INFO "redis available again" when one succeeds after that. A new
 // outage within Quiet of the last one logged is counted, not logged, so a
 // flapping Redis cannot flood the log either.
+//
+// Calls keep failing for a moment after Redis is back, and those failures
+// are the outage that just ended, not a new one: a call that started
+// before the recovery fails up to its bound later, and go-redis's pool,
+// once enough dials have failed, answers every new dial with the last dial
+// error ("connection refused") until its own probe, once a second,
+// connects again, while the connections dialed since serve calls. So a
+// failure within one call bound (Timeout) of the last success starts an
+// outage that is counted, not logged, like one within Quiet, unless it
+// lasts longer than that bound: then it is logged as it goes on. Without
+// this, a busy client restarting Redis logged down, up, down, up… for one
+// outage (a loaded cluster run of app's TestRedisAwayIs503).
 type Monitor struct {
 	logger  func() *slog.Logger
+	now     func() time.Time
 	timeout time.Duration
 	quiet   time.Duration
 
@@ -108,6 +121,9 @@ type Monitor struct {
 	failed    int       // calls failed in this outage
 	logged    bool      // this outage's "down" line was written
 	lastDown  time.Time // when the last "down" line was written
+	lastUp    time.Time // when the last outage ended
+	tail      bool      // this outage began within timeout of lastUp
+	tailSince time.Time // when the run of tail outages this one is in began
 	notLogged int       // outages not logged since the last logged one
 }
 
@@ -179,7 +195,7 @@ func MonitorOf(c redis.UniversalClient) *Monitor {
 // so that its own failures still say once that Redis is down, not once
 // each.
 func NewMonitor(cfg MonitorConfig) *Monitor {
-	m := &Monitor{timeout: cfg.Timeout, quiet: cfg.Quiet, logger: slog.Default}
+	m := &Monitor{timeout: cfg.Timeout, quiet: cfg.Quiet, logger: slog.Default, now: time.Now}
 	if cfg.Logger != nil {
 		m.logger = func() *slog.Logger { return cfg.Logger }
 	}
@@ -213,19 +229,46 @@ func (m *Monitor) observe(err error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
 	m.failed++
 	if m.down.Load() {
+		// An outage taken for the last one's tail is logged once it
+		// outlasts a call bound: it is a new one after all.
+		if m.tail && !m.logged && now.Sub(m.tailSince) >= m.timeout && m.quietOver(now) {
+			m.tail = false
+			m.notLogged-- // this one is logged after all
+			m.logDown(now, err)
+		}
 		return
 	}
 	m.down.Store(true)
-	now := time.Now()
 	m.since = now
 	m.failed = 1
-	m.logged = m.quiet < 0 || m.lastDown.IsZero() || now.Sub(m.lastDown) >= m.quiet
+	wasTail := m.tail
+	m.tail = !m.lastUp.IsZero() && now.Sub(m.lastUp) < m.timeout
+	if m.tail && !wasTail {
+		m.tailSince = now // a late success between tails does not restart the count
+	}
+	// A run of tails that outlasts the bound is an outage too, even when
+	// calls keep succeeding in it now and then.
+	m.logged = (!m.tail || now.Sub(m.tailSince) >= m.timeout) && m.quietOver(now)
+	if m.logged {
+		m.tail = false
+	}
 	if !m.logged {
 		m.notLogged++
 		return
 	}
+	m.logDown(now, err)
+}
+
+// quietOver reports whether a "down" line may be written at now.
+func (m *Monitor) quietOver(now time.Time) bool {
+	return m.quiet < 0 || m.lastDown.IsZero() || now.Sub(m.lastDown) >= m.quiet
+}
+
+func (m *Monitor) logDown(now time.Time, err error) {
+	m.logged = true
 	m.lastDown = now
 	m.logger().Error("redis unavailable", "err", err, "outages_not_logged", m.notLogged,
 		"hint", "requests that need Redis answer 503 redis-unavailable until it is back")
@@ -239,8 +282,11 @@ func (m *Monitor) up() {
 		return
 	}
 	m.down.Store(false)
+	now := m.now()
+	m.lastUp = now
 	if m.logged {
-		m.logger().Info("redis available again", "down_for", time.Since(m.since).Round(time.Millisecond).String(), "failed_calls", m.failed)
+		m.tail = false
+		m.logger().Info("redis available again", "down_for", now.Sub(m.since).Round(time.Millisecond).String(), "failed_calls", m.failed)
 	}
 }
 

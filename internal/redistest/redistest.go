@@ -244,14 +244,19 @@ func Client(t testing.TB) redis.UniversalClient {
 // hooks its own client (a command counter, a fault) beside Client's.
 func NewClient(tb testing.TB) redis.UniversalClient {
 	tb.Helper()
-	var c redis.UniversalClient
-	if nodes != nil {
-		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes, MaxRetries: -1})
-	} else {
-		c = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	}
+	c := Open()
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Open is NewClient for code without a testing.TB (an Example): another
+// client of the package server, a cluster client on a cluster run, not
+// flushed; the caller closes it (or leaves it to the end of the tests).
+func Open() redis.UniversalClient {
+	if nodes != nil {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes, MaxRetries: -1})
+	}
+	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 }
 
 // Info returns one field of INFO (e.g. "total_commands_processed"), for

@@ -8,8 +8,8 @@ import (
 
 	_ "github.com/claimcheck/claimcheck/internal/identity"
 	_ "github.com/claimcheck/claimcheck/internal/jobs"
-	_ "github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	_ "github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/internal/scripts"
 )
 
