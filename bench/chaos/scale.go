@@ -535,6 +535,10 @@ func (s *ScaleStack) revocationWindows(ctx context.Context, c *Client, trials in
 	}
 
 	var tokens, logouts, blocks, rotations []time.Duration
+	keySess, err := s.signIn(ctx, c, "scale2", s.Gateways[0].URL)
+	if err != nil {
+		return notes, err
+	}
 	for i := range trials {
 		// revoke-tokens: a job token, read on every progress instance.
 		spec := SleepSpec(0.5)
@@ -559,8 +563,9 @@ func (s *ScaleStack) revocationWindows(ctx context.Context, c *Client, trials in
 		}
 		tokens = append(tokens, ds...)
 
-		// logout: a session, used on every gateway.
-		sess, err := s.signIn(ctx, c, "scale1", s.Gateways[i%2].URL)
+		// logout: a session, used on every gateway (two users in turn:
+		// sign-ins are rate-limited per user and address).
+		sess, err := s.signIn(ctx, c, fmt.Sprintf("scale%d", i%2), s.Gateways[i%2].URL)
 		if err != nil {
 			return notes, err
 		}
@@ -579,10 +584,6 @@ func (s *ScaleStack) revocationWindows(ctx context.Context, c *Client, trials in
 		// API key rotation: a new key, then the old one revoked, both
 		// with a session (creating and listing keys need one).
 		old := s.APIKeys[2]
-		keySess, err := s.signIn(ctx, c, "scale2", s.Gateways[i%2].URL)
-		if err != nil {
-			return notes, err
-		}
 		a = c.do(ctx, "POST /v1/api-keys", http.MethodPost, s.Gateways[i%2].URL+"/v1/api-keys", keySess, []byte(`{"name":"rotated"}`), nil, 10*time.Second)
 		var created struct{ Key string }
 		if a.Status != http.StatusCreated || json.Unmarshal(a.Body, &created) != nil || created.Key == "" {
@@ -644,6 +645,10 @@ func (s *ScaleStack) adminEnv() []string {
 func (s *ScaleStack) signIn(ctx context.Context, c *Client, user, base string) (string, error) {
 	body, _ := json.Marshal(map[string]string{"username": user, "password": s.users[user]})
 	a := c.do(ctx, "POST /v1/sessions", http.MethodPost, base+"/v1/sessions", "", body, nil, 10*time.Second)
+	for a.Status == http.StatusTooManyRequests && ctx.Err() == nil { // as a client would
+		time.Sleep(retryWait(a))
+		a = c.do(ctx, "POST /v1/sessions", http.MethodPost, base+"/v1/sessions", "", body, nil, 10*time.Second)
+	}
 	var out struct{ Session string }
 	if a.Status != http.StatusCreated || json.Unmarshal(a.Body, &out) != nil || out.Session == "" {
 		return "", fmt.Errorf("sign in as %s: %d %s", user, a.Status, a.Body)
