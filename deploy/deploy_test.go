@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -304,9 +305,12 @@ func (r *aclRedis) denials(t *testing.T) []string {
 	t.Helper()
 	var entries []any
 	if cc, ok := r.admin.(*redis.ClusterClient); ok {
+		var mu sync.Mutex // ForEachShard calls its nodes at once
 		err := cc.ForEachShard(context.Background(), func(ctx context.Context, n *redis.Client) error {
 			es, err := n.Do(ctx, "ACL", "LOG").Slice()
+			mu.Lock()
 			entries = append(entries, es...)
+			mu.Unlock()
 			return err
 		})
 		if err != nil {
