@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -215,15 +216,15 @@ func (s *ScaleStack) startCluster(ctx context.Context, n int) error {
 	s.RedisURL = "redis+cluster://:" + pw + "@" + strings.Join(addrs, ",")
 	defer cc.Close()
 	return waitFor(ctx, 30*time.Second, "cluster state ok", func() bool {
-		ok := true
+		var notOK atomic.Bool // ForEachShard calls the nodes at once
 		err := cc.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
 			info, err := n.ClusterInfo(ctx).Result()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				ok = false
+				notOK.Store(true)
 			}
 			return nil
 		})
-		return err == nil && ok
+		return err == nil && !notOK.Load()
 	})
 }
 

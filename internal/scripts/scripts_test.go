@@ -2,6 +2,7 @@ package scripts_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -30,9 +31,9 @@ func TestEveryScriptLoadsOnEveryNode(t *testing.T) {
 			t.Errorf("script %s: %v", s.Hash(), err)
 		}
 	}
-	nodes := 0
+	var nodes atomic.Int32 // ForEachMaster calls the nodes at once
 	err := c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		nodes++
+		nodes.Add(1)
 		for _, s := range all {
 			ok, err := n.ScriptExists(ctx, s.Hash()).Result()
 			if err != nil || !ok[0] {
@@ -41,7 +42,7 @@ func TestEveryScriptLoadsOnEveryNode(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || nodes != 3 {
-		t.Fatalf("%d primaries: %v", nodes, err)
+	if err != nil || nodes.Load() != 3 {
+		t.Fatalf("%d primaries: %v", nodes.Load(), err)
 	}
 }
