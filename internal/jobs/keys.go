@@ -86,12 +86,9 @@ func asynqArchivedKey(queue string) string { return "asynq:{" + queue + "}:archi
 func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 // JobKey is the key of a job's record, "cc:job:{<id>}". Job ids are UUIDs
-// (the api mints them), so the id itself is the tag; a script that knows
-// only an id builds the same key with jobKeyLua.
+// (the api mints them), so the id itself is the tag. No script builds a
+// key from an id: every key a script touches comes in KEYS.
 func JobKey(id string) string { return KeyPrefixJob + "{" + id + "}" }
-
-// jobKeyLua is JobKey in a script: jobKeyLua .. id .. "}".
-const jobKeyLua = `"` + KeyPrefixJob + `{"`
 
 func jobKey(id string) string        { return JobKey(id) }
 func eventsKey(id string) string     { return JobKey(id) + KeySuffixEvents }
