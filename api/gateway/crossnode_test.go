@@ -2,9 +2,7 @@ package gateway_test
 
 import (
 	"context"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,32 +12,6 @@ import (
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
-
-// nodeClients returns plain clients of two different primaries of the
-// cluster (on a single server, two clients of it).
-func nodeClients(t *testing.T, rdb redis.UniversalClient) (a, b *redis.Client) {
-	t.Helper()
-	cc, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		return redistest.NewClient(t).(*redis.Client), redistest.NewClient(t).(*redis.Client)
-	}
-	var mu sync.Mutex
-	var addrs []string
-	err := cc.ForEachMaster(context.Background(), func(_ context.Context, c *redis.Client) error {
-		mu.Lock()
-		addrs = append(addrs, c.Options().Addr)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil || len(addrs) < 2 {
-		t.Fatalf("cluster primaries %v: %v", addrs, err)
-	}
-	slices.Sort(addrs)
-	// Pinned to one node each on purpose, so not redistest.NewClient.
-	a, b = redis.NewClient(&redis.Options{Addr: addrs[0]}), redis.NewClient(&redis.Options{Addr: addrs[1]})
-	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	return a, b
-}
 
 // mute drops every PUBLISH its client sends, so a test decides through
 // which connection an announcement goes.
@@ -65,7 +37,7 @@ func (mute) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPip
 // sends it.
 func TestRevocationPublishedThroughAnotherNodePurges(t *testing.T) {
 	gw := newFixture(t, nil)
-	nodeA, nodeB := nodeClients(t, gw.rdb)
+	nodeA, nodeB := redistest.TwoPrimaries(t, gw.rdb)
 	if redistest.OnCluster() && nodeA.Options().Addr == nodeB.Options().Addr {
 		t.Fatal("both clients are on one node")
 	}

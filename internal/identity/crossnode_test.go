@@ -2,45 +2,12 @@ package identity_test
 
 import (
 	"context"
-	"slices"
-	"sync"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/secret"
 )
-
-// twoNodes returns plain clients of two different primaries of the
-// cluster (on a single server, two clients of it): a connection pinned to
-// one node, which is what a cluster client's subscription is, and another
-// on a different node, as a publisher's PUBLISH may be.
-func twoNodes(t *testing.T) (a, b *redis.Client) {
-	t.Helper()
-	rdb := redistest.Client(t)
-	cc, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		return rdb.(*redis.Client), redistest.NewClient(t).(*redis.Client)
-	}
-	var mu sync.Mutex
-	var addrs []string
-	err := cc.ForEachMaster(context.Background(), func(_ context.Context, c *redis.Client) error {
-		mu.Lock()
-		addrs = append(addrs, c.Options().Addr)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil || len(addrs) < 2 {
-		t.Fatalf("cluster primaries %v: %v", addrs, err)
-	}
-	slices.Sort(addrs)
-	// Pinned to one node each on purpose, so not redistest.NewClient.
-	a, b = redis.NewClient(&redis.Options{Addr: addrs[0]}), redis.NewClient(&redis.Options{Addr: addrs[1]})
-	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	return a, b
-}
 
 // TestRevocationCrossesNodes: a listener subscribed through one node
 // hears a revocation published through another. On a cluster a PUBLISH
@@ -48,7 +15,7 @@ func twoNodes(t *testing.T) (a, b *redis.Client) {
 // lets every gateway and api instance hear every revocation whichever node
 // each happens to use.
 func TestRevocationCrossesNodes(t *testing.T) {
-	a, b := twoNodes(t)
+	a, b := redistest.TwoPrimaries(t, redistest.Client(t))
 	if redistest.OnCluster() && a.Options().Addr == b.Options().Addr {
 		t.Fatal("both clients are on one node")
 	}

@@ -48,3 +48,30 @@ func Keys(tb testing.TB, rdb redis.UniversalClient, pattern string) []string {
 	slices.Sort(all)
 	return all
 }
+
+// TwoPrimaries returns plain clients of two different primaries of the
+// cluster behind rdb (on a single server, two clients of it), each pinned
+// to its node, as a cluster client's subscription is: for tests of what
+// crosses from one node to another (a PUBLISH heard by a subscriber on
+// another node).
+func TwoPrimaries(tb testing.TB, rdb redis.UniversalClient) (a, b *redis.Client) {
+	tb.Helper()
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		return NewClient(tb).(*redis.Client), NewClient(tb).(*redis.Client)
+	}
+	var mu sync.Mutex
+	var addrs []string
+	EachPrimary(tb, rdb, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		addrs = append(addrs, c.Options().Addr)
+		mu.Unlock()
+		return nil
+	})
+	if len(addrs) < 2 {
+		tb.Fatalf("redistest: a cluster of %d primaries", len(addrs))
+	}
+	slices.Sort(addrs)
+	a, b = redis.NewClient(&redis.Options{Addr: addrs[0]}), redis.NewClient(&redis.Options{Addr: addrs[1]})
+	tb.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	return a, b
+}
