@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/url"
 	"os"
 	"slices"
@@ -31,7 +32,7 @@ func loadClusterCompose(t *testing.T, env []string) (*types.Project, error) {
 // three workers that reach Redis as a cluster (each as its own ACL user)
 // and keep results only in the bucket: no service mounts a results volume.
 func TestClusterComposeFile(t *testing.T) {
-	env := []string{"CLAIMCHECK_S3_SECRET=s3-test", "CLAIMCHECK_REDIS_PASSWORD_ADMIN=admin-test"}
+	env := []string{"CLAIMCHECK_S3_SECRET=s3-test", "CLAIMCHECK_S3_SECRET_PROGRESS=s3-progress-test", "CLAIMCHECK_REDIS_PASSWORD_ADMIN=admin-test"}
 	for user, pw := range testPasswords {
 		env = append(env, "CLAIMCHECK_REDIS_PASSWORD_"+strings.ToUpper(user)+"="+pw)
 	}
@@ -112,8 +113,9 @@ func TestClusterComposeFile(t *testing.T) {
 			if results == nil || !strings.HasPrefix(*results, "s3://") {
 				t.Errorf("%s keeps results at %v, want the bucket", name, results)
 			}
-			if v := svc.Environment["AWS_SECRET_ACCESS_KEY"]; v == nil || *v != "s3-test" {
-				t.Errorf("%s lacks the bucket's credentials from .env", name)
+			want := map[string]string{"worker": "s3-test", "progress": "s3-progress-test"}[name]
+			if v := svc.Environment["AWS_SECRET_ACCESS_KEY"]; v == nil || *v != want {
+				t.Errorf("%s lacks its bucket credentials from .env", name)
 			}
 		default:
 			if results != nil || svc.Environment["AWS_SECRET_ACCESS_KEY"] != nil {
@@ -121,11 +123,55 @@ func TestClusterComposeFile(t *testing.T) {
 			}
 		}
 	}
+	checkS3Identities(t, project)
 	// Without its secrets the file refuses to load, naming what to set.
 	if _, err := loadClusterCompose(t, nil); err == nil || !strings.Contains(err.Error(), "CLAIMCHECK_") {
 		t.Errorf("compose.cluster.yaml loads without passwords: %v", err)
 	}
 	if _, err := os.Stat("../Dockerfile"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkS3Identities: the object store gives the workers' key read and
+// write, and progress's key (a different one) only read, so a compromised
+// progress container, as docs/SECURITY.md says, cannot write results.
+func checkS3Identities(t *testing.T, project *types.Project) {
+	t.Helper()
+	entry := strings.Join(project.Services["s3"].Entrypoint, " ")
+	_, rest, ok := strings.Cut(entry, "printf '")
+	conf, _, ok2 := strings.Cut(rest, "'")
+	if !ok || !ok2 {
+		t.Fatalf("s3 entrypoint writes no identities: %q", entry)
+	}
+	var c struct {
+		Identities []struct {
+			Credentials []struct{ AccessKey string }
+			Actions     []string
+		}
+	}
+	if err := json.Unmarshal([]byte(strings.ReplaceAll(conf, "%s", "x")), &c); err != nil {
+		t.Fatalf("s3 identities: %v", err)
+	}
+	actions := map[string][]string{}
+	for _, id := range c.Identities {
+		for _, cr := range id.Credentials {
+			actions[cr.AccessKey] = id.Actions
+		}
+	}
+	key := func(svc string) string {
+		if v := project.Services[svc].Environment["AWS_ACCESS_KEY_ID"]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	if w, p := key("worker"), key("progress"); w == p {
+		t.Errorf("worker and progress share the bucket key %q", w)
+	}
+	if a := actions[key("progress")]; !slices.Equal(a, []string{"Read"}) {
+		t.Errorf("progress's bucket key may %v, want only Read", a)
+	}
+	if a := actions[key("worker")]; !slices.Contains(a, "Write") {
+		t.Errorf("the workers' bucket key may %v: it cannot write results", a)
 	}
 }

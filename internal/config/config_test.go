@@ -353,3 +353,22 @@ func TestResultsURL(t *testing.T) {
 		t.Errorf("--results-dir with CLAIMCHECK_RESULTS_URL: %v", err)
 	}
 }
+
+// TestRedisURLErrorsHidePasswords: a password with an unencoded '?' or a
+// sentinel_password with an unencoded '&' turns the password's tail into a
+// query parameter's name; the error for it must not echo that name.
+func TestRedisURLErrorsHidePasswords(t *testing.T) {
+	for _, u := range []string{
+		"redis://user:pa?s3cret@h:1",
+		"redis+cluster://:pa?s3cret@h1:1,h2:2",
+		"redis+sentinel://s1:26379?master=m&sentinel_password=pa&s3cret",
+	} {
+		_, err := config.OpenRedis(context.Background(), u)
+		if err == nil || !strings.Contains(err.Error(), "unknown parameter") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v, want an unknown-parameter error without the password", u, err)
+		}
+		if err := config.CheckRedisPassword(u, false); err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: the password check echoes the password: %v", u, err)
+		}
+	}
+}

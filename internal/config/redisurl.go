@@ -97,7 +97,11 @@ func parseRedisURL(raw string) (redisTarget, error) {
 		switch {
 		case t.mode == "sentinel" && (k == "master" || k == "sentinel_user" || k == "sentinel_password"):
 		default:
-			return t, errRedisURL("unknown parameter " + strconvQuote(k))
+			// The name is not echoed: an unencoded '?' in a password
+			// (redis://u:pa?ss@h) or '&' in a sentinel_password makes
+			// the password's tail a parameter name.
+			return t, errRedisURL("an unknown parameter (a Sentinel URL takes master, sentinel_user and sentinel_password; " +
+				"a '?', '&', '#' or '@' in a password must be percent-encoded)")
 		}
 	}
 	if t.mode == "sentinel" {
@@ -107,15 +111,6 @@ func parseRedisURL(raw string) (redisTarget, error) {
 		}
 	}
 	return t, nil
-}
-
-// strconvQuote quotes a query parameter's name for an error; names are the
-// operator's, never secret.
-func strconvQuote(s string) string {
-	if len(s) > 40 {
-		s = s[:40] + "…"
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // tlsConfig is the client TLS configuration for t, or nil.
