@@ -14,6 +14,7 @@ import (
 	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/identity"
+	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
@@ -157,6 +158,7 @@ func wantUnavailable(t *testing.T, what string, a answer) {
 func TestRedisAwayIs503(t *testing.T) {
 	s := newAwayStack(t)
 
+	var recovered time.Time // when the last fault's Redis answered again
 	for _, fault := range []struct {
 		name       string
 		stop, back func()
@@ -168,6 +170,10 @@ func TestRedisAwayIs503(t *testing.T) {
 			// A job whose record this progress service has not read yet:
 			// a status read from its cache needs no Redis.
 			id, token := s.submit(t)
+			// Failures within one call bound of a recovery are logged as
+			// that outage's tail (redisconn.Monitor), so a new outage
+			// starts past it to be logged as one of its own.
+			waitfor.True(t, 10*time.Second, func() bool { return time.Since(recovered) > redisconn.CallTimeout })
 			downBefore := strings.Count(s.logs.String(), `"msg":"redis unavailable"`)
 			upBefore := strings.Count(s.logs.String(), `"msg":"redis available again"`)
 			fault.stop()
@@ -185,6 +191,7 @@ func TestRedisAwayIs503(t *testing.T) {
 			waitfor.True(t, 10*time.Second, func() bool {
 				return s.do("POST", s.api.URL+"/v1/jobs", s.apiKey, awayJob).status == http.StatusAccepted
 			})
+			recovered = time.Now()
 			if a := s.do("GET", s.progress.URL+"/v1/jobs/"+id, token, ""); a.status != http.StatusOK {
 				t.Fatalf("status after Redis came back: %d %v %v", a.status, a.body, a.err)
 			}
