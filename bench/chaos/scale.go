@@ -180,31 +180,44 @@ func (s *ScaleStack) startCluster(ctx context.Context, n int) error {
 	pw := randHex(16)
 	var addrs []string
 	for i := range n {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
 		d := filepath.Join(s.Dir, fmt.Sprintf("redis%d", i+1))
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-		p := &Proc{Name: fmt.Sprintf("redis%d", i+1), Path: bin, Log: filepath.Join(s.Dir, fmt.Sprintf("redis%d.log", i+1)),
-			Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d,
-				"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-				"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-				"--maxmemory-policy", "noeviction", "--requirepass", pw, "--masterauth", pw, "--daemonize", "no"}}
-		if err := p.Start(); err != nil {
-			return err
+		// A free port may be taken between the probe and redis-server's
+		// bind (the other scenarios start at the same time): try another.
+		var lastErr error
+		for range 5 {
+			port, err := freePort()
+			if err != nil {
+				return err
+			}
+			p := &Proc{Name: fmt.Sprintf("redis%d", i+1), Path: bin, Log: filepath.Join(s.Dir, fmt.Sprintf("redis%d.log", i+1)),
+				Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d,
+					"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+					"--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+					"--maxmemory-policy", "noeviction", "--requirepass", pw, "--masterauth", pw, "--daemonize", "no"}}
+			if err := p.Start(); err != nil {
+				return err
+			}
+			c := redis.NewClient(&redis.Options{Addr: addr(port), Password: pw, MaxRetries: -1})
+			lastErr = waitFor(ctx, 20*time.Second, "redis "+addr(port), func() bool {
+				return !p.Running() || c.Ping(ctx).Err() == nil
+			})
+			ok := lastErr == nil && p.Running()
+			c.Close()
+			if ok {
+				s.Nodes = append(s.Nodes, p)
+				addrs = append(addrs, addr(port))
+				break
+			}
+			p.Kill()
+			if lastErr == nil {
+				lastErr = fmt.Errorf("redis-server on %s exited (see %s)", addr(port), p.Log)
+			}
 		}
-		s.Nodes = append(s.Nodes, p)
-		addrs = append(addrs, addr(port))
-	}
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a, Password: pw, MaxRetries: -1})
-		err := waitFor(ctx, 20*time.Second, "redis "+a, func() bool { return c.Ping(ctx).Err() == nil })
-		c.Close()
-		if err != nil {
-			return err
+		if len(addrs) != i+1 {
+			return lastErr
 		}
 	}
 	args := append([]string{"--no-auth-warning", "-a", pw, "--cluster", "create"}, addrs...)
