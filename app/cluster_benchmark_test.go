@@ -120,14 +120,7 @@ func newTinyStack(tb testing.TB, rdb redis.UniversalClient) *tinyStack {
 	}
 	s.api = httptest.NewServer(h)
 	tb.Cleanup(s.api.Close)
-	w, err := app.Worker(cfg, rdb)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(w.Shutdown)
+	startWorker(tb, cfg, rdb)
 	return s
 }
 

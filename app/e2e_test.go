@@ -120,15 +120,22 @@ func newStack(t testing.TB, opts ...func(*app.Config)) *stack {
 	s.progress = httptest.NewServer(app.Handler(cfg, prog))
 	t.Cleanup(s.progress.Close)
 
+	startWorker(t, cfg, rdb)
+	return s
+}
+
+// startWorker builds a worker from cfg on rdb and starts it; it is shut
+// down when tb ends.
+func startWorker(tb testing.TB, cfg app.Config, rdb redis.UniversalClient) {
+	tb.Helper()
 	w, err := app.Worker(cfg, rdb)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := w.Start(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(w.Shutdown)
-	return s
+	tb.Cleanup(w.Shutdown)
 }
 
 func (s *stack) testTypes() []worker.Type {

@@ -108,14 +108,7 @@ func newS3StackOn(t testing.TB, rdb redis.UniversalClient, resultsURL string, re
 
 	wkCfg := app.Config{DataDir: s.wkDir, ResultsURL: resultsURL, Logger: quiet, Types: []worker.Type{blobType},
 		Worker: worker.Config{Concurrency: 2, Retention: retention, ReapInterval: 100 * time.Millisecond}}.WithDefaults()
-	w, err := app.Worker(wkCfg, rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
+	startWorker(t, wkCfg, rdb)
 	return s
 }
 
