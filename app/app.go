@@ -33,6 +33,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
@@ -62,6 +63,18 @@ type Config struct {
 	// LinkKeyDir holds the progress service's download-link signing keys
 	// (DataDir/keys/progress); every progress instance must share it.
 	LinkKeyDir string
+	// WorkerKeyDir holds the worker fleet's receipt signing keys
+	// (DataDir/keys/workers); every worker must share it. Workers publish
+	// its public keys in Redis (package pubkeys) and the api lists them in
+	// its JWKS.
+	WorkerKeyDir string
+	// WebhookKeyDir holds the webhook deliverer's Standard Webhooks
+	// signing keys (DataDir/keys/webhooks), and WebhookLinkKeyDir the keys
+	// it signs the download links in completed payloads with
+	// (DataDir/keys/webhook-links): one key, one purpose. Both are
+	// published like the worker keys.
+	WebhookKeyDir     string
+	WebhookLinkKeyDir string
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
@@ -145,6 +158,15 @@ func (c Config) WithDefaults() Config {
 	if c.GatewayKeyDir == "" {
 		c.GatewayKeyDir = filepath.Join(c.DataDir, "keys", "gateway")
 	}
+	if c.WorkerKeyDir == "" {
+		c.WorkerKeyDir = filepath.Join(c.DataDir, "keys", "workers")
+	}
+	if c.WebhookKeyDir == "" {
+		c.WebhookKeyDir = filepath.Join(c.DataDir, "keys", "webhooks")
+	}
+	if c.WebhookLinkKeyDir == "" {
+		c.WebhookLinkKeyDir = filepath.Join(c.DataDir, "keys", "webhook-links")
+	}
 	if c.ResultsDir == "" {
 		c.ResultsDir = filepath.Join(c.DataDir, "results")
 	}
@@ -184,6 +206,27 @@ func (c Config) results() string {
 	return c.ResultsDir
 }
 
+// PublishedJWKS is the api's JWKS document: its own job-token keys and the
+// public keys the worker fleet and the webhook deliverer published in Redis
+// (package pubkeys), each tagged with its kind so that every verifier
+// takes only its own (tokens.ParseJWKSOf).
+func PublishedJWKS(rdb redis.UniversalClient, jobKeys *tokens.KeySet) func() tokens.JWKS {
+	published := []*pubkeys.Source{
+		pubkeys.NewSource(rdb, tokens.KindReceipt),
+		pubkeys.NewSource(rdb, tokens.KindWebhook),
+		pubkeys.NewSource(rdb, tokens.KindLink),
+	}
+	return func() tokens.JWKS {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		docs := []tokens.JWKS{jobKeys.JWKSAs(tokens.KindJob)}
+		for _, src := range published {
+			docs = append(docs, src.JWKS(ctx))
+		}
+		return tokens.MergeJWKS(docs...)
+	}
+}
+
 // Identity builds the user, session and API-key directory.
 func Identity(cfg Config, rdb redis.UniversalClient) *identity.Directory {
 	return identity.NewDirectory(rdb, cfg.Sessions, cfg.Argon2, nil)
@@ -203,7 +246,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		Enqueuer:       asynq.NewClientFromRedisClient(rdb),
 		Auth:           auth,
 		Minter:         &tokens.Minter{Keys: keys},
-		JWKS:           keys.JWKS,
+		JWKS:           PublishedJWKS(rdb, keys),
 		ProgressURL:    cfg.ProgressURL,
 		Retention:      cfg.Retention,
 		Logger:         cfg.Logger,

@@ -54,7 +54,7 @@ func newTrustGateway(t *testing.T, s *stack) *trustGateway {
 	// so the api can fetch its keys before the proxy knows the api's URL.
 	jwks := httptest.NewServer(app.GatewayHandler(cfg, gw, nil, nil))
 	t.Cleanup(jwks.Close)
-	if apiCfg.GatewayKeys, err = tokens.NewRemoteKeys(ctx, jwks.URL+gateway.JWKSPath, nil); err != nil {
+	if apiCfg.GatewayKeys, err = tokens.NewRemoteKeysOf(ctx, jwks.URL+gateway.JWKSPath, tokens.KindAccess, nil); err != nil {
 		t.Fatal(err)
 	}
 	apiHandler, err := app.APIHandler(apiCfg, s.rdb, jobKeys)

@@ -112,6 +112,8 @@ type JWK struct {
 	Kid string `json:"kid"`
 	Use string `json:"use,omitempty"`
 	Alg string `json:"alg,omitempty"`
+	// Kind says what the key signs (KindJob, KindReceipt, …): see JWKSAs.
+	Kind string `json:"kind,omitempty"`
 }
 
 // JWKS is a JSON Web Key Set.
@@ -146,11 +148,14 @@ func (s *KeySet) kidsLocked() []string {
 // maxJWKSSize bounds a JWKS document we are willing to parse.
 const maxJWKSSize = 64 << 10
 
-// ParseJWKS reads a JWKS document into a verify-only key set. Keys that are
-// not OKP/Ed25519 are ignored (a JWKS may serve other services too); a key
+// ParseJWKS reads a JWKS document into a verify-only key set of job-token
+// keys (ParseJWKSOf with KindJob). Keys that are not OKP/Ed25519, or of
+// another kind, are ignored (a JWKS may serve other services too); a key
 // whose kid is not its thumbprint is refused, because kid is how verifiers
 // find keys and must not be chosen freely. Private members are never read.
-func ParseJWKS(data []byte) (*KeySet, error) {
+func ParseJWKS(data []byte) (*KeySet, error) { return parseJWKS(data, KindJob) }
+
+func parseJWKS(data []byte, kind string) (*KeySet, error) {
 	if len(data) > maxJWKSSize {
 		return nil, fmt.Errorf("jwks: document over %d bytes", maxJWKSSize)
 	}
@@ -160,7 +165,7 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 	}
 	var keys []*Key
 	for _, j := range doc.Keys {
-		if j.Kty != "OKP" || j.Crv != "Ed25519" || (j.Use != "" && j.Use != "sig") {
+		if j.Kty != "OKP" || j.Crv != "Ed25519" || (j.Use != "" && j.Use != "sig") || (j.Kind != "" && j.Kind != kind) {
 			continue
 		}
 		x, err := base64.RawURLEncoding.DecodeString(j.X)
@@ -174,7 +179,7 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 		keys = append(keys, &Key{ID: j.Kid, Public: pub})
 	}
 	if len(keys) == 0 {
-		return nil, errors.New("jwks: no Ed25519 keys")
+		return nil, fmt.Errorf("jwks: no Ed25519 keys of kind %s", kind)
 	}
 	return NewKeySet(nil, keys...)
 }

@@ -20,6 +20,7 @@ import (
 // keeps the keys it had.
 type RemoteKeys struct {
 	url    string
+	kind   string
 	client *http.Client
 
 	// MinRefreshInterval spaces refetches (30s).
@@ -38,13 +39,20 @@ type RemoteKeys struct {
 	rmu         sync.RWMutex // guards keys, fetchedAt and pendingErr for readers
 }
 
-// NewRemoteKeys fetches url once and returns a key source that keeps it
-// fresh. client nil means a client with a 10 s timeout.
+// NewRemoteKeys fetches url once and returns a key source of its job-token
+// keys that keeps it fresh. client nil means a client with a 10 s timeout.
 func NewRemoteKeys(ctx context.Context, url string, client *http.Client) (*RemoteKeys, error) {
+	return NewRemoteKeysOf(ctx, url, KindJob, client)
+}
+
+// NewRemoteKeysOf is NewRemoteKeys for the keys of another kind (KindAccess
+// for the gateway's JWKS, KindReceipt for the worker fleet's): a key of any
+// other kind in the document is never used.
+func NewRemoteKeysOf(ctx context.Context, url, kind string, client *http.Client) (*RemoteKeys, error) {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	r := &RemoteKeys{url: url, client: client, MinRefreshInterval: 30 * time.Second, MaxAge: 5 * time.Minute, Now: time.Now}
+	r := &RemoteKeys{url: url, kind: kind, client: client, MinRefreshInterval: 30 * time.Second, MaxAge: 5 * time.Minute, Now: time.Now}
 	if err := r.fetch(ctx); err != nil {
 		return nil, err
 	}
@@ -60,13 +68,18 @@ func NewRemoteKeys(ctx context.Context, url string, client *http.Client) (*Remot
 // a 401) and Ready reports the source not ready. log (slog.Default when
 // nil) hears once that the keys are missing and once that they arrived.
 func StartRemoteKeys(ctx context.Context, url string, client *http.Client, log *slog.Logger) *RemoteKeys {
+	return StartRemoteKeysOf(ctx, url, KindJob, client, log)
+}
+
+// StartRemoteKeysOf is StartRemoteKeys for the keys of another kind.
+func StartRemoteKeysOf(ctx context.Context, url, kind string, client *http.Client, log *slog.Logger) *RemoteKeys {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &RemoteKeys{url: url, client: client, MinRefreshInterval: 30 * time.Second, MaxAge: 5 * time.Minute, Now: time.Now}
+	r := &RemoteKeys{url: url, kind: kind, client: client, MinRefreshInterval: 30 * time.Second, MaxAge: 5 * time.Minute, Now: time.Now}
 	first, cancel := context.WithTimeout(ctx, firstFetchTimeout)
 	err := r.Reload(first)
 	cancel()
@@ -202,7 +215,7 @@ func (r *RemoteKeys) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jwks %s: %w", r.url, err)
 	}
-	keys, err := ParseJWKS(body)
+	keys, err := parseJWKS(body, r.kind)
 	if err != nil {
 		return fmt.Errorf("jwks %s: %w", r.url, err)
 	}

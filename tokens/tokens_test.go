@@ -367,3 +367,60 @@ func TestVerifierUsesConfiguredIssuerAndAudience(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestJWKSKinds: one document holds keys of several kinds (the api's),
+// and each verifier takes only its own kind, so a worker's receipt key can
+// never be taken for a job-token key by the progress service.
+func TestJWKSKinds(t *testing.T) {
+	jobs, receipts := newSet(t), newSet(t)
+	doc := tokens.MergeJWKS(jobs.JWKSAs(tokens.KindJob), receipts.JWKSAs(tokens.KindReceipt))
+	raw, _ := json.Marshal(doc)
+	if !strings.Contains(string(raw), `"kind":"receipt"`) {
+		t.Fatalf("JWKS %s does not tag its keys", raw)
+	}
+	forJobs, err := tokens.ParseJWKS(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forJobs.KIDs(); len(got) != 1 || got[0] != jobs.KIDs()[0] {
+		t.Fatalf("job keys from the merged document: %v, want only %v", got, jobs.KIDs())
+	}
+	forReceipts, err := tokens.ParseJWKSOf(raw, tokens.KindReceipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forReceipts.PublicKey(jobs.KIDs()[0]); !errors.Is(err, tokens.ErrUnknownKey) {
+		t.Fatalf("a job key among receipt keys: %v", err)
+	}
+	if _, err := tokens.ParseJWKSOf(raw, tokens.KindWebhook); err == nil {
+		t.Fatal("a document with no webhook key gave a webhook key set")
+	}
+	// A document from before kinds (no member) still serves its one kind.
+	legacy, _ := json.Marshal(jobs.JWKS())
+	if _, err := tokens.ParseJWKSOf(legacy, tokens.KindAccess); err != nil {
+		t.Fatalf("untagged document: %v", err)
+	}
+
+	// A remote source of one kind never uses another's keys.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(raw) }))
+	defer srv.Close()
+	rk, err := tokens.NewRemoteKeysOf(t.Context(), srv.URL, tokens.KindReceipt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rk.PublicKey(receipts.KIDs()[0]); err != nil {
+		t.Fatalf("receipt key: %v", err)
+	}
+	if _, err := rk.PublicKey(jobs.KIDs()[0]); !errors.Is(err, tokens.ErrUnknownKey) {
+		t.Fatalf("job key from a receipt source: %v, want ErrUnknownKey", err)
+	}
+
+	// AnyKey looks in each source and says unknown only when all do.
+	anyKey := tokens.AnyKey{jobs, receipts}
+	if _, err := anyKey.PublicKey(receipts.KIDs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anyKey.PublicKey("nope"); !errors.Is(err, tokens.ErrUnknownKey) {
+		t.Fatalf("AnyKey unknown kid: %v", err)
+	}
+}

@@ -109,7 +109,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.Any("/v1/auth/exchange/*rest", s.serveExchange)
 	r.GET(JWKSPath, func(c *gin.Context) {
 		c.Header("Cache-Control", "public, max-age=60")
-		c.JSON(http.StatusOK, s.cfg.Minter.Keys.JWKS())
+		c.JSON(http.StatusOK, s.cfg.Minter.Keys.JWKSAs(tokens.KindAccess))
 	})
 }
 

@@ -236,7 +236,7 @@ func newAPI() *cobra.Command {
 // gateway's JWKS when a URL is given, else the public keys in its key dir.
 func gatewayKeys(ctx context.Context, cfg app.Config, jwksURL string) (tokens.KeySource, error) {
 	if jwksURL != "" {
-		return tokens.NewRemoteKeys(ctx, jwksURL, nil)
+		return tokens.NewRemoteKeysOf(ctx, jwksURL, tokens.KindAccess, nil)
 	}
 	ks, err := tokens.LoadDir(cfg.GatewayKeyDir)
 	if err != nil {

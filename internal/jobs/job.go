@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/claimcheck/claimcheck/internal/webhook"
 )
 
 // State is where a job is in its life.
@@ -78,6 +81,9 @@ type Job struct {
 	// TokenEpoch is the lowest epoch a job token must carry; raising it
 	// revokes every token minted before (see Store.RevokeTokens).
 	TokenEpoch int64 `json:"-"`
+	// Webhook is the job's webhook subscription (nil: none). Its URL may
+	// hold the receiver's own secret, so the record's JSON never shows it.
+	Webhook *webhook.Spec `json:"-"`
 }
 
 // Progress is how far a job says it is.
@@ -124,6 +130,8 @@ const (
 	// fClaim is the key of the idempotency claim a pending record was
 	// created under, so whoever refuses it can release the claim.
 	fClaim = "claim"
+	// fWebhook holds the job's webhook.Spec as JSON.
+	fWebhook = "wh"
 )
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
@@ -190,6 +198,12 @@ func fromHash(h map[string]string) (*Job, error) {
 	if ct := h[fResultType]; ct != "" {
 		size, _ := strconv.ParseInt(h[fResultSize], 10, 64)
 		j.Result = &Result{ContentType: ct, Size: size, SHA256: h[fResultSHA]}
+	}
+	if w := h[fWebhook]; w != "" {
+		j.Webhook = &webhook.Spec{}
+		if err := json.Unmarshal([]byte(w), j.Webhook); err != nil {
+			return nil, fmt.Errorf("job %s: corrupt webhook: %w", j.ID, err)
+		}
 	}
 	return j, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/scripts"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 )
 
 // Store reads and writes job records in Redis.
@@ -45,6 +46,9 @@ type NewJob struct {
 	// TTL bounds how long the record lives if the job never finishes; a
 	// finished job's record lives for the retention given to Finish.
 	TTL time.Duration
+	// Webhook, when set, is the job's webhook subscription, already
+	// normalized and checked (webhook.Spec.Normalize, webhook.Guard).
+	Webhook *webhook.Spec
 	// IdempotencyKey, when set, makes Create return the job already created
 	// under the same owner and key instead of creating another.
 	IdempotencyKey string

@@ -2,12 +2,15 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 )
 
 func newStore(t *testing.T) (*jobs.Store, *time.Time) {
@@ -199,5 +202,31 @@ func TestFinishedRecordExpiresAfterRetention(t *testing.T) {
 	ttl, err := rdb.PTTL(ctx, jobs.JobKey("e")).Result()
 	if err != nil || ttl <= 80*time.Second || ttl > 90*time.Second {
 		t.Fatalf("ttl after final state = %v, %v; want the retention", ttl, err)
+	}
+}
+
+// TestWebhookIsKeptButNeverShown: the record keeps the job's webhook for
+// the deliverer, and its JSON (what a job-token holder reads) never holds
+// the URL, which may carry the receiver's own secret.
+func TestWebhookIsKeptButNeverShown(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	spec := &webhook.Spec{URL: "https://hooks.example.org/in?secret=s3cr3t", Events: []string{webhook.EventCompleted}}
+	if _, err := s.Create(ctx, jobs.NewJob{ID: "wh1", Type: "sleep", Owner: "ann", Queue: "default", Webhook: spec}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, "wh1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Webhook == nil || got.Webhook.URL != spec.URL || !got.Webhook.Wants(webhook.EventCompleted) {
+		t.Fatalf("webhook read back as %+v, want %+v", got.Webhook, spec)
+	}
+	raw, _ := json.Marshal(got)
+	if strings.Contains(string(raw), "s3cr3t") || strings.Contains(string(raw), "hooks.example.org") {
+		t.Fatalf("record JSON shows the webhook: %s", raw)
+	}
+	if plain, _ := s.Get(ctx, "nope-wh"); plain != nil {
+		t.Fatal("unexpected record")
 	}
 }

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -197,6 +198,13 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	}
 	if claimKey != "" {
 		record = append(record, fClaim, claimKey)
+	}
+	if nj.Webhook != nil {
+		wh, err := json.Marshal(nj.Webhook)
+		if err != nil {
+			return nil, fmt.Errorf("create job: webhook: %w", err)
+		}
+		record = append(record, fWebhook, string(wh))
 	}
 	// The reservation and the record are independent: one round trip
 	// (one per slot's node on a cluster). A refused reservation costs a

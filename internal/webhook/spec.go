@@ -1,0 +1,90 @@
+// Package webhook owns what a job's webhook is: the subscription a client
+// sends with its job (Spec: a URL and the events it wants) and the rules
+// that make such a URL safe to call from inside a deployment (Guard: SSRF
+// defence at submit and again at connect time). Delivery itself (signing,
+// retries, throttling) lives in package delivery, which runs in workers.
+//
+// This package never reads a job record and never signs anything.
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Events a webhook may subscribe to. EventCompleted covers every final
+// state: succeeded, failed and canceled.
+const (
+	EventStarted   = "started"
+	EventProgress  = "progress"
+	EventLog       = "log"
+	EventCompleted = "completed"
+)
+
+// Events lists every event, in the order a job emits them.
+var Events = []string{EventStarted, EventProgress, EventLog, EventCompleted}
+
+// MaxURLLength bounds a webhook URL.
+const MaxURLLength = 2048
+
+// Spec is a job's webhook subscription, as POST /v1/jobs takes it under
+// "webhook".
+type Spec struct {
+	// URL is called with POST for every subscribed event: http or https,
+	// with a host, no user info and no fragment.
+	URL string `json:"url"`
+	// Events are the subscribed events (default ["completed"]).
+	Events []string `json:"events,omitempty"`
+}
+
+// Normalize checks the spec's shape (not where its URL leads: that is
+// Guard's business) and returns it with its events deduplicated in
+// canonical order, ["completed"] when none were given.
+func (s Spec) Normalize() (Spec, error) {
+	if s.URL == "" {
+		return Spec{}, errors.New("url is required")
+	}
+	if len(s.URL) > MaxURLLength {
+		return Spec{}, fmt.Errorf("url is longer than %d bytes", MaxURLLength)
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return Spec{}, errors.New("url is not a valid URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return Spec{}, errors.New(`url must be http or https`)
+	case u.Host == "" || u.Hostname() == "":
+		return Spec{}, errors.New("url has no host")
+	case u.User != nil:
+		return Spec{}, errors.New("url must not carry user info")
+	case u.Fragment != "" || strings.Contains(s.URL, "#"):
+		return Spec{}, errors.New("url must not carry a fragment")
+	}
+	if len(s.Events) > len(Events) {
+		return Spec{}, fmt.Errorf("events: at most %d", len(Events))
+	}
+	var events []string
+	for _, e := range Events {
+		if slices.Contains(s.Events, e) {
+			events = append(events, e)
+		}
+	}
+	for _, e := range s.Events {
+		if !slices.Contains(Events, e) {
+			return Spec{}, fmt.Errorf("events: unknown event %q (want %s)", e, strings.Join(Events, ", "))
+		}
+	}
+	if len(events) == 0 {
+		events = []string{EventCompleted}
+	}
+	return Spec{URL: u.String(), Events: events}, nil
+}
+
+// Wants reports whether the spec subscribes to event.
+func (s *Spec) Wants(event string) bool {
+	return s != nil && slices.Contains(s.Events, event)
+}
