@@ -47,6 +47,10 @@ const (
 	// event of the job is announced there (events.go), and only processes
 	// watching the job subscribe.
 	KeySuffixChannel = ":ch"
+	// KeySuffixDeliveries follows a job record's key for the job's webhook
+	// delivery attempts (deliveries.go): a list of JSON Delivery values,
+	// newest last, capped at MaxDeliveries, expiring with the record.
+	KeySuffixDeliveries = ":deliveries"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -95,6 +99,7 @@ func eventsKey(id string) string     { return JobKey(id) + KeySuffixEvents }
 func logKey(id string) string        { return JobKey(id) + KeySuffixLog }
 func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
 func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
+func deliveriesKey(id string) string { return JobKey(id) + KeySuffixDeliveries }
 
 // JobChannel is job id's pub/sub channel (KeySuffixChannel).
 func JobChannel(id string) string { return JobKey(id) + KeySuffixChannel }

@@ -230,3 +230,40 @@ func TestWebhookIsKeptButNeverShown(t *testing.T) {
 		t.Fatal("unexpected record")
 	}
 }
+
+// TestDeliveriesAreCappedAndExpireWithTheRecord: attempts are kept newest
+// last, at most MaxDeliveries, with the record's TTL; a job whose record
+// is gone records nothing.
+func TestDeliveriesAreCappedAndExpireWithTheRecord(t *testing.T) {
+	rdb := redistest.Client(t)
+	s := jobs.NewStore(rdb, nil)
+	ctx := context.Background()
+	create(t, s, "d1")
+	for i := range jobs.MaxDeliveries + 5 {
+		d := jobs.Delivery{ID: "msg_d1_completed", Event: webhook.EventCompleted, Attempt: i + 1, Outcome: jobs.DeliveryRetrying, StatusCode: 500, At: time.Unix(int64(i), 0).UTC()}
+		if err := s.RecordDelivery(ctx, "d1", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Deliveries(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != jobs.MaxDeliveries || got[0].Attempt != 6 || got[len(got)-1].Attempt != jobs.MaxDeliveries+5 {
+		t.Fatalf("kept %d attempts, first %d last %d; want the newest %d", len(got), got[0].Attempt, got[len(got)-1].Attempt, jobs.MaxDeliveries)
+	}
+	recTTL, _ := rdb.PTTL(ctx, jobs.JobKey("d1")).Result()
+	delTTL, _ := rdb.PTTL(ctx, jobs.JobKey("d1")+jobs.KeySuffixDeliveries).Result()
+	if recTTL <= 0 || delTTL <= 0 || delTTL > recTTL {
+		t.Fatalf("deliveries TTL %v, record TTL %v: want the record's", delTTL, recTTL)
+	}
+	if err := s.RecordDelivery(ctx, "gone", jobs.Delivery{ID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.Exists(ctx, jobs.JobKey("gone")+jobs.KeySuffixDeliveries).Result(); n != 0 {
+		t.Fatal("a delivery of a job with no record was kept")
+	}
+	if none, err := s.Deliveries(ctx, "gone"); err != nil || len(none) != 0 {
+		t.Fatalf("deliveries of a missing job: %v, %v", none, err)
+	}
+}
