@@ -75,6 +75,11 @@ type Config struct {
 	// published like the worker keys.
 	WebhookKeyDir     string
 	WebhookLinkKeyDir string
+	// WebhookAllowPrivate lets webhook URLs lead to loopback, private,
+	// link-local and other internal addresses (webhook.Guard), which are
+	// refused at submit and at connect time by default. For tests and for
+	// receivers on the operator's own network.
+	WebhookAllowPrivate bool
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
