@@ -31,6 +31,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/pubkeys"
@@ -283,6 +284,7 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 		Hub:          hub,
 		Links:        &tokens.LinkMinter{Keys: linkKeys, Now: cfg.Now},
 		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys, Now: cfg.Now},
+		WebhookLinks: &tokens.LinkVerifier{Keys: pubkeys.NewSource(rdb, tokens.KindLink), Issuer: delivery.LinkIssuer, Now: cfg.Now},
 		PublicURL:    cfg.ProgressURL,
 		Heartbeat:    cfg.EventHeartbeat,
 		Streams:      cfg.Streams,

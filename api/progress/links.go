@@ -111,7 +111,7 @@ func (s *Service) download(c *gin.Context) {
 		problem.Abort(c, problem.Unauthorized("a download link carries its signature in ?sig=", `Bearer realm="claimcheck"`))
 		return
 	}
-	claims, err := s.cfg.LinkVerifier.VerifyLink(sig)
+	claims, err := s.verifyLink(sig)
 	if err != nil {
 		problem.Abort(c, err)
 		return

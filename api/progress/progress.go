@@ -63,6 +63,10 @@ type Config struct {
 	// LinkVerifier checks them; both required.
 	Links        *tokens.LinkMinter
 	LinkVerifier *tokens.LinkVerifier
+	// WebhookLinks, when set, also accepts the download links in webhook
+	// payloads (issuer delivery.LinkIssuer, keys of kind tokens.KindLink
+	// that the deliverers publish); see verifyLink.
+	WebhookLinks *tokens.LinkVerifier
 	// PublicURL is this service's public base URL, for absolute download
 	// links; empty gives links relative to this service.
 	PublicURL string
@@ -141,6 +145,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)
 	r.GET("/v1/jobs/:id/events", s.authorizeQuery(tokens.ScopeJobRead), s.events)
 	r.GET("/v1/jobs/:id/logs", s.authorize(tokens.ScopeJobRead), s.logs)
+	r.GET("/v1/jobs/:id/deliveries", s.authorize(tokens.ScopeJobRead), s.deliveries)
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
