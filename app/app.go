@@ -36,6 +36,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/registry"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -81,6 +82,11 @@ type Config struct {
 	// refused at submit and at connect time by default. For tests and for
 	// receivers on the operator's own network.
 	WebhookAllowPrivate bool
+	// Webhooks tunes the webhook deliverer a worker process (or dev) runs
+	// beside its job server (delivery.Config: concurrency, retry delay,
+	// check intervals). Its keys, progress URL and guard come from the
+	// fields above (Webhooks, the constructor).
+	Webhooks delivery.Config
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
@@ -304,6 +310,29 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	wc := cfg.Worker
 	wc.ResultsURL = cfg.results()
 	return worker.New(wc, rdb, cfg.Types...)
+}
+
+// Webhooks builds the webhook deliverer of a worker process (or dev): its
+// signing keys in WebhookKeyDir, its link keys in WebhookLinkKeyDir (both
+// made on first use), links to the progress service at progressURL, and
+// connections checked by webhook.Guard unless WebhookAllowPrivate. Call
+// Start on it (which publishes its public keys).
+func Webhooks(cfg Config, rdb redis.UniversalClient, progressURL string) (*delivery.Server, error) {
+	keys, _, err := tokens.EnsureDir(cfg.WebhookKeyDir)
+	if err != nil {
+		return nil, err
+	}
+	linkKeys, _, err := tokens.EnsureDir(cfg.WebhookLinkKeyDir)
+	if err != nil {
+		return nil, err
+	}
+	dc := cfg.Webhooks
+	dc.Keys, dc.LinkKeys, dc.ProgressURL = keys, linkKeys, progressURL
+	dc.Guard = &webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate}
+	if dc.Logger == nil {
+		dc.Logger = cfg.Logger
+	}
+	return delivery.New(dc, rdb)
 }
 
 // CancelUserJobs cancels every job of user that has not ended (`users block

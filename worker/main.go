@@ -141,6 +141,11 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 		return err
 	}
 	defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
+	stopWebhooks, err := startWebhooks(c, r.Client, logger)
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks() // first: deliveries under way finish (at most 30 s)
 	logger.Info("worker running", "types", typeNames(types))
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client)) // once per process; a second call changes nothing
 	if c.MetricsAddr == "" {

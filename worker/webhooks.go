@@ -2,12 +2,18 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/claimcheck/claimcheck/internal/config"
 	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/webhook"
+	"github.com/claimcheck/claimcheck/tokens"
 )
 
 // The worker's side of webhooks (package delivery): its hooks enqueue a
@@ -87,4 +93,38 @@ func (w webhookLogs) AppendLog(ctx context.Context, id string, lines []jobs.LogL
 		w.attempt.Log(lines, dropped)
 	}
 	return n, err
+}
+
+// startWebhooks starts the worker process's webhook deliverer (its own
+// Asynq server on delivery.Queue, --webhook-concurrency slots) unless
+// --webhook-concurrency is 0 or no --progress-url is given, and returns
+// its stop.
+func startWebhooks(c *config.Worker, rdb redis.UniversalClient, logger *slog.Logger) (func(), error) {
+	if c.WebhookConcurrency <= 0 {
+		return func() {}, nil
+	}
+	if c.ProgressURL == "" {
+		logger.Warn("no --progress-url: this worker delivers no webhooks (set it, or --webhook-concurrency 0 to say so)")
+		return func() {}, nil
+	}
+	keyDir, linkDir := c.WebhookKeys()
+	keys, _, err := tokens.EnsureDir(keyDir)
+	if err != nil {
+		return nil, fmt.Errorf("webhook keys: %w", err)
+	}
+	linkKeys, _, err := tokens.EnsureDir(linkDir)
+	if err != nil {
+		return nil, fmt.Errorf("webhook link keys: %w", err)
+	}
+	d, err := delivery.New(delivery.Config{
+		Concurrency: c.WebhookConcurrency, Keys: keys, LinkKeys: linkKeys, ProgressURL: c.ProgressURL,
+		Guard: &webhook.Guard{AllowPrivate: c.WebhookAllowPrivate}, Logger: logger,
+	}, rdb)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Start(); err != nil {
+		return nil, err
+	}
+	return d.Shutdown, nil
 }

@@ -68,11 +68,10 @@ type Config struct {
 	Keys, LinkKeys *tokens.KeySet
 	// ProgressURL is the progress service's public base URL, for links.
 	ProgressURL string
-	// Transport makes the HTTP transport deliveries go through, given the
-	// connect and response timeouts. The default dials anything; a
-	// deployment passes webhook.Guard's, which refuses internal addresses
-	// at connect time.
-	Transport func(connect, response time.Duration) http.RoundTripper
+	// Guard checks every address a delivery connects to (webhook.Guard:
+	// no loopback, private, link-local or metadata address unless
+	// AllowPrivate); nil is a Guard with every check on.
+	Guard *webhook.Guard
 	// RetryDelay is the wait after failed attempt n (DefaultRetryDelay).
 	RetryDelay func(n int) time.Duration
 	// TaskCheckInterval and DelayedTaskCheckInterval are Asynq's (100ms,
@@ -103,8 +102,8 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
 	}
-	if cfg.Transport == nil {
-		cfg.Transport = PlainTransport
+	if cfg.Guard == nil {
+		cfg.Guard = &webhook.Guard{}
 	}
 	if cfg.RetryDelay == nil {
 		cfg.RetryDelay = DefaultRetryDelay
@@ -125,7 +124,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	s := &Server{cfg: cfg, rdb: rdb, store: jobs.NewStore(rdb, nil), log: cfg.Logger.With("component", "webhooks"),
 		links: &tokens.LinkMinter{Keys: cfg.LinkKeys, Issuer: LinkIssuer, Now: cfg.Now}}
 	s.client = &http.Client{
-		Transport: cfg.Transport(ConnectTimeout, ResponseTimeout),
+		Transport: cfg.Guard.Transport(ConnectTimeout, ResponseTimeout),
 		// A redirect is a failed attempt (Standard Webhooks: update the
 		// URL instead); following one would also leave the checked URL.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -147,19 +146,6 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 		LogLevel: asynq.WarnLevel,
 	})
 	return s, nil
-}
-
-// PlainTransport is the default Config.Transport: the given timeouts and
-// no address checks.
-func PlainTransport(connect, response time.Duration) http.RoundTripper {
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: connect}).DialContext,
-		TLSHandshakeTimeout:   connect,
-		ResponseHeaderTimeout: response,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       30 * time.Second,
-	}
 }
 
 // Publish puts the public halves of the signing and link keys in Redis,
