@@ -72,6 +72,10 @@ type Config struct {
 	// no loopback, private, link-local or metadata address unless
 	// AllowPrivate); nil is a Guard with every check on.
 	Guard *webhook.Guard
+	// ConnectTimeout and ResponseTimeout bound an attempt's connection
+	// (TLS included) and its wait for the response headers (the package's
+	// ConnectTimeout, 5 s, and ResponseTimeout, 10 s).
+	ConnectTimeout, ResponseTimeout time.Duration
 	// RetryDelay is the wait after failed attempt n (DefaultRetryDelay).
 	RetryDelay func(n int) time.Duration
 	// TaskCheckInterval and DelayedTaskCheckInterval are Asynq's (100ms,
@@ -105,6 +109,12 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	if cfg.Guard == nil {
 		cfg.Guard = &webhook.Guard{}
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = ConnectTimeout
+	}
+	if cfg.ResponseTimeout <= 0 {
+		cfg.ResponseTimeout = ResponseTimeout
+	}
 	if cfg.RetryDelay == nil {
 		cfg.RetryDelay = DefaultRetryDelay
 	}
@@ -124,7 +134,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	s := &Server{cfg: cfg, rdb: rdb, store: jobs.NewStore(rdb, nil), log: cfg.Logger.With("component", "webhooks"),
 		links: &tokens.LinkMinter{Keys: cfg.LinkKeys, Issuer: LinkIssuer, Now: cfg.Now}}
 	s.client = &http.Client{
-		Transport: cfg.Guard.Transport(ConnectTimeout, ResponseTimeout),
+		Transport: cfg.Guard.Transport(cfg.ConnectTimeout, cfg.ResponseTimeout),
 		// A redirect is a failed attempt (Standard Webhooks: update the
 		// URL instead); following one would also leave the checked URL.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -346,7 +356,7 @@ func (s *Server) post(ctx context.Context, target, id string, body []byte) (int,
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout+ResponseTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout+s.cfg.ResponseTimeout+5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
@@ -359,7 +369,7 @@ func (s *Server) post(ctx context.Context, target, id string, body []byte) (int,
 	req.Header.Set("webhook-signature", sig)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, describe(err)
+		return 0, s.describe(err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes))
 	_ = resp.Body.Close()
@@ -367,14 +377,17 @@ func (s *Server) post(ctx context.Context, target, id string, body []byte) (int,
 }
 
 // describe says why a request failed without the URL url.Error adds.
-func describe(err error) error {
+func (s *Server) describe(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	if errors.Is(err, webhook.ErrRefused) {
+		return fmt.Errorf("refused by the webhook address policy: %w", err)
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("timed out (connect %v, response %v): %w", ConnectTimeout, ResponseTimeout, err)
+		return fmt.Errorf("timed out (connect %v, response %v): %w", s.cfg.ConnectTimeout, s.cfg.ResponseTimeout, err)
 	}
 	return err
 }

@@ -76,7 +76,13 @@ func (s *Source) read(ctx context.Context, force bool) (map[string]ed25519.Publi
 	defer s.mu.Unlock()
 	now := s.Now()
 	age := now.Sub(s.readAt)
-	if s.keys != nil && age < s.MaxAge && (!force || age < s.MinRefresh) {
+	// A reading with no key is kept for MinRefresh only: a process that
+	// read before the first publisher started sees its keys soon after.
+	maxAge := s.MaxAge
+	if len(s.keys) == 0 {
+		maxAge = s.MinRefresh
+	}
+	if s.keys != nil && age < maxAge && (!force || age < s.MinRefresh) {
 		return s.keys, nil
 	}
 	m, err := s.rdb.HGetAll(ctx, Key(s.kind)).Result()
