@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +27,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/syncbuf"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -508,8 +511,8 @@ func TestWebhookRefusedAtConnect(t *testing.T) {
 func TestWebhookDeliveriesRefusals(t *testing.T) {
 	s, _ := webhookStack(t, false, nil)
 	rc := newReceiver(t, nil, nil)
-	a := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL})
-	b := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL})
+	a := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL, Events: []string{"completed"}})
+	b := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL, Events: []string{"completed"}})
 	s.waitState(t, a, jobs.StateSucceeded)
 	for _, tc := range []struct {
 		name, token string
@@ -526,4 +529,82 @@ func TestWebhookDeliveriesRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWebhookReceiverExamples runs the README's receivers for real: the Go
+// program in examples/webhook-receiver verifies and prints a job's
+// completed event, and verify.sh (openssl) accepts a request as sent and
+// refuses it with one byte of its body changed.
+func TestWebhookReceiverExamples(t *testing.T) {
+	s, _ := webhookStack(t, false, nil)
+	jwks := s.api.URL + "/.well-known/jwks.json"
+	waitfor.True(t, 10*time.Second, func() bool {
+		resp, err := http.Get(jwks)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"kind":"webhook"`)
+	})
+
+	t.Run("go", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "webhook-receiver")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Dir = "../examples/webhook-receiver"
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build the example receiver: %v\n%s", err, out)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		var out syncbuf.Buffer
+		cmd := exec.Command(bin, "-jwks", jwks, "-addr", addr)
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		sub := s.submitWebhook(t, "wh-report", `{"n":3,"result":"x"}`, webhook.Spec{URL: "http://" + addr + "/hook", Events: webhook.Events})
+		waitfor.True(t, 20*time.Second, func() bool {
+			return strings.Contains(out.String(), "verified job.completed "+sub.ID+" succeeded 100% result http")
+		})
+		if !strings.Contains(out.String(), "verified job.started "+sub.ID) {
+			t.Fatalf("the example receiver printed:\n%s", out.String())
+		}
+	})
+
+	t.Run("shell", func(t *testing.T) {
+		for _, tool := range []string{"sh", "curl", "jq", "xxd", "openssl"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				if redistest.Strict() {
+					t.Fatalf("%s is required (CLAIMCHECK_TEST_STRICT=1)", tool)
+				}
+				t.Skipf("%s not found: the shell receiver recipe needs it", tool)
+			}
+		}
+		rc := newReceiver(t, nil, nil)
+		sub := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL, Events: []string{"completed"}})
+		waitfor.True(t, 20*time.Second, func() bool { return len(rc.find("job.completed")) == 1 })
+		r := rc.find("job.completed")[0]
+		run := func(body []byte) (string, error) {
+			f := filepath.Join(t.TempDir(), "body")
+			if err := os.WriteFile(f, body, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command("sh", "../examples/webhook-receiver/verify.sh", jwks, r.ID, r.Timestamp, r.Signature, f).CombinedOutput()
+			return string(out), err
+		}
+		if out, err := run(r.Body); err != nil || strings.TrimSpace(out) != "verified" {
+			t.Fatalf("verify.sh on the job %s's completed request: %v %s", sub.ID, err, out)
+		}
+		tampered := append([]byte(nil), r.Body...)
+		tampered[len(tampered)-2] ^= 1
+		if out, err := run(tampered); err == nil || !strings.Contains(out, "no v1a signature verifies") {
+			t.Fatalf("verify.sh accepted a changed body: %v %s", err, out)
+		}
+	})
 }
