@@ -122,7 +122,7 @@ type receiver struct {
 	answer func(n int, r *hookRequest, req *http.Request) int
 }
 
-func newReceiver(t *testing.T, v *nodeVerifier, answer func(n int, r *hookRequest, req *http.Request) int) *receiver {
+func newReceiver(t testing.TB, v *nodeVerifier, answer func(n int, r *hookRequest, req *http.Request) int) *receiver {
 	rc := &receiver{v: v, answer: answer}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
@@ -198,7 +198,7 @@ func webhookTypes() []worker.Type {
 
 // webhookStack is the e2e stack with a webhook deliverer started beside
 // its worker, fast retries and, unless strict, private addresses allowed.
-func webhookStack(t *testing.T, strict bool, tune func(*app.Config)) (*stack, *delivery.Server) {
+func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *delivery.Server) {
 	t.Helper()
 	s := newStack(t, func(c *app.Config) {
 		c.Types = append(c.Types, webhookTypes()...)
@@ -227,13 +227,19 @@ func webhookStack(t *testing.T, strict bool, tune func(*app.Config)) (*stack, *d
 // submitWebhook creates a job with a webhook the way the api does (record,
 // task, confirm) and mints its token: the subscription is planted as is,
 // with no check at submit (the connect-time check is what is under test).
-func (s *stack) submitWebhook(t *testing.T, typ, input string, spec webhook.Spec) submitted {
+func (s *stack) submitWebhook(t testing.TB, typ, input string, spec webhook.Spec) submitted {
+	t.Helper()
+	return s.submitJob(t, typ, input, &spec)
+}
+
+// submitJob is submitWebhook with any subscription, or none (nil).
+func (s *stack) submitJob(t testing.TB, typ, input string, spec *webhook.Spec) submitted {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7()).String()
 	store := jobs.NewStore(s.rdb, nil)
 	if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", Timeout: time.Minute,
-		TTL: time.Hour, Webhook: &spec, PendingTTL: time.Minute}); err != nil {
+		TTL: time.Hour, Webhook: spec, PendingTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(input)})
@@ -242,7 +248,7 @@ func (s *stack) submitWebhook(t *testing.T, typ, input string, spec webhook.Spec
 		asynq.MaxRetry(jobs.DeliveryRetries(0)), asynq.Timeout(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour, MaxActive: 100}); err != nil {
+	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	tok, _, err := (&tokens.Minter{Keys: s.keys}).MintJob(id, "ann", tokens.JobScopes, time.Now().Add(time.Hour))

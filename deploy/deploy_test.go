@@ -725,7 +725,7 @@ func testWebhooksACL(t *testing.T, cfg app.Config, api, workerRDB redis.Universa
 		asynq.Queue("default"), asynq.MaxRetry(jobs.DeliveryRetries(0))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour, MaxActive: 100}); err != nil {
+	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	tok, _, err := (&tokens.Minter{Keys: keys}).MintJob(id, "ann", tokens.JobScopes, time.Now().Add(time.Hour))

@@ -26,8 +26,8 @@ type webhookKey struct{}
 // webhookRun is what one task's hooks know of the job's webhook.
 type webhookRun struct {
 	job     string
-	started bool // the record was read at the start, so the webhook is known
-	wants   bool // it wants the completed event
+	started bool          // the record was read at the start, so the webhook is known
+	spec    *webhook.Spec // the job's webhook
 	attempt *delivery.Attempt
 }
 
@@ -42,12 +42,12 @@ func (s *Server) withWebhooks(h asynq.HandlerFunc) asynq.HandlerFunc {
 		run := &webhookRun{}
 		err := h(context.WithValue(ctx, webhookKey{}, run), t)
 		run.attempt.Close()
-		if !run.started || !run.wants {
+		if !run.started || !run.spec.Wants(webhook.EventCompleted) {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if cerr := s.events.Completed(cctx, run.job, nil); cerr != nil {
+		if cerr := s.events.Completed(cctx, run.job, run.spec); cerr != nil {
 			s.log.Warn("webhook completed event not enqueued; the task runs again to enqueue it", "job", run.job, "err", cerr)
 			return cerr
 		}
@@ -64,7 +64,7 @@ func (s *Server) webhookStart(ctx context.Context, job string, n int, started jo
 	if run == nil || started.Webhook == nil {
 		return nil
 	}
-	run.job, run.started, run.wants = job, true, started.Webhook.Wants("completed")
+	run.job, run.started, run.spec = job, true, started.Webhook
 	if started.State != jobs.StateRunning || started.Held {
 		return nil
 	}

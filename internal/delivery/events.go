@@ -120,9 +120,11 @@ func (e *Events) Started(ctx context.Context, job string, n int, spec *webhook.S
 }
 
 // Completed enqueues job's completed event if spec wants it; a nil spec
-// is read from the record (the reconciler's case), and a record that is
-// not final enqueues nothing. Its error is for the caller to hold the
-// job's own task back with: the event must not be lost.
+// is read from the record (the reconciler's case). A job that has not
+// ended enqueues nothing (checked in the script that marks the event, so
+// the worker's hook costs two round trips: that script and the enqueue).
+// Its error is for the caller to hold the job's own task back with: the
+// event must not be lost.
 func (e *Events) Completed(ctx context.Context, job string, spec *webhook.Spec) error {
 	if spec == nil {
 		j, err := e.store.Get(ctx, job)
@@ -132,15 +134,13 @@ func (e *Events) Completed(ctx context.Context, job string, spec *webhook.Spec) 
 		if err != nil {
 			return err
 		}
-		if !j.State.Final() {
-			return nil
-		}
 		spec = j.Webhook
 	}
 	if !spec.Wants(webhook.EventCompleted) {
 		return nil
 	}
-	if _, err := e.store.NextWebhookEvent(ctx, job, webhook.EventCompleted); errors.Is(err, jobs.ErrGone) || errors.Is(err, jobs.ErrWebhookGone) {
+	if _, err := e.store.NextWebhookEvent(ctx, job, webhook.EventCompleted); errors.Is(err, jobs.ErrGone) ||
+		errors.Is(err, jobs.ErrWebhookGone) || errors.Is(err, jobs.ErrNotFinished) {
 		return nil
 	} else if err != nil {
 		return err

@@ -30,12 +30,14 @@ type WebhookState struct {
 var webhookNextScript = scripts.New(`
 -- KEYS[1] job record, KEYS[2] its webhook hash; ARGV[1] field
 -- returns the field's new value; 0 when the record is gone, -1 when the
--- receiver unsubscribed
+-- receiver unsubscribed, -2 for completed when the job has not ended
 local ttl = redis.call("PTTL", KEYS[1])
 if ttl == -2 then return 0 end
 if redis.call("HGET", KEYS[2], "gone") == "1" then return -1 end
 local n
 if ARGV[1] == "completed" then
+  local st = redis.call("HGET", KEYS[1], "state")
+  if st ~= "succeeded" and st ~= "failed" and st ~= "canceled" then return -2 end
   redis.call("HSET", KEYS[2], "completed", 1)
   n = 1
 else
@@ -51,8 +53,9 @@ var ErrWebhookGone = errors.New("webhook receiver unsubscribed")
 
 // NextWebhookEvent records that an event of kind (progress, log or
 // completed) is being enqueued for job id and returns its sequence number
-// (always 1 for completed). A record that is gone is ErrGone; a receiver
-// that unsubscribed ErrWebhookGone.
+// (always 1 for completed, which a job that has not ended refuses with
+// ErrNotFinished). A record that is gone is ErrGone; a receiver that
+// unsubscribed ErrWebhookGone.
 func (s *Store) NextWebhookEvent(ctx context.Context, id, kind string) (int64, error) {
 	n, err := webhookNextScript.Run(ctx, s.rdb, []string{jobKey(id), webhookKey(id)}, kind).Int64()
 	switch {
@@ -60,6 +63,8 @@ func (s *Store) NextWebhookEvent(ctx context.Context, id, kind string) (int64, e
 		return 0, fmt.Errorf("webhook event of job %s: %w", id, err)
 	case n == 0:
 		return 0, fmt.Errorf("webhook event of job %s: %w", id, ErrGone)
+	case n == -2:
+		return 0, fmt.Errorf("webhook event of job %s: %w", id, ErrNotFinished)
 	case n < 0:
 		return 0, fmt.Errorf("webhook event of job %s: %w", id, ErrWebhookGone)
 	}
