@@ -614,3 +614,28 @@ func TestWebhookReceiverExamples(t *testing.T) {
 		}
 	})
 }
+
+// TestWebhookGoneUnsubscribes: a receiver answering 410 to the started
+// event gets nothing more of that job: no retry, and no completed event.
+func TestWebhookGoneUnsubscribes(t *testing.T) {
+	s, _ := webhookStack(t, false, nil)
+	rc := newReceiver(t, nil, func(int, *hookRequest, *http.Request) int { return http.StatusGone })
+	sub := s.submitWebhook(t, "wh-report", `{"n":20,"every_ms":10,"result":"x"}`, webhook.Spec{URL: rc.srv.URL, Events: []string{"started", "completed"}})
+	s.waitState(t, sub, jobs.StateSucceeded)
+	insp := asynq.NewInspectorFromRedisClient(s.rdb)
+	waitfor.True(t, 10*time.Second, func() bool { // every delivery task has run its course
+		q, err := insp.GetQueueInfo(delivery.Queue)
+		return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0
+	})
+	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].Payload.Type != "job.started" {
+		t.Fatalf("the receiver got %d requests after answering 410 (%v)", len(reqs), ids(reqs))
+	}
+	for _, d := range s.deliveries(t, sub) {
+		switch {
+		case d.Event == "started" && (d.Outcome != jobs.DeliveryFailed || d.StatusCode != 410 || d.NextRetryAt != nil):
+			t.Fatalf("started after 410: %+v", d)
+		case d.Event == "completed" && d.Outcome != jobs.DeliveryDropped:
+			t.Fatalf("completed after 410: %+v", d)
+		}
+	}
+}
