@@ -150,12 +150,18 @@ type LinkOptions struct {
 	Filename    string `json:"filename,omitempty"`
 	Disposition string `json:"disposition,omitempty"` // "attachment" or "inline"
 	ExpiresIn   string `json:"expires_in,omitempty"`  // a Go duration, at most 24h
+	// Once asks for a one-time link: each byte of the result is served at
+	// most once through it (the first GET gets it; later ones are 410,
+	// and one during a download 409). An interrupted download may be
+	// resumed for 60 s with Range: bytes=<what it served>-.
+	Once bool `json:"once,omitempty"`
 }
 
 // Link is a download URL that needs no header.
 type Link struct {
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Once      bool      `json:"once,omitempty"` // a one-time link
 }
 
 // Link makes a download link for a succeeded job's result. A relative URL
