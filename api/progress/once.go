@@ -37,7 +37,9 @@ import (
 // server that crashes mid-transfer therefore leaves a claim that lapses on
 // its own into the resume window, at an offset no lower than the last byte
 // it wrote: a client may have to give up bytes the crashed server never
-// delivered, but is never served one twice.
+// delivered, but is never served one twice. All of this holds as long as
+// Redis keeps what it acknowledged: a failover that loses the last writes
+// (asynchronous replication, AOF everysec) can lose a claim or a burn.
 const (
 	// ResumeWindow is how long an interrupted one-time download may be
 	// resumed: from the interruption, or from the end of the lease of a
@@ -123,6 +125,9 @@ func (s *Service) downloadOnce(c *gin.Context, j *jobs.Job, cl *tokens.LinkClaim
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": filename}))
 	h.Set("Content-Length", strconv.FormatInt(size-start, 10))
+	if !mod.IsZero() {
+		h.Set("Last-Modified", mod.UTC().Format(http.TimeFormat)) // what a date If-Range names
+	}
 	status := http.StatusOK
 	if rangeApplies(c.Request, etag, mod) { // and so a valid bytes=N- (onceStart)
 		status = http.StatusPartialContent
@@ -227,7 +232,7 @@ func (t *onceTransfer) serve(ctx context.Context, w io.Writer, f io.Reader, star
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		tick := time.NewTicker(onceRenew)
+		tick := time.NewTicker(t.s.renewEvery)
 		defer tick.Stop()
 		for {
 			select {

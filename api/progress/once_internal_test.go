@@ -55,6 +55,7 @@ type onceEnv struct {
 	store    *jobs.Store
 	clock    *testClock
 	srv      *httptest.Server
+	svc      *Service
 	jobKeys  *tokens.KeySet
 	links    *tokens.LinkMinter
 	verifier *tokens.LinkVerifier
@@ -129,6 +130,7 @@ func newOnceEnv(t *testing.T, size int, redirect bool) *onceEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.svc = svc
 	r := router.New(slog.New(slog.DiscardHandler))
 	svc.Register(r)
 	e.srv = httptest.NewServer(r)
@@ -365,6 +367,15 @@ func TestOnceLinkRangeStart(t *testing.T) {
 // above k. It returns the bytes read.
 func stallingGet(t *testing.T, url string, k int) []byte {
 	t.Helper()
+	res, got := stalledGet(t, url, k)
+	res.Body.Close() // before the end: the connection is closed
+	return got
+}
+
+// stalledGet is stallingGet that keeps the connection open, not reading:
+// the server's transfer blocks in a write.
+func stalledGet(t *testing.T, url string, k int) (*http.Response, []byte) {
+	t.Helper()
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) }); err != nil {
@@ -373,11 +384,12 @@ func stallingGet(t *testing.T, url string, k int) []byte {
 		return serr
 	}}
 	tr := &http.Transport{DialContext: d.DialContext, DisableCompression: true}
-	defer tr.CloseIdleConnections()
+	t.Cleanup(tr.CloseIdleConnections)
 	res, err := (&http.Client{Transport: tr}).Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { res.Body.Close() })
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("stalling GET: %d", res.StatusCode)
 	}
@@ -385,8 +397,7 @@ func stallingGet(t *testing.T, url string, k int) []byte {
 	if _, err := io.ReadFull(res.Body, got); err != nil {
 		t.Fatal(err)
 	}
-	res.Body.Close() // before the end: the connection is closed
-	return got
+	return res, got
 }
 
 // used waits for a one-time link's state to say it is used up: the
@@ -474,6 +485,53 @@ func TestOnceLinkResumeWindowPasses(t *testing.T) {
 	refused(t, "past the window", get(t, http.MethodGet, url, resume...), http.StatusGone, "link-used")
 	if st := e.state(t, key)["st"]; st != "used" {
 		t.Fatalf("state %q past the window", st)
+	}
+}
+
+// TestOnceLinkLeaseRenewedWhileWriting: a transfer blocked on a client that
+// reads slowly renews its lease: however long past the first lease it
+// takes, the link stays in use (not interrupted), and the client gets
+// everything once it reads on. A transfer whose claim was taken from it
+// (here overwritten, as a takeover after a lapsed lease would) stops at
+// once: its client gets less than the result and the state is not touched.
+func TestOnceLinkLeaseRenewedWhileWriting(t *testing.T) {
+	e := newOnceEnv(t, 16<<20, false)
+	e.svc.renewEvery = 10 * time.Millisecond
+	ctx := context.Background()
+
+	url := e.link(t, `{"once":true}`)
+	key := e.stateKey(t, url)
+	res, head := stalledGet(t, url, 1000)
+	waitfor.True(t, 10*time.Second, func() bool { return e.state(t, key)["st"] == "serving" })
+	e.clock.Add(10 * onceLease)
+	waitfor.True(t, 10*time.Second, func() bool {
+		lease, _ := strconv.ParseInt(e.state(t, key)["lease"], 10, 64)
+		return lease > e.clock.Now().UnixMilli()
+	})
+	refused(t, "while it writes", get(t, http.MethodGet, url), http.StatusConflict, "link-in-use")
+	rest, err := io.ReadAll(res.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), e.data) {
+		t.Fatalf("the slow client got %d+%d bytes (%v), not the result", len(head), len(rest), err)
+	}
+	e.used(t, key)
+
+	url = e.link(t, `{"once":true}`)
+	key = e.stateKey(t, url)
+	res, head = stalledGet(t, url, 1000)
+	waitfor.True(t, 10*time.Second, func() bool { return e.state(t, key)["st"] == "serving" })
+	if err := e.rdb.HSet(ctx, key, "claim", "another").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.state(t, key)
+	rest, err = io.ReadAll(res.Body)
+	if err == nil || len(head)+len(rest) >= len(e.data) {
+		t.Fatalf("a transfer that lost its claim went on: %d+%d bytes, %v", len(head), len(rest), err)
+	}
+	if reserved, _ := strconv.Atoi(before["off"]); len(head)+len(rest) > reserved {
+		t.Fatalf("it wrote %d bytes, past its reservation %d", len(head)+len(rest), reserved)
+	}
+	if after := e.state(t, key); !equalMaps(before, after) {
+		t.Fatalf("the transfer that lost its claim changed the state: %v → %v", before, after)
 	}
 }
 

@@ -82,6 +82,9 @@ type Service struct {
 	records  *recordCache
 	logCache *logCache
 	caps     *streamCaps
+	// renewEvery is how often a one-time link's transfer renews its
+	// lease (onceRenew; tests shorten it).
+	renewEvery time.Duration
 }
 
 // New validates cfg and returns the service.
@@ -110,7 +113,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
