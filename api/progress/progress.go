@@ -9,7 +9,9 @@
 // learns nothing about job B, not even whether it exists. Event streams and
 // waiting long-polls take a slot under the stream caps (429) before reading
 // the job, and end at their token's exp; nothing this service hands out (a
-// download link) outlives the token that asked for it.
+// download link) outlives the token that asked for it. A one-time link is
+// served at most once per byte, under a claim kept in the job's Redis slot
+// (once.go; the state machine is in package jobs, links.go).
 package progress
 
 import (
