@@ -34,9 +34,9 @@ type LinkRequest struct {
 	// link-used from then on. One that stops short after serving bytes up
 	// to offset N (the count the server handed to the connection, which a
 	// client that lost bytes in flight may not have) can be resumed for
-	// ResumeWindow (60 s) after it stopped, only with Range: bytes=N-;
-	// anything else meanwhile is 409 link-interrupted, and after the
-	// window the link is used up. A server that dies mid-download leaves
+	// ResumeWindow (60 s) after it stopped, only with Range: bytes=N- (or
+	// none, for N = 0); anything else meanwhile is 409 link-interrupted,
+	// and after the window the link is used up. A server that dies mid-download leaves
 	// the link interrupted once its lease (15 s) lapses, at an offset up
 	// to 1 MiB past what it wrote. A one-time link takes no other Range
 	// (416 link-range), ignores conditional headers but If-Range, and is

@@ -91,6 +91,12 @@ func (s *Service) downloadOnce(c *gin.Context, j *jobs.Job, cl *tokens.LinkClaim
 		problem.Abort(c, err)
 		return
 	}
+	// Before the claim: a result that cannot be read claims nothing.
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
+		problem.Abort(c, err)
+		return
+	}
+	f.Expect(start, size-start)
 	leeway := s.cfg.LinkVerifier.Leeway
 	if leeway <= 0 {
 		leeway = tokens.DefaultLeeway
@@ -138,12 +144,6 @@ func (s *Service) downloadOnce(c *gin.Context, j *jobs.Job, cl *tokens.LinkClaim
 		c.Writer.WriteHeaderNow()
 		return
 	}
-	if _, err := f.Seek(start, io.SeekStart); err != nil {
-		t.release(ctx, start) // nothing written: resumable from start
-		problem.Abort(c, err)
-		return
-	}
-	f.Expect(start, size-start)
 	c.Status(status)
 	c.Writer.WriteHeaderNow()
 	t.serve(ctx, c.Writer, f, start)
