@@ -47,7 +47,11 @@ const (
 	// lasts the link still hands out the rest of the result.
 	ResumeWindow = 60 * time.Second
 	// onceLease is how long a transfer's claim holds without a renewal,
-	// and so how long a crashed server's claim blocks the link.
+	// and so how long a crashed server's claim blocks the link. Leases are
+	// judged by the clock of the instance that asks: instances whose
+	// clocks differ by more than onceLease-onceRenew could take a live
+	// claim over (the transfer that lost it stops at its reservation, so
+	// still no byte goes out twice).
 	onceLease = 15 * time.Second
 	// onceRenew is how often a transfer renews its lease: a few renewals
 	// fit in one lease, so one slow Redis round trip does not lose it.
