@@ -307,11 +307,25 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Client.Set(ctx, "before", "1", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := r.Client.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
-		t.Fatalf("replica acknowledged %d (%v)", n, err)
+	// The write and its WAIT go on one connection (a pipeline): WAIT
+	// counts the replicas that have this connection's writes. Under load
+	// the replica may still be syncing, so the pair is sent again (WAIT
+	// itself blocks, so this is no busy loop) until one acknowledges.
+	ackDeadline := time.Now().Add(20 * time.Second)
+	for {
+		var wait *redis.Cmd
+		_, err := r.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "before", "1", 0)
+			wait = p.Do(ctx, "WAIT", 1, 1000)
+			return nil
+		})
+		n, _ := wait.Int()
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(ackDeadline) {
+			t.Fatalf("no replica acknowledged the write within 20 s: %d (%v)", n, err)
+		}
 	}
 	g.Master.Kill()
 	deadline := time.Now().Add(30 * time.Second)
