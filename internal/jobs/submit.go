@@ -265,6 +265,7 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	j := &Job{
 		ID: nj.ID, Type: nj.Type, Owner: nj.Owner, Queue: nj.Queue, State: StatePending,
 		CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(), MaxRetry: nj.MaxRetry, Timeout: nj.Timeout, Version: 1,
+		Webhook: nj.Webhook,
 	}
 	if nj.PendingTTL > 0 {
 		return j, nil
