@@ -378,10 +378,12 @@ func (s *Service) submit(c *gin.Context) {
 		problem.Abort(c, problem.BadRequest("Idempotency-Key is longer than 255 characters"))
 		return
 	}
+	sum := sha256.Sum256(body)
+	bodyHash := hex.EncodeToString(sum[:])
 	// Where the webhook leads is checked last before anything is written:
 	// it is the one check that waits on the network.
 	if plan.webhook != nil {
-		if err := s.checkWebhook(c, plan.webhook.URL); err != nil {
+		if err := s.checkWebhook(c, plan.webhook.URL); err != nil && !s.acceptedBefore(c, p.UserID, idemKey, bodyHash) {
 			problem.Abort(c, err)
 			return
 		}
@@ -393,11 +395,10 @@ func (s *Service) submit(c *gin.Context) {
 		return
 	}
 	deadline, tokenExp := s.lifetimes(now, plan.maxRetry, plan.timeout)
-	sum := sha256.Sum256(body)
 	nj := jobs.NewJob{
 		ID: id.String(), Type: spec.Name, Owner: p.UserID, Queue: plan.queue,
 		MaxRetry: plan.maxRetry, Timeout: plan.timeout, TTL: tokenExp.Sub(now),
-		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]), MaxActive: s.cfg.MaxActiveJobs,
+		IdempotencyKey: idemKey, BodyHash: bodyHash, MaxActive: s.cfg.MaxActiveJobs,
 		Webhook: plan.webhook,
 	}
 	if s.cfg.OwnerGate != nil {
@@ -641,6 +642,21 @@ func (s *Service) checkWebhook(ctx context.Context, rawURL string) error {
 	}
 	p.Err = err
 	return p
+}
+
+// acceptedBefore reports whether this very body was submitted under this
+// Idempotency-Key before, so Create will answer for that job instead of
+// making one. A retry must get its job even when its webhook URL would be
+// refused now (its DNS changed or failed): a 422 would tell the client
+// nothing was accepted while the job runs. The URL is the same as when the
+// first submission checked it, and delivery checks every connection
+// anyway. A claim that cannot be read counts as none: the 422 stands.
+func (s *Service) acceptedBefore(ctx context.Context, owner, idemKey, bodyHash string) bool {
+	if idemKey == "" {
+		return false
+	}
+	_, hash, err := s.cfg.Store.IdempotencyClaim(ctx, owner, idemKey)
+	return err == nil && hash != "" && hash == bodyHash
 }
 
 // webhookInvalid is the 422 for one bad member of the webhook object, named

@@ -174,3 +174,43 @@ func TestNoWebhookNoSummary(t *testing.T) {
 		t.Fatalf("record: %+v %v", job, err)
 	}
 }
+
+// TestWebhookReplayNotRechecked: a retry of an accepted submission (same
+// Idempotency-Key, same body) gets its job even when its webhook URL would
+// be refused now (the operator's setting changed, or its DNS did), rather
+// than a 422 saying nothing was accepted while the job runs. A new key or
+// another body is checked as any submission.
+func TestWebhookReplayNotRechecked(t *testing.T) {
+	g := &webhook.Guard{AllowPrivate: true, Resolver: stalledDNS}
+	f := newFixtureWith(t, redistest.Client(t), nil, false, withWebhooks(g))
+	body := `{"type":"echo","input":{"n":1},"webhook":{"url":"http://127.0.0.1:9000/hook"}}`
+	first := f.post(body, "Idempotency-Key", "k")
+	var sub enqueue.SubmitResponse
+	if err := json.Unmarshal(first.Body.Bytes(), &sub); err != nil || first.Code != http.StatusAccepted {
+		t.Fatalf("first: %d %s", first.Code, first.Body)
+	}
+	g.AllowPrivate = false // requests are served one at a time here
+
+	again := f.post(body, "Idempotency-Key", "k")
+	var replayed enqueue.SubmitResponse
+	json.Unmarshal(again.Body.Bytes(), &replayed)
+	if again.Code != http.StatusAccepted || again.Header().Get("Idempotent-Replayed") != "true" || replayed.ID != sub.ID {
+		t.Fatalf("retry: %d %v %s", again.Code, again.Header(), again.Body)
+	}
+	for _, tc := range []struct{ name, body, key string }{
+		{"same body, new key", body, "k2"},
+		{"other body, same key", `{"type":"echo","input":{"n":2},"webhook":{"url":"http://127.0.0.1:9000/hook"}}`, "k"},
+		{"same body, no key", body, ""},
+	} {
+		rec := f.post(tc.body, "Idempotency-Key", tc.key)
+		if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(rec.Body.String(), "webhook.url: is a loopback address") {
+			t.Fatalf("%s: %d %s", tc.name, rec.Code, rec.Body)
+		}
+	}
+	if left := redistest.Keys(t, f.rdb, jobs.KeyPrefixJob+"*"); len(left) != 1 || !strings.Contains(left[0], sub.ID) {
+		t.Fatalf("records %v, want only %s", left, sub.ID)
+	}
+	if claims := redistest.Keys(t, f.rdb, jobs.KeyPrefixIdempotency+"*"); len(claims) != 1 {
+		t.Fatalf("claims %v, want only the first submission's", claims)
+	}
+}
