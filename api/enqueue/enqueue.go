@@ -7,6 +7,14 @@
 // Submitting is safe to retry: with an Idempotency-Key the same key, user
 // and body give the same job and a single enqueue.
 //
+// A job's webhook is checked before anything is written: its shape
+// (webhook.Spec.Normalize), then where it leads (webhook.Guard.CheckURL,
+// the host resolved within WebhookResolveTimeout). A refusal is a 422 at
+// /webhook/url or /webhook/events with nothing stored, except that a retry
+// of an accepted body under its Idempotency-Key gets its job. The record
+// keeps the normalized spec; no answer shows the URL, the 202 shows its
+// events.
+//
 // # Submission is all-or-nothing
 //
 // A job is created in these steps (package jobs says how each is one
