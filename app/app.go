@@ -35,6 +35,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/registry"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
@@ -260,6 +261,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		PriorityForAll: cfg.PriorityForAll,
 		OwnerGate:      identity.BlockedFlagKey,
 		Live:           live,
+		Webhooks:       &webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate},
 	})
 }
 

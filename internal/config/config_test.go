@@ -112,7 +112,7 @@ func TestWorkerFlags(t *testing.T) {
 	w.Bind(fs)
 	var names []string
 	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types"
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types,webhook-allow-private"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("flags\n got %s\nwant %s", got, want)
 	}
@@ -122,6 +122,7 @@ func TestWorkerFlags(t *testing.T) {
 	t.Setenv("CLAIMCHECK_POOLS", "gpu, ,cpu")
 	t.Setenv("CLAIMCHECK_DATA_DIR", "/srv/cc")
 	t.Setenv("CLAIMCHECK_LOG_LEVEL", "debug")
+	t.Setenv("CLAIMCHECK_WEBHOOK_ALLOW_PRIVATE", "true")
 	c, fs := parse(t, "--concurrency", "3", "--max-running-jobs", "0", "--task-check-interval", "50ms", "--types", "t.yaml")
 	var logs bytes.Buffer
 	logger, err := c.Load(fs, &logs)
@@ -129,7 +130,8 @@ func TestWorkerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.RedisURL != "redis://from-env:1/0" || c.Concurrency != 3 || c.MaxRunningJobs != -1 ||
-		c.TaskCheckInterval != 50*time.Millisecond || c.TypesFile != "t.yaml" || c.Retention != 24*time.Hour {
+		c.TaskCheckInterval != 50*time.Millisecond || c.TypesFile != "t.yaml" || c.Retention != 24*time.Hour ||
+		!c.WebhookAllowPrivate {
 		t.Errorf("loaded %+v", *c)
 	}
 	if strings.Join(c.Pools, "|") != "gpu|cpu" {
@@ -145,7 +147,7 @@ func TestWorkerFlags(t *testing.T) {
 
 	// Defaults: the cap is DefaultMaxRunningJobs, shown as such in help.
 	c, _ = parse(t, "--results-dir", "/r")
-	if c.MaxRunningJobs != config.DefaultMaxRunningJobs || c.Results() != "/r" || c.LogFormat != "json" {
+	if c.MaxRunningJobs != config.DefaultMaxRunningJobs || c.Results() != "/r" || c.LogFormat != "json" || c.WebhookAllowPrivate {
 		t.Errorf("defaults %+v", *c)
 	}
 	if f := fs.Lookup("max-running-jobs"); f.DefValue != "4" {
