@@ -34,7 +34,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/pubkeys"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
@@ -267,6 +267,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		PriorityForAll: cfg.PriorityForAll,
 		OwnerGate:      identity.BlockedFlagKey,
 		Live:           live,
+		Webhooks:       &webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate},
 	})
 }
 

@@ -62,4 +62,8 @@
 // most the exp of the job token that asked for it (LinkMinter.MintLinkUntil),
 // and the progress service ends an open event stream or long-poll at its
 // token's exp.
+//
+// A one-time link (claim "once") is still a bearer URL until its exp; what
+// makes it one-time is state the progress service keeps under its jti, not
+// anything this package checks, beyond insisting that such a link has a jti.
 package tokens

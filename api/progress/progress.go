@@ -9,7 +9,9 @@
 // learns nothing about job B, not even whether it exists. Event streams and
 // waiting long-polls take a slot under the stream caps (429) before reading
 // the job, and end at their token's exp; nothing this service hands out (a
-// download link) outlives the token that asked for it.
+// download link) outlives the token that asked for it. A one-time link is
+// served at most once per byte, under a claim kept in the job's Redis slot
+// (once.go; the state machine is in package jobs, links.go).
 package progress
 
 import (
@@ -86,6 +88,9 @@ type Service struct {
 	records  *recordCache
 	logCache *logCache
 	caps     *streamCaps
+	// renewEvery is how often a one-time link's transfer renews its
+	// lease (onceRenew; tests shorten it).
+	renewEvery time.Duration
 }
 
 // New validates cfg and returns the service.
@@ -114,7 +119,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }

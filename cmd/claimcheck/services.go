@@ -55,6 +55,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	bindPriority(cmd.Flags(), &c.cfg)
 	bindRunningCap(cmd.Flags(), &c.cfg)
+	config.BindWebhookAllowPrivate(cmd.Flags(), &c.cfg.WebhookAllowPrivate)
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
@@ -255,6 +256,7 @@ func newAPI() *cobra.Command {
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
 	bindPriority(cmd.Flags(), &c.cfg)
+	config.BindWebhookAllowPrivate(cmd.Flags(), &c.cfg.WebhookAllowPrivate)
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }

@@ -80,8 +80,10 @@ type Worker struct {
 	// and the keys of webhook download links (DataDir/keys/webhooks,
 	// DataDir/keys/webhook-links); every worker must share them.
 	WebhookKeyDir, WebhookLinkKeyDir string
-	// WebhookAllowPrivate lets deliveries connect to loopback, private and
-	// other internal addresses (webhook.Guard); off by default.
+	// WebhookAllowPrivate lets webhooks be delivered to loopback, private,
+	// link-local and other non-public addresses (webhook.Guard.AllowPrivate;
+	// --webhook-allow-private). Give the api the same value: it checks at
+	// submit what the worker checks at connect time.
 	WebhookAllowPrivate bool
 }
 
@@ -110,7 +112,7 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&w.ProgressURL, "progress-url", "", "the progress service's public base `URL`, for the download links in completed webhooks (needed to deliver webhooks)")
 	fs.StringVar(&w.WebhookKeyDir, "webhook-key-dir", "", "webhook signing keys (default DATA_DIR/keys/webhooks); shared by every worker")
 	fs.StringVar(&w.WebhookLinkKeyDir, "webhook-link-key-dir", "", "signing keys of webhook download links (default DATA_DIR/keys/webhook-links); shared by every worker")
-	fs.BoolVar(&w.WebhookAllowPrivate, "webhook-allow-private", false, "let webhook deliveries connect to loopback, private and other internal addresses")
+	BindWebhookAllowPrivate(fs, &w.WebhookAllowPrivate)
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
 }
 
@@ -199,6 +201,16 @@ func BindMaxRunningJobs(fs *pflag.FlagSet, p *int) {
 	*p = DefaultMaxRunningJobs
 	fs.Var((*runningCap)(p), "max-running-jobs",
 		"each user's jobs running at once across the fleet; give every worker the same value (0 or less: no cap)")
+}
+
+// BindWebhookAllowPrivate declares --webhook-allow-private into p: the
+// operator's explicit allow of webhook URLs that lead to loopback, private,
+// link-local, CGNAT, cloud metadata and other non-public addresses
+// (webhook.Guard), refused by default at submit (api) and at connect time
+// (worker). The api and every worker need the same value.
+func BindWebhookAllowPrivate(fs *pflag.FlagSet, p *bool) {
+	fs.BoolVar(p, "webhook-allow-private", false,
+		"let webhook URLs lead to loopback, private, link-local and cloud-metadata addresses; anyone who can submit a job can then make this deployment send requests into its own network (tests and trusted setups only; give api and workers the same value)")
 }
 
 // runningCap reads --max-running-jobs, where 0 means no cap, into

@@ -23,9 +23,9 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
-	"github.com/claimcheck/claimcheck/internal/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 // Delivery constants; the package doc explains each.

@@ -57,6 +57,14 @@ const (
 	// "completed" ("1" once the completed event is enqueued), "gone" ("1"
 	// once the receiver answered 410). It expires with the record.
 	KeySuffixWebhook = ":wh"
+	// KeyInfixLink follows a job record's key, and precedes a download
+	// link's jti, for the state of a one-time link (links.go), a hash
+	// "cc:job:{<id>}:link:<jti>": "st" (serving, interrupted, used), "off"
+	// (the offset a resume must start at), "claim" and "lease" (the
+	// transfer holding it, until when, Unix ms), "until" (the end of an
+	// interrupted link's resume window, Unix ms). It lives until the
+	// link's exp plus leeway, or while a transfer holds it.
+	KeyInfixLink = ":link:"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -110,6 +118,10 @@ func webhookKey(id string) string    { return JobKey(id) + KeySuffixWebhook }
 
 // JobChannel is job id's pub/sub channel (KeySuffixChannel).
 func JobChannel(id string) string { return JobKey(id) + KeySuffixChannel }
+
+// OnceLinkKey is the key of one-time link jti's state (KeyInfixLink). A jti
+// is a link's own random id, signed with it.
+func OnceLinkKey(id, jti string) string { return JobKey(id) + KeyInfixLink + jti }
 
 // CheckpointKey is the key of a job's checkpoint (KeySuffixCheckpoint).
 func CheckpointKey(id string) string { return checkpointKey(id) }

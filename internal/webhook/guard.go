@@ -80,7 +80,9 @@ type Guard struct {
 func (g *Guard) CheckURL(ctx context.Context, rawURL string) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("webhook url: %w", err)
+		// Not %w: url.Error quotes the URL, which may carry the
+		// receiver's secret, into logs.
+		return errors.New("webhook url: not a valid URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return &RefusedError{Host: u.Host, Reason: fmt.Sprintf("scheme %q is not http or https", u.Scheme)}

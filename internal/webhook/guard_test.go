@@ -145,7 +145,9 @@ type dnsServer struct {
 	stalled map[string]bool // names never answered (a slow DNS)
 }
 
-func startDNS(t *testing.T) *dnsServer {
+// startDNS starts a responder whose answers setup fills in before it
+// serves (it must not change them afterwards).
+func startDNS(t *testing.T, setup func(s *dnsServer)) *dnsServer {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -153,6 +155,7 @@ func startDNS(t *testing.T) *dnsServer {
 	}
 	s := &dnsServer{a: map[string][]netip.Addr{}, aaaa: map[string]netip.Addr{}, aCount: map[string]int{}, stalled: map[string]bool{}, pc: pc}
 	t.Cleanup(func() { pc.Close() })
+	setup(s)
 	go s.serve()
 	return s
 }
@@ -235,16 +238,17 @@ func (s *dnsServer) resolver() *net.Resolver {
 }
 
 func TestCheckURL(t *testing.T) {
-	dns := startDNS(t)
-	dns.a["public.test"] = []netip.Addr{netip.MustParseAddr("93.184.215.14")}
-	dns.aaaa["public.test"] = netip.MustParseAddr("2606:2800:21f:cb07:6820:80da:af6b:8b2c")
-	dns.a["mixed.test"] = []netip.Addr{netip.MustParseAddr("8.8.8.8")}
-	dns.aaaa["mixed.test"] = netip.MustParseAddr("fd00::1")
-	dns.a["private.test"] = []netip.Addr{netip.MustParseAddr("10.1.2.3")}
-	dns.a["metadata.test"] = []netip.Addr{netip.MustParseAddr("169.254.169.254")}
-	dns.aaaa["v6only.test"] = netip.MustParseAddr("::1")
-	dns.a["empty.test"] = nil // a known name with no address: empty answers
-	dns.stalled["slow.test"] = true
+	dns := startDNS(t, func(dns *dnsServer) {
+		dns.a["public.test"] = []netip.Addr{netip.MustParseAddr("93.184.215.14")}
+		dns.aaaa["public.test"] = netip.MustParseAddr("2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+		dns.a["mixed.test"] = []netip.Addr{netip.MustParseAddr("8.8.8.8")}
+		dns.aaaa["mixed.test"] = netip.MustParseAddr("fd00::1")
+		dns.a["private.test"] = []netip.Addr{netip.MustParseAddr("10.1.2.3")}
+		dns.a["metadata.test"] = []netip.Addr{netip.MustParseAddr("169.254.169.254")}
+		dns.aaaa["v6only.test"] = netip.MustParseAddr("::1")
+		dns.a["empty.test"] = nil // a known name with no address: empty answers
+		dns.stalled["slow.test"] = true
+	})
 
 	for _, tc := range []struct {
 		name    string
@@ -354,8 +358,9 @@ func TestTransportRefusesLoopback(t *testing.T) {
 // connection is refused and the loopback server sees nothing.
 func TestTransportRefusesRebinding(t *testing.T) {
 	srv, hits := hitCounter(t)
-	dns := startDNS(t)
-	dns.a["rebind.test"] = []netip.Addr{netip.MustParseAddr("93.184.215.14"), netip.MustParseAddr("127.0.0.1")}
+	dns := startDNS(t, func(dns *dnsServer) {
+		dns.a["rebind.test"] = []netip.Addr{netip.MustParseAddr("93.184.215.14"), netip.MustParseAddr("127.0.0.1")}
+	})
 	g := &webhook.Guard{Resolver: dns.resolver()}
 
 	u, _ := url.Parse(srv.URL)
