@@ -83,10 +83,10 @@ type Config struct {
 	// receivers on the operator's own network.
 	WebhookAllowPrivate bool
 	// Webhooks tunes the webhook deliverer a worker process (or dev) runs
-	// beside its job server (delivery.Config: concurrency, retry delay,
-	// check intervals). Its keys, progress URL and guard come from the
-	// fields above (Webhooks, the constructor).
-	Webhooks delivery.Config
+	// beside its job server (concurrency, retry delay, timeouts, polls).
+	// Its key directories, progress URL and address checks come from the
+	// fields above and Webhooks' argument.
+	Webhooks worker.WebhookConfig
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
@@ -313,27 +313,18 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	return worker.New(wc, rdb, cfg.Types...)
 }
 
-// Webhooks builds the webhook deliverer of a worker process (or dev): its
-// signing keys in WebhookKeyDir, its link keys in WebhookLinkKeyDir (both
-// made on first use), links to the progress service at progressURL, and
+// Webhooks builds the webhook deliverer of a worker process (or dev)
+// from cfg.Webhooks: its signing keys in WebhookKeyDir, its link keys in
+// WebhookLinkKeyDir, links to the progress service at progressURL, and
 // connections checked by webhook.Guard unless WebhookAllowPrivate. Call
 // Start on it (which publishes its public keys).
-func Webhooks(cfg Config, rdb redis.UniversalClient, progressURL string) (*delivery.Server, error) {
-	keys, _, err := tokens.EnsureDir(cfg.WebhookKeyDir)
-	if err != nil {
-		return nil, err
+func Webhooks(cfg Config, rdb redis.UniversalClient, progressURL string) (*worker.Webhooks, error) {
+	wc := cfg.Webhooks
+	wc.KeyDir, wc.LinkKeyDir, wc.ProgressURL, wc.AllowPrivate = cfg.WebhookKeyDir, cfg.WebhookLinkKeyDir, progressURL, cfg.WebhookAllowPrivate
+	if wc.Logger == nil {
+		wc.Logger = cfg.Logger
 	}
-	linkKeys, _, err := tokens.EnsureDir(cfg.WebhookLinkKeyDir)
-	if err != nil {
-		return nil, err
-	}
-	dc := cfg.Webhooks
-	dc.Keys, dc.LinkKeys, dc.ProgressURL = keys, linkKeys, progressURL
-	dc.Guard = &webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate}
-	if dc.Logger == nil {
-		dc.Logger = cfg.Logger
-	}
-	return delivery.New(dc, rdb)
+	return worker.NewWebhooks(wc, rdb)
 }
 
 // CancelUserJobs cancels every job of user that has not ended (`users block

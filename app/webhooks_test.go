@@ -198,12 +198,12 @@ func webhookTypes() []worker.Type {
 
 // webhookStack is the e2e stack with a webhook deliverer started beside
 // its worker, fast retries and, unless strict, private addresses allowed.
-func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *delivery.Server) {
+func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *worker.Webhooks) {
 	t.Helper()
 	s := newStack(t, func(c *app.Config) {
 		c.Types = append(c.Types, webhookTypes()...)
 		c.WebhookAllowPrivate = !strict
-		c.Webhooks = delivery.Config{
+		c.Webhooks = worker.WebhookConfig{
 			Concurrency:              4,
 			RetryDelay:               func(int) time.Duration { return 20 * time.Millisecond },
 			TaskCheckInterval:        10 * time.Millisecond,

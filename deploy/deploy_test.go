@@ -28,7 +28,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/app"
-	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
@@ -708,7 +707,7 @@ func testWebhooksACL(t *testing.T, cfg app.Config, api, workerRDB redis.Universa
 	t.Helper()
 	ctx := context.Background()
 	cfg.WebhookAllowPrivate = true // the receiver is on loopback
-	cfg.Webhooks = delivery.Config{TaskCheckInterval: 10 * time.Millisecond}
+	cfg.Webhooks = worker.WebhookConfig{TaskCheckInterval: 10 * time.Millisecond}
 	d, err := app.Webhooks(cfg, workerRDB, progURL)
 	if err != nil {
 		t.Fatal(err)

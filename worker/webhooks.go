@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 // The worker's side of webhooks (package delivery): its hooks enqueue a
@@ -95,8 +98,100 @@ func (w webhookLogs) AppendLog(ctx context.Context, id string, lines []jobs.LogL
 	return n, err
 }
 
-// startWebhooks starts the worker process's webhook deliverer (its own
-// Asynq server on delivery.Queue, --webhook-concurrency slots) unless
+// WebhookConfig configures a worker process's webhook deliverer: an Asynq
+// server of its own on the webhook queue, beside the job server (see the
+// README's "Webhooks"). Zero values take the defaults in parentheses.
+type WebhookConfig struct {
+	// Concurrency is how many deliveries run at once (8).
+	Concurrency int
+	// KeyDir holds the webhook signing keys, LinkKeyDir the keys of the
+	// download links in completed payloads; both are made on first use,
+	// shared by every worker, and their public halves published in Redis
+	// (kinds "webhook" and "link") for the api's JWKS and the progress
+	// service. Required.
+	KeyDir, LinkKeyDir string
+	// ProgressURL is the progress service's public base URL, for the
+	// links. Required.
+	ProgressURL string
+	// AllowPrivate lets deliveries connect to loopback, private and other
+	// internal addresses (off: refused at connect time).
+	AllowPrivate bool
+	// RetryDelay is the wait after failed attempt n (the documented
+	// schedule: 5 s … 1 h, ±20 %); tests shorten it.
+	RetryDelay func(n int) time.Duration
+	// ConnectTimeout and ResponseTimeout bound an attempt (5 s, 10 s).
+	ConnectTimeout, ResponseTimeout time.Duration
+	// TaskCheckInterval and DelayedTaskCheckInterval are the deliverer's
+	// Asynq polls (100ms, 1s).
+	TaskCheckInterval, DelayedTaskCheckInterval time.Duration
+	// Logger receives its logs (slog.Default()).
+	Logger *slog.Logger
+}
+
+// Webhooks is a worker process's webhook deliverer.
+type Webhooks struct{ d *delivery.Server }
+
+// NewWebhooks loads (or makes) the keys and builds the deliverer on rdb;
+// call Start.
+func NewWebhooks(cfg WebhookConfig, rdb redis.UniversalClient) (*Webhooks, error) {
+	if cfg.KeyDir == "" || cfg.LinkKeyDir == "" {
+		return nil, errors.New("worker: WebhookConfig.KeyDir and LinkKeyDir are required")
+	}
+	keys, _, err := tokens.EnsureDir(cfg.KeyDir)
+	if err != nil {
+		return nil, fmt.Errorf("webhook keys: %w", err)
+	}
+	linkKeys, _, err := tokens.EnsureDir(cfg.LinkKeyDir)
+	if err != nil {
+		return nil, fmt.Errorf("webhook link keys: %w", err)
+	}
+	links := &tokens.LinkMinter{Keys: linkKeys, Issuer: delivery.LinkIssuer}
+	d, err := delivery.New(delivery.Config{
+		Concurrency: cfg.Concurrency, ProgressURL: cfg.ProgressURL,
+		Sign: func(msg []byte) ([]byte, error) {
+			k, err := keys.Signer()
+			if err != nil {
+				return nil, err
+			}
+			return ed25519.Sign(k.Private, msg), nil
+		},
+		MintLink: func(job string, epoch int64, notAfter time.Time) (string, time.Time, error) {
+			tok, claims, err := links.MintLinkUntil(job, epoch, "", "attachment", delivery.DefaultLinkTTL, notAfter)
+			if errors.Is(err, tokens.ErrExpired) {
+				return "", time.Time{}, nil // the record ends within the second
+			}
+			if err != nil {
+				return "", time.Time{}, err
+			}
+			return tok, claims.Expires(), nil
+		},
+		Publish: func(ctx context.Context) error {
+			if err := pubkeys.Publish(ctx, rdb, tokens.KindWebhook, keys); err != nil {
+				return err
+			}
+			return pubkeys.Publish(ctx, rdb, tokens.KindLink, linkKeys)
+		},
+		Guard:             &webhook.Guard{AllowPrivate: cfg.AllowPrivate},
+		RetryDelay:        cfg.RetryDelay,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		ResponseTimeout:   cfg.ResponseTimeout,
+		TaskCheckInterval: cfg.TaskCheckInterval, DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		Logger: cfg.Logger,
+	}, rdb)
+	if err != nil {
+		return nil, err
+	}
+	return &Webhooks{d: d}, nil
+}
+
+// Start publishes the public keys and starts delivering in the background.
+func (w *Webhooks) Start() error { return w.d.Start() }
+
+// Shutdown stops taking deliveries and waits for those under way (at most
+// 30 s); an interrupted one runs again.
+func (w *Webhooks) Shutdown() { w.d.Shutdown() }
+
+// startWebhooks starts the worker process's webhook deliverer unless
 // --webhook-concurrency is 0 or no --progress-url is given, and returns
 // its stop.
 func startWebhooks(c *config.Worker, rdb redis.UniversalClient, logger *slog.Logger) (func(), error) {
@@ -108,23 +203,13 @@ func startWebhooks(c *config.Worker, rdb redis.UniversalClient, logger *slog.Log
 		return func() {}, nil
 	}
 	keyDir, linkDir := c.WebhookKeys()
-	keys, _, err := tokens.EnsureDir(keyDir)
-	if err != nil {
-		return nil, fmt.Errorf("webhook keys: %w", err)
-	}
-	linkKeys, _, err := tokens.EnsureDir(linkDir)
-	if err != nil {
-		return nil, fmt.Errorf("webhook link keys: %w", err)
-	}
-	d, err := delivery.New(delivery.Config{
-		Concurrency: c.WebhookConcurrency, Keys: keys, LinkKeys: linkKeys, ProgressURL: c.ProgressURL,
-		Guard: &webhook.Guard{AllowPrivate: c.WebhookAllowPrivate}, Logger: logger,
-	}, rdb)
+	w, err := NewWebhooks(WebhookConfig{Concurrency: c.WebhookConcurrency, KeyDir: keyDir, LinkKeyDir: linkDir,
+		ProgressURL: c.ProgressURL, AllowPrivate: c.WebhookAllowPrivate, Logger: logger}, rdb)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.Start(); err != nil {
+	if err := w.Start(); err != nil {
 		return nil, err
 	}
-	return d.Shutdown, nil
+	return w.Shutdown, nil
 }

@@ -3,7 +3,6 @@ package delivery
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -24,8 +23,6 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/webhook"
-	"github.com/claimcheck/claimcheck/tokens"
-	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 // Delivery constants; the package doc explains each.
@@ -37,7 +34,7 @@ const (
 	UserAgent        = "claimcheck-webhooks"
 	// LinkIssuer is the issuer of the download links in completed
 	// payloads; the progress service verifies them with the keys of kind
-	// tokens.KindLink that deliverers publish.
+	// "link" that deliverers publish.
 	LinkIssuer = "urn:claimcheck:webhooks"
 	// DefaultLinkTTL is how long such a link lives (never past the
 	// record's expiry).
@@ -58,14 +55,23 @@ func DefaultRetryDelay(n int) time.Duration {
 	return d*4/5 + rand.N(d*2/5+1)
 }
 
-// Config tunes a Server. Keys, LinkKeys and ProgressURL are required.
+// Config tunes a Server. Sign, MintLink and ProgressURL are required.
+// The keys are the caller's (package worker holds them as tokens key
+// sets): this package signs nothing itself and never sees a private key.
 type Config struct {
 	// Concurrency is how many deliveries run at once (8).
 	Concurrency int
-	// Keys sign the webhooks (Standard Webhooks v1a), published as
-	// tokens.KindWebhook; LinkKeys sign the download links of completed
-	// payloads, published as tokens.KindLink.
-	Keys, LinkKeys *tokens.KeySet
+	// Sign returns the Ed25519 signature of msg with the active webhook
+	// key (Standard Webhooks v1a).
+	Sign func(msg []byte) ([]byte, error)
+	// MintLink mints a download link (link+jwt, issuer LinkIssuer) to
+	// job's result at token epoch epoch, living DefaultLinkTTL and never
+	// past notAfter (zero: no bound), and says when it expires; "" when
+	// no whole second is left.
+	MintLink func(job string, epoch int64, notAfter time.Time) (link string, expires time.Time, err error)
+	// Publish, when set, puts the public halves of the keys where the
+	// api's JWKS and the progress service find them; Start calls it.
+	Publish func(context.Context) error
 	// ProgressURL is the progress service's public base URL, for links.
 	ProgressURL string
 	// Guard checks every address a delivery connects to (webhook.Guard:
@@ -93,15 +99,14 @@ type Server struct {
 	rdb    redis.UniversalClient
 	store  *jobs.Store
 	client *http.Client
-	links  *tokens.LinkMinter
 	srv    *asynq.Server
 	log    *slog.Logger
 }
 
 // New validates cfg and returns a server on rdb; call Start.
 func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
-	if cfg.Keys == nil || cfg.LinkKeys == nil || cfg.ProgressURL == "" {
-		return nil, errors.New("delivery: Keys, LinkKeys and ProgressURL are required")
+	if cfg.Sign == nil || cfg.MintLink == nil || cfg.ProgressURL == "" {
+		return nil, errors.New("delivery: Sign, MintLink and ProgressURL are required")
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
@@ -131,8 +136,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.ProgressURL = strings.TrimRight(cfg.ProgressURL, "/")
-	s := &Server{cfg: cfg, rdb: rdb, store: jobs.NewStore(rdb, nil), log: cfg.Logger.With("component", "webhooks"),
-		links: &tokens.LinkMinter{Keys: cfg.LinkKeys, Issuer: LinkIssuer, Now: cfg.Now}}
+	s := &Server{cfg: cfg, rdb: rdb, store: jobs.NewStore(rdb, nil), log: cfg.Logger.With("component", "webhooks")}
 	s.client = &http.Client{
 		Transport: cfg.Guard.Transport(cfg.ConnectTimeout, cfg.ResponseTimeout),
 		// A redirect is a failed attempt (Standard Webhooks: update the
@@ -158,22 +162,15 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	return s, nil
 }
 
-// Publish puts the public halves of the signing and link keys in Redis,
-// where the api's JWKS and the progress service find them. Start does it;
-// call it again after the key sets were reloaded.
-func (s *Server) Publish(ctx context.Context) error {
-	if err := pubkeys.Publish(ctx, s.rdb, tokens.KindWebhook, s.cfg.Keys); err != nil {
-		return err
-	}
-	return pubkeys.Publish(ctx, s.rdb, tokens.KindLink, s.cfg.LinkKeys)
-}
 
 // Start publishes the keys and starts delivering in the background.
 func (s *Server) Start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.Publish(ctx); err != nil {
-		return fmt.Errorf("webhooks: %w", err)
+	if s.cfg.Publish != nil {
+		if err := s.cfg.Publish(ctx); err != nil {
+			return fmt.Errorf("webhooks: %w", err)
+		}
 	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.deliver)
@@ -335,13 +332,14 @@ func (s *Server) payload(ctx context.Context, t *task, j *jobs.Job) ([]byte, err
 		if left > 0 {
 			notAfter = s.cfg.Now().Add(left)
 		}
-		tok, claims, err := s.links.MintLinkUntil(j.ID, j.TokenEpoch, "", "attachment", DefaultLinkTTL, notAfter)
-		if err == nil {
-			r.URL = s.cfg.ProgressURL + "/v1/results/" + url.PathEscape(j.ID) + "?sig=" + url.QueryEscape(tok)
-			r.URLExpiresAt = claims.Expires()
-		} else if !errors.Is(err, tokens.ErrExpired) {
+		tok, exp, err := s.cfg.MintLink(j.ID, j.TokenEpoch, notAfter)
+		if err != nil {
 			return nil, err
-		} // a record about to expire: the result goes with it, no link
+		}
+		if tok != "" { // else a record about to expire: the result goes with it, no link
+			r.URL = s.cfg.ProgressURL + "/v1/results/" + url.PathEscape(j.ID) + "?sig=" + url.QueryEscape(tok)
+			r.URLExpiresAt = exp
+		}
 		p.Data.Result = r
 	}
 	return json.Marshal(p)
@@ -352,10 +350,11 @@ func (s *Server) payload(ctx context.Context, t *task, j *jobs.Job) ([]byte, err
 // receiver's secret).
 func (s *Server) post(ctx context.Context, target, id string, body []byte) (int, error) {
 	ts := strconv.FormatInt(s.cfg.Now().Unix(), 10)
-	sig, err := Sign(s.cfg.Keys, id, ts, body)
+	raw, err := s.cfg.Sign(SignedContent(id, ts, body))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("webhook signing key: %w", err)
 	}
+	sig := Signature(raw)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout+s.cfg.ResponseTimeout+5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
@@ -392,18 +391,15 @@ func (s *Server) describe(err error) error {
 	return err
 }
 
-// Sign returns the webhook-signature header of a message: "v1a," and the
-// standard base64 of the Ed25519 signature of "<id>.<timestamp>.<body>",
-// with ks's active key.
-func Sign(ks *tokens.KeySet, id, timestamp string, body []byte) (string, error) {
-	k, err := ks.Signer()
-	if err != nil {
-		return "", fmt.Errorf("webhook signing key: %w", err)
-	}
+// SignedContent is what a v1a signature signs: "<id>.<timestamp>.<body>".
+func SignedContent(id, timestamp string, body []byte) []byte {
 	msg := make([]byte, 0, len(id)+len(timestamp)+2+len(body))
-	msg = append(append(append(append(append(msg, id...), '.'), timestamp...), '.'), body...)
-	return "v1a," + base64.StdEncoding.EncodeToString(ed25519.Sign(k.Private, msg)), nil
+	return append(append(append(append(append(msg, id...), '.'), timestamp...), '.'), body...)
 }
+
+// Signature is the webhook-signature header of an Ed25519 signature:
+// "v1a," and its standard base64.
+func Signature(sig []byte) string { return "v1a," + base64.StdEncoding.EncodeToString(sig) }
 
 type asynqLogger struct{ l *slog.Logger }
 
