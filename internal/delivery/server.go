@@ -162,7 +162,6 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	return s, nil
 }
 
-
 // Start publishes the keys and starts delivering in the background.
 func (s *Server) Start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
