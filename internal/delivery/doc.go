@@ -45,6 +45,9 @@
 // previous log event of the job: at most MaxLogLines (100) lines and
 // MaxLogBytes (32 KiB), the newest kept and the rest counted in
 // dropped_lines (the job's log at GET /v1/jobs/{id}/logs has them all).
+// A log event that is dropped (a newer one was queued while it waited for
+// a retry) takes its lines with it: the next one's first line number shows
+// the gap, and GET /v1/jobs/{id}/logs?after=N fills it.
 //
 // # What is authoritative
 //
