@@ -639,3 +639,27 @@ func TestWebhookGoneUnsubscribes(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookSubmittedThroughTheAPI: a webhook given at POST /v1/jobs (the
+// api's check passes with private addresses allowed) reaches the receiver,
+// signed, with the record and a live link.
+func TestWebhookSubmittedThroughTheAPI(t *testing.T) {
+	s, _ := webhookStack(t, false, nil)
+	v := startNodeVerifier(t, s.api.URL+"/.well-known/jwks.json")
+	rc := newReceiver(t, v, nil)
+	sub := s.submit(t, `{"type":"wh-report","input":{"n":2,"result":"via the api"},"webhook":{"url":"`+rc.srv.URL+`/h","events":["started","completed"]}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	waitfor.True(t, 20*time.Second, func() bool { return len(rc.find("job.completed")) == 1 })
+	allVerified(t, rc.requests())
+	if n := len(rc.find("job.started")); n != 1 {
+		t.Fatalf("%d started events", n)
+	}
+	c := rc.find("job.completed")[0]
+	if c.Payload.Data.Job.ID != sub.ID || c.Payload.Data.Result == nil {
+		t.Fatalf("completed %+v", c.Payload.Data)
+	}
+	resp := do(t, "GET", c.Payload.Data.Result.URL, "", nil)
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "via the api" {
+		t.Fatalf("link: %d %q", resp.StatusCode, b)
+	}
+}
