@@ -91,4 +91,9 @@
 // gets nothing more; its attempts say why. Progress and log events are
 // best effort: an enqueue that fails is logged and the next event (or
 // completed) carries the newer state.
+//
+// Not covered yet: a job canceled while no worker holds its task (queued,
+// or waiting between attempts) is ended by the progress service, which
+// may not enqueue tasks (its Redis user cannot write queues), so that job
+// gets no completed event; its state is final at GET /v1/jobs/{id}.
 package delivery
