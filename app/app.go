@@ -297,11 +297,40 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	})
 }
 
-// Worker builds a worker; call Start on it.
+// Worker builds a worker; call Start on it. Unless cfg.Worker names its
+// receipt keys, it signs result receipts with the keys in cfg.WorkerKeyDir
+// (created on first use), which Start publishes for the api's JWKS. Those
+// are the only keys a worker holds.
 func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	wc := cfg.Worker
 	wc.ResultsURL = cfg.results()
+	if wc.ReceiptKeys == nil {
+		ks, err := worker.LoadReceiptKeys(cfg.WorkerKeyDir)
+		if err != nil {
+			return nil, err
+		}
+		wc.ReceiptKeys = ks
+	}
 	return worker.New(wc, rdb, cfg.Types...)
+}
+
+// PublishAfter is reload (ReloadKeys) followed by publishing ks's public
+// keys as kind (package pubkeys), so that a key rotated in a worker's
+// directory is in the api's JWKS before the worker signs with it.
+// Published keys are never withdrawn: what an old key signed still
+// verifies.
+func PublishAfter(reload func(), rdb redis.UniversalClient, kind string, ks *tokens.KeySet, logger *slog.Logger) func() {
+	return func() {
+		reload()
+		if ks == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := pubkeys.Publish(ctx, rdb, kind, ks); err != nil {
+			logger.Error("keys not published", "kind", kind, "err", err)
+		}
+	}
 }
 
 // CancelUserJobs cancels every job of user that has not ended (`users block
