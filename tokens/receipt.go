@@ -214,3 +214,29 @@ func (v *ReceiptVerifier) VerifyReceipt(token string) (*ReceiptClaims, error) {
 	}
 	return c, nil
 }
+
+// ParseReceiptJWKS reads the receipt keys of a JWKS document (the api's
+// /.well-known/jwks.json): only keys tagged kind "receipt". Unlike
+// ParseJWKSOf it does not take an untagged key for one: receipt keys were
+// tagged from the start, so an untagged key is another process's (or a
+// document's from before kinds) and must never verify a receipt.
+func ParseReceiptJWKS(data []byte) (*KeySet, error) {
+	if len(data) > maxJWKSSize {
+		return nil, fmt.Errorf("jwks: document over %d bytes", maxJWKSSize)
+	}
+	var doc JWKS
+	if err := gojson.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	tagged := JWKS{Keys: []JWK{}}
+	for _, k := range doc.Keys {
+		if k.Kind == KindReceipt {
+			tagged.Keys = append(tagged.Keys, k)
+		}
+	}
+	only, err := gojson.Marshal(tagged)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	return parseJWKS(only, KindReceipt)
+}

@@ -164,3 +164,21 @@ func TestMintReceiptRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestParseReceiptJWKS: only keys tagged "receipt" are read; an untagged
+// key, which ParseJWKSOf would take for every kind's, is not.
+func TestParseReceiptJWKS(t *testing.T) {
+	receiptKeys, jobKeys, untagged := newSet(t), newSet(t), newSet(t)
+	doc, _ := json.Marshal(tokens.MergeJWKS(jobKeys.JWKSAs(tokens.KindJob), receiptKeys.JWKSAs(tokens.KindReceipt), untagged.JWKS()))
+	ks, err := tokens.ParseReceiptJWKS(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ks.KIDs(); len(got) != 1 || got[0] != receiptKeys.KIDs()[0] {
+		t.Fatalf("kids = %v, want only the receipt key", got)
+	}
+	onlyOthers, _ := json.Marshal(tokens.MergeJWKS(jobKeys.JWKSAs(tokens.KindJob), untagged.JWKS()))
+	if _, err := tokens.ParseReceiptJWKS(onlyOthers); err == nil {
+		t.Fatal("a document without receipt keys gave a key set")
+	}
+}
