@@ -314,12 +314,13 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	return worker.New(wc, rdb, cfg.Types...)
 }
 
-// PublishAfter is reload (ReloadKeys) followed by publishing ks's public
-// keys as kind (package pubkeys), so that a key rotated in a worker's
-// directory is in the api's JWKS before the worker signs with it.
-// Published keys are never withdrawn: what an old key signed still
-// verifies.
-func PublishAfter(reload func(), rdb redis.UniversalClient, kind string, ks *tokens.KeySet, logger *slog.Logger) func() {
+// AndReceiptKeys is reload (ReloadKeys) followed by reloading the worker's
+// receipt keys from cfg.WorkerKeyDir (worker.ReloadReceiptKeys: published
+// before they sign, so a rotated key is in the api's JWKS before any
+// receipt names it). Published keys are never withdrawn: what an old key
+// signed still verifies. ks nil (a worker without receipts) reloads
+// nothing more.
+func AndReceiptKeys(reload func(), cfg Config, rdb redis.UniversalClient, ks *tokens.KeySet) func() {
 	return func() {
 		reload()
 		if ks == nil {
@@ -327,8 +328,8 @@ func PublishAfter(reload func(), rdb redis.UniversalClient, kind string, ks *tok
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := pubkeys.Publish(ctx, rdb, kind, ks); err != nil {
-			logger.Error("keys not published", "kind", kind, "err", err)
+		if err := worker.ReloadReceiptKeys(ctx, rdb, cfg.WorkerKeyDir, ks); err != nil {
+			cfg.Logger.Error("receipt keys not reloaded", "dir", cfg.WorkerKeyDir, "err", err)
 		}
 	}
 }

@@ -119,22 +119,34 @@ func LoadReceiptKeys(dir string) (*tokens.KeySet, error) {
 	return ks, nil
 }
 
-// watchReceiptKeys reloads ks from dir and publishes it again whenever
+// ReloadReceiptKeys loads dir again into ks, publishing the keys it
+// holds before ks signs with them, so that no receipt is signed by a key
+// the api's JWKS does not list yet. When publishing fails, ks is left as
+// it was (the old key goes on signing) and the error is returned.
+func ReloadReceiptKeys(ctx context.Context, rdb redis.UniversalClient, dir string, ks *tokens.KeySet) error {
+	fresh, err := tokens.LoadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reload receipt keys: %w", err)
+	}
+	if err := pubkeys.Publish(ctx, rdb, tokens.KindReceipt, fresh); err != nil {
+		return fmt.Errorf("reload receipt keys: %w", err)
+	}
+	ks.Replace(fresh)
+	return nil
+}
+
+// watchReceiptKeys reloads ks from dir (ReloadReceiptKeys) whenever
 // running processes are told that keys changed (`claimcheck keys rotate`
-// announces it), until ctx ends.
+// announces it on cc:revocations), until ctx ends.
 func watchReceiptKeys(ctx context.Context, rdb redis.UniversalClient, dir string, ks *tokens.KeySet, log *slog.Logger) {
 	err := identity.ListenRevocations(ctx, rdb, func(rev identity.Revocation) {
 		if rev.Kind != identity.RevokedAll {
 			return
 		}
-		if err := tokens.ReloadDir(ks, dir); err != nil {
-			log.Error("receipt keys not reloaded", "dir", dir, "err", err)
-			return
-		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := pubkeys.Publish(pctx, rdb, tokens.KindReceipt, ks); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("receipt keys not published", "err", err)
+		if err := ReloadReceiptKeys(rctx, rdb, dir, ks); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("receipt keys not reloaded", "dir", dir, "err", err)
 		}
 	}, nil)
 	if err != nil {
