@@ -300,11 +300,12 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 // Worker builds a worker; call Start on it. Unless cfg.Worker names its
 // receipt keys, it signs result receipts with the keys in cfg.WorkerKeyDir
 // (created on first use), which Start publishes for the api's JWKS. Those
-// are the only keys a worker holds.
+// are the only keys a worker holds. A Config with no WorkerKeyDir (one not
+// through WithDefaults) makes a worker that signs no receipts.
 func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	wc := cfg.Worker
 	wc.ResultsURL = cfg.results()
-	if wc.ReceiptKeys == nil {
+	if wc.ReceiptKeys == nil && cfg.WorkerKeyDir != "" {
 		ks, err := worker.LoadReceiptKeys(cfg.WorkerKeyDir)
 		if err != nil {
 			return nil, err
