@@ -149,6 +149,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
+	r.GET("/v1/jobs/:id/receipt", s.authorize(tokens.ScopeJobResult), s.receipt)
 	r.GET("/v1/results/:id", s.download)
 	r.HEAD("/v1/results/:id", s.download)
 }
