@@ -13,8 +13,8 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 // Result receipts. A worker given Config.ReceiptKeys signs, for every job

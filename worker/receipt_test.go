@@ -12,8 +12,8 @@ import (
 
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/worker"
 )
 

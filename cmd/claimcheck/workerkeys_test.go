@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/claimcheck/claimcheck/internal/identity"
-	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/worker"
 )
 

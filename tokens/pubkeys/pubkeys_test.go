@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 func newSet(t *testing.T) *tokens.KeySet {
