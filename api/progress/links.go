@@ -38,8 +38,12 @@ type LinkRequest struct {
 	// none, for N = 0); anything else meanwhile is 409 link-interrupted,
 	// and after the window the link is used up. A server that dies mid-download leaves
 	// the link interrupted once its lease (15 s) lapses, at an offset up
-	// to 1 MiB past what it wrote. A one-time link takes no other Range
-	// (416 link-range), ignores conditional headers but If-Range, and is
+	// to 1 MiB past what it wrote. A client that stops reading is cut off
+	// when one write of the result (32 KiB at most) has waited a minute,
+	// which leaves the link interrupted: a claim is never held for ever
+	// by a connection that is open but idle. A one-time link takes no
+	// other Range (416 link-range), ignores conditional headers but
+	// If-Range, and is
 	// always served by this service, never redirected to the results
 	// store (a signed URL could be fetched again). HEAD answers what a GET
 	// with the same headers would (200/206 with the headers, or the

@@ -60,6 +60,13 @@ const (
 	// reserves bytes: one Redis round trip per this many bytes, and at
 	// most this many bytes lost to a client when its server crashes.
 	onceReserve = 1 << 20
+	// onceStall bounds each write of a transfer (at most 32 KiB, so a
+	// client reading slower than about 500 B/s is cut off). Without it a
+	// client that keeps its connection open but stops reading would hold
+	// the claim for ever: the lease is renewed while a write blocks, so a
+	// slow reader keeps its link. Cut off, the transfer releases the link
+	// as interrupted at what it handed over, and the client may resume.
+	onceStall = time.Minute
 	// onceKeepMargin keeps a link's state past the link's exp plus the
 	// verifier's leeway, for clock skew between this service and Redis:
 	// state that expired while the link still verified would make a used
@@ -230,8 +237,15 @@ type onceTransfer struct {
 // serve streams the result from start, counting the bytes the connection
 // took, and records how far it got. The response writer's ReadFrom (a
 // sendfile) is never used: every byte passes the count and the
-// reservation check.
-func (t *onceTransfer) serve(ctx context.Context, w io.Writer, f io.Reader, start int64) {
+// reservation check. Each write has stallAfter to complete (a deadline on
+// the connection, so wall-clock time, not the service's clock); the
+// deadline is cleared before the connection serves its next request.
+func (t *onceTransfer) serve(ctx context.Context, w http.ResponseWriter, f io.Reader, start int64) {
+	rc := http.NewResponseController(w)
+	// A writer without deadlines (none that net/http makes) leaves writes
+	// unbounded, as they were before deadlines: still never a byte twice.
+	deadline := func(d time.Time) { _ = rc.SetWriteDeadline(d) }
+	defer deadline(time.Time{})
 	stop := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -255,6 +269,7 @@ func (t *onceTransfer) serve(ctx context.Context, w io.Writer, f io.Reader, star
 			if off+int64(n) > t.reserve() && !t.extend(ctx, min(t.size, off+int64(n)+onceReserve)) {
 				break
 			}
+			deadline(time.Now().Add(t.s.stallAfter))
 			wn, werr := w.Write(buf[:n])
 			off += int64(wn)
 			if werr != nil {

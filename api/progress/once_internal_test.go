@@ -614,3 +614,32 @@ func TestOnceLinkNeverRedirected(t *testing.T) {
 	e.used(t, e.stateKey(t, url))
 	refused(t, "again", get(t, http.MethodGet, url), http.StatusGone, "link-used")
 }
+
+// TestOnceLinkStalledTransferEnds: a client that stops reading does not
+// hold a one-time link for ever. Its transfer's write is cut off after
+// stallAfter without progress (the lease is otherwise renewed as long as
+// the write blocks, so the claim, a goroutine and a Redis call every
+// onceRenew would last as long as the client kept the connection open),
+// and the link is left interrupted at what was handed over, resumable from
+// there: the rest, once.
+func TestOnceLinkStalledTransferEnds(t *testing.T) {
+	e := newOnceEnv(t, 16<<20, false)
+	e.svc.renewEvery = 10 * time.Millisecond
+	e.svc.stallAfter = 200 * time.Millisecond
+	url := e.link(t, `{"once":true}`)
+	key := e.stateKey(t, url)
+	const k = 1000
+	_, head := stalledGet(t, url, k) // the connection stays open, unread
+	n := e.interrupted(t, key)
+	if n < k || n >= int64(len(e.data)) {
+		t.Fatalf("interrupted at %d, outside [%d, %d)", n, k, len(e.data))
+	}
+	if !bytes.Equal(head, e.data[:k]) {
+		t.Fatal("the first bytes are not the result's")
+	}
+	a := get(t, http.MethodGet, url, "Range", "bytes="+strconv.FormatInt(n, 10)+"-")
+	if a.status != http.StatusPartialContent || !bytes.Equal(a.body, e.data[n:]) {
+		t.Fatalf("resume after the stall: %d, %d bytes", a.status, len(a.body))
+	}
+	e.used(t, key)
+}
