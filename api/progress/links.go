@@ -36,7 +36,7 @@ type LinkRequest struct {
 	// client that lost bytes in flight may not have) can be resumed for
 	// ResumeWindow (60 s) after it stopped, only with Range: bytes=N- (or
 	// none, for N = 0); anything else meanwhile is 409 link-interrupted,
-	// and after the window the link is used up. A server that dies mid-download leaves
+	// whose resume_from names N, and after the window the link is used up. A server that dies mid-download leaves
 	// the link interrupted once its lease (15 s) lapses, at an offset up
 	// to 1 MiB past what it wrote. A client that stops reading is cut off
 	// when one write of the result (32 KiB at most) has waited a minute,

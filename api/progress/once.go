@@ -172,8 +172,12 @@ func (s *Service) linkRefusal(st jobs.LinkState) error {
 	case jobs.LinkInterrupted:
 		return problem.New(http.StatusConflict, "link-interrupted", "Link interrupted",
 			"this one-time link's download stopped short; until "+st.Until.UTC().Format(time.RFC3339)+
-				" it serves only the rest, to a request with Range: bytes=<the offset it stopped at>-").
-			With("resume_until", st.Until.UTC())
+				" it serves only the rest, to a request with Range: bytes="+strconv.FormatInt(st.Off, 10)+"-").
+			With("resume_until", st.Until.UTC()).
+			// The client cannot know it: what sat in socket buffers when
+			// its connection broke counts as served. Telling the link's
+			// holder where the rest starts gives nothing it could not get.
+			With("resume_from", st.Off)
 	}
 	return problem.New(http.StatusGone, "link-used", "Link used",
 		"this one-time link has served its download")

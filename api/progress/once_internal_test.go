@@ -643,3 +643,47 @@ func TestOnceLinkStalledTransferEnds(t *testing.T) {
 	}
 	e.used(t, key)
 }
+
+// TestOnceLinkInterruptedSaysWhereToResume: a client whose connection
+// broke has fewer bytes than the server handed over (what sat in socket
+// buffers is lost), so it cannot know the one offset a resume is served
+// from; the 409 link-interrupted names it (resume_from), for a transfer
+// that stopped and for one whose server's lease lapsed, and a resume from
+// there gets the rest.
+func TestOnceLinkInterruptedSaysWhereToResume(t *testing.T) {
+	e := newOnceEnv(t, 16<<20, false)
+	url := e.link(t, `{"once":true}`)
+	key := e.stateKey(t, url)
+	const k = 1000
+	stallingGet(t, url, k)
+	n := e.interrupted(t, key)
+	if n <= k {
+		t.Skipf("the server handed over only %d bytes: nothing to tell apart", n)
+	}
+	a := get(t, http.MethodGet, url, "Range", "bytes="+strconv.Itoa(k)+"-") // what the client has
+	refused(t, "resume from the client's count", a, http.StatusConflict, "link-interrupted")
+	var p struct {
+		ResumeFrom *int64 `json:"resume_from"`
+	}
+	if err := json.Unmarshal(a.body, &p); err != nil || p.ResumeFrom == nil || *p.ResumeFrom != n {
+		t.Fatalf("409 %s: want resume_from %d", a.body, n)
+	}
+	r := get(t, http.MethodGet, url, "Range", "bytes="+strconv.FormatInt(*p.ResumeFrom, 10)+"-")
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, e.data[n:]) {
+		t.Fatalf("resume from resume_from: %d, %d bytes", r.status, len(r.body))
+	}
+
+	// A crashed server's claim: interrupted at its reservation once the
+	// lease lapses.
+	url = e.link(t, `{"once":true}`)
+	key = e.stateKey(t, url)
+	if err := e.rdb.HSet(context.Background(), key, "st", "serving", "claim", "gone",
+		"lease", e.clock.Now().UnixMilli(), "off", onceReserve).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a = get(t, http.MethodGet, url)
+	refused(t, "after a lapsed lease", a, http.StatusConflict, "link-interrupted")
+	if err := json.Unmarshal(a.body, &p); err != nil || p.ResumeFrom == nil || *p.ResumeFrom != onceReserve {
+		t.Fatalf("409 %s: want resume_from %d", a.body, onceReserve)
+	}
+}

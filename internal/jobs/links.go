@@ -49,10 +49,12 @@ const (
 )
 
 // LinkState is ClaimLink's verdict and, for LinkBusy and LinkInterrupted,
-// when that ends.
+// when that ends; for LinkInterrupted, Off is the one offset a resume may
+// start from.
 type LinkState struct {
 	Verdict LinkVerdict
 	Until   time.Time
+	Off     int64
 }
 
 // LinkClaim asks ClaimLink for a one-time link.
@@ -76,7 +78,8 @@ type LinkClaim struct {
 var claimLinkScript = scripts.New(`
 -- KEYS[1] a one-time link's state; ARGV[1] claim id, [2] start, [3] reserve
 -- to, [4] now (ms), [5] lease (ms), [6] window (ms), [7] keep until (ms),
--- [8] "1" for a dry run. Returns {verdict, until (ms)}.
+-- [8] "1" for a dry run. Returns {verdict, until (ms), offset to resume
+-- from (interrupted only)}.
 local now, lease, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local st = redis.call("HMGET", KEYS[1], "st", "claim", "lease", "off", "until")
 local dry = ARGV[8] == "1"
@@ -104,7 +107,7 @@ if now >= untl then
   end
   return {"used", 0}
 end
-if tonumber(ARGV[2]) ~= tonumber(st[4]) then return {"interrupted", untl} end
+if tonumber(ARGV[2]) ~= tonumber(st[4]) then return {"interrupted", untl, tonumber(st[4])} end
 return grant()
 `)
 
@@ -156,7 +159,7 @@ func (s *Store) ClaimLink(ctx context.Context, id, jti string, now time.Time, c 
 	if err != nil {
 		return LinkState{}, fmt.Errorf("claim link of job %s: %w", id, err)
 	}
-	if len(res) != 2 {
+	if len(res) < 2 {
 		return LinkState{}, fmt.Errorf("claim link of job %s: answer %v", id, res)
 	}
 	verdict, _ := res[0].(string)
@@ -169,6 +172,9 @@ func (s *Store) ClaimLink(ctx context.Context, id, jti string, now time.Time, c 
 		st.Verdict = LinkBusy
 	case "interrupted":
 		st.Verdict = LinkInterrupted
+		if len(res) > 2 {
+			st.Off, _ = res[2].(int64)
+		}
 	default:
 		st = LinkState{Verdict: LinkUsed}
 	}
