@@ -3,6 +3,7 @@ package progress
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -48,7 +49,8 @@ type LinkRequest struct {
 	// store (a signed URL could be fetched again). HEAD answers what a GET
 	// with the same headers would (200/206 with the headers, or the
 	// 409/410) and changes nothing. Revoking the job's tokens kills the
-	// link as any other.
+	// link as any other. A job may be given MaxOnceLinks of them (then 429
+	// too-many-links): each keeps its state in Redis until its exp.
 	Once bool `json:"once,omitempty"`
 }
 
@@ -113,6 +115,19 @@ func (s *Service) createLink(c *gin.Context) {
 	if left > 0 {
 		if rec := s.cfg.Now().Add(left); rec.Before(notAfter) {
 			notAfter = rec
+		}
+	}
+	if req.Once {
+		ok, err := s.cfg.Store.CountOnceLink(c, j.ID, s.onceLinkCap)
+		if err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		if !ok {
+			problem.Abort(c, problem.New(http.StatusTooManyRequests, "too-many-links", "Too many one-time links",
+				"this job has been given the most one-time links it may have ("+strconv.Itoa(s.onceLinkCap)+
+					"); plain links can still be made").With("limit", s.onceLinkCap))
+			return
 		}
 	}
 	tok, claims, err := s.cfg.Links.Mint(j.ID, j.TokenEpoch, tokens.LinkOptions{

@@ -74,6 +74,11 @@ const (
 	onceKeepMargin = time.Minute
 )
 
+// MaxOnceLinks is how many one-time links one job may be given. Each
+// that is used keeps its state in Redis until the link's exp, up to a
+// day: at 1000, about 150 kB a job, the order of a full job log.
+const MaxOnceLinks = 1000
+
 // downloadOnce serves a one-time link (the link and its job already
 // checked, revocation included). HEAD answers what a GET with the same
 // headers would get, claiming nothing. Conditional headers other than

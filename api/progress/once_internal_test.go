@@ -687,3 +687,44 @@ func TestOnceLinkInterruptedSaysWhereToResume(t *testing.T) {
 		t.Fatalf("409 %s: want resume_from %d", a.body, onceReserve)
 	}
 }
+
+// TestOnceLinksPerJobCapped: every used one-time link leaves its state in
+// Redis until the link's exp (up to a day), so without a cap one job
+// token could fill Redis (noeviction: every write of every job then
+// fails) by minting one-time links and taking one byte through each. A
+// job gets at most onceLinkCap of them; past it minting is 429
+// too-many-links, writes no state, and plain links still mint.
+func TestOnceLinksPerJobCapped(t *testing.T) {
+	e := newOnceEnv(t, 1000, false)
+	e.svc.onceLinkCap = 3
+	for range 3 {
+		url := e.link(t, `{"once":true}`)
+		if a := get(t, http.MethodGet, url, "Range", "bytes=999-"); a.status != http.StatusPartialContent {
+			t.Fatalf("one byte through a one-time link: %d", a.status)
+		}
+	}
+	before := e.state(t, jobs.JobKey(e.id))
+	tok, _, err := (&tokens.Minter{Keys: e.jobKeys, Now: e.clock.Now}).MintJob(e.id, "ann", tokens.JobScopes, e.clock.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) answer {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/jobs/"+e.id+"/links", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return answer{res.StatusCode, res.Header, b}
+	}
+	refused(t, "a fourth one-time link", post(`{"once":true}`), http.StatusTooManyRequests, "too-many-links")
+	if after := e.state(t, jobs.JobKey(e.id)); !equalMaps(before, after) {
+		t.Fatalf("the refusal changed the record: %v → %v", before, after)
+	}
+	if a := post(`{}`); a.status != http.StatusCreated {
+		t.Fatalf("a plain link past the cap: %d %s", a.status, a.body)
+	}
+}

@@ -145,6 +145,32 @@ end
 return 1
 `)
 
+var countOnceLinkScript = scripts.New(`
+-- KEYS[1] a job record; ARGV[1] the most one-time links it may have.
+-- Returns 1 (counted), 0 (at the cap, nothing changed) or -1 (no record).
+if redis.call("EXISTS", KEYS[1]) == 0 then return -1 end
+local n = tonumber(redis.call("HGET", KEYS[1], "` + fOnceLinks + `") or "0")
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call("HINCRBY", KEYS[1], "` + fOnceLinks + `", 1)
+return 1
+`)
+
+// CountOnceLink counts a one-time link about to be minted for job id, in
+// its record (so the count lives exactly as long as the record that bounds
+// every link's exp), unless the job already has max of them: ok is false
+// then, and nothing changes. Every used one-time link keeps its state
+// until its exp, so without a cap a job's token could fill Redis.
+func (s *Store) CountOnceLink(ctx context.Context, id string, max int) (ok bool, err error) {
+	n, err := countOnceLinkScript.Run(ctx, s.rdb, []string{jobKey(id)}, max).Int()
+	if err != nil {
+		return false, fmt.Errorf("count one-time link of job %s: %w", id, err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("count one-time link of job %s: %w", id, ErrNotFound)
+	}
+	return n == 1, nil
+}
+
 // ClaimLink claims one-time link jti of job id for a transfer from c.Start
 // at now, or says why not. An interrupted link is granted only to a request
 // that starts where the transfer stopped; a refusal changes nothing, except
