@@ -87,6 +87,12 @@ type Service struct {
 	// renewEvery is how often a one-time link's transfer renews its
 	// lease (onceRenew; tests shorten it).
 	renewEvery time.Duration
+	// stallAfter bounds each write of a one-time link's transfer
+	// (onceStall; tests shorten it).
+	stallAfter time.Duration
+	// onceLinkCap is how many one-time links a job may have
+	// (MaxOnceLinks; tests lower it).
+	onceLinkCap int
 }
 
 // New validates cfg and returns the service.
@@ -115,7 +121,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew, stallAfter: onceStall, onceLinkCap: MaxOnceLinks}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
