@@ -89,6 +89,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/registry"
 	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
 )
@@ -245,20 +246,26 @@ func (s *Service) jwks(c *gin.Context) {
 }
 
 // jobType is one entry of GET /v1/job-types: the spec as the api enforces
-// it, and how many workers serve it now.
+// it, how many workers serve it now, and its spec digest.
 type jobType struct {
 	jobs.TypeSpec
 	Workers int
 }
 
-// MarshalJSON adds workers to the spec's own fields (an embedded
-// MarshalJSON would otherwise be the whole answer).
+// MarshalJSON adds workers and spec_digest to the spec's own fields (an
+// embedded MarshalJSON would otherwise be the whole answer). The digest is
+// the registry's (registry.Digest), the one workers announce and a result
+// receipt's spec claim names, so a receipt can be compared with this list.
 func (t jobType) MarshalJSON() ([]byte, error) {
 	b, err := json.Marshal(t.TypeSpec)
 	if err != nil || len(b) < 2 {
 		return b, err
 	}
-	return append(b[:len(b)-1], fmt.Sprintf(`,"workers":%d}`, t.Workers)...), nil
+	digest, err := registry.Digest(t.TypeSpec)
+	if err != nil {
+		return nil, err
+	}
+	return append(b[:len(b)-1], fmt.Sprintf(`,"workers":%d,"spec_digest":%q}`, t.Workers, digest)...), nil
 }
 
 func (s *Service) jobTypes(c *gin.Context) {

@@ -91,6 +91,12 @@ type Service struct {
 	// renewEvery is how often a one-time link's transfer renews its
 	// lease (onceRenew; tests shorten it).
 	renewEvery time.Duration
+	// stallAfter bounds each write of a one-time link's transfer
+	// (onceStall; tests shorten it).
+	stallAfter time.Duration
+	// onceLinkCap is how many one-time links a job may have
+	// (MaxOnceLinks; tests lower it).
+	onceLinkCap int
 }
 
 // New validates cfg and returns the service.
@@ -119,7 +125,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew, stallAfter: onceStall, onceLinkCap: MaxOnceLinks}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
@@ -154,6 +160,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
+	r.GET("/v1/jobs/:id/receipt", s.authorize(tokens.ScopeJobResult), s.receipt)
 	r.GET("/v1/results/:id", s.download)
 	r.HEAD("/v1/results/:id", s.download)
 }

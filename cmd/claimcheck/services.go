@@ -106,8 +106,9 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	}
 	defer dev.Progress.Close()
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
+	dirs := map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
-		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
+		app.AndReceiptKeys(app.ReloadKeys(ctx, cfg, dirs), cfg, r.Client, w.ReceiptKeys()), nil)
 	return app.ServeWithOps(ctx, cfg, r.Client, dev.Handler, func(addr string) {
 		url := "http://" + addr
 		fmt.Fprintln(out, "claimcheck dev: api, worker, progress, gateway exchange and web UI on one port")

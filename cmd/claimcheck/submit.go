@@ -158,7 +158,7 @@ func progressBar(f *os.File) func(*client.Job) {
 
 func newJobs() *cobra.Command {
 	var r remote
-	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get, cancel or read the log of one with its job token"}
+	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get, cancel, read the log of or download the receipt of one with its job token"}
 	r.bind(cmd.PersistentFlags())
 	config.AnnotateEnv(cmd.PersistentFlags())
 	var state string
@@ -274,11 +274,12 @@ the job succeeded.`,
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing lines as the job writes them, until it ends")
 	logs.Flags().BoolVar(&timestamps, "timestamps", false, "start each line with the time it was written (RFC 3339, UTC)")
-	for _, sub := range []*cobra.Command{get, cancel, logs} {
+	receipt := newJobsReceipt(&r, &token)
+	for _, sub := range []*cobra.Command{get, cancel, logs, receipt} {
 		sub.Flags().StringVar(&token, "token", "", "the job's token")
 		_ = sub.MarkFlagRequired("token")
 		config.AnnotateEnv(sub.Flags())
 	}
-	cmd.AddCommand(list, get, cancel, logs)
+	cmd.AddCommand(list, get, cancel, logs, receipt)
 	return cmd
 }

@@ -85,6 +85,19 @@ type Worker struct {
 	// --webhook-allow-private). Give the api the same value: it checks at
 	// submit what the worker checks at connect time.
 	WebhookAllowPrivate bool
+	// ReceiptKeyDir holds the worker fleet's result-receipt signing keys
+	// (--receipt-key-dir; empty: DataDir/keys/workers, see ReceiptKeys),
+	// created on first use. It is the only key directory a worker reads.
+	ReceiptKeyDir string
+}
+
+// ReceiptKeys is the receipt key directory: ReceiptKeyDir, or
+// DataDir/keys/workers (app.Config.WorkerKeyDir's default too).
+func (w *Worker) ReceiptKeys() string {
+	if w.ReceiptKeyDir != "" {
+		return w.ReceiptKeyDir
+	}
+	return filepath.Join(w.DataDir, "keys", "workers")
 }
 
 // Bind declares the worker's flags on fs, with their defaults, into w.
@@ -113,6 +126,7 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&w.WebhookKeyDir, "webhook-key-dir", "", "webhook signing keys (default DATA_DIR/keys/webhooks); shared by every worker")
 	fs.StringVar(&w.WebhookLinkKeyDir, "webhook-link-key-dir", "", "signing keys of webhook download links (default DATA_DIR/keys/webhook-links); shared by every worker")
 	BindWebhookAllowPrivate(fs, &w.WebhookAllowPrivate)
+	fs.StringVar(&w.ReceiptKeyDir, "receipt-key-dir", "", "result-receipt signing keys, shared by every worker (default DATA_DIR/keys/workers; created on first use)")
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
 }
 

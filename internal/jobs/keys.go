@@ -65,6 +65,12 @@ const (
 	// interrupted link's resume window, Unix ms). It lives until the
 	// link's exp plus leeway, or while a transfer holds it.
 	KeyInfixLink = ":link:"
+	// KeySuffixReceipt follows a job record's key for the job's result
+	// receipt (tokens.ReceiptClaims): a string holding the compact JWS,
+	// written by the same script that records the success and expiring
+	// with the record. Only a succeeded job whose worker holds receipt
+	// keys has one.
+	KeySuffixReceipt = ":receipt"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -115,6 +121,7 @@ func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
 func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
 func deliveriesKey(id string) string { return JobKey(id) + KeySuffixDeliveries }
 func webhookKey(id string) string    { return JobKey(id) + KeySuffixWebhook }
+func receiptKey(id string) string    { return JobKey(id) + KeySuffixReceipt }
 
 // JobChannel is job id's pub/sub channel (KeySuffixChannel).
 func JobChannel(id string) string { return JobKey(id) + KeySuffixChannel }
