@@ -200,7 +200,14 @@ func webhookTypes() []worker.Type {
 // its worker, fast retries and, unless strict, private addresses allowed.
 func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *worker.Webhooks) {
 	t.Helper()
-	s := newStack(t, func(c *app.Config) {
+	s := newStack(t, webhookOpts(strict, tune))
+	return s, s.startDeliverer(t)
+}
+
+// webhookOpts configures a webhook stack: the webhook job types, fast
+// retries and polls, private addresses allowed unless strict.
+func webhookOpts(strict bool, tune func(*app.Config)) func(*app.Config) {
+	return func(c *app.Config) {
 		c.Types = append(c.Types, webhookTypes()...)
 		c.WebhookAllowPrivate = !strict
 		c.Webhooks = worker.WebhookConfig{
@@ -208,11 +215,18 @@ func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *w
 			RetryDelay:               func(int) time.Duration { return 20 * time.Millisecond },
 			TaskCheckInterval:        10 * time.Millisecond,
 			DelayedTaskCheckInterval: 20 * time.Millisecond,
+			SettleDelay:              func(int) time.Duration { return 20 * time.Millisecond },
 		}
 		if tune != nil {
 			tune(c)
 		}
-	})
+	}
+}
+
+// startDeliverer starts a webhook deliverer on the stack, shut down when
+// t ends.
+func (s *stack) startDeliverer(t testing.TB) *worker.Webhooks {
+	t.Helper()
 	d, err := app.Webhooks(s.cfg, s.rdb, s.progress.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +235,7 @@ func webhookStack(t testing.TB, strict bool, tune func(*app.Config)) (*stack, *w
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Shutdown)
-	return s, d
+	return d
 }
 
 // submitWebhook creates a job with a webhook the way the api does (record,
@@ -235,17 +249,23 @@ func (s *stack) submitWebhook(t testing.TB, typ, input string, spec webhook.Spec
 // submitJob is submitWebhook with any subscription, or none (nil).
 func (s *stack) submitJob(t testing.TB, typ, input string, spec *webhook.Spec) submitted {
 	t.Helper()
+	return s.submitJobOn(t, "default", 0, typ, input, spec)
+}
+
+// submitJobOn is submitJob on queue, the job retried up to maxRetry times.
+func (s *stack) submitJobOn(t testing.TB, queue string, maxRetry int, typ, input string, spec *webhook.Spec) submitted {
+	t.Helper()
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7()).String()
 	store := jobs.NewStore(s.rdb, nil)
-	if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: "default", Timeout: time.Minute,
+	if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: typ, Owner: "ann", Queue: queue, Timeout: time.Minute, MaxRetry: maxRetry,
 		TTL: time.Hour, Webhook: spec, PendingTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(input)})
 	client := asynq.NewClientFromRedisClient(s.rdb)
-	if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.TaskID(id), asynq.Queue("default"),
-		asynq.MaxRetry(jobs.DeliveryRetries(0)), asynq.Timeout(time.Minute)); err != nil {
+	if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.TaskID(id), asynq.Queue(queue),
+		asynq.MaxRetry(jobs.DeliveryRetries(maxRetry)), asynq.Timeout(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour}); err != nil {

@@ -64,6 +64,14 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 		{"DEL", "cc:{reg}:types"}, {"PEXPIRE", "cc:{reg}:type:x", "1"},
 		{"EVAL", "return redis.call('ZADD', KEYS[1], 1, 'x')", "1", "cc:{reg}:workers:x"},
 	}
+	// The webhook outbox: the processes that cancel push to it (and cap
+	// it), only workers read it.
+	outboxReads := [][]any{
+		{"LRANGE", "cc:{webhooks}:outbox", "0", "-1"}, {"LPOP", "cc:{webhooks}:outbox"}, {"DEL", "cc:{webhooks}:outbox"},
+		{"BLMOVE", "cc:{webhooks}:outbox", "cc:{webhooks}:outbox", "RIGHT", "RIGHT", "0.01"},
+		{"LPUSH", "cc:{webhooks}:other", "x"}, {"LTRIM", "cc:{webhooks}:other", "0", "1"},
+		{"EVAL", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "cc:{webhooks}:outbox"},
+	}
 	denied := map[string][][]any{
 		"progress": append(append([][]any{
 			{"SET", "cc:job:{canary}:canary", "2"}, // reads and cancels jobs; never sets a string
@@ -73,7 +81,7 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"LRANGE", "asynq:{default}:pending", "0", "-1"}, {"ZRANGE", "asynq:{default}:scheduled", "0", "-1"},
 			{"SMEMBERS", "asynq:queues"}, {"ZRANGE", "asynq:servers", "0", "-1"},
 			{"EVAL", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "asynq:{default}:pending"},
-		}, append(everyone, append(registryReads, registryWrites...)...)...), identityKeys...),
+		}, append(everyone, append(registryReads, append(registryWrites, outboxReads...)...)...)...), identityKeys...),
 		"worker": append(append([][]any{
 			{"PUBLISH", "asynq:cancel", "x"}, {"PUBLISH", "cc:anything", "x"},
 			{"SPUBLISH", "cc:revocations", "x"}, {"SPUBLISH", "asynq:{default}:x", "x"},
@@ -88,9 +96,10 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			{"SPUBLISH", "cc:job:{x}:ch", "x"}, {"PUBLISH", "cc:job:{x}:ch", "x"}, {"PUBLISH", "asynq:cancel", "x"},
 			{"EVAL", "return redis.call('SPUBLISH', KEYS[1] .. ':ch', 'x')", "1", "cc:job:{x}"},
 			{"EVAL", "return redis.call('HGETALL', 'cc:job:canary')", "0"},
-		}, append(everyone, append(registryReads, registryWrites...)...)...),
-		"api": append(append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}, {"SET", "cc:other", "x"}},
-			everyone[:len(everyone)-2]...), registryWrites...),
+			{"LPUSH", "cc:{webhooks}:outbox", "x"},
+		}, append(everyone, append(registryReads, append(registryWrites, outboxReads...)...)...)...),
+		"api": append(append(append([][]any{{"PUBLISH", "asynq:servers", "x"}, {"SET", "other:key", "x"}, {"SET", "cc:other", "x"}},
+			everyone[:len(everyone)-2]...), registryWrites...), outboxReads...),
 	}
 	for user, cmds := range denied {
 		c := r.as(t, user)

@@ -771,4 +771,47 @@ func testWebhooksACL(t *testing.T, cfg app.Config, api, workerRDB redis.Universa
 		code, body := get(progURL+"/v1/jobs/"+id+"/deliveries", tok)
 		return code == 200 && strings.Contains(body, `"event":"completed"`) && strings.Contains(body, `"outcome":"delivered"`)
 	})
+
+	// Jobs canceled while no worker holds them, by progress (through its
+	// API) and by `users block --cancel-jobs` (as the api user): their ids
+	// go through the outbox, which the deliverer reads as the worker user.
+	idle := func() (string, string) {
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: "primes", Owner: "ann", Queue: jobs.QueueName("idle", "default"),
+			Timeout: time.Minute, TTL: time.Hour, Webhook: &webhook.Spec{URL: recv.URL, Events: []string{webhook.EventCompleted}},
+			PendingTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asynq.NewClientFromRedisClient(api).Enqueue(asynq.NewTask("primes", nil), asynq.TaskID(id),
+			asynq.Queue(jobs.QueueName("idle", "default")), asynq.MaxRetry(jobs.DeliveryRetries(0))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := (&tokens.Minter{Keys: keys}).MintJob(id, "ann", tokens.JobScopes, time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id, tok
+	}
+	canceled := func(id string) {
+		t.Helper()
+		waitfor.True(t, 20*time.Second, func() bool {
+			c := completed.Load()
+			return c != nil && strings.Contains(*c, `"id":"`+id+`"`) && strings.Contains(*c, `"state":"canceled"`)
+		})
+	}
+	byProgress, byProgressTok := idle()
+	req, _ := http.NewRequest("POST", progURL+"/v1/jobs/"+byProgress+"/cancel", nil)
+	req.Header.Set("Authorization", "Bearer "+byProgressTok)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("cancel a queued job with a webhook through progress: %v %v", resp, err)
+	}
+	canceled(byProgress)
+	byBlock, _ := idle()
+	if n, err := app.CancelUserJobs(ctx, cfg, api, "ann"); err != nil || n != 1 {
+		t.Fatalf("cancel a user's queued job with a webhook as the api user: %d %v", n, err)
+	}
+	canceled(byBlock)
 }

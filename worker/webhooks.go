@@ -121,6 +121,11 @@ type WebhookConfig struct {
 	RetryDelay func(n int) time.Duration
 	// ConnectTimeout and ResponseTimeout bound an attempt (5 s, 10 s).
 	ConnectTimeout, ResponseTimeout time.Duration
+	// SettleDelay and OutboxWait tune the completed events of jobs
+	// canceled while no worker held them (delivery.Config); tests shorten
+	// them.
+	SettleDelay func(n int) time.Duration
+	OutboxWait  time.Duration
 	// TaskCheckInterval and DelayedTaskCheckInterval are the deliverer's
 	// Asynq polls (100ms, 1s).
 	TaskCheckInterval, DelayedTaskCheckInterval time.Duration
@@ -175,6 +180,8 @@ func NewWebhooks(cfg WebhookConfig, rdb redis.UniversalClient) (*Webhooks, error
 		RetryDelay:        cfg.RetryDelay,
 		ConnectTimeout:    cfg.ConnectTimeout,
 		ResponseTimeout:   cfg.ResponseTimeout,
+		SettleDelay:       cfg.SettleDelay,
+		OutboxWait:        cfg.OutboxWait,
 		TaskCheckInterval: cfg.TaskCheckInterval, DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 		Logger: cfg.Logger,
 	}, rdb)
@@ -196,6 +203,7 @@ func (w *Webhooks) Shutdown() { w.d.Shutdown() }
 // its stop.
 func startWebhooks(c *config.Worker, rdb redis.UniversalClient, logger *slog.Logger) (func(), error) {
 	if c.WebhookConcurrency <= 0 {
+		warnUndrainedOutbox(rdb, logger)
 		return func() {}, nil
 	}
 	if c.ProgressURL == "" {
@@ -212,4 +220,16 @@ func startWebhooks(c *config.Worker, rdb redis.UniversalClient, logger *slog.Log
 		return nil, err
 	}
 	return w.Shutdown, nil
+}
+
+// warnUndrainedOutbox tells the operator of a worker that delivers no
+// webhooks that canceled jobs' completed events are waiting for one that
+// does (jobs.KeyWebhookOutbox; past its cap they are dropped).
+func warnUndrainedOutbox(rdb redis.UniversalClient, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := jobs.NewStore(rdb, nil).WebhookOutboxLen(ctx); err == nil && n > 0 {
+		logger.Warn("completed webhook events of canceled jobs wait for a worker that delivers webhooks (this one has --webhook-concurrency 0)",
+			"waiting", n, "cap", jobs.WebhookOutboxCap)
+	}
 }

@@ -92,8 +92,39 @@
 // best effort: an enqueue that fails is logged and the next event (or
 // completed) carries the newer state.
 //
-// Not covered yet: a job canceled while no worker holds its task (queued,
-// or waiting between attempts) is ended by the progress service, which
-// may not enqueue tasks (its Redis user cannot write queues), so that job
-// gets no completed event; its state is final at GET /v1/jobs/{id}.
+// # Canceled while no worker holds the job
+//
+// A job canceled while queued or waiting between attempts is ended by the
+// progress service or the admin CLI (jobs.CancelJob, CancelOwnerJobs),
+// whose Redis users may not enqueue tasks. They push the job's id to the
+// outbox, a list in a slot of its own (jobs.KeyWebhookOutbox), before
+// they delete the job's task. Every Server reads it:
+//
+//	cancel:  LPUSH outbox id (+LTRIM) → DeleteTask → record canceled
+//	Server:  BLMOVE outbox→outbox (peek the oldest, blocking OutboxWait)
+//	         → enqueue settle task "whs:<id>" → LREM outbox id
+//	settle:  record final        → Events.Completed (the usual completed task)
+//	         running             → nothing: its worker enqueues completed
+//	         gone                → nothing: nobody left to tell
+//	         not ended otherwise → look again after SettleDelay (1 s … 1 min)
+//
+// An id leaves the outbox only after its settle task exists, so a Server
+// that dies in between loses nothing. Another one enqueues it again, and
+// the TaskID makes that one task. There are no per-Server processing
+// lists to recover. A settle task's waits are its own retries, up to
+// SettleMaxAttempts. They spend nothing of the completed event's
+// MaxAttempts, which start when settle enqueues it.
+//
+// Intent first: a cancel that dies after the push and before the delete
+// leaves a queued job with the cancel requested. Its settle task waits,
+// and the worker that starts the job finds the cancel, ends it and
+// enqueues the completed event itself. The settle task, seeing the record
+// final, enqueues the same TaskID: one event. A push for a job that turns
+// out to be running costs one look.
+//
+// No script touches both the outbox and a job: the list is one slot, the
+// ids in it name others. The outbox is capped at jobs.WebhookOutboxCap
+// (100 000, oldest dropped, claimcheck_webhook_outbox_dropped_total) for a
+// fleet where no worker delivers. A record that expires while its id
+// waits gets no event.
 package delivery

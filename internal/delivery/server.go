@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -88,6 +89,13 @@ type Config struct {
 	// 1s): how often an idle server polls, and how often due retries move
 	// back to the queue.
 	TaskCheckInterval, DelayedTaskCheckInterval time.Duration
+	// SettleDelay is the wait before look n+1 of a settle task at a job
+	// that has not ended yet (SettleDelay: 1 s doubling to 1 min).
+	SettleDelay func(n int) time.Duration
+	// OutboxWait is how long one read of the webhook outbox blocks while
+	// it is empty (1 s, also the least: the Redis client counts it in
+	// whole seconds); Shutdown may wait that long for it.
+	OutboxWait time.Duration
 	// Now is the clock of timestamps and links (time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -98,9 +106,13 @@ type Server struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	store  *jobs.Store
+	events *Events
 	client *http.Client
-	srv    *asynq.Server
-	log    *slog.Logger
+	// stop ends the outbox reader, done says it ended.
+	stop context.CancelFunc
+	done sync.WaitGroup
+	srv  *asynq.Server
+	log  *slog.Logger
 }
 
 // New validates cfg and returns a server on rdb; call Start.
@@ -129,6 +141,12 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	if cfg.DelayedTaskCheckInterval <= 0 {
 		cfg.DelayedTaskCheckInterval = time.Second
 	}
+	if cfg.SettleDelay == nil {
+		cfg.SettleDelay = SettleDelay
+	}
+	if cfg.OutboxWait < time.Second {
+		cfg.OutboxWait = time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -137,6 +155,7 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	}
 	cfg.ProgressURL = strings.TrimRight(cfg.ProgressURL, "/")
 	s := &Server{cfg: cfg, rdb: rdb, store: jobs.NewStore(rdb, nil), log: cfg.Logger.With("component", "webhooks")}
+	s.events = NewEvents(rdb, s.log)
 	s.client = &http.Client{
 		Transport: cfg.Guard.Transport(cfg.ConnectTimeout, cfg.ResponseTimeout),
 		// A redirect is a failed attempt (Standard Webhooks: update the
@@ -173,15 +192,26 @@ func (s *Server) Start() error {
 	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.deliver)
+	mux.HandleFunc(SettleTaskType, s.settle)
 	if err := s.srv.Start(mux); err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
+	dctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.done.Add(1)
+	go s.drain(dctx, &s.done)
 	return nil
 }
 
-// Shutdown stops taking deliveries and waits for those under way (at most
-// 30 s); an interrupted one runs again.
-func (s *Server) Shutdown() { s.srv.Shutdown() }
+// Shutdown stops reading the outbox and taking deliveries, and waits for
+// those under way (at most 30 s); an interrupted one runs again.
+func (s *Server) Shutdown() {
+	if s.stop != nil {
+		s.stop()
+		s.done.Wait()
+	}
+	s.srv.Shutdown()
+}
 
 // retryError asks for the next attempt after delay.
 type retryError struct {

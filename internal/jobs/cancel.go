@@ -31,6 +31,18 @@ func CancelJob(ctx context.Context, store *Store, canceler Canceler, id string, 
 	if err != nil {
 		return nil, err
 	}
+	// A job this cancel may end (its task deleted below) gets its
+	// completed event through the outbox, since this process cannot
+	// enqueue it. The id goes in first: a crash before the delete leaves an
+	// id whose job is not final, which the deliverer then waits out or
+	// leaves to the job's worker; the other order could lose the event. A
+	// running job's worker enqueues the event itself: the push is then a
+	// harmless extra look.
+	if wantsCompletedFromOutbox(j) {
+		if _, err := store.PushWebhookOutbox(ctx, id); err != nil {
+			return nil, fmt.Errorf("cancel job %s: %w", id, err)
+		}
+	}
 	// DeleteTask refuses active tasks; a running one gets CancelProcessing.
 	if err := canceler.DeleteTask(j.Queue, id); err == nil {
 		st, err := store.Cancel(ctx, id, retention)

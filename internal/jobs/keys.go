@@ -99,6 +99,14 @@ const (
 	// Redis Cluster places an untagged key: the two share a slot, and so
 	// one node and one clock.
 	KeyHeartbeatRuns = "cc:job-heartbeats:runs:{" + KeyHeartbeats + "}"
+	// KeyWebhookOutbox is a list of the ids of jobs ended by a process that
+	// may not enqueue tasks (a cancel while no worker held the job): each
+	// needs its completed webhook event enqueued, which a worker's
+	// deliverer does (webhookoutbox.go, package delivery). Pushed at the
+	// head (LPUSH, then LTRIM to WebhookOutboxCap), read at the tail. Its
+	// own hash tag puts it in one slot of its own; the ids it holds name
+	// other slots, and no script touches both.
+	KeyWebhookOutbox = "cc:{webhooks}:outbox"
 )
 
 // Asynq's own keys for a queue (asynq v0.26 internal/base), which the

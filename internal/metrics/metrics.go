@@ -120,6 +120,14 @@ var WebhookDeliveries = factory.NewCounterVec(prometheus.CounterOpts{
 	Name: "claimcheck_webhook_deliveries_total", Help: "Webhook delivery attempts by event and outcome (delivered, retrying, failed, dropped).",
 }, []string{"event", "outcome"})
 
+// WebhookOutboxDropped counts job ids dropped from the webhook outbox
+// (jobs.KeyWebhookOutbox) at its cap: jobs canceled while no worker held
+// them whose completed event will not be sent, because no worker drains
+// the outbox (every worker at --webhook-concurrency 0).
+var WebhookOutboxDropped = factory.NewCounter(prometheus.CounterOpts{
+	Name: "claimcheck_webhook_outbox_dropped_total", Help: "Job ids dropped from the full webhook outbox (their completed event is not sent): no worker drains it.",
+})
+
 // WebhookDeliveryDuration observes how long webhook delivery attempts
 // that were sent took, by event.
 var WebhookDeliveryDuration = factory.NewHistogramVec(prometheus.HistogramOpts{
