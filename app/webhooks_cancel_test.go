@@ -99,6 +99,8 @@ func TestWebhookCanceledWhileQueued(t *testing.T) {
 		t.Fatalf("outbox holds %d ids (%v), want 1: the job without a webhook is not pushed", n, err)
 	}
 
+	// Two deliverers read the same outbox: still one event.
+	s.startDeliverer(t)
 	s.startDeliverer(t)
 	oneCanceledEvent(t, rc, sub.ID)
 	s.settled(t, sub.ID)
@@ -191,5 +193,38 @@ func TestWebhookCancelCrashBeforeDelete(t *testing.T) {
 	s.settled(t, sub.ID)
 	if got := forJob(rc, sub.ID); len(got) != 1 {
 		t.Errorf("requests %v after the outbox settled, want one", ids(got))
+	}
+}
+
+// TestWebhookOutboxLeavesARunningJobToItsWorker: an id in the outbox whose
+// job is running (a cancel that found it queued, and lost the race to a
+// worker) sends nothing while it runs; the job's own worker sends the one
+// completed event when it ends, with the state it ended in.
+func TestWebhookOutboxLeavesARunningJobToItsWorker(t *testing.T) {
+	s, _ := webhookStack(t, false, nil)
+	rc := newReceiver(t, startNodeVerifier(t, s.api.URL+"/.well-known/jwks.json"), nil)
+	sub := s.submitJob(t, "stepper", `{"steps":1}`, completedOnly(rc))
+	s.waitState(t, sub, jobs.StateRunning)
+	if _, err := jobs.NewStore(s.rdb, nil).PushWebhookOutbox(context.Background(), sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	ins := asynq.NewInspectorFromRedisClient(s.rdb)
+	waitfor.True(t, 20*time.Second, func() bool {
+		n, _ := jobs.NewStore(s.rdb, nil).WebhookOutboxLen(context.Background())
+		_, err := ins.GetTaskInfo(delivery.Queue, "whs:"+sub.ID)
+		return n == 0 && errors.Is(err, asynq.ErrTaskNotFound) // taken, looked at, left
+	})
+	if got := forJob(rc, sub.ID); len(got) != 0 {
+		t.Fatalf("requests while the job runs: %v", ids(got))
+	}
+	if _, err := ins.GetTaskInfo(delivery.Queue, "wh:"+sub.ID+"_completed"); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Fatalf("a completed task while the job runs: %v", err)
+	}
+	s.step <- struct{}{}
+	s.waitState(t, sub, jobs.StateSucceeded)
+	waitfor.True(t, 20*time.Second, func() bool { return len(forJob(rc, sub.ID)) > 0 })
+	s.settled(t, sub.ID)
+	if got := forJob(rc, sub.ID); len(got) != 1 || got[0].Payload.Data.Job.State != jobs.StateSucceeded {
+		t.Fatalf("requests %v, want one completed of the succeeded job", ids(got))
 	}
 }

@@ -43,6 +43,9 @@ func SettleDelay(n int) time.Duration {
 	return time.Second << max(n-1, 0)
 }
 
+// maxOutboxID bounds what the outbox reader takes for a job id.
+const maxOutboxID = 128
+
 // settleTask is a settle task's payload.
 type settleTask struct {
 	Job string `json:"job"`
@@ -108,7 +111,14 @@ func (s *Server) drain(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	for ctx.Err() == nil {
 		id, err := s.store.PeekWebhookOutbox(ctx, s.cfg.OutboxWait)
-		if err == nil && id != "" {
+		switch {
+		case err != nil || id == "":
+		case len(id) > maxOutboxID:
+			// No job has such an id (they are UUIDs): not ours to carry
+			// into a task and its TaskID.
+			s.log.Warn("webhook outbox: dropped an entry that is no job id", "bytes", len(id))
+			err = s.store.DoneWebhookOutbox(ctx, id)
+		default:
 			if err = s.events.enqueueSettle(ctx, id); err == nil {
 				err = s.store.DoneWebhookOutbox(ctx, id)
 			}
