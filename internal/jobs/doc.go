@@ -119,6 +119,10 @@
 // answered with carries the epoch it read at create, below the raised
 // one, and is refused. A submission admitted after the block meets the
 // gate. A crash mid-walk leaves some jobs' tokens working: run it again.
+// CancelJob of a job whose webhook wants the completed event pushes its id
+// to the webhook outbox (KeyWebhookOutbox, a slot of its own) before it
+// deletes the task: the cancelling process cannot enqueue that event, a
+// worker's deliverer does (package delivery).
 //
 // # Running: starts, ends, the running-job cap and the reconciler
 //
