@@ -121,7 +121,7 @@ func TestBrowserWebhooksOnceLinkAndReceipt(t *testing.T) {
 			chromedp.WaitVisible(chromedp.ID("job-receipt-box")),
 			p.poll(`document.querySelector("#job-receipt-claims dd[data-claim=job]").textContent === current`),
 			p.poll(`document.getElementById("job-receipt-box").textContent.includes("this page did not verify the signature")`),
-			p.waitText("job-receipt-verify", "claimcheck receipt verify "+id+".receipt.jwt"),
+			p.waitText("job-receipt-verify", "claimcheck receipt verify "+id+".receipt.jwt --jwks "+stack.URL+"/.well-known/jwks.json"),
 			p.waitText("job-action-status", ""))
 		var file []byte
 		waitfor.True(t, 10*time.Second, func() bool {
@@ -315,6 +315,10 @@ func (p *uiPage) signIn(base string) {
 // when CLAIMCHECK_UPDATE_DOCS=1 (the README's pictures of the UI).
 func (p *uiPage) screenshot(name string) {
 	p.t.Helper()
+	// Two frames: what the last step changed is painted, not half of it.
+	if _, err := chromedp.Run(p.b.ctx, chromedp.Evaluate[any](`new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))`, chromedp.EvalAwaitPromise)); err != nil {
+		p.t.Fatal(err)
+	}
 	shot, err := chromedp.Run(p.b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		p.t.Fatal(err)

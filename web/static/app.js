@@ -184,27 +184,40 @@ $("submit-form").addEventListener("submit", async (ev) => {
   try {
     const job = await api("POST", "/v1/jobs", body);
     tokens.set(job.id, job.token);
-    if (body.webhook) webhookJobs.add(job.id);
+    if (job.webhook || body.webhook) webhookJobs.add(job.id);
     $("submit-webhook-url").value = "";
     location.hash = "#job=" + encodeURIComponent(job.id);
   } catch (e) {
-    if (body.webhook && e.status === 422 && aboutWebhook(e.problem)) webhookError(e.message);
+    if (body.webhook && e.status === 422 && aboutWebhook(e.problem)) webhookError(e.message, webhookPointers(e.problem));
     else $("submit-error").textContent = e.message;
   } finally {
     done();
   }
 });
 
-// aboutWebhook says whether a refusal of POST /v1/jobs is the webhook's:
-// its problem type or detail names it, or it points at /webhook.
-function aboutWebhook(p) {
-  return [p.type, p.detail, p.pointer, p.field].some((v) => typeof v === "string" && /webhook/i.test(v));
+// webhookPointers are the JSON pointers under /webhook that a refusal's
+// errors name (RFC 9457 problems of invalid-request carry them).
+function webhookPointers(p) {
+  return (Array.isArray(p.errors) ? p.errors : []).map((e) => e && e.pointer).filter((s) => typeof s === "string" && s.startsWith("/webhook"));
 }
 
-function webhookError(msg) {
+// aboutWebhook says whether a refusal of POST /v1/jobs is the webhook's
+// alone: every error it lists points into /webhook, or (with no list) its
+// detail names the webhook.
+function aboutWebhook(p) {
+  const errs = Array.isArray(p.errors) ? p.errors : [];
+  if (errs.length > 0) return webhookPointers(p).length === errs.length;
+  return typeof p.detail === "string" && /^webhook\b/i.test(p.detail);
+}
+
+// webhookError shows msg beside the webhook's fields, marking the one it
+// is about (the URL unless the pointers name only the events).
+function webhookError(msg, pointers = []) {
   $("submit-webhook-error").textContent = msg;
-  $("submit-webhook-url").setAttribute("aria-invalid", "true");
-  $("submit-webhook-url").focus();
+  const eventsOnly = pointers.length > 0 && pointers.every((s) => s.startsWith("/webhook/events"));
+  const el = eventsOnly ? document.querySelector("input[name=webhook_event]") : $("submit-webhook-url");
+  if (!eventsOnly) el.setAttribute("aria-invalid", "true");
+  el.focus();
 }
 
 function clearWebhookError() {
@@ -563,7 +576,7 @@ const dateClaims = new Set(["iat", "nbf", "exp"]);
 
 function renderReceipt(id, claims) {
   $("job-receipt-file").textContent = id + ".receipt.jwt";
-  $("job-receipt-verify").textContent = "claimcheck receipt verify " + id + ".receipt.jwt";
+  $("job-receipt-verify").textContent = "claimcheck receipt verify " + id + ".receipt.jwt --jwks " + location.origin + "/.well-known/jwks.json";
   const dl = $("job-receipt-claims");
   dl.textContent = "";
   const row = (name, value, when) => {
@@ -580,10 +593,17 @@ function renderReceipt(id, claims) {
     }
     dl.append(dt, dd);
   };
-  for (const [k, v] of Object.entries(claims.payload)) {
-    const when = (dateClaims.has(k) || /_at$/.test(k)) && typeof v === "number" ? new Date(v * 1000) : null;
+  const claim = (k, v) => {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v)) claim(k + "." + k2, v2); // result.sha256, …
+      return;
+    }
+    let when = null;
+    if (dateClaims.has(k) && typeof v === "number") when = new Date(v * 1000);
+    else if (/_at$/.test(k) && typeof v === "string" && !isNaN(Date.parse(v))) when = new Date(v);
     row(k, typeof v === "string" ? v : JSON.stringify(v), when);
-  }
+  };
+  for (const [k, v] of Object.entries(claims.payload)) claim(k, v);
   row("signed by key", (claims.header.kid || "?") + " (" + (claims.header.alg || "?") + ", " + (claims.header.typ || "no typ") + ")");
   $("job-receipt-box").hidden = false;
 }
