@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,7 +168,16 @@ func TestBrowserWebhookRefused(t *testing.T) {
 	rdb := redistest.Client(t)
 	ctx := context.Background()
 	hooks := startHookReceiver(t)
-	stack := devstack.Start(t, rdb, devstack.Options{Config: app.Config{Argon2: cheapArgon2}})
+	var asked atomic.Int32 // GET …/deliveries
+	stack := devstack.Start(t, rdb, devstack.Options{Config: app.Config{Argon2: cheapArgon2},
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/deliveries") {
+					asked.Add(1)
+				}
+				h.ServeHTTP(w, r)
+			})
+		}})
 	if err := identity.NewUsers(rdb, cheapArgon2, nil).Add(ctx, "ann", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +213,8 @@ func TestBrowserWebhookRefused(t *testing.T) {
 		t.Fatalf("the receiver was called: %v", got)
 	}
 
-	// Editing the URL clears the error; without one the job goes through
-	// and its page has no Deliveries panel.
+	// Editing the URL clears the error; without one the job goes through,
+	// and its page has no Deliveries panel and never asks for any.
 	p.run("submit without the webhook",
 		chromedp.SendKeys(chromedp.ID("submit-webhook-url"), kb.Backspace),
 		p.waitText("submit-webhook-error", ""),
@@ -212,8 +222,10 @@ func TestBrowserWebhookRefused(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
 		chromedp.WaitVisible(chromedp.ID("view-job")),
 		p.waitText("job-state", "succeeded"),
-		p.poll(`deliveriesTimer === 0 && !deliveriesBusy`),
-		p.poll(`document.getElementById("job-deliveries-box").hidden`))
+		p.poll(`document.getElementById("job-deliveries-box").hidden && deliveriesTimer === 0 && !deliveriesBusy`))
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the page of a job submitted without a webhook asked for its deliveries %d times", n)
+	}
 	p.b.checkNoPageErrors(t)
 }
 

@@ -50,7 +50,15 @@ function problemError(resp, data) {
 // took the line meanwhile.
 function busy(el, msg) {
   el.textContent = msg;
+  el.classList.remove("error");
   return () => { if (el.textContent === msg) el.textContent = ""; };
+}
+
+// actionError says why a job page action failed, in its status line,
+// until the next action.
+function actionError(msg) {
+  $("job-action-status").textContent = msg;
+  $("job-action-status").classList.add("error");
 }
 
 const jobPath = (id, rest) => "/v1/jobs/" + encodeURIComponent(id) + (rest || "");
@@ -184,7 +192,7 @@ $("submit-form").addEventListener("submit", async (ev) => {
   try {
     const job = await api("POST", "/v1/jobs", body);
     tokens.set(job.id, job.token);
-    if (job.webhook || body.webhook) webhookJobs.add(job.id);
+    hasWebhook.set(job.id, Boolean(job.webhook || body.webhook));
     $("submit-webhook-url").value = "";
     location.hash = "#job=" + encodeURIComponent(job.id);
   } catch (e) {
@@ -283,6 +291,7 @@ async function openJob(id) {
   $("job-receipt").hidden = true;
   $("job-receipt-box").hidden = true;
   $("job-action-status").textContent = "";
+  $("job-action-status").classList.remove("error");
   resetLog();
   resetDeliveries();
   let token;
@@ -502,7 +511,7 @@ $("job-once").addEventListener("click", async () => {
     $("job-once-out").hidden = false;
     $("job-once-url").select();
   } catch (e) {
-    $("job-error").textContent = "Could not make a one-time link: " + e.message;
+    actionError("Could not make a one-time link: " + e.message);
   } finally {
     $("job-once").disabled = false;
     done();
@@ -552,7 +561,7 @@ $("job-receipt").addEventListener("click", async () => {
     saveFile(id + ".receipt.jwt", jwt, "application/jwt");
     renderReceipt(id, claims);
   } catch (e) {
-    $("job-error").textContent = "Could not get the receipt: " + e.message;
+    actionError("Could not get the receipt: " + e.message);
   } finally {
     $("job-receipt").disabled = false;
     done();
@@ -637,11 +646,15 @@ function relTime(t, now = Date.now()) {
 // active, an event's newest attempt is retrying, or the job ended and its
 // completed event has no final attempt yet (for at most deliveriesGrace
 // after the end: a webhook may not subscribe to it). Once every event's
-// newest attempt is final and the job ended, it stops.
+// newest attempt is final and the job ended, it stops. A job submitted here
+// without a webhook is never asked; one that may have none (opened from
+// the list, none seen yet) only every deliveriesIdle ms while it runs, and
+// briefly after its end.
 const deliveriesEvery = 3000;
+const deliveriesIdle = 10000;
 const deliveriesGrace = 60000;
 const finalOutcomes = new Set(["delivered", "failed", "dropped"]);
-const webhookJobs = new Set(); // jobs this page submitted with a webhook
+const hasWebhook = new Map(); // job id -> whether it has one, for jobs this page submitted
 let deliveriesTimer = 0;
 let deliveriesBusy = false;
 let deliveriesGen = 0; // bumped on every (re)start, so a stale answer is dropped
@@ -664,6 +677,7 @@ function stopDeliveries() {
 
 function startDeliveries(id) {
   stopDeliveries();
+  if (hasWebhook.get(id) === false) return; // submitted here without one: nothing to ask
   deliveriesJob = id;
   pollDeliveries(id, deliveriesGen);
 }
@@ -697,7 +711,8 @@ async function pollDeliveries(id, gen) {
 }
 
 function schedule(id, gen) {
-  if (gen === deliveriesGen) deliveriesTimer = setTimeout(() => pollDeliveries(id, gen), deliveriesEvery);
+  const every = ended || hasWebhook.get(id) === true || deliveries.length > 0 ? deliveriesEvery : deliveriesIdle;
+  if (gen === deliveriesGen) deliveriesTimer = setTimeout(() => pollDeliveries(id, gen), every);
 }
 
 // latestAttempts is each event's newest attempt (the list is oldest first).
@@ -712,11 +727,15 @@ function moreDeliveries(id, list) {
   if (!ended) return true;
   const latest = latestAttempts(list);
   if (latest.some((d) => !finalOutcomes.has(d.outcome))) return true;
-  const expected = webhookJobs.has(id) || list.length > 0;
-  const completed = latest.some((d) => d.event === "completed");
-  // The end as the server dated it when known, else as this page saw it.
+  if (latest.some((d) => d.event === "completed")) return false;
+  // A job known to have a webhook waits for its completed event up to
+  // deliveriesGrace; one that may have none, for a few polls (its webhook
+  // may only subscribe to completed), counted from the end as the server
+  // dated it when known, else as this page saw it, so a job that ended
+  // long ago costs one request.
+  const expected = hasWebhook.get(id) === true || list.length > 0;
   const since = Math.min(endedAt || Date.now(), finishedAt || Infinity);
-  return expected && !completed && Date.now() - since < deliveriesGrace;
+  return Date.now() - since < (expected ? deliveriesGrace : 4 * deliveriesEvery);
 }
 
 function renderDeliveries(id) {
