@@ -660,10 +660,19 @@ let deliveriesBusy = false;
 let deliveriesGen = 0; // bumped on every (re)start, so a stale answer is dropped
 let deliveriesJob = null;
 let deliveries = [];
+const deliveriesShown = 12;
+let deliveriesAll = false; // the reader asked for every attempt
+
+$("job-deliveries-more").addEventListener("click", () => {
+  deliveriesAll = true;
+  renderDeliveries(current);
+  $("job-deliveries").focus();
+});
 
 function resetDeliveries() {
   stopDeliveries();
   deliveries = [];
+  deliveriesAll = false;
   $("job-deliveries-box").hidden = true;
   $("job-deliveries").tBodies[0].textContent = "";
 }
@@ -746,7 +755,14 @@ function renderDeliveries(id) {
   body.textContent = "";
   const now = Date.now();
   const latest = latestAttempts(deliveries);
-  for (const d of deliveries) {
+  // Newest first: the top row is how things stand. A webhook on progress
+  // or log events makes many attempts; past deliveriesShown they wait
+  // behind a button.
+  const rows = deliveries.slice().reverse();
+  const shown = deliveriesAll ? rows : rows.slice(0, deliveriesShown);
+  $("job-deliveries-more").hidden = shown.length === rows.length;
+  $("job-deliveries-more").textContent = "Show all " + rows.length + " attempts";
+  for (const d of shown) {
     const tr = body.insertRow();
     tr.dataset.id = d.id;
     tr.dataset.event = d.event;
