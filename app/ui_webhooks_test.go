@@ -39,7 +39,7 @@ import (
 // note that the page did not verify it. At phone width the page does not
 // scroll sideways. Screenshots: testdata/ui-submit-webhook.png,
 // testdata/ui-job-webhooks.png and testdata/ui-job-webhooks-phone.png
-// (and the same in docs/ with CLAIMCHECK_UPDATE_DOCS=1).
+// (and in docs/ for the README with CLAIMCHECK_UPDATE_DOCS=1).
 func TestBrowserWebhooksOnceLinkAndReceipt(t *testing.T) {
 	chrome := findChromium(t)
 	rdb := redistest.Client(t)
@@ -65,7 +65,7 @@ func TestBrowserWebhooksOnceLinkAndReceipt(t *testing.T) {
 			p.poll(`document.querySelector("input[name=webhook_event][value=completed]").checked`),
 			chromedp.Click(chromedp.CSS("input[name=webhook_event][value=started]")),
 			p.poll(unlabelledControls+` === 0`))
-		p.screenshot("ui-submit-webhook.png")
+		p.screenshot("ui-submit-webhook.png", true)
 		p.run("submit and see the deliveries",
 			chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
 			chromedp.WaitVisible(chromedp.ID("view-job")),
@@ -139,13 +139,13 @@ func TestBrowserWebhooksOnceLinkAndReceipt(t *testing.T) {
 			t.Fatalf("the receipt's job claim is %q, want %q", job, id)
 		}
 	})
-	p.screenshot("ui-job-webhooks.png")
+	p.screenshot("ui-job-webhooks.png", true)
 
 	// Phone width: the page fits, and each delivery is a small card.
 	p.run("phone width", chromedp.EmulateViewport(390, 844),
 		p.poll(`document.querySelector("#job-deliveries tbody tr") === null || getComputedStyle(document.querySelector("#job-deliveries tbody tr")).display === "block"`),
 		p.poll(`document.documentElement.scrollWidth <= window.innerWidth`))
-	p.screenshot("ui-job-webhooks-phone.png")
+	p.screenshot("ui-job-webhooks-phone.png", true)
 	p.b.checkNoPageErrors(t)
 }
 
@@ -160,8 +160,8 @@ func skipUntil(t *testing.T, branch, endpoint string) {
 // server that does not allow internal addresses: the form shows the
 // problem's detail beside the URL field and stays put, no job is created
 // and the receiver hears nothing. The same form without the webhook then
-// submits a job whose page shows no Deliveries panel and stops asking for
-// deliveries once the job ended.
+// submits a job whose page shows no Deliveries panel and never asks for
+// its deliveries. Screenshot: testdata/ui-submit-webhook-refused.png.
 func TestBrowserWebhookRefused(t *testing.T) {
 	skipUntil(t, "whsubmit", "POST /v1/jobs with a webhook")
 	chrome := findChromium(t)
@@ -205,7 +205,7 @@ func TestBrowserWebhookRefused(t *testing.T) {
 		p.poll(`document.getElementById("submit-error").textContent === ""`),
 		p.waitText("status", ""),
 		p.poll(`!document.getElementById("view-jobs").hidden && document.getElementById("submit-webhook-url").value !== ""`))
-	p.screenshot("ui-submit-webhook-refused.png")
+	p.screenshot("ui-submit-webhook-refused.png", false)
 	if list := decode[struct{ Jobs []json.RawMessage }](t, do(t, "GET", stack.URL+"/v1/jobs", stack.APIKey, nil)); len(list.Jobs) != 0 {
 		t.Fatalf("a refused submit created jobs: %s", list.Jobs)
 	}
@@ -323,9 +323,9 @@ func (p *uiPage) signIn(base string) {
 		chromedp.WaitVisible(chromedp.ID("submit-form")))
 }
 
-// screenshot saves the whole page to testdata/name, and to docs/name too
-// when CLAIMCHECK_UPDATE_DOCS=1 (the README's pictures of the UI).
-func (p *uiPage) screenshot(name string) {
+// screenshot saves the whole page to testdata/name, and, for a picture in
+// the README (inDocs), to docs/name too when CLAIMCHECK_UPDATE_DOCS=1.
+func (p *uiPage) screenshot(name string, inDocs bool) {
 	p.t.Helper()
 	// Two frames: what the last step changed is painted, not half of it.
 	if _, err := chromedp.Run(p.b.ctx, chromedp.Evaluate[any](`new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))`, chromedp.EvalAwaitPromise)); err != nil {
@@ -336,7 +336,7 @@ func (p *uiPage) screenshot(name string) {
 		p.t.Fatal(err)
 	}
 	dirs := []string{"testdata"}
-	if os.Getenv("CLAIMCHECK_UPDATE_DOCS") == "1" {
+	if inDocs && os.Getenv("CLAIMCHECK_UPDATE_DOCS") == "1" {
 		dirs = append(dirs, filepath.Join("..", "docs"))
 	}
 	for _, dir := range dirs {
