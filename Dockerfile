@@ -17,6 +17,7 @@ COPY --from=build /out/claimcheck /claimcheck
 COPY --from=build --chown=10001:10001 --chmod=0700 /out/empty /keys/jobs
 COPY --from=build --chown=10002:10002 --chmod=0700 /out/empty /keys/gateway
 COPY --from=build --chown=10003:10003 --chmod=0700 /out/empty /keys/links
+COPY --from=build --chown=10003:10003 --chmod=0700 /out/empty /keys/workers
 COPY --from=build --chown=10003:10003 --chmod=0700 /out/empty /results
 # Run without compose's user: distroless's nonroot (65532), keeping
 # everything under --data-dir /data.

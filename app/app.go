@@ -33,9 +33,10 @@ import (
 	"github.com/claimcheck/claimcheck/internal/blob"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
-	"github.com/claimcheck/claimcheck/internal/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/registry"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/web"
 	"github.com/claimcheck/claimcheck/worker"
 	"github.com/claimcheck/claimcheck/worker/builtin"
@@ -260,6 +261,7 @@ func API(cfg Config, rdb redis.UniversalClient, auth authn.Authenticator, live a
 		PriorityForAll: cfg.PriorityForAll,
 		OwnerGate:      identity.BlockedFlagKey,
 		Live:           live,
+		Webhooks:       &webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate},
 	})
 }
 
@@ -297,11 +299,42 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 	})
 }
 
-// Worker builds a worker; call Start on it.
+// Worker builds a worker; call Start on it. Unless cfg.Worker names its
+// receipt keys, it signs result receipts with the keys in cfg.WorkerKeyDir
+// (created on first use), which Start publishes for the api's JWKS. Those
+// are the only keys a worker holds. A Config with no WorkerKeyDir (one not
+// through WithDefaults) makes a worker that signs no receipts.
 func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 	wc := cfg.Worker
 	wc.ResultsURL = cfg.results()
+	if wc.ReceiptKeys == nil && cfg.WorkerKeyDir != "" {
+		ks, err := worker.LoadReceiptKeys(cfg.WorkerKeyDir)
+		if err != nil {
+			return nil, err
+		}
+		wc.ReceiptKeys = ks
+	}
 	return worker.New(wc, rdb, cfg.Types...)
+}
+
+// AndReceiptKeys is reload (ReloadKeys) followed by reloading the worker's
+// receipt keys from cfg.WorkerKeyDir (worker.ReloadReceiptKeys: published
+// before they sign, so a rotated key is in the api's JWKS before any
+// receipt names it). Published keys are never withdrawn: what an old key
+// signed still verifies. ks nil (a worker without receipts) reloads
+// nothing more.
+func AndReceiptKeys(reload func(), cfg Config, rdb redis.UniversalClient, ks *tokens.KeySet) func() {
+	return func() {
+		reload()
+		if ks == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := worker.ReloadReceiptKeys(ctx, rdb, cfg.WorkerKeyDir, ks); err != nil {
+			cfg.Logger.Error("receipt keys not reloaded", "dir", cfg.WorkerKeyDir, "err", err)
+		}
+	}
 }
 
 // CancelUserJobs cancels every job of user that has not ended (`users block

@@ -549,6 +549,10 @@ func TestSubmitRefusals(t *testing.T) {
 		{"timeout over cap", "ok", `{"type":"count","timeout":"100h"}`, 422, "invalid-request"},
 		{"bad priority", "ok", `{"type":"count","priority":"urgent"}`, 422, "invalid-request"},
 		{"too many retries", "ok", `{"type":"count","max_retry":99}`, 422, "invalid-request"},
+		{"loopback webhook", "ok", `{"type":"count","webhook":{"url":"http://127.0.0.1:1/hook"}}`, 422, "invalid-request"},
+		{"metadata webhook", "ok", `{"type":"count","webhook":{"url":"http://169.254.169.254/latest/meta-data/"}}`, 422, "invalid-request"},
+		{"bad webhook event", "ok", `{"type":"count","webhook":{"url":"https://8.8.8.8/","events":["done"]}}`, 422, "invalid-request"},
+		{"unknown webhook field", "ok", `{"type":"count","webhook":{"url":"https://8.8.8.8/","secret":"x"}}`, 400, "bad-request"},
 		{"oversize body", "ok", `{"type":"count","input":{"pad":"` + strings.Repeat("x", 2<<20) + `"}}`, 413, "body-too-large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

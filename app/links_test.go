@@ -119,3 +119,39 @@ func flip(tok string) string {
 	}
 	return string(b)
 }
+
+// TestOnceDownloadLink: a one-time link through the whole stack (and the
+// OpenAPI contract): 201 with once, HEAD claims nothing, the first GET gets
+// the result, every later request is 410; a Range it does not take is 416.
+func TestOnceDownloadLink(t *testing.T) {
+	s := newStack(t)
+	sub := s.submit(t, `{"type":"primes","input":{"n":100000}}`)
+	s.waitState(t, sub, jobs.StateSucceeded)
+	r := do(t, "GET", s.progress.URL+sub.Links.Result, sub.Token, nil)
+	want, _ := io.ReadAll(r.Body)
+
+	r = do(t, "POST", s.progress.URL+"/v1/jobs/"+sub.ID+"/links", sub.Token, strings.NewReader(`{"once":true}`))
+	link := decode[struct {
+		URL  string `json:"url"`
+		Once bool   `json:"once"`
+	}](t, r)
+	if r.StatusCode != 201 || !link.Once {
+		t.Fatalf("create one-time link: %d %+v", r.StatusCode, link)
+	}
+	if r := do(t, "HEAD", s.progress.URL+link.URL, "", nil); r.StatusCode != 200 || r.ContentLength != int64(len(want)) {
+		t.Fatalf("HEAD: %d %d", r.StatusCode, r.ContentLength)
+	}
+	r = do(t, "GET", s.progress.URL+link.URL, "", nil, "Range", "bytes=0-3")
+	if body, _ := io.ReadAll(r.Body); r.StatusCode != http.StatusRequestedRangeNotSatisfiable || !strings.Contains(string(body), "link-range") {
+		t.Fatalf("closed range: %d %s", r.StatusCode, body)
+	}
+	r = do(t, "GET", s.progress.URL+link.URL, "", nil)
+	if got, _ := io.ReadAll(r.Body); r.StatusCode != 200 || string(got) != string(want) {
+		t.Fatalf("download: %d, %d bytes", r.StatusCode, len(got))
+	}
+	var last *http.Response
+	waitfor.True(t, 5*time.Second, func() bool { last = do(t, "GET", s.progress.URL+link.URL, "", nil); return last.StatusCode != 409 })
+	if body, _ := io.ReadAll(last.Body); last.StatusCode != http.StatusGone || !strings.Contains(string(body), "urn:claimcheck:problem:link-used") {
+		t.Fatalf("second download: %d %s", last.StatusCode, body)
+	}
+}

@@ -66,9 +66,22 @@ type SubmitRequest struct {
 	Timeout  string `json:"timeout,omitempty"`
 	Priority string `json:"priority,omitempty"`
 	MaxRetry *int   `json:"max_retry,omitempty"`
+	// Webhook, when set, has the job's events POSTed to a URL of yours.
+	Webhook *Webhook `json:"webhook,omitempty"`
 	// IdempotencyKey makes retrying the submission safe: the same key and
 	// body give the same job.
 	IdempotencyKey string `json:"-"`
+}
+
+// Webhook subscribes a URL to a job's events. The server refuses (422) a
+// URL that is not http or https, carries user info, or leads to a
+// loopback, private or other non-public address unless its operator
+// allows those.
+type Webhook struct {
+	URL string `json:"url"`
+	// Events are any of "started", "progress", "log" and "completed"
+	// (empty: "completed" only).
+	Events []string `json:"events,omitempty"`
 }
 
 // Submitted is the answer to a submission: the job and its token.
@@ -79,6 +92,14 @@ type Submitted struct {
 	Token          string    `json:"token"`
 	TokenExpiresAt time.Time `json:"token_expires_at"`
 	Links          Links     `json:"links"`
+	// Webhook, for a job with one, is what the server subscribed: the
+	// events, normalized; the URL is never sent back.
+	Webhook *WebhookEvents `json:"webhook,omitempty"`
+}
+
+// WebhookEvents are the events a job's webhook is subscribed to.
+type WebhookEvents struct {
+	Events []string `json:"events"`
 }
 
 // Links are a job's routes on the progress service.
@@ -150,12 +171,18 @@ type LinkOptions struct {
 	Filename    string `json:"filename,omitempty"`
 	Disposition string `json:"disposition,omitempty"` // "attachment" or "inline"
 	ExpiresIn   string `json:"expires_in,omitempty"`  // a Go duration, at most 24h
+	// Once asks for a one-time link: each byte of the result is served at
+	// most once through it (the first GET gets it; later ones are 410,
+	// and one during a download 409). An interrupted download may be
+	// resumed for 60 s with Range: bytes=<what it served>-.
+	Once bool `json:"once,omitempty"`
 }
 
 // Link is a download URL that needs no header.
 type Link struct {
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Once      bool      `json:"once,omitempty"` // a one-time link
 }
 
 // Link makes a download link for a succeeded job's result. A relative URL

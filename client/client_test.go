@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/client"
 	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -54,6 +57,26 @@ func TestSubmitWaitDownload(t *testing.T) {
 	link, err := c.Link(ctx, sub.ID, sub.Token, client.LinkOptions{Filename: "out.json"})
 	if err != nil || !strings.HasPrefix(link.URL, url+"/v1/results/") {
 		t.Fatalf("link: %+v %v", link, err)
+	}
+	once, err := c.Link(ctx, sub.ID, sub.Token, client.LinkOptions{Once: true})
+	if err != nil || !once.Once || link.Once {
+		t.Fatalf("one-time link: %+v %v (plain %+v)", once, err, link)
+	}
+	for i, want := range []int{http.StatusOK, http.StatusGone} {
+		var code int
+		waitfor.True(t, 5*time.Second, func() bool {
+			resp, err := http.Get(once.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			code = resp.StatusCode
+			return code != http.StatusConflict // the first download's end is recorded just after its last byte
+		})
+		if code != want {
+			t.Fatalf("one-time link, download %d: %d, want %d", i, code, want)
+		}
 	}
 	list, err := c.List(ctx, client.ListOptions{State: "succeeded"})
 	if err != nil || len(list.Jobs) != 1 || list.Jobs[0].ID != sub.ID {

@@ -103,9 +103,16 @@ func TestACLEachUserDeniedWhatItDoesNotNeed(t *testing.T) {
 			}
 		}
 	}
-	// Subscriptions: only the channels each process listens to.
+	// Subscriptions: only the channels each process listens to. The worker
+	// listens to key changes (cc:revocations) to publish a rotated receipt
+	// key, and may not publish there (above).
+	keyChanges := r.as(t, "worker").Subscribe(ctx, "cc:revocations")
+	if _, err := keyChanges.Receive(ctx); err != nil {
+		t.Errorf("worker SUBSCRIBE cc:revocations: %v", err)
+	}
+	keyChanges.Close()
 	for user, channel := range map[string]string{
-		"progress": "asynq:cancel", "worker": "cc:revocations", "gateway": "cc:job:{x}:ch", "api": "cc:job:{x}:ch",
+		"progress": "asynq:cancel", "worker": "cc:job:{x}:ch", "gateway": "cc:job:{x}:ch", "api": "cc:job:{x}:ch",
 	} {
 		ps := r.as(t, user).Subscribe(ctx, channel)
 		if _, err := ps.Receive(ctx); err == nil || !strings.Contains(err.Error(), "NOPERM") {

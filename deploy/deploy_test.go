@@ -465,6 +465,17 @@ func testRedisACL(t *testing.T, r *aclRedis) {
 	if code, body := call("POST", progSrv.URL+"/v1/jobs/"+id+"/links", tok, ""); code != 201 {
 		t.Fatalf("link through progress: %d %s", code, body)
 	}
+	// A one-time link's scripts (claim, release) run as the progress user.
+	code, body = call("POST", progSrv.URL+"/v1/jobs/"+id+"/links", tok, `{"once":true}`)
+	if code != 201 {
+		t.Fatalf("one-time link through progress: %d %s", code, body)
+	}
+	i := strings.Index(body, `"url":"`) + 7
+	once := progSrv.URL + body[i:i+strings.IndexByte(body[i:], '"')]
+	if code, body := call("GET", once, "", ""); code != 200 || !strings.Contains(body, `"count":168`) {
+		t.Fatalf("one-time download as the progress user: %d %s", code, body)
+	}
+	waitfor.True(t, 10*time.Second, func() bool { code, _ := call("GET", once, "", ""); return code == http.StatusGone })
 	// The event stream's first event.
 	req, _ := http.NewRequest("GET", progSrv.URL+"/v1/jobs/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)

@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"cmp"
 	"context"
 	"path/filepath"
 	"slices"
@@ -102,6 +103,7 @@ func reachableDirs(t *testing.T, name string, svc types.ServiceConfig) map[strin
 		}
 	case "worker":
 		dirs["results"] = cfg.ResultsDir
+		dirs["receipt keys"] = cmp.Or(serviceFlag(svc, "receipt-key-dir"), cfg.WorkerKeyDir)
 	default:
 		t.Fatalf("%s runs %q, which this test does not know", name, cmd)
 	}
@@ -133,12 +135,12 @@ func TestFinding2EachServiceMountsOnlyItsKeys(t *testing.T) {
 	}
 	// Named volume → what it holds. The private key volumes are the ones
 	// that let their holder mint tokens.
-	private := map[string]string{"jobkeys": "job keys", "gwkeys": "gateway keys", "linkkeys": "link keys"}
+	private := map[string]string{"jobkeys": "job keys", "gwkeys": "gateway keys", "linkkeys": "link keys", "workerkeys": "receipt keys"}
 	want := map[string]map[string]mount{
 		"api":      {"job keys": {"jobkeys", false}},
 		"gateway":  {"gateway keys": {"gwkeys", false}},
 		"progress": {"link keys": {"linkkeys", false}, "results": {"results", true}},
-		"worker":   {"results": {"results", false}},
+		"worker":   {"results": {"results", false}, "receipt keys": {"workerkeys", false}},
 	}
 	for name, wantDirs := range want {
 		svc, ok := project.Services[name]

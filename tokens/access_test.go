@@ -237,6 +237,21 @@ func TestLinkTokens(t *testing.T) {
 	if _, _, err := m.MintLink("j1", 0, "", "", 25*time.Hour); err == nil {
 		t.Fatal("minted a link over 24 h")
 	}
+	if got.Once {
+		t.Fatal("MintLink made a one-time link")
+	}
+	once, oc, err := m.Mint("j1", 2, tokens.LinkOptions{TTL: time.Minute, NotAfter: now.Add(30 * time.Second), Once: true})
+	if err != nil || !oc.Once || oc.Expires().After(now.Add(30*time.Second)) {
+		t.Fatalf("mint once: %v %+v", err, oc)
+	}
+	if got, err := v.VerifyLink(once); err != nil || !got.Once || got.ID == "" || got.ID != oc.ID {
+		t.Fatalf("verify once: %+v %v", got, err)
+	}
+	noJTI := signRaw(t, ks, "link+jwt", jwt.MapClaims{"iss": tokens.DefaultProgressIssuer, "aud": tokens.DefaultResultsAudience,
+		"job": "j1", "scope": tokens.ScopeResultDownload, "once": true, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+	if _, err := v.VerifyLink(noJTI); !errors.Is(err, tokens.ErrMalformed) {
+		t.Fatalf("one-time link without a jti: %v", err)
+	}
 	job, _, _ := (&tokens.Minter{Keys: ks}).MintJob("j1", "ann", tokens.JobScopes, now.Add(time.Hour))
 	if _, err := v.VerifyLink(job); !errors.Is(err, tokens.ErrWrongType) {
 		t.Fatalf("job token as a link: %v", err)

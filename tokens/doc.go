@@ -4,16 +4,29 @@
 //
 // # Token kinds
 //
-//	kind            typ        issuer → audience        lifetime
-//	job token       job+jwt    api → progress           job deadline + retention, capped
-//	download link   link+jwt   progress → progress      10 min (≤ 24 h, ≤ the asking token's exp)
-//	internal token  at+jwt     gateway → services       ≤ 60 s (MaxAccessLifetime)
+//	kind            typ          issuer → audience    lifetime
+//	job token       job+jwt      api → progress       job deadline + retention, capped
+//	download link   link+jwt     progress → progress  10 min (≤ 24 h, ≤ the asking token's exp)
+//	internal token  at+jwt       gateway → services   ≤ 60 s (MaxAccessLifetime)
+//	result receipt  receipt+jwt  workers → anyone     ReceiptLifetime (3650 days)
 //
 // Every kind is JWS compact with alg EdDSA and an explicit typ, so no token
 // can be replayed as another kind (RFC 8725 §3.11). A job token names one job
 // (claim "job") and what its holder may do with it ("scope": job:read,
 // job:cancel, job:result); "sub" names the owner for audit only — the
 // progress service never looks it up.
+//
+// A result receipt (ReceiptMinter, ReceiptVerifier) is the worker fleet's
+// signed statement that one job succeeded: its type and that type's spec
+// digest (claim "spec", the digest GET /v1/job-types shows), the SHA-256
+// of the input the handler got, the result's SHA-256, size and content
+// type, the successful attempt's number, start and finish (RFC 3339, UTC,
+// to the millisecond) and the worker's id. Issuer urn:claimcheck:workers,
+// audience urn:claimcheck:receipts. Only workers hold receipt keys; their
+// public halves are published in the api's JWKS with kind "receipt", and
+// a verifier reads keys of that kind only, so no job, link or webhook key
+// can sign a receipt that verifies. A receipt is checked offline by anyone
+// holding the JWKS; its point is to outlive the result's retention.
 //
 // # Verification, in order
 //
@@ -28,7 +41,8 @@
 //  4. Signature (Ed25519, via golang-jwt).
 //  5. Claims: exp required and in the future, nbf and iat not in the future
 //     (both with DefaultLeeway), iss and aud equal to the expected values,
-//     job and scope present.
+//     job and scope present (a receipt: every claim it states present and
+//     well formed, lifetime at most ReceiptLifetime).
 //  6. Per request (JobClaims.Authorize): the job claim equals the job in the
 //     path, and scope holds the route's scope.
 //
@@ -58,8 +72,18 @@
 // (claim "ep"), and the progress service, which reads the record anyway,
 // refuses tokens minted under an older one.
 //
+// A result receipt is not a credential: it grants nothing, so it has no
+// revocation window. Its exp is ten years out (ReceiptLifetime says why);
+// trust in it ends early only by retiring the key that signed it, and
+// receipt keys stay published after rotation precisely so that receipts
+// keep verifying.
+//
 // Nothing derived from a token outlives it: a download link's exp is at
 // most the exp of the job token that asked for it (LinkMinter.MintLinkUntil),
 // and the progress service ends an open event stream or long-poll at its
 // token's exp.
+//
+// A one-time link (claim "once") is still a bearer URL until its exp; what
+// makes it one-time is state the progress service keeps under its jti, not
+// anything this package checks, beyond insisting that such a link has a jti.
 package tokens

@@ -38,6 +38,12 @@ type LinkClaims struct {
 	// Filename and Disposition shape Content-Disposition.
 	Filename    string `json:"fn,omitempty"`
 	Disposition string `json:"disp,omitempty"`
+	// Once marks a one-time link: the progress service serves each byte
+	// of the result at most once through it, keeping the link's state in
+	// the job's Redis slot under its jti (see package progress). The
+	// signature alone cannot say a link was used; the claim only tells
+	// the service to look.
+	Once bool `json:"once,omitempty"`
 }
 
 type linkClaimsFields LinkClaims
@@ -55,17 +61,37 @@ type LinkMinter struct {
 	Now      func() time.Time
 }
 
+// LinkOptions shape a link that Mint signs; every field is optional.
+type LinkOptions struct {
+	// Filename and Disposition become the fn and disp claims.
+	Filename, Disposition string
+	// TTL is the link's lifetime (DefaultLinkLifetime when zero; at most
+	// MaxLinkLifetime).
+	TTL time.Duration
+	// NotAfter, when set, bounds exp (the exp of the token asking for the
+	// link, or its record's expiry): exp is the earlier of now+TTL and
+	// NotAfter, rounded down to the second, and one that leaves no whole
+	// second is ErrExpired.
+	NotAfter time.Time
+	// Once makes a one-time link (LinkClaims.Once).
+	Once bool
+}
+
 // MintLink signs a link to job jobID's result at token epoch epoch, valid
 // for ttl (DefaultLinkLifetime when zero; at most MaxLinkLifetime).
 func (m *LinkMinter) MintLink(jobID string, epoch int64, filename, disposition string, ttl time.Duration) (string, *LinkClaims, error) {
-	return m.MintLinkUntil(jobID, epoch, filename, disposition, ttl, time.Time{})
+	return m.Mint(jobID, epoch, LinkOptions{Filename: filename, Disposition: disposition, TTL: ttl})
 }
 
-// MintLinkUntil is MintLink for a link that must not outlive notAfter (the
-// exp of the token asking for it, or its record's expiry): exp is the
-// earlier of now+ttl and notAfter, rounded down to the second. A zero
-// notAfter sets no bound; one that leaves no whole second is ErrExpired.
+// MintLinkUntil is MintLink for a link that must not outlive notAfter
+// (LinkOptions.NotAfter).
 func (m *LinkMinter) MintLinkUntil(jobID string, epoch int64, filename, disposition string, ttl time.Duration, notAfter time.Time) (string, *LinkClaims, error) {
+	return m.Mint(jobID, epoch, LinkOptions{Filename: filename, Disposition: disposition, TTL: ttl, NotAfter: notAfter})
+}
+
+// Mint signs a link to job jobID's result at token epoch epoch, shaped by o.
+func (m *LinkMinter) Mint(jobID string, epoch int64, o LinkOptions) (string, *LinkClaims, error) {
+	ttl, notAfter := o.TTL, o.NotAfter
 	if jobID == "" {
 		return "", nil, errors.New("mint link: empty job id")
 	}
@@ -95,7 +121,7 @@ func (m *LinkMinter) MintLinkUntil(jobID string, epoch int64, filename, disposit
 			Issuer: or(m.Issuer, DefaultProgressIssuer), Audience: or(m.Audience, DefaultResultsAudience),
 			ExpiresAt: exp, IssuedAt: t.Unix(), ID: jti,
 		},
-		Job: jobID, Scope: ScopeResultDownload, Epoch: epoch, Filename: filename, Disposition: disposition,
+		Job: jobID, Scope: ScopeResultDownload, Epoch: epoch, Filename: o.Filename, Disposition: o.Disposition, Once: o.Once,
 	}
 	tok, err := sign(m.Keys, TypeLink, c)
 	if err != nil {
@@ -117,7 +143,7 @@ type LinkVerifier struct {
 
 // VerifyLink checks a link token (typ link+jwt, the progress issuer and
 // results audience, exp required, lifetime at most MaxLinkLifetime, scope
-// result:download). Errors wrap ErrInvalid.
+// result:download, a jti on a one-time link). Errors wrap ErrInvalid.
 func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	v.init(v.Keys, TypeLink, or(v.Issuer, DefaultProgressIssuer), or(v.Audience, DefaultResultsAudience), v.Leeway, v.Now)
 	c := &LinkClaims{}
@@ -129,6 +155,11 @@ func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	}
 	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > MaxLinkLifetime {
 		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", MaxLinkLifetime)}
+	}
+	// A one-time link's state is kept under its jti: without one it
+	// would share nothing with itself and could be used again.
+	if c.Once && c.ID == "" {
+		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("one-time link without a jti")}
 	}
 	return c, nil
 }

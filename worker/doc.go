@@ -39,6 +39,17 @@
 // is the lower level, for embedding a worker in a program of your own:
 // Start it and Shutdown it yourself.
 //
+// # Result receipts
+//
+// A worker with receipt keys (Main and `claimcheck worker` load them from
+// --receipt-key-dir, DATA_DIR/keys/workers by default, creating them on
+// first use; with New, Config.ReceiptKeys) signs a receipt for every job
+// it runs to success (tokens.ReceiptClaims: type, spec digest, input and
+// result digests, attempt times, worker id), stored with the success in
+// one script and served at GET /v1/jobs/{id}/receipt. Start publishes the
+// keys' public halves for the api's JWKS. A worker made with New and no
+// ReceiptKeys runs jobs the same and signs no receipts.
+//
 // # Pools
 //
 // Each Type names a Pool ("default" when empty). Workers serving different

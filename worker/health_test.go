@@ -274,6 +274,14 @@ func TestFullStorePausesWorker(t *testing.T) {
 			if code, body := h.readyz(t, w); code != http.StatusServiceUnavailable || !strings.Contains(body, tc.reason) {
 				t.Fatalf("readyz %d %s", code, body)
 			}
+			// Ready turns false as the pause begins; the consumer stops
+			// a moment later. Submitting in between let a loaded machine
+			// hand it one job, which then failed on the full store.
+			insp := asynq.NewInspectorFromRedisClient(h.rdb)
+			waitfor.True(t, 10*time.Second, func() bool {
+				srvs, err := insp.Servers()
+				return err == nil && len(srvs) == 0
+			})
 			ids := h.submitMany(t, 20)
 			h.assertStaysQueued(t, w, ids)
 			if err := os.Remove(filler); err != nil {

@@ -77,7 +77,8 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer, type
 // BindFlags declares the worker process's flags on fs (config.Worker:
 // --redis-url, --data-dir, --results-dir or --results-url, --concurrency, --pools,
 // --log-format, --log-level, --metrics-addr, --task-check-interval,
-// --max-running-jobs, --retention, --types, --allow-example-passwords) and
+// --max-running-jobs, --retention, --types, --receipt-key-dir,
+// --allow-example-passwords) and
 // returns the process: after fs is parsed, run applies the environment to
 // the flags not given (CLAIMCHECK_<FLAG>, REDIS_URL), refuses to start
 // without a Redis URL or with users.acl's example passwords, adds the job
@@ -116,12 +117,17 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 	if len(types) == 0 {
 		return errors.New("no job types to serve: pass Go types to worker.Main, or a --types FILE")
 	}
+	receiptKeys, err := LoadReceiptKeys(c.ReceiptKeys())
+	if err != nil {
+		return err
+	}
 	r, err := config.OpenRedis(ctx, c.RedisURL)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	w, err := New(Config{
+		ReceiptKeys:       receiptKeys,
 		ResultsURL:        c.Results(),
 		Concurrency:       c.Concurrency,
 		Pools:             c.Pools,
@@ -141,6 +147,7 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 		return err
 	}
 	defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
+	go watchReceiptKeys(ctx, r.Client, c.ReceiptKeys(), receiptKeys, logger)
 	logger.Info("worker running", "types", typeNames(types))
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client)) // once per process; a second call changes nothing
 	if c.MetricsAddr == "" {

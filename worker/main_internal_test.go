@@ -64,7 +64,7 @@ func TestMainServesUntilCancelled(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
-		done <- mainArgs(ctx, []string{"/usr/bin/echoer", "--results-dir", dir, "--metrics-addr", "127.0.0.1:0", "--concurrency", "1"}, &stdout, &stderr, []Type{echoType})
+		done <- mainArgs(ctx, []string{"/usr/bin/echoer", "--results-dir", dir, "--data-dir", dir, "--metrics-addr", "127.0.0.1:0", "--concurrency", "1"}, &stdout, &stderr, []Type{echoType})
 	}()
 	addrRE := regexp.MustCompile(`"msg":"worker metrics listening","addr":"([^"]+)"`)
 	waitfor.True(t, 10*time.Second, func() bool { return addrRE.MatchString(stderr.String()) })
@@ -159,7 +159,7 @@ func TestMainRefuses(t *testing.T) {
 			}
 			defer cancel()
 			var stdout, stderr lockedBuffer
-			code := mainArgs(ctx, append([]string{"/bin/echoer", "--results-dir", t.TempDir()}, tc.args...), &stdout, &stderr, tc.types)
+			code := mainArgs(ctx, append([]string{"/bin/echoer", "--results-dir", t.TempDir(), "--data-dir", t.TempDir()}, tc.args...), &stdout, &stderr, tc.types)
 			msg := stderr.String()
 			if code != 1 || !strings.HasPrefix(msg, "echoer: ") || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
 				t.Fatalf("exit %d, stderr %q; want 1 and one line with %q", code, msg, tc.want)

@@ -22,6 +22,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/redisconn"
 	"github.com/claimcheck/claimcheck/internal/registry"
+	"github.com/claimcheck/claimcheck/tokens"
 )
 
 // Config tunes a worker. Zero values take the defaults in parentheses.
@@ -99,6 +100,11 @@ type Config struct {
 	// it moves, not by the clock of the worker that wrote it
 	// (reconciler.go).
 	ReconcileInterval time.Duration
+	// ReceiptKeys, when set, are the worker fleet's receipt signing keys:
+	// every job this worker runs to success gets a signed result receipt
+	// (receipt.go), and Start publishes the keys' public halves. Nil: no
+	// receipts. A worker holds no other process's keys.
+	ReceiptKeys *tokens.KeySet
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
 }
@@ -208,6 +214,10 @@ type Server struct {
 	insp *asynq.Inspector
 	// announcer keeps the worker's types in the live registry (announce.go).
 	announcer *registry.Announcer
+	// receipts signs result receipts; nil without Config.ReceiptKeys
+	// (receipt.go). rdb is where their keys are published.
+	receipts *tokens.ReceiptMinter
+	rdb      redis.UniversalClient
 	// pools are the pools whose queues the worker listens to.
 	pools []string
 	// stopping is set by Shutdown: from then on an attempt whose context is
@@ -263,7 +273,10 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
-		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now}
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, rdb: rdb}
+	if err := s.newReceipts(); err != nil {
+		return nil, err
+	}
 	s.watchRedis(rdb)
 	specs := make([]jobs.TypeSpec, 0, len(types))
 	for _, t := range types {
@@ -331,6 +344,10 @@ func (s *Server) Start() error {
 	// Announced before the first job is taken, so the api knows the types
 	// a job of this worker could be submitted as.
 	if err := s.announce(); err != nil {
+		return err
+	}
+	if err := s.publishReceiptKeys(context.Background()); err != nil {
+		s.withdraw()
 		return err
 	}
 	s.watchStore() // may start paused: no task is taken before the store is usable
@@ -510,6 +527,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		s.moveForward(log, next)
 	}
 
+	facts := newAttemptFacts((&Task{input: p.Input}).Input(), time.Now())
 	// A result an earlier attempt stored but could not record (Redis was
 	// away; see recordSuccess) is the job's result: record it rather than
 	// run the job again.
@@ -520,7 +538,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 		bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer bcancel()
 		res := jobs.Result{ContentType: fin.ContentType, Size: fin.Size, SHA256: fin.SHA256}
-		return s.recordSuccess(bctx, log, typ.Name, p.Job, retried+1, res, !fin.Empty, slot, ended)
+		return s.recordSuccess(bctx, log, typ.Name, p.Job, retried+1, res, !fin.Empty, slot, ended, facts)
 	}
 
 	hctx, cancel := context.WithCancelCause(ctx)
@@ -592,7 +610,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 				return nil
 			}
 		}
-		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, attempt.MayHold, w, contentType, slot, ended)
+		return s.succeed(bctx, log, typ.Name, p.Job, retried+1, retried >= maxRetry, attempt.MayHold, w, contentType, slot, ended, facts)
 	}
 	if w != nil {
 		w.Abort()
@@ -756,7 +774,7 @@ var errResultNotStored = errors.New("result could not be stored")
 // records the job as succeeded. final says no retry is left: a result that
 // cannot be stored then fails the job instead of leaving it running.
 func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, final, mayHandBack bool, w *blob.Writer, contentType string,
-	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
+	slot *jobs.Slot, ended func([]jobs.Waiting), facts attemptFacts) error {
 	// Another run of this job (a task Asynq delivered twice while Redis was
 	// away) stored its result and is waiting to record it: that result is
 	// the job's, and replacing its bytes now would leave the record naming
@@ -767,7 +785,7 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 		}
 		log.Info("another run stored this job's result first; recording that one", "made_by_attempt", fin.Attempt)
 		res := jobs.Result{ContentType: fin.ContentType, Size: fin.Size, SHA256: fin.SHA256}
-		return s.recordSuccess(ctx, log, typeName, id, attempt, res, !fin.Empty, slot, ended)
+		return s.recordSuccess(ctx, log, typeName, id, attempt, res, !fin.Empty, slot, ended, facts)
 	}
 	var res jobs.Result
 	if w != nil {
@@ -793,7 +811,7 @@ func (s *Server) succeed(ctx context.Context, log *slog.Logger, typeName, id str
 			return errResultNotStored
 		}
 	}
-	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended)
+	return s.recordSuccess(ctx, log, typeName, id, attempt, res, w != nil, slot, ended, facts)
 }
 
 // superseded reports whether job id has moved on without attempt: it has
@@ -865,11 +883,11 @@ func (s *Server) handBack(ctx context.Context, log *slog.Logger, id string, atte
 // for lost. If the worker stops first, whoever runs the job next finds the
 // note and records the result instead of running the job again (process).
 func (s *Server) recordSuccess(ctx context.Context, log *slog.Logger, typeName, id string, attempt int, res jobs.Result, stored bool,
-	slot *jobs.Slot, ended func([]jobs.Waiting)) error {
+	slot *jobs.Slot, ended func([]jobs.Waiting), facts attemptFacts) error {
 	var st jobs.State
 	var next []jobs.Waiting
 	write := func(ctx context.Context) (err error) {
-		st, next, err = s.store.SucceedReleasing(ctx, id, attempt, res, s.cfg.Retention, slot)
+		st, next, err = s.storeSuccess(ctx, typeName, id, attempt, res, slot, facts)
 		return err
 	}
 	err := write(ctx)

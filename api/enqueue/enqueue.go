@@ -7,6 +7,14 @@
 // Submitting is safe to retry: with an Idempotency-Key the same key, user
 // and body give the same job and a single enqueue.
 //
+// A job's webhook is checked before anything is written: its shape
+// (webhook.Spec.Normalize), then where it leads (webhook.Guard.CheckURL,
+// the host resolved within WebhookResolveTimeout). A refusal is a 422 at
+// /webhook/url or /webhook/events with nothing stored, except that a retry
+// of an accepted body under its Idempotency-Key gets its job. The record
+// keeps the normalized spec; no answer shows the URL, the 202 shows its
+// events.
+//
 // # Submission is all-or-nothing
 //
 // A job is created in these steps (package jobs says how each is one
@@ -64,6 +72,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -80,6 +89,8 @@ import (
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
+	"github.com/claimcheck/claimcheck/internal/registry"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
 )
 
@@ -159,8 +170,17 @@ type Config struct {
 	// submissions atomically with the job's creation (jobs.NewJob.OwnerGate);
 	// nil means no such check.
 	OwnerGate func(user string) string
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// Webhooks checks where a submitted webhook's URL leads (nil: a zero
+	// webhook.Guard, which refuses every non-public address; an operator's
+	// --webhook-allow-private sets AllowPrivate). The deliverer dials
+	// through a Guard with the same setting.
+	Webhooks *webhook.Guard
+	// WebhookResolveTimeout bounds the lookup of a webhook URL's host, so a
+	// slow DNS cannot hold a submission (2s). A lookup that runs out is a
+	// host that does not resolve.
+	WebhookResolveTimeout time.Duration
+	Now                   func() time.Time
+	Logger                *slog.Logger
 }
 
 // EnvelopeBytes is what a job request may add to its input (type, options,
@@ -192,6 +212,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBody
 	}
+	if cfg.Webhooks == nil {
+		cfg.Webhooks = &webhook.Guard{}
+	}
+	if cfg.WebhookResolveTimeout <= 0 {
+		cfg.WebhookResolveTimeout = 2 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -220,20 +246,26 @@ func (s *Service) jwks(c *gin.Context) {
 }
 
 // jobType is one entry of GET /v1/job-types: the spec as the api enforces
-// it, and how many workers serve it now.
+// it, how many workers serve it now, and its spec digest.
 type jobType struct {
 	jobs.TypeSpec
 	Workers int
 }
 
-// MarshalJSON adds workers to the spec's own fields (an embedded
-// MarshalJSON would otherwise be the whole answer).
+// MarshalJSON adds workers and spec_digest to the spec's own fields (an
+// embedded MarshalJSON would otherwise be the whole answer). The digest is
+// the registry's (registry.Digest), the one workers announce and a result
+// receipt's spec claim names, so a receipt can be compared with this list.
 func (t jobType) MarshalJSON() ([]byte, error) {
 	b, err := json.Marshal(t.TypeSpec)
 	if err != nil || len(b) < 2 {
 		return b, err
 	}
-	return append(b[:len(b)-1], fmt.Sprintf(`,"workers":%d}`, t.Workers)...), nil
+	digest, err := registry.Digest(t.TypeSpec)
+	if err != nil {
+		return nil, err
+	}
+	return append(b[:len(b)-1], fmt.Sprintf(`,"workers":%d,"spec_digest":%q}`, t.Workers, digest)...), nil
 }
 
 func (s *Service) jobTypes(c *gin.Context) {
@@ -273,6 +305,10 @@ type SubmitRequest struct {
 	Priority string `json:"priority,omitempty"`
 	// MaxRetry lowers the type's retry budget (it cannot raise it).
 	MaxRetry *int `json:"max_retry,omitempty"`
+	// Webhook subscribes a URL to the job's events (package webhook). Its
+	// URL must lead to a public address unless the operator allows private
+	// ones; it is stored with the job and never shown again.
+	Webhook *webhook.Spec `json:"webhook,omitempty"`
 }
 
 // SubmitResponse is the 202 body.
@@ -284,6 +320,16 @@ type SubmitResponse struct {
 	Token          string     `json:"token"`
 	TokenExpiresAt time.Time  `json:"token_expires_at"`
 	Links          Links      `json:"links"`
+	// Webhook, for a job with one, shows the events it is subscribed to
+	// after normalization (defaults, order). Never its URL: a receiver's
+	// URL often carries its secret, and the 202 is logged and cached by
+	// clients and proxies more freely than the request.
+	Webhook *WebhookSummary `json:"webhook,omitempty"`
+}
+
+// WebhookSummary is what a response says of a job's webhook.
+type WebhookSummary struct {
+	Events []string `json:"events"`
 }
 
 // Links point at the progress service.
@@ -347,6 +393,16 @@ func (s *Service) submit(c *gin.Context) {
 		problem.Abort(c, problem.BadRequest("Idempotency-Key is longer than 255 characters"))
 		return
 	}
+	sum := sha256.Sum256(body)
+	bodyHash := hex.EncodeToString(sum[:])
+	// Where the webhook leads is checked last before anything is written:
+	// it is the one check that waits on the network.
+	if plan.webhook != nil {
+		if err := s.checkWebhook(c, plan.webhook.URL); err != nil && !s.acceptedBefore(c, p.UserID, idemKey, bodyHash) {
+			problem.Abort(c, err)
+			return
+		}
+	}
 	now := s.cfg.Now()
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -354,11 +410,11 @@ func (s *Service) submit(c *gin.Context) {
 		return
 	}
 	deadline, tokenExp := s.lifetimes(now, plan.maxRetry, plan.timeout)
-	sum := sha256.Sum256(body)
 	nj := jobs.NewJob{
 		ID: id.String(), Type: spec.Name, Owner: p.UserID, Queue: plan.queue,
 		MaxRetry: plan.maxRetry, Timeout: plan.timeout, TTL: tokenExp.Sub(now),
-		IdempotencyKey: idemKey, BodyHash: hex.EncodeToString(sum[:]), MaxActive: s.cfg.MaxActiveJobs,
+		IdempotencyKey: idemKey, BodyHash: bodyHash, MaxActive: s.cfg.MaxActiveJobs,
+		Webhook: plan.webhook,
 	}
 	if s.cfg.OwnerGate != nil {
 		nj.OwnerGate = s.cfg.OwnerGate(p.UserID)
@@ -489,6 +545,7 @@ type plan struct {
 	queue    string // the Asynq queue: the class in the type's pool
 	timeout  time.Duration
 	maxRetry int
+	webhook  *webhook.Spec // normalized; nil: none
 }
 
 // plan resolves a request's type, queue, timeout and retries. cat is the
@@ -553,7 +610,82 @@ func (s *Service) plan(ctx context.Context, cat *jobs.Catalog, req SubmitRequest
 		}
 		pl.maxRetry = *req.MaxRetry
 	}
+	if req.Webhook != nil {
+		wh, err := req.Webhook.Normalize()
+		if err != nil {
+			// Normalize words its errors "url …" or "events: …".
+			msg := err.Error()
+			if rest, ok := strings.CutPrefix(msg, "events: "); ok {
+				return spec, pl, webhookInvalid("events", rest)
+			}
+			return spec, pl, webhookInvalid("url", strings.TrimPrefix(msg, "url "))
+		}
+		pl.webhook = &wh
+	}
 	return spec, pl, nil
+}
+
+// checkWebhook resolves a webhook URL's host, bounded by
+// WebhookResolveTimeout, and refuses it (422 at /webhook/url) if it leads
+// somewhere webhooks may not go or does not resolve.
+func (s *Service) checkWebhook(ctx context.Context, rawURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WebhookResolveTimeout)
+	defer cancel()
+	err := s.cfg.Webhooks.CheckURL(ctx, rawURL)
+	if err == nil {
+		return nil
+	}
+	const allow = "; the operator can allow private webhook addresses with --webhook-allow-private"
+	var p *problem.Problem
+	refused, isRefused := errors.AsType[*webhook.RefusedError](err)
+	switch {
+	case isRefused && refused.Addr.IsValid():
+		// The address is the client's own, from its DNS or its literal:
+		// naming it says why without revealing anything new.
+		kind := article(refused.Reason) + " " + refused.Reason + " address"
+		if u, perr := url.Parse(rawURL); perr == nil && u.Hostname() == refused.Addr.String() {
+			p = webhookInvalid("url", "is "+kind+allow)
+		} else {
+			p = webhookInvalid("url", fmt.Sprintf("resolves to %s (%s)%s", kind, refused.Addr, allow))
+		}
+	case errors.Is(err, webhook.ErrNotResolved):
+		p = webhookInvalid("url", "does not resolve (no address, or the lookup failed or took too long)")
+	case isRefused:
+		p = webhookInvalid("url", refused.Reason)
+	default:
+		p = webhookInvalid("url", "is not a valid URL")
+	}
+	p.Err = err
+	return p
+}
+
+// acceptedBefore reports whether this very body was submitted under this
+// Idempotency-Key before, so Create will answer for that job instead of
+// making one. A retry must get its job even when its webhook URL would be
+// refused now (its DNS changed or failed): a 422 would tell the client
+// nothing was accepted while the job runs. The URL is the same as when the
+// first submission checked it, and delivery checks every connection
+// anyway. A claim that cannot be read counts as none: the 422 stands.
+func (s *Service) acceptedBefore(ctx context.Context, owner, idemKey, bodyHash string) bool {
+	if idemKey == "" {
+		return false
+	}
+	_, hash, err := s.cfg.Store.IdempotencyClaim(ctx, owner, idemKey)
+	return err == nil && hash != "" && hash == bodyHash
+}
+
+// webhookInvalid is the 422 for one bad member of the webhook object, named
+// as problem.Invalid names a field ("webhook.url: …", pointer /webhook/url).
+func webhookInvalid(member, detail string) *problem.Problem {
+	return problem.New(http.StatusUnprocessableEntity, "invalid-request", "Invalid request", "webhook."+member+": "+detail).
+		With("errors", []jobs.FieldError{{Pointer: "/webhook/" + member, Detail: detail}})
+}
+
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // enqueue puts the job on Asynq. The job id is the TaskID, so enqueueing the
@@ -658,9 +790,13 @@ func (s *Service) accepted(c *gin.Context, p *identity.Principal, job *jobs.Job,
 	if replayed {
 		c.Header("Idempotent-Replayed", "true")
 	}
-	c.JSON(http.StatusAccepted, SubmitResponse{
+	resp := SubmitResponse{
 		ID: job.ID, Type: job.Type, State: job.State, CreatedAt: job.CreatedAt,
 		Token: tok, TokenExpiresAt: claims.Expires(),
 		Links: links,
-	})
+	}
+	if job.Webhook != nil {
+		resp.Webhook = &WebhookSummary{Events: job.Webhook.Events}
+	}
+	c.JSON(http.StatusAccepted, resp)
 }

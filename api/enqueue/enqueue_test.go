@@ -49,7 +49,9 @@ func newFixtureFor(tb testing.TB, rdb redis.UniversalClient) *fixture {
 	return newFixtureWith(tb, rdb, nil, false)
 }
 
-func newFixtureWith(tb testing.TB, rdb redis.UniversalClient, enq enqueue.Enqueuer, autopipeline bool) *fixture {
+// newFixtureWith builds the service on rdb; each of opts may change its
+// Config before it is made.
+func newFixtureWith(tb testing.TB, rdb redis.UniversalClient, enq enqueue.Enqueuer, autopipeline bool, opts ...func(*enqueue.Config)) *fixture {
 	tb.Helper()
 	var cmds redis.Cmdable = rdb
 	if autopipeline {
@@ -84,10 +86,14 @@ func newFixtureWith(tb testing.TB, rdb redis.UniversalClient, enq enqueue.Enqueu
 	}
 	apiKeys := newCredentials(cmds)
 	apiKey := apiKeys.issue(tb, identity.KeySpec{User: "ann"})
-	svc, err := enqueue.New(enqueue.Config{
+	cfg := enqueue.Config{
 		Catalog: enqueue.FixedCatalog(catalog), Store: jobs.NewStore(cmds, nil), Enqueuer: enq, Auth: apiKeys,
 		Minter: &tokens.Minter{Keys: keys}, JWKS: keys.JWKS, Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	svc, err := enqueue.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

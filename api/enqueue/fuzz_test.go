@@ -2,14 +2,18 @@ package enqueue_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/claimcheck/claimcheck/internal/jobs"
+	"github.com/claimcheck/claimcheck/internal/redistest"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 )
 
 // fuzzSchemas are the fixture's types' schemas, compiled here on their own
@@ -25,14 +29,16 @@ var fuzzSchemas = map[string]string{
 // panic and no 5xx; every refusal is problem+json, 400, 413 or 422, and a 422
 // for the input points into it (/input…); every 202's input is within the
 // default input limits and valid under its type's schema as the library
-// itself judges it. Plain `go test` runs the seeds here and in
+// itself judges it, and every 202's webhook passes webhook.Guard (with a DNS
+// that never answers, only public literals and hosts-file names can). A 422
+// about the webhook points into it (/webhook/…). Plain `go test` runs the seeds here and in
 // testdata/fuzz/FuzzJobRequest; explore further with
 //
 //	go test -run '^$' -fuzz FuzzJobRequest -fuzztime 60s -parallel 1 ./api/enqueue/
 //
 // (each accepted body is a job in the package's Redis, so keep runs short).
 func FuzzJobRequest(f *testing.F) {
-	fx := newFixture(f, nil)
+	fx := newFixtureWith(f, redistest.Client(f), nil, false, withWebhooks(&webhook.Guard{Resolver: stalledDNS}))
 	schemas := map[string]*jsonschema.Schema{}
 	for name, text := range fuzzSchemas {
 		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
@@ -61,6 +67,16 @@ func FuzzJobRequest(f *testing.F) {
 		`{"type":"echo","input":[1]} {}`,
 		`{"type":"nope"}`,
 		`{"type":"echo","input":"\ud800"}`,
+		`{"type":"echo","webhook":{"url":"https://93.184.215.14/h","events":["log","log"]}}`,
+		`{"type":"echo","webhook":{"url":"http://[::ffff:7f00:1]/"}}`,
+		`{"type":"echo","webhook":{"url":"http://[64:ff9b::a9fe:a9fe]/"}}`,
+		`{"type":"echo","webhook":{"url":"http://0x7f.1/"}}`,
+		`{"type":"echo","webhook":{"url":"http://2130706433/"}}`,
+		`{"type":"echo","webhook":{"url":"http://[fe80::1%25eth0]/"}}`,
+		`{"type":"echo","webhook":{"url":"https://localhost./"}}`,
+		`{"type":"echo","webhook":{"url":"javascript:alert(1)"}}`,
+		`{"type":"echo","webhook":{}}`,
+		`{"type":"echo","webhook":null}`,
 		``,
 	} {
 		f.Add(seed)
@@ -69,11 +85,22 @@ func FuzzJobRequest(f *testing.F) {
 		rec := fx.post(body)
 		if rec.Code == http.StatusAccepted {
 			var req struct {
-				Type  string          `json:"type"`
-				Input json.RawMessage `json:"input"`
+				Type    string          `json:"type"`
+				Input   json.RawMessage `json:"input"`
+				Webhook *webhook.Spec   `json:"webhook"`
 			}
 			if err := json.Unmarshal([]byte(body), &req); err != nil {
 				t.Fatalf("accepted a body that does not decode: %v", err)
+			}
+			if req.Webhook != nil {
+				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+				defer cancel()
+				if err := (&webhook.Guard{Resolver: stalledDNS}).CheckURL(ctx, req.Webhook.URL); err != nil {
+					t.Fatalf("accepted a webhook the guard refuses: %v", err)
+				}
+				if strings.Contains(rec.Body.String(), req.Webhook.URL) {
+					t.Fatalf("the 202 echoes the webhook URL: %s", rec.Body)
+				}
 			}
 			in := req.Input
 			if len(bytes.TrimSpace(in)) == 0 {
@@ -98,6 +125,13 @@ func FuzzJobRequest(f *testing.F) {
 		switch rec.Code {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		case http.StatusUnprocessableEntity:
+			if p.Type == "urn:claimcheck:problem:invalid-request" && strings.Contains(p.Detail, "webhook") {
+				for _, e := range p.Errors {
+					if !strings.HasPrefix(e.Pointer, "/webhook/") || e.Detail == "" {
+						t.Fatalf("webhook error %+v does not point into the webhook", e)
+					}
+				}
+			}
 			if p.Type != "urn:claimcheck:problem:invalid-input" {
 				break
 			}

@@ -419,6 +419,7 @@ func TestProgressRoute(t *testing.T) {
 		{"POST", "/v1/jobs/019a/cancel", true},
 		{"GET", "/v1/jobs/019a/result", true},
 		{"POST", "/v1/jobs/019a/links", true},
+		{"GET", "/v1/jobs/019a/receipt", true},
 		{"GET", "/v1/results/019a", true},
 		{"GET", "/v1/jobs", false},
 		{"POST", "/v1/jobs", false},

@@ -150,7 +150,7 @@ func ProgressRoute(method, path string) bool {
 		return method == http.MethodGet || method == http.MethodHead
 	}
 	switch sub {
-	case "events", "logs", "cancel", "result", "links":
+	case "events", "logs", "cancel", "result", "links", "receipt":
 		return true
 	}
 	return false

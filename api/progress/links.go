@@ -26,12 +26,34 @@ type LinkRequest struct {
 	// record: a longer lifetime is shortened to fit, and the response's
 	// expires_at says when the link really ends.
 	ExpiresIn string `json:"expires_in,omitempty"`
+	// Once makes a one-time link: every byte of the result is served at
+	// most once through it, and of concurrent downloads exactly one gets
+	// it. The first GET claims the link and streams from the start (or
+	// from N, for Range: bytes=N-); meanwhile every other request is 409
+	// link-in-use. A download that reaches the end uses the link up: 410
+	// link-used from then on. One that stops short after serving bytes up
+	// to offset N (the count the server handed to the connection, which a
+	// client that lost bytes in flight may not have) can be resumed for
+	// ResumeWindow (60 s) after it stopped, only with Range: bytes=N- (or
+	// none, for N = 0); anything else meanwhile is 409 link-interrupted,
+	// and after the window the link is used up. A server that dies mid-download leaves
+	// the link interrupted once its lease (15 s) lapses, at an offset up
+	// to 1 MiB past what it wrote. A one-time link takes no other Range
+	// (416 link-range), ignores conditional headers but If-Range, and is
+	// always served by this service, never redirected to the results
+	// store (a signed URL could be fetched again). HEAD answers what a GET
+	// with the same headers would (200/206 with the headers, or the
+	// 409/410) and changes nothing. Revoking the job's tokens kills the
+	// link as any other.
+	Once bool `json:"once,omitempty"`
 }
 
 // LinkResponse is the 201 body.
 type LinkResponse struct {
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Once echoes a one-time link's request.
+	Once bool `json:"once,omitempty"`
 }
 
 // createLink serves POST /v1/jobs/{id}/links: a URL that downloads the
@@ -89,7 +111,9 @@ func (s *Service) createLink(c *gin.Context) {
 			notAfter = rec
 		}
 	}
-	tok, claims, err := s.cfg.Links.MintLinkUntil(j.ID, j.TokenEpoch, req.Filename, req.Disposition, ttl, notAfter)
+	tok, claims, err := s.cfg.Links.Mint(j.ID, j.TokenEpoch, tokens.LinkOptions{
+		Filename: req.Filename, Disposition: req.Disposition, TTL: ttl, NotAfter: notAfter, Once: req.Once,
+	})
 	if err != nil {
 		problem.Abort(c, err)
 		return
@@ -98,12 +122,14 @@ func (s *Service) createLink(c *gin.Context) {
 	c.JSON(http.StatusCreated, LinkResponse{
 		URL:       s.cfg.PublicURL + "/v1/results/" + url.PathEscape(j.ID) + "?sig=" + url.QueryEscape(tok),
 		ExpiresAt: claims.Expires(),
+		Once:      claims.Once,
 	})
 }
 
 // download serves GET /v1/results/{id}?sig=<link token>. The link alone
 // authorises it; the response must not leak the URL onwards (no-referrer)
-// or linger in shared caches (private).
+// or linger in shared caches (private). A one-time link is checked the
+// same way, revocation first, and then served by downloadOnce.
 func (s *Service) download(c *gin.Context) {
 	c.Header("Referrer-Policy", "no-referrer")
 	sig := c.Query("sig")
@@ -124,6 +150,10 @@ func (s *Service) download(c *gin.Context) {
 	j, err := s.succeeded(c)
 	if err != nil {
 		problem.Abort(c, err)
+		return
+	}
+	if claims.Once {
+		s.downloadOnce(c, j, claims)
 		return
 	}
 	s.serveResult(c, j, claims.Disposition, claims.Filename, "private, no-store", claims.Expires())

@@ -9,7 +9,9 @@
 // learns nothing about job B, not even whether it exists. Event streams and
 // waiting long-polls take a slot under the stream caps (429) before reading
 // the job, and end at their token's exp; nothing this service hands out (a
-// download link) outlives the token that asked for it.
+// download link) outlives the token that asked for it. A one-time link is
+// served at most once per byte, under a claim kept in the job's Redis slot
+// (once.go; the state machine is in package jobs, links.go).
 package progress
 
 import (
@@ -82,6 +84,9 @@ type Service struct {
 	records  *recordCache
 	logCache *logCache
 	caps     *streamCaps
+	// renewEvery is how often a one-time link's transfer renews its
+	// lease (onceRenew; tests shorten it).
+	renewEvery time.Duration
 }
 
 // New validates cfg and returns the service.
@@ -110,7 +115,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat)}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
@@ -144,6 +149,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)
+	r.GET("/v1/jobs/:id/receipt", s.authorize(tokens.ScopeJobResult), s.receipt)
 	r.GET("/v1/results/:id", s.download)
 	r.HEAD("/v1/results/:id", s.download)
 }

@@ -42,7 +42,7 @@ underscores (CLAIMCHECK_DATA_DIR), and REDIS_URL for --redis-url.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newGateway(), newHealthcheck(), newSubmit(), newJobs(), newKeys(), newAPIKeys(), newUsers(), newToken())
+	root.AddCommand(newDev(), newAPI(), newWorker(), newProgress(), newGateway(), newHealthcheck(), newSubmit(), newJobs(), newReceipt(), newKeys(), newAPIKeys(), newUsers(), newToken())
 	return root
 }
 

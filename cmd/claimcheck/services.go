@@ -54,6 +54,7 @@ data dir on first run and prints the URL and a ready-to-use API key.`,
 	cmd.Flags().DurationVar(&c.cfg.Worker.TaskCheckInterval, "task-check-interval", 0, "how often an idle worker polls for tasks (default 10ms)")
 	bindPriority(cmd.Flags(), &c.cfg)
 	bindRunningCap(cmd.Flags(), &c.cfg)
+	config.BindWebhookAllowPrivate(cmd.Flags(), &c.cfg.WebhookAllowPrivate)
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
@@ -94,8 +95,9 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 	}
 	defer dev.Progress.Close()
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client))
+	dirs := map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}
 	go app.WatchRevocations(ctx, cfg, r.Client, dev.Gateway,
-		app.ReloadKeys(ctx, cfg, map[string]*tokens.KeySet{cfg.JobKeyDir: keys, cfg.GatewayKeyDir: dev.GatewayKeys}), nil)
+		app.AndReceiptKeys(app.ReloadKeys(ctx, cfg, dirs), cfg, r.Client, w.ReceiptKeys()), nil)
 	return app.ServeWithOps(ctx, cfg, r.Client, dev.Handler, func(addr string) {
 		url := "http://" + addr
 		fmt.Fprintln(out, "claimcheck dev: api, worker, progress, gateway exchange and web UI on one port")
@@ -228,6 +230,7 @@ func newAPI() *cobra.Command {
 	cmd.Flags().StringVar(&c.cfg.ProgressURL, "progress-url", "", "public base URL of the progress service, for links and Location (default: same origin)")
 	cmd.Flags().StringVar(&c.cfg.JobKeyDir, "key-dir", "", "job-token signing keys (default DATA_DIR/keys/jobs)")
 	bindPriority(cmd.Flags(), &c.cfg)
+	config.BindWebhookAllowPrivate(cmd.Flags(), &c.cfg.WebhookAllowPrivate)
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }

@@ -44,7 +44,8 @@ func (r *remote) client(cmd *cobra.Command) (*client.Client, error) {
 
 func newSubmit() *cobra.Command {
 	var r remote
-	var input, out string
+	var input, out, webhookURL string
+	var webhookEvents []string
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "submit TYPE",
@@ -53,7 +54,8 @@ func newSubmit() *cobra.Command {
 With --wait it follows the job (a progress bar on a terminal, plain lines
 otherwise) and fails if the job does; --out FILE also downloads the result.`,
 		Example: `  claimcheck submit primes --input '{"n":10000000}' --wait
-  claimcheck submit mandelbrot --input '{"width":1280,"height":960}' --out fractal.png`,
+  claimcheck submit mandelbrot --input '{"width":1280,"height":960}' --out fractal.png
+  claimcheck submit primes --input '{"n":1000}' --webhook https://hooks.example.org/cc --webhook-events started,completed`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := r.client(cmd)
@@ -63,13 +65,23 @@ otherwise) and fails if the job does; --out FILE also downloads the result.`,
 			if !json.Valid([]byte(input)) {
 				return fmt.Errorf("--input is not JSON: %s", input)
 			}
+			req := client.SubmitRequest{Type: args[0], Input: json.RawMessage(input)}
+			switch {
+			case webhookURL != "":
+				req.Webhook = &client.Webhook{URL: webhookURL, Events: webhookEvents}
+			case len(webhookEvents) > 0:
+				return errors.New("--webhook-events needs --webhook URL")
+			}
 			ctx := cmd.Context()
-			sub, err := c.Submit(ctx, client.SubmitRequest{Type: args[0], Input: json.RawMessage(input)})
+			sub, err := c.Submit(ctx, req)
 			if err != nil {
 				return err
 			}
 			stdout := cmd.OutOrStdout()
 			fmt.Fprintf(stdout, "job   %s\ntoken %s\n", sub.ID, sub.Token)
+			if sub.Webhook != nil {
+				fmt.Fprintf(stdout, "webhook %s\n", strings.Join(sub.Webhook.Events, ","))
+			}
 			if !wait && out == "" {
 				return nil
 			}
@@ -111,6 +123,8 @@ otherwise) and fails if the job does; --out FILE also downloads the result.`,
 	cmd.Flags().StringVar(&input, "input", "{}", "the job's input, JSON")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
 	cmd.Flags().StringVar(&out, "out", "", "download the result to this file (implies --wait)")
+	cmd.Flags().StringVar(&webhookURL, "webhook", "", "POST the job's events to this http(s) `URL` (it must lead to a public address unless the server's operator allows private ones)")
+	cmd.Flags().StringSliceVar(&webhookEvents, "webhook-events", nil, "the `events` the webhook gets, comma-separated: started, progress, log, completed (default completed)")
 	config.AnnotateEnv(cmd.Flags())
 	return cmd
 }
@@ -144,7 +158,7 @@ func progressBar(f *os.File) func(*client.Job) {
 
 func newJobs() *cobra.Command {
 	var r remote
-	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get, cancel or read the log of one with its job token"}
+	cmd := &cobra.Command{Use: "jobs", Short: "List your jobs, or get, cancel, read the log of or download the receipt of one with its job token"}
 	r.bind(cmd.PersistentFlags())
 	config.AnnotateEnv(cmd.PersistentFlags())
 	var state string
@@ -260,11 +274,12 @@ the job succeeded.`,
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing lines as the job writes them, until it ends")
 	logs.Flags().BoolVar(&timestamps, "timestamps", false, "start each line with the time it was written (RFC 3339, UTC)")
-	for _, sub := range []*cobra.Command{get, cancel, logs} {
+	receipt := newJobsReceipt(&r, &token)
+	for _, sub := range []*cobra.Command{get, cancel, logs, receipt} {
 		sub.Flags().StringVar(&token, "token", "", "the job's token")
 		_ = sub.MarkFlagRequired("token")
 		config.AnnotateEnv(sub.Flags())
 	}
-	cmd.AddCommand(list, get, cancel, logs)
+	cmd.AddCommand(list, get, cancel, logs, receipt)
 	return cmd
 }

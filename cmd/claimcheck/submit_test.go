@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/claimcheck/claimcheck/app"
 	"github.com/claimcheck/claimcheck/app/devstack"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 )
@@ -61,5 +62,29 @@ func TestSubmitAndJobsCommands(t *testing.T) {
 	}
 	if _, err := run(t, ctx, "", "submit", "nope", "--api-key", key); err == nil || !strings.Contains(err.Error(), "Unknown job type") {
 		t.Fatalf("unknown type: %v", err)
+	}
+}
+
+// TestSubmitWebhook: --webhook and --webhook-events reach the api, which
+// refuses a loopback URL unless its operator allows private addresses, and
+// the command prints the subscribed events (never the URL).
+func TestSubmitWebhook(t *testing.T) {
+	ctx := context.Background()
+	url, key := devServer(t)
+	_, err := run(t, ctx, "", "submit", "sleep", "--url", url, "--api-key", key, "--webhook", "http://127.0.0.1:9/hook")
+	if err == nil || !strings.Contains(err.Error(), "422") || !strings.Contains(err.Error(), "webhook.url: is a loopback address") ||
+		!strings.Contains(err.Error(), "--webhook-allow-private") {
+		t.Fatalf("loopback webhook: %v", err)
+	}
+	if _, err := run(t, ctx, "", "submit", "sleep", "--url", url, "--api-key", key, "--webhook-events", "log"); err == nil ||
+		!strings.Contains(err.Error(), "--webhook-events needs --webhook") {
+		t.Fatalf("events without a URL: %v", err)
+	}
+
+	s := devstack.Start(t, redistest.Client(t), devstack.Options{Config: app.Config{WebhookAllowPrivate: true}})
+	printed, err := run(t, ctx, "", "submit", "sleep", "--url", s.URL, "--api-key", s.APIKey,
+		"--webhook", "http://127.0.0.1:9/hook-s3cr3t", "--webhook-events", "completed,started")
+	if err != nil || !strings.Contains(printed, "webhook started,completed\n") || strings.Contains(printed, "s3cr3t") {
+		t.Fatalf("allowed webhook: %v\n%s", err, printed)
 	}
 }

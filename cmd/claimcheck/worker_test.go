@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/claimcheck/claimcheck/worker"
@@ -44,6 +45,19 @@ func TestTypesFileRefusedAtStart(t *testing.T) {
 		_, err := run(t, ended, "", append(args, "--data-dir", t.TempDir(), "--log-level", "error", "--types", "/nonexistent/types.yaml")...)
 		if err == nil || !strings.Contains(err.Error(), "--types /nonexistent/types.yaml") {
 			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// TestWebhookAllowPrivateFlag: api, dev and worker each take
+// --webhook-allow-private (CLAIMCHECK_WEBHOOK_ALLOW_PRIVATE), off by
+// default: the api checks webhook URLs at submit, the worker at connect
+// time, and an operator must be able to set both the same way.
+func TestWebhookAllowPrivateFlag(t *testing.T) {
+	for name, cmd := range map[string]*cobra.Command{"api": newAPI(), "dev": newDev(), "worker": newWorker()} {
+		f := cmd.Flags().Lookup("webhook-allow-private")
+		if f == nil || f.DefValue != "false" || !strings.Contains(f.Usage, "[$CLAIMCHECK_WEBHOOK_ALLOW_PRIVATE]") {
+			t.Errorf("%s: --webhook-allow-private = %+v", name, f)
 		}
 	}
 }

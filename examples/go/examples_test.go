@@ -142,7 +142,7 @@ func TestHashchainExample(t *testing.T) {
 
 	t.Run("refuses to start without REDIS_URL", func(t *testing.T) {
 		var stderr syncBuffer
-		cmd := exec.Command(bin, "--results-dir", t.TempDir())
+		cmd := exec.Command(bin, "--results-dir", t.TempDir(), "--data-dir", t.TempDir())
 		cmd.Env = workerEnv()
 		cmd.Stderr = &stderr
 		err := cmd.Run()
@@ -161,7 +161,7 @@ func TestHashchainExample(t *testing.T) {
 	// only what workers announce.
 	stack := devstack.Start(t, rdb, devstack.Options{Config: app.Config{Types: []worker.Type{}}})
 	var stderr syncBuffer
-	proc := exec.Command(bin, "--results-dir", stack.Config.ResultsDir, "--concurrency", "2")
+	proc := exec.Command(bin, "--results-dir", stack.Config.ResultsDir, "--data-dir", stack.Config.DataDir, "--concurrency", "2")
 	proc.Env = workerEnv("REDIS_URL="+redistest.URL(), "CLAIMCHECK_LOG_LEVEL=info")
 	proc.Stderr = &stderr
 	if err := proc.Start(); err != nil {
@@ -261,7 +261,7 @@ func TestHashchainExample(t *testing.T) {
 		}
 
 		var stderr2 syncBuffer
-		next := exec.Command(bin, "--results-dir", stack.Config.ResultsDir)
+		next := exec.Command(bin, "--results-dir", stack.Config.ResultsDir, "--data-dir", stack.Config.DataDir)
 		next.Env = workerEnv("REDIS_URL="+redistest.URL(), "CLAIMCHECK_LOG_LEVEL=info")
 		next.Stderr = &stderr2
 		if err := next.Start(); err != nil {

@@ -112,7 +112,7 @@ func TestWorkerFlags(t *testing.T) {
 	w.Bind(fs)
 	var names []string
 	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types"
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,receipt-key-dir,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types,webhook-allow-private"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("flags\n got %s\nwant %s", got, want)
 	}
@@ -122,6 +122,7 @@ func TestWorkerFlags(t *testing.T) {
 	t.Setenv("CLAIMCHECK_POOLS", "gpu, ,cpu")
 	t.Setenv("CLAIMCHECK_DATA_DIR", "/srv/cc")
 	t.Setenv("CLAIMCHECK_LOG_LEVEL", "debug")
+	t.Setenv("CLAIMCHECK_WEBHOOK_ALLOW_PRIVATE", "true")
 	c, fs := parse(t, "--concurrency", "3", "--max-running-jobs", "0", "--task-check-interval", "50ms", "--types", "t.yaml")
 	var logs bytes.Buffer
 	logger, err := c.Load(fs, &logs)
@@ -129,7 +130,8 @@ func TestWorkerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.RedisURL != "redis://from-env:1/0" || c.Concurrency != 3 || c.MaxRunningJobs != -1 ||
-		c.TaskCheckInterval != 50*time.Millisecond || c.TypesFile != "t.yaml" || c.Retention != 24*time.Hour {
+		c.TaskCheckInterval != 50*time.Millisecond || c.TypesFile != "t.yaml" || c.Retention != 24*time.Hour ||
+		!c.WebhookAllowPrivate {
 		t.Errorf("loaded %+v", *c)
 	}
 	if strings.Join(c.Pools, "|") != "gpu|cpu" {
@@ -145,7 +147,7 @@ func TestWorkerFlags(t *testing.T) {
 
 	// Defaults: the cap is DefaultMaxRunningJobs, shown as such in help.
 	c, _ = parse(t, "--results-dir", "/r")
-	if c.MaxRunningJobs != config.DefaultMaxRunningJobs || c.Results() != "/r" || c.LogFormat != "json" {
+	if c.MaxRunningJobs != config.DefaultMaxRunningJobs || c.Results() != "/r" || c.LogFormat != "json" || c.WebhookAllowPrivate {
 		t.Errorf("defaults %+v", *c)
 	}
 	if f := fs.Lookup("max-running-jobs"); f.DefValue != "4" {
@@ -307,11 +309,25 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Client.Set(ctx, "before", "1", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := r.Client.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
-		t.Fatalf("replica acknowledged %d (%v)", n, err)
+	// The write and its WAIT go on one connection (a pipeline): WAIT
+	// counts the replicas that have this connection's writes. Under load
+	// the replica may still be syncing, so the pair is sent again (WAIT
+	// itself blocks, so this is no busy loop) until one acknowledges.
+	ackDeadline := time.Now().Add(20 * time.Second)
+	for {
+		var wait *redis.Cmd
+		_, err := r.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "before", "1", 0)
+			wait = p.Do(ctx, "WAIT", 1, 1000)
+			return nil
+		})
+		n, _ := wait.Int()
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(ackDeadline) {
+			t.Fatalf("no replica acknowledged the write within 20 s: %d (%v)", n, err)
+		}
 	}
 	g.Master.Kill()
 	deadline := time.Now().Add(30 * time.Second)

@@ -69,6 +69,24 @@ type Worker struct {
 	// ResultsCheckInterval is how often the worker checks its results
 	// store (0: the worker's default, 5s).
 	ResultsCheckInterval time.Duration
+	// WebhookAllowPrivate lets webhooks be delivered to loopback, private,
+	// link-local and other non-public addresses (webhook.Guard.AllowPrivate;
+	// --webhook-allow-private). Give the api the same value: it checks at
+	// submit what the worker checks at connect time.
+	WebhookAllowPrivate bool
+	// ReceiptKeyDir holds the worker fleet's result-receipt signing keys
+	// (--receipt-key-dir; empty: DataDir/keys/workers, see ReceiptKeys),
+	// created on first use. It is the only key directory a worker reads.
+	ReceiptKeyDir string
+}
+
+// ReceiptKeys is the receipt key directory: ReceiptKeyDir, or
+// DataDir/keys/workers (app.Config.WorkerKeyDir's default too).
+func (w *Worker) ReceiptKeys() string {
+	if w.ReceiptKeyDir != "" {
+		return w.ReceiptKeyDir
+	}
+	return filepath.Join(w.DataDir, "keys", "workers")
 }
 
 // Bind declares the worker's flags on fs, with their defaults, into w.
@@ -92,6 +110,8 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.Var(&minFree{bytes: &w.ResultsMinFree, percent: &w.ResultsMinFreePercent}, "results-min-free",
 		"pause taking jobs while the results store has less free space than this: bytes (suffixes KiB, MiB, GiB, TiB) or a percentage of its file system (5%); 0: no floor")
 	fs.DurationVar(&w.ResultsCheckInterval, "results-check-interval", 0, "how often the results store is checked for writes and free space (default 5s)")
+	BindWebhookAllowPrivate(fs, &w.WebhookAllowPrivate)
+	fs.StringVar(&w.ReceiptKeyDir, "receipt-key-dir", "", "result-receipt signing keys, shared by every worker (default DATA_DIR/keys/workers; created on first use)")
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
 }
 
@@ -168,6 +188,16 @@ func BindMaxRunningJobs(fs *pflag.FlagSet, p *int) {
 	*p = DefaultMaxRunningJobs
 	fs.Var((*runningCap)(p), "max-running-jobs",
 		"each user's jobs running at once across the fleet; give every worker the same value (0 or less: no cap)")
+}
+
+// BindWebhookAllowPrivate declares --webhook-allow-private into p: the
+// operator's explicit allow of webhook URLs that lead to loopback, private,
+// link-local, CGNAT, cloud metadata and other non-public addresses
+// (webhook.Guard), refused by default at submit (api) and at connect time
+// (worker). The api and every worker need the same value.
+func BindWebhookAllowPrivate(fs *pflag.FlagSet, p *bool) {
+	fs.BoolVar(p, "webhook-allow-private", false,
+		"let webhook URLs lead to loopback, private, link-local and cloud-metadata addresses; anyone who can submit a job can then make this deployment send requests into its own network (tests and trusted setups only; give api and workers the same value)")
 }
 
 // runningCap reads --max-running-jobs, where 0 means no cap, into

@@ -51,6 +51,20 @@ const (
 	// delivery attempts (deliveries.go): a list of JSON Delivery values,
 	// newest last, capped at MaxDeliveries, expiring with the record.
 	KeySuffixDeliveries = ":deliveries"
+	// KeyInfixLink follows a job record's key, and precedes a download
+	// link's jti, for the state of a one-time link (links.go), a hash
+	// "cc:job:{<id>}:link:<jti>": "st" (serving, interrupted, used), "off"
+	// (the offset a resume must start at), "claim" and "lease" (the
+	// transfer holding it, until when, Unix ms), "until" (the end of an
+	// interrupted link's resume window, Unix ms). It lives until the
+	// link's exp plus leeway, or while a transfer holds it.
+	KeyInfixLink = ":link:"
+	// KeySuffixReceipt follows a job record's key for the job's result
+	// receipt (tokens.ReceiptClaims): a string holding the compact JWS,
+	// written by the same script that records the success and expiring
+	// with the record. Only a succeeded job whose worker holds receipt
+	// keys has one.
+	KeySuffixReceipt = ":receipt"
 	// KeyPrefixOwnerJobs prefixes a sorted set per owner of their job ids,
 	// all with score 0 so it orders by id; ids are UUIDv7, so that is
 	// creation order, and a cursor is simply the last id seen.
@@ -100,9 +114,14 @@ func logKey(id string) string        { return JobKey(id) + KeySuffixLog }
 func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
 func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
 func deliveriesKey(id string) string { return JobKey(id) + KeySuffixDeliveries }
+func receiptKey(id string) string    { return JobKey(id) + KeySuffixReceipt }
 
 // JobChannel is job id's pub/sub channel (KeySuffixChannel).
 func JobChannel(id string) string { return JobKey(id) + KeySuffixChannel }
+
+// OnceLinkKey is the key of one-time link jti's state (KeyInfixLink). A jti
+// is a link's own random id, signed with it.
+func OnceLinkKey(id, jti string) string { return JobKey(id) + KeyInfixLink + jti }
 
 // CheckpointKey is the key of a job's checkpoint (KeySuffixCheckpoint).
 func CheckpointKey(id string) string { return checkpointKey(id) }

@@ -172,10 +172,11 @@ func (s *Store) Progress(ctx context.Context, id string, percent float64, messag
 
 var finishScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its log, KEYS[4] its log's
--- counters, KEYS[5] its checkpoint
+-- counters, KEYS[5] its checkpoint, KEYS[6] its receipt
 -- ARGV[1] new state, ARGV[2] now ms, ARGV[3] error ("" for none),
 -- ARGV[4] retention ms (final states), ARGV[5] attempt ("" = any),
--- ARGV[6..] extra field/value pairs
+-- ARGV[6] the receipt to store with a success ("" for none),
+-- ARGV[7..] extra field/value pairs
 -- returns {state, "1" when the attempt's running-job slot is to be
 -- released, else "0"}
 local st = redis.call("HMGET", KEYS[1], "state", "attempts")
@@ -195,8 +196,13 @@ if final then
   redis.call("PEXPIRE", KEYS[4], ARGV[4])
   -- A job that has ended has no next attempt to start from.
   redis.call("DEL", KEYS[5])
+  -- The receipt is written with the success it states, never apart from
+  -- it, and expires with the record.
+  if ARGV[1] == "succeeded" and ARGV[6] ~= "" then
+    redis.call("SET", KEYS[6], ARGV[6], "PX", ARGV[4])
+  end
 end
-if #ARGV > 5 then redis.call("HSET", KEYS[1], unpack(ARGV, 6)) end
+if #ARGV > 6 then redis.call("HSET", KEYS[1], unpack(ARGV, 7)) end
 redis.call("HINCRBY", KEYS[1], "version", 1)
 local ev = {state = ARGV[1]}
 if ARGV[3] ~= "" then ev.error = ARGV[3] end
@@ -215,12 +221,22 @@ const anyAttempt = 0
 // (the record first: see "Running" in the package doc) and returns the
 // owner's held jobs that may start now.
 func (s *Store) finish(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, slot *Slot, extra ...any) (State, []Waiting, error) {
+	return s.finishWith(ctx, id, attempt, to, errMsg, retention, slot, nil, extra...)
+}
+
+// finishWith is finish that, for a success, stores rc beside the record
+// in the same script, and dates the end rc.At (nil: no receipt, ended now).
+func (s *Store) finishWith(ctx context.Context, id string, attempt int, to State, errMsg string, retention time.Duration, slot *Slot, rc *Receipt, extra ...any) (State, []Waiting, error) {
 	att := ""
 	if attempt != anyAttempt {
 		att = strconv.Itoa(attempt)
 	}
-	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id), checkpointKey(id)}
-	args := append([]any{string(to), ms(s.now()), errMsg, retention.Milliseconds(), att}, extra...)
+	at, receipt := s.now(), ""
+	if rc != nil {
+		at, receipt = rc.At, rc.Token
+	}
+	keys := []string{jobKey(id), eventsKey(id), logKey(id), logMetaKey(id), checkpointKey(id), receiptKey(id)}
+	args := append([]any{string(to), ms(at), errMsg, retention.Milliseconds(), att, receipt}, extra...)
 	res, err := finishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return "", nil, fmt.Errorf("job %s to %s: %w", id, to, err)
@@ -268,8 +284,42 @@ func (s *Store) Succeed(ctx context.Context, id string, attempt int, r Result, r
 // once the end is recorded the slot is released, as Release does, and the
 // run's heartbeat entry removed (Slot.Run).
 func (s *Store) SucceedReleasing(ctx context.Context, id string, attempt int, r Result, retention time.Duration, slot *Slot) (State, []Waiting, error) {
-	return s.finish(ctx, id, attempt, StateSucceeded, "", retention, slot,
+	return s.SucceedWithReceipt(ctx, id, attempt, r, retention, slot, nil)
+}
+
+// Receipt is a result receipt to store with a success (SucceedWithReceipt).
+type Receipt struct {
+	// Token is the receipt, a compact JWS (tokens.ReceiptMinter).
+	Token string
+	// At is when the job finished as the receipt states it: the record's
+	// finished_at is set to it (to the millisecond), so the two agree.
+	At time.Time
+}
+
+// SucceedWithReceipt is SucceedReleasing that stores rc (nil: none) beside
+// the record, in the script that records the success: a succeeded record
+// whose worker minted a receipt is never seen without it, and the receipt
+// expires with the record. A success that is not recorded (the job was
+// cancelled meanwhile, or the attempt is stale) stores no receipt either.
+func (s *Store) SucceedWithReceipt(ctx context.Context, id string, attempt int, r Result, retention time.Duration, slot *Slot, rc *Receipt) (State, []Waiting, error) {
+	return s.finishWith(ctx, id, attempt, StateSucceeded, "", retention, slot, rc,
 		fResultType, r.ContentType, fResultSize, r.Size, fResultSHA, r.SHA256, fPercent, 100)
+}
+
+// ErrNoReceipt is Receipt's answer for a job with no receipt: it did not
+// succeed, its worker held no receipt keys, or its record has expired.
+var ErrNoReceipt = errors.New("no receipt")
+
+// Receipt reads job id's result receipt (a compact JWS).
+func (s *Store) Receipt(ctx context.Context, id string) (string, error) {
+	tok, err := s.rdb.Get(ctx, receiptKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("job %s: %w", id, ErrNoReceipt)
+	}
+	if err != nil {
+		return "", fmt.Errorf("job %s receipt: %w", id, err)
+	}
+	return tok, nil
 }
 
 // Fail records a failed attempt: StateRetrying when another attempt follows,

@@ -89,6 +89,16 @@ func TestIdempotencyClaim(t *testing.T) {
 			}
 		})
 	}
+
+	// IdempotencyClaim reads what Create would replay, without writing.
+	if id, hash, err := s.IdempotencyClaim(ctx, "ann", "k1"); err != nil || id != "a" || hash != "h1" {
+		t.Fatalf("claim of ann's k1 = %q %q %v", id, hash, err)
+	}
+	for _, who := range [][2]string{{"carl", "k1"}, {"ann", "k2"}} {
+		if id, hash, err := s.IdempotencyClaim(ctx, who[0], who[1]); err != nil || id != "" || hash != "" {
+			t.Fatalf("claim of %s's %s = %q %q %v, want none", who[0], who[1], id, hash, err)
+		}
+	}
 }
 
 func TestLifecycle(t *testing.T) {
@@ -212,8 +222,12 @@ func TestWebhookIsKeptButNeverShown(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := context.Background()
 	spec := &webhook.Spec{URL: "https://hooks.example.org/in?secret=s3cr3t", Events: []string{webhook.EventCompleted}}
-	if _, err := s.Create(ctx, jobs.NewJob{ID: "wh1", Type: "sleep", Owner: "ann", Queue: "default", Webhook: spec}); err != nil {
+	created, err := s.Create(ctx, jobs.NewJob{ID: "wh1", Type: "sleep", Owner: "ann", Queue: "default", Webhook: spec})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if created.Webhook != spec {
+		t.Fatalf("Create returned webhook %+v, want the one it stored", created.Webhook)
 	}
 	got, err := s.Get(ctx, "wh1")
 	if err != nil {

@@ -157,6 +157,22 @@ if c and string.sub(c, 1, #ARGV[1] + 1) == ARGV[1] .. " " then redis.call("DEL",
 return false
 `)
 
+// IdempotencyClaim returns the job and body hash owner's Idempotency-Key
+// key is claimed for, or "", "" if it is not claimed (or no longer). It
+// only reads: a submission that must decide something before Create (the
+// api's webhook check) asks it whether Create would replay.
+func (s *Store) IdempotencyClaim(ctx context.Context, owner, key string) (jobID, bodyHash string, err error) {
+	v, err := s.rdb.Get(ctx, idempotencyKey(owner, key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("idempotency claim: %w", err)
+	}
+	jobID, bodyHash, _ = strings.Cut(v, " ")
+	return jobID, bodyHash, nil
+}
+
 // releaseClaim deletes claimKey if it is job id's claim.
 func (s *Store) releaseClaim(ctx context.Context, id, claimKey string) {
 	releaseClaimScript.Run(ctx, s.rdb, []string{claimKey}, id)
@@ -265,6 +281,7 @@ func (s *Store) Create(ctx context.Context, nj NewJob) (*Job, error) {
 	j := &Job{
 		ID: nj.ID, Type: nj.Type, Owner: nj.Owner, Queue: nj.Queue, State: StatePending,
 		CreatedAt: time.UnixMilli(now.UnixMilli()).UTC(), MaxRetry: nj.MaxRetry, Timeout: nj.Timeout, Version: 1,
+		Webhook: nj.Webhook,
 	}
 	if nj.PendingTTL > 0 {
 		return j, nil

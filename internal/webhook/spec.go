@@ -4,6 +4,26 @@
 // defence at submit and again at connect time). Delivery itself (signing,
 // retries, throttling) lives in package delivery, which runs in workers.
 //
+// What is refused, and where:
+//
+//   - At submit (api/enqueue), Spec.Normalize checks the URL's shape
+//     (http or https, a host, no user info, no fragment, known events)
+//     and Guard.CheckURL resolves the host, bounded by the caller's
+//     deadline, and refuses the URL if any of its addresses is not public
+//     unicast (loopback, private, link-local, CGNAT, cloud metadata,
+//     multicast, broadcast, reserved, and IPv4-in-IPv6 forms of those; the
+//     exact list is on Guard.CheckAddr) or if it does not resolve. The
+//     client gets a 422 naming the field; nothing is stored.
+//   - At delivery, every connection goes through Guard.Transport, whose
+//     dialer's Control checks the address actually connected to, after
+//     DNS: a name that rebinds to 127.0.0.1 after the submit check, or a
+//     redirect to a private address, is refused there. No proxy is used.
+//   - The operator's allow flag (--webhook-allow-private,
+//     CLAIMCHECK_WEBHOOK_ALLOW_PRIVATE; Guard.AllowPrivate) turns the
+//     address checks off at both places, for development and for
+//     receivers inside the deployment. Schemes are still enforced and the
+//     host must still resolve at submit.
+//
 // This package never reads a job record and never signs anything.
 package webhook
 

@@ -48,8 +48,9 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, kind string, ks *to
 	return nil
 }
 
-// Source reads kind's published keys, keeping a copy for MaxAge and reading
-// again (at most once per MinRefresh) when asked for a kid it lacks. A key
+// Source reads kind's published keys, keeping a copy for MaxAge (a copy
+// with no keys for MinRefresh) and reading again (at most once per
+// MinRefresh) when asked for a kid it lacks. A key
 // whose kid is not its thumbprint is skipped.
 type Source struct {
 	rdb  redis.UniversalClient
@@ -76,7 +77,11 @@ func (s *Source) read(ctx context.Context, force bool) (map[string]ed25519.Publi
 	defer s.mu.Unlock()
 	now := s.Now()
 	age := now.Sub(s.readAt)
-	if s.keys != nil && age < s.MaxAge && (!force || age < s.MinRefresh) {
+	// A reading with no keys is what an api sees before the first worker
+	// starts: kept only for MinRefresh, so that the keys of a worker that
+	// starts next are listed within a second, not after MaxAge.
+	fresh := age < s.MaxAge && (len(s.keys) > 0 || age < s.MinRefresh)
+	if s.keys != nil && fresh && (!force || age < s.MinRefresh) {
 		return s.keys, nil
 	}
 	m, err := s.rdb.HGetAll(ctx, Key(s.kind)).Result()

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claimcheck/claimcheck/internal/pubkeys"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 )
 
 func newSet(t *testing.T) *tokens.KeySet {
@@ -79,5 +79,35 @@ func TestUnreachableRedisIsKeysUnavailable(t *testing.T) {
 	}
 	if _, err := src.PublicKey("x"); !errors.Is(err, tokens.ErrKeysUnavailable) {
 		t.Fatalf("PublicKey with Redis closed: %v, want ErrKeysUnavailable", err)
+	}
+}
+
+// TestFirstKeysAreListedWithinMinRefresh: an api whose JWKS was read before
+// any worker published (every api that starts first) lists the first
+// worker's keys within MinRefresh, not only after MaxAge.
+func TestFirstKeysAreListedWithinMinRefresh(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := t.Context()
+	now := time.Unix(1_800_000_000, 0)
+	src := pubkeys.NewSource(rdb, tokens.KindReceipt)
+	src.Now = func() time.Time { return now }
+	if doc := src.JWKS(ctx); len(doc.Keys) != 0 {
+		t.Fatalf("JWKS before any publication = %+v", doc.Keys)
+	}
+	ks := newSet(t)
+	if err := pubkeys.Publish(ctx, rdb, tokens.KindReceipt, ks); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(src.MinRefresh)
+	if doc := src.JWKS(ctx); len(doc.Keys) != 1 || doc.Keys[0].Kid != ks.KIDs()[0] {
+		t.Fatalf("JWKS a MinRefresh after the first publication = %+v", doc.Keys)
+	}
+	// A reading with keys is kept for MaxAge as before.
+	if err := pubkeys.Publish(ctx, rdb, tokens.KindReceipt, newSet(t)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(src.MinRefresh)
+	if doc := src.JWKS(ctx); len(doc.Keys) != 1 {
+		t.Fatalf("JWKS re-read before MaxAge: %+v", doc.Keys)
 	}
 }
