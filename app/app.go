@@ -31,6 +31,7 @@ import (
 	"github.com/claimcheck/claimcheck/api/ratelimit"
 	"github.com/claimcheck/claimcheck/api/router"
 	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/identity"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/registry"
@@ -81,6 +82,11 @@ type Config struct {
 	// refused at submit and at connect time by default. For tests and for
 	// receivers on the operator's own network.
 	WebhookAllowPrivate bool
+	// Webhooks tunes the webhook deliverer a worker process (or dev) runs
+	// beside its job server (concurrency, retry delay, timeouts, polls).
+	// Its key directories, progress URL and address checks come from the
+	// fields above and Webhooks' argument.
+	Webhooks worker.WebhookConfig
 	// GatewayKeys, when set, puts the api in trust-gateway mode: it
 	// authenticates people only by the gateway's internal tokens, verified
 	// with these keys, and no longer accepts sessions or API keys directly.
@@ -285,6 +291,7 @@ func Progress(cfg Config, rdb redis.UniversalClient, keys tokens.KeySource) (*pr
 		Hub:          hub,
 		Links:        &tokens.LinkMinter{Keys: linkKeys, Now: cfg.Now},
 		LinkVerifier: &tokens.LinkVerifier{Keys: linkKeys, Now: cfg.Now},
+		WebhookLinks: &tokens.LinkVerifier{Keys: pubkeys.NewSource(rdb, tokens.KindLink), Issuer: delivery.LinkIssuer, Now: cfg.Now},
 		PublicURL:    cfg.ProgressURL,
 		Heartbeat:    cfg.EventHeartbeat,
 		Streams:      cfg.Streams,
@@ -315,6 +322,20 @@ func Worker(cfg Config, rdb redis.UniversalClient) (*worker.Server, error) {
 		wc.ReceiptKeys = ks
 	}
 	return worker.New(wc, rdb, cfg.Types...)
+}
+
+// Webhooks builds the webhook deliverer of a worker process (or dev)
+// from cfg.Webhooks: its signing keys in WebhookKeyDir, its link keys in
+// WebhookLinkKeyDir, links to the progress service at progressURL, and
+// connections checked by webhook.Guard unless WebhookAllowPrivate. Call
+// Start on it (which publishes its public keys).
+func Webhooks(cfg Config, rdb redis.UniversalClient, progressURL string) (*worker.Webhooks, error) {
+	wc := cfg.Webhooks
+	wc.KeyDir, wc.LinkKeyDir, wc.ProgressURL, wc.AllowPrivate = cfg.WebhookKeyDir, cfg.WebhookLinkKeyDir, progressURL, cfg.WebhookAllowPrivate
+	if wc.Logger == nil {
+		wc.Logger = cfg.Logger
+	}
+	return worker.NewWebhooks(wc, rdb)
 }
 
 // AndReceiptKeys is reload (ReloadKeys) followed by reloading the worker's

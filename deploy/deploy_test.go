@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,10 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -29,6 +32,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/worker"
 	"github.com/claimcheck/claimcheck/worker/builtin"
@@ -476,6 +480,7 @@ func testRedisACL(t *testing.T, r *aclRedis) {
 		t.Fatalf("one-time download as the progress user: %d %s", code, body)
 	}
 	waitfor.True(t, 10*time.Second, func() bool { code, _ := call("GET", once, "", ""); return code == http.StatusGone })
+	testWebhooksACL(t, cfg, api, workerRDB, keys, progSrv.URL)
 	// The event stream's first event.
 	req, _ := http.NewRequest("GET", progSrv.URL+"/v1/jobs/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -692,4 +697,78 @@ func testRedisACL(t *testing.T, r *aclRedis) {
 	if d := r.denials(t); len(d) > 0 {
 		t.Errorf("the product was refused by the ACL:\n%s", strings.Join(d, "\n"))
 	}
+}
+
+// testWebhooksACL runs a job with a webhook through the deliverer as the
+// worker user (keys published in cc:pubkeys, bookkeeping beside the
+// record, its own Asynq queue) and reads its attempts and its link through
+// progress as the progress user.
+func testWebhooksACL(t *testing.T, cfg app.Config, api, workerRDB redis.UniversalClient, keys *tokens.KeySet, progURL string) {
+	t.Helper()
+	ctx := context.Background()
+	cfg.WebhookAllowPrivate = true // the receiver is on loopback
+	cfg.Webhooks = worker.WebhookConfig{TaskCheckInterval: 10 * time.Millisecond}
+	d, err := app.Webhooks(cfg, workerRDB, progURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown()
+	var completed atomic.Pointer[string]
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if body := string(b); strings.Contains(body, `"type":"job.completed"`) {
+			completed.Store(&body)
+		}
+	}))
+	defer recv.Close()
+	id := uuid.Must(uuid.NewV7()).String()
+	store := jobs.NewStore(api, nil)
+	if _, err := store.Create(ctx, jobs.NewJob{ID: id, Type: "primes", Owner: "ann", Queue: "default", Timeout: time.Minute,
+		TTL: time.Hour, Webhook: &webhook.Spec{URL: recv.URL, Events: webhook.Events}, PendingTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(jobs.TaskPayload{Job: id, Owner: "ann", Input: json.RawMessage(`{"n":100}`)})
+	if _, err := asynq.NewClientFromRedisClient(api).Enqueue(asynq.NewTask("primes", payload), asynq.TaskID(id),
+		asynq.Queue("default"), asynq.MaxRetry(jobs.DeliveryRetries(0))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ConfirmJob(ctx, jobs.Confirmation{ID: id, Owner: "ann", TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := (&tokens.Minter{Keys: keys}).MintJob(id, "ann", tokens.JobScopes, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 20*time.Second, func() bool { return completed.Load() != nil })
+	var p struct {
+		Data struct {
+			Result struct{ URL string } `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(*completed.Load()), &p); err != nil || p.Data.Result.URL == "" {
+		t.Fatalf("completed payload without a link: %v %.300s", err, *completed.Load())
+	}
+	get := func(url, bearer string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(p.Data.Result.URL, ""); code != 200 || !strings.Contains(body, `"count":25`) {
+		t.Fatalf("webhook link through progress: %d %.200s", code, body)
+	}
+	waitfor.True(t, 10*time.Second, func() bool {
+		code, body := get(progURL+"/v1/jobs/"+id+"/deliveries", tok)
+		return code == 200 && strings.Contains(body, `"event":"completed"`) && strings.Contains(body, `"outcome":"delivered"`)
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/claimcheck/claimcheck/app"
+	"github.com/claimcheck/claimcheck/internal/config"
 )
 
 // testPasswords are what the Redis passwords are set to when a test loads
@@ -104,6 +105,8 @@ func reachableDirs(t *testing.T, name string, svc types.ServiceConfig) map[strin
 	case "worker":
 		dirs["results"] = cfg.ResultsDir
 		dirs["receipt keys"] = cmp.Or(serviceFlag(svc, "receipt-key-dir"), cfg.WorkerKeyDir)
+		w := config.Worker{DataDir: cfg.DataDir, WebhookKeyDir: serviceFlag(svc, "webhook-key-dir"), WebhookLinkKeyDir: serviceFlag(svc, "webhook-link-key-dir")}
+		dirs["webhook keys"], dirs["webhook link keys"] = w.WebhookKeys()
 	default:
 		t.Fatalf("%s runs %q, which this test does not know", name, cmd)
 	}
@@ -135,12 +138,13 @@ func TestFinding2EachServiceMountsOnlyItsKeys(t *testing.T) {
 	}
 	// Named volume → what it holds. The private key volumes are the ones
 	// that let their holder mint tokens.
-	private := map[string]string{"jobkeys": "job keys", "gwkeys": "gateway keys", "linkkeys": "link keys", "workerkeys": "receipt keys"}
+	private := map[string]string{"jobkeys": "job keys", "gwkeys": "gateway keys", "linkkeys": "link keys", "workerkeys": "receipt keys",
+		"whkeys": "webhook keys", "whlinkkeys": "webhook link keys"}
 	want := map[string]map[string]mount{
 		"api":      {"job keys": {"jobkeys", false}},
 		"gateway":  {"gateway keys": {"gwkeys", false}},
 		"progress": {"link keys": {"linkkeys", false}, "results": {"results", true}},
-		"worker":   {"results": {"results", false}, "receipt keys": {"workerkeys", false}},
+		"worker":   {"results": {"results", false}, "receipt keys": {"workerkeys", false}, "webhook keys": {"whkeys", false}, "webhook link keys": {"whlinkkeys", false}},
 	}
 	for name, wantDirs := range want {
 		svc, ok := project.Services[name]

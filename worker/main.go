@@ -148,6 +148,11 @@ func serve(ctx context.Context, fs *pflag.FlagSet, c *config.Worker, logs io.Wri
 	}
 	defer w.Shutdown() // running tasks get ShutdownTimeout, then go back to their queue
 	go watchReceiptKeys(ctx, r.Client, c.ReceiptKeys(), receiptKeys, logger)
+	stopWebhooks, err := startWebhooks(c, r.Client, logger)
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks() // first: deliveries under way finish (at most 30 s)
 	logger.Info("worker running", "types", typeNames(types))
 	_ = metrics.Queues(asynq.NewInspectorFromRedisClient(r.Client)) // once per process; a second call changes nothing
 	if c.MetricsAddr == "" {

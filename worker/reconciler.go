@@ -286,6 +286,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if st == to && st.Final() {
+			s.webhookCompleted(ctx, j.ID)
+		}
 		if st == to {
 			s.log.Warn("job's worker lost: record reconciled", "job", j.ID, "attempt", j.Attempt,
 				"state", st, "silent_for", now.Sub(s.seen[j.ID].since).Round(time.Millisecond))

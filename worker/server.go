@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/blob"
+	"github.com/claimcheck/claimcheck/internal/delivery"
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/metrics"
 	"github.com/claimcheck/claimcheck/internal/redisconn"
@@ -212,6 +213,8 @@ type Server struct {
 	log      *slog.Logger
 	// insp moves held jobs to the front of their queues when a slot frees.
 	insp *asynq.Inspector
+	// events enqueues the jobs' webhook events (webhooks.go).
+	events *delivery.Events
 	// announcer keeps the worker's types in the live registry (announce.go).
 	announcer *registry.Announcer
 	// receipts signs result receipts; nil without Config.ReceiptKeys
@@ -273,7 +276,8 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	s := &Server{cfg: cfg, store: jobs.NewStore(rdb, nil), blobs: blobs, types: map[string]Type{}, log: cfg.Logger,
-		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, rdb: rdb}
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, rdb: rdb,
+		events: delivery.NewEvents(rdb, cfg.Logger)}
 	if err := s.newReceipts(); err != nil {
 		return nil, err
 	}
@@ -338,7 +342,7 @@ func New(cfg Config, rdb redis.UniversalClient, types ...Type) (*Server, error) 
 func (s *Server) Start() error {
 	mux := asynq.NewServeMux()
 	for name := range s.types {
-		mux.HandleFunc(name, s.process)
+		mux.HandleFunc(name, s.withWebhooks(s.process))
 	}
 	mux.Use(s.onlyServed)
 	// Announced before the first job is taken, so the api knows the types
@@ -483,6 +487,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 	// A start that gave its slot back (the job ended, was cancelled, or
 	// is not confirmed yet) may have freed it for a held job.
 	s.moveForward(log, started.Next)
+	wh := s.webhookStart(ctx, p.Job, retried+1, started)
 	switch {
 	case errors.Is(err, jobs.ErrGone):
 		log.Warn("job record is gone; dropping its task")
@@ -557,6 +562,8 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			stop, err := s.store.Progress(hctx, p.Job, percent, message)
 			if err != nil {
 				log.Warn("progress not recorded", "err", err)
+			} else {
+				wh.Progress()
 			}
 			if stop {
 				cancel(errCancelRequested)
@@ -582,7 +589,7 @@ func (s *Server) process(ctx context.Context, at *asynq.Task) error {
 			return w, err
 		},
 	}
-	joblog := startJobLog(s.store, p.Job, log)
+	joblog := startJobLog(webhookLogs{s.store, wh}, p.Job, log)
 	task.log = joblog.line
 	herr := s.run(hctx, typ, task)
 	joblog.close() // every line is stored before the outcome is recorded

@@ -3,6 +3,7 @@ package progress
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -36,15 +37,20 @@ type LinkRequest struct {
 	// client that lost bytes in flight may not have) can be resumed for
 	// ResumeWindow (60 s) after it stopped, only with Range: bytes=N- (or
 	// none, for N = 0); anything else meanwhile is 409 link-interrupted,
-	// and after the window the link is used up. A server that dies mid-download leaves
+	// whose resume_from names N, and after the window the link is used up. A server that dies mid-download leaves
 	// the link interrupted once its lease (15 s) lapses, at an offset up
-	// to 1 MiB past what it wrote. A one-time link takes no other Range
-	// (416 link-range), ignores conditional headers but If-Range, and is
+	// to 1 MiB past what it wrote. A client that stops reading is cut off
+	// when one write of the result (32 KiB at most) has waited a minute,
+	// which leaves the link interrupted: a claim is never held for ever
+	// by a connection that is open but idle. A one-time link takes no
+	// other Range (416 link-range), ignores conditional headers but
+	// If-Range, and is
 	// always served by this service, never redirected to the results
 	// store (a signed URL could be fetched again). HEAD answers what a GET
 	// with the same headers would (200/206 with the headers, or the
 	// 409/410) and changes nothing. Revoking the job's tokens kills the
-	// link as any other.
+	// link as any other. A job may be given MaxOnceLinks of them (then 429
+	// too-many-links): each keeps its state in Redis until its exp.
 	Once bool `json:"once,omitempty"`
 }
 
@@ -111,6 +117,19 @@ func (s *Service) createLink(c *gin.Context) {
 			notAfter = rec
 		}
 	}
+	if req.Once {
+		ok, err := s.cfg.Store.CountOnceLink(c, j.ID, s.onceLinkCap)
+		if err != nil {
+			problem.Abort(c, err)
+			return
+		}
+		if !ok {
+			problem.Abort(c, problem.New(http.StatusTooManyRequests, "too-many-links", "Too many one-time links",
+				"this job has been given the most one-time links it may have ("+strconv.Itoa(s.onceLinkCap)+
+					"); plain links can still be made").With("limit", s.onceLinkCap))
+			return
+		}
+	}
 	tok, claims, err := s.cfg.Links.Mint(j.ID, j.TokenEpoch, tokens.LinkOptions{
 		Filename: req.Filename, Disposition: req.Disposition, TTL: ttl, NotAfter: notAfter, Once: req.Once,
 	})
@@ -137,7 +156,7 @@ func (s *Service) download(c *gin.Context) {
 		problem.Abort(c, problem.Unauthorized("a download link carries its signature in ?sig=", `Bearer realm="claimcheck"`))
 		return
 	}
-	claims, err := s.cfg.LinkVerifier.VerifyLink(sig)
+	claims, err := s.verifyLink(sig)
 	if err != nil {
 		problem.Abort(c, err)
 		return

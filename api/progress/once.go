@@ -60,12 +60,24 @@ const (
 	// reserves bytes: one Redis round trip per this many bytes, and at
 	// most this many bytes lost to a client when its server crashes.
 	onceReserve = 1 << 20
+	// onceStall bounds each write of a transfer (at most 32 KiB, so a
+	// client reading slower than about 500 B/s is cut off). Without it a
+	// client that keeps its connection open but stops reading would hold
+	// the claim for ever: the lease is renewed while a write blocks, so a
+	// slow reader keeps its link. Cut off, the transfer releases the link
+	// as interrupted at what it handed over, and the client may resume.
+	onceStall = time.Minute
 	// onceKeepMargin keeps a link's state past the link's exp plus the
 	// verifier's leeway, for clock skew between this service and Redis:
 	// state that expired while the link still verified would make a used
 	// link fresh again.
 	onceKeepMargin = time.Minute
 )
+
+// MaxOnceLinks is how many one-time links one job may be given. Each
+// that is used keeps its state in Redis until the link's exp, up to a
+// day: at 1000, about 150 kB a job, the order of a full job log.
+const MaxOnceLinks = 1000
 
 // downloadOnce serves a one-time link (the link and its job already
 // checked, revocation included). HEAD answers what a GET with the same
@@ -165,8 +177,12 @@ func (s *Service) linkRefusal(st jobs.LinkState) error {
 	case jobs.LinkInterrupted:
 		return problem.New(http.StatusConflict, "link-interrupted", "Link interrupted",
 			"this one-time link's download stopped short; until "+st.Until.UTC().Format(time.RFC3339)+
-				" it serves only the rest, to a request with Range: bytes=<the offset it stopped at>-").
-			With("resume_until", st.Until.UTC())
+				" it serves only the rest, to a request with Range: bytes="+strconv.FormatInt(st.Off, 10)+"-").
+			With("resume_until", st.Until.UTC()).
+			// The client cannot know it: what sat in socket buffers when
+			// its connection broke counts as served. Telling the link's
+			// holder where the rest starts gives nothing it could not get.
+			With("resume_from", st.Off)
 	}
 	return problem.New(http.StatusGone, "link-used", "Link used",
 		"this one-time link has served its download")
@@ -230,8 +246,15 @@ type onceTransfer struct {
 // serve streams the result from start, counting the bytes the connection
 // took, and records how far it got. The response writer's ReadFrom (a
 // sendfile) is never used: every byte passes the count and the
-// reservation check.
-func (t *onceTransfer) serve(ctx context.Context, w io.Writer, f io.Reader, start int64) {
+// reservation check. Each write has stallAfter to complete (a deadline on
+// the connection, so wall-clock time, not the service's clock); the
+// deadline is cleared before the connection serves its next request.
+func (t *onceTransfer) serve(ctx context.Context, w http.ResponseWriter, f io.Reader, start int64) {
+	rc := http.NewResponseController(w)
+	// A writer without deadlines (none that net/http makes) leaves writes
+	// unbounded, as they were before deadlines: still never a byte twice.
+	deadline := func(d time.Time) { _ = rc.SetWriteDeadline(d) }
+	defer deadline(time.Time{})
 	stop := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -255,6 +278,7 @@ func (t *onceTransfer) serve(ctx context.Context, w io.Writer, f io.Reader, star
 			if off+int64(n) > t.reserve() && !t.extend(ctx, min(t.size, off+int64(n)+onceReserve)) {
 				break
 			}
+			deadline(time.Now().Add(t.s.stallAfter))
 			wn, werr := w.Write(buf[:n])
 			off += int64(wn)
 			if werr != nil {

@@ -614,3 +614,117 @@ func TestOnceLinkNeverRedirected(t *testing.T) {
 	e.used(t, e.stateKey(t, url))
 	refused(t, "again", get(t, http.MethodGet, url), http.StatusGone, "link-used")
 }
+
+// TestOnceLinkStalledTransferEnds: a client that stops reading does not
+// hold a one-time link for ever. Its transfer's write is cut off after
+// stallAfter without progress (the lease is otherwise renewed as long as
+// the write blocks, so the claim, a goroutine and a Redis call every
+// onceRenew would last as long as the client kept the connection open),
+// and the link is left interrupted at what was handed over, resumable from
+// there: the rest, once.
+func TestOnceLinkStalledTransferEnds(t *testing.T) {
+	e := newOnceEnv(t, 16<<20, false)
+	e.svc.renewEvery = 10 * time.Millisecond
+	e.svc.stallAfter = 200 * time.Millisecond
+	url := e.link(t, `{"once":true}`)
+	key := e.stateKey(t, url)
+	const k = 1000
+	_, head := stalledGet(t, url, k) // the connection stays open, unread
+	n := e.interrupted(t, key)
+	if n < k || n >= int64(len(e.data)) {
+		t.Fatalf("interrupted at %d, outside [%d, %d)", n, k, len(e.data))
+	}
+	if !bytes.Equal(head, e.data[:k]) {
+		t.Fatal("the first bytes are not the result's")
+	}
+	a := get(t, http.MethodGet, url, "Range", "bytes="+strconv.FormatInt(n, 10)+"-")
+	if a.status != http.StatusPartialContent || !bytes.Equal(a.body, e.data[n:]) {
+		t.Fatalf("resume after the stall: %d, %d bytes", a.status, len(a.body))
+	}
+	e.used(t, key)
+}
+
+// TestOnceLinkInterruptedSaysWhereToResume: a client whose connection
+// broke has fewer bytes than the server handed over (what sat in socket
+// buffers is lost), so it cannot know the one offset a resume is served
+// from; the 409 link-interrupted names it (resume_from), for a transfer
+// that stopped and for one whose server's lease lapsed, and a resume from
+// there gets the rest.
+func TestOnceLinkInterruptedSaysWhereToResume(t *testing.T) {
+	e := newOnceEnv(t, 16<<20, false)
+	url := e.link(t, `{"once":true}`)
+	key := e.stateKey(t, url)
+	const k = 1000
+	stallingGet(t, url, k)
+	n := e.interrupted(t, key)
+	if n <= k {
+		t.Skipf("the server handed over only %d bytes: nothing to tell apart", n)
+	}
+	a := get(t, http.MethodGet, url, "Range", "bytes="+strconv.Itoa(k)+"-") // what the client has
+	refused(t, "resume from the client's count", a, http.StatusConflict, "link-interrupted")
+	var p struct {
+		ResumeFrom *int64 `json:"resume_from"`
+	}
+	if err := json.Unmarshal(a.body, &p); err != nil || p.ResumeFrom == nil || *p.ResumeFrom != n {
+		t.Fatalf("409 %s: want resume_from %d", a.body, n)
+	}
+	r := get(t, http.MethodGet, url, "Range", "bytes="+strconv.FormatInt(*p.ResumeFrom, 10)+"-")
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, e.data[n:]) {
+		t.Fatalf("resume from resume_from: %d, %d bytes", r.status, len(r.body))
+	}
+
+	// A crashed server's claim: interrupted at its reservation once the
+	// lease lapses.
+	url = e.link(t, `{"once":true}`)
+	key = e.stateKey(t, url)
+	if err := e.rdb.HSet(context.Background(), key, "st", "serving", "claim", "gone",
+		"lease", e.clock.Now().UnixMilli(), "off", onceReserve).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a = get(t, http.MethodGet, url)
+	refused(t, "after a lapsed lease", a, http.StatusConflict, "link-interrupted")
+	if err := json.Unmarshal(a.body, &p); err != nil || p.ResumeFrom == nil || *p.ResumeFrom != onceReserve {
+		t.Fatalf("409 %s: want resume_from %d", a.body, onceReserve)
+	}
+}
+
+// TestOnceLinksPerJobCapped: every used one-time link leaves its state in
+// Redis until the link's exp (up to a day), so without a cap one job
+// token could fill Redis (noeviction: every write of every job then
+// fails) by minting one-time links and taking one byte through each. A
+// job gets at most onceLinkCap of them; past it minting is 429
+// too-many-links, writes no state, and plain links still mint.
+func TestOnceLinksPerJobCapped(t *testing.T) {
+	e := newOnceEnv(t, 1000, false)
+	e.svc.onceLinkCap = 3
+	for range 3 {
+		url := e.link(t, `{"once":true}`)
+		if a := get(t, http.MethodGet, url, "Range", "bytes=999-"); a.status != http.StatusPartialContent {
+			t.Fatalf("one byte through a one-time link: %d", a.status)
+		}
+	}
+	before := e.state(t, jobs.JobKey(e.id))
+	tok, _, err := (&tokens.Minter{Keys: e.jobKeys, Now: e.clock.Now}).MintJob(e.id, "ann", tokens.JobScopes, e.clock.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) answer {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/jobs/"+e.id+"/links", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return answer{res.StatusCode, res.Header, b}
+	}
+	refused(t, "a fourth one-time link", post(`{"once":true}`), http.StatusTooManyRequests, "too-many-links")
+	if after := e.state(t, jobs.JobKey(e.id)); !equalMaps(before, after) {
+		t.Fatalf("the refusal changed the record: %v → %v", before, after)
+	}
+	if a := post(`{}`); a.status != http.StatusCreated {
+		t.Fatalf("a plain link past the cap: %d %s", a.status, a.body)
+	}
+}

@@ -65,6 +65,10 @@ type Config struct {
 	// LinkVerifier checks them; both required.
 	Links        *tokens.LinkMinter
 	LinkVerifier *tokens.LinkVerifier
+	// WebhookLinks, when set, also accepts the download links in webhook
+	// payloads (issuer delivery.LinkIssuer, keys of kind tokens.KindLink
+	// that the deliverers publish); see verifyLink.
+	WebhookLinks *tokens.LinkVerifier
 	// PublicURL is this service's public base URL, for absolute download
 	// links; empty gives links relative to this service.
 	PublicURL string
@@ -87,6 +91,12 @@ type Service struct {
 	// renewEvery is how often a one-time link's transfer renews its
 	// lease (onceRenew; tests shorten it).
 	renewEvery time.Duration
+	// stallAfter bounds each write of a one-time link's transfer
+	// (onceStall; tests shorten it).
+	stallAfter time.Duration
+	// onceLinkCap is how many one-time links a job may have
+	// (MaxOnceLinks; tests lower it).
+	onceLinkCap int
 }
 
 // New validates cfg and returns the service.
@@ -115,7 +125,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	svc := &Service{cfg: cfg, log: cfg.Logger, records: newRecordCache(50_000, 5*time.Second), logCache: newLogCache(logCacheBytes),
-		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew}
+		caps: newStreamCaps(cfg.Streams, cfg.Heartbeat), renewEvery: onceRenew, stallAfter: onceStall, onceLinkCap: MaxOnceLinks}
 	cfg.Hub.records.Store(svc.records)
 	return svc, nil
 }
@@ -146,6 +156,7 @@ func (s *Service) Register(r gin.IRouter) {
 	r.GET("/v1/jobs/:id", s.authorize(tokens.ScopeJobRead), s.get)
 	r.GET("/v1/jobs/:id/events", s.authorizeQuery(tokens.ScopeJobRead), s.events)
 	r.GET("/v1/jobs/:id/logs", s.authorize(tokens.ScopeJobRead), s.logs)
+	r.GET("/v1/jobs/:id/deliveries", s.authorize(tokens.ScopeJobRead), s.deliveries)
 	r.POST("/v1/jobs/:id/cancel", s.authorize(tokens.ScopeJobCancel), s.cancel)
 	r.GET("/v1/jobs/:id/result", s.authorize(tokens.ScopeJobResult), s.result)
 	r.POST("/v1/jobs/:id/links", s.authorize(tokens.ScopeJobResult), s.createLink)

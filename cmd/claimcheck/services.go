@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 
@@ -89,6 +90,16 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		return err
 	}
 	defer w.Shutdown()
+	// dev's one process delivers webhooks too, linking to its own
+	// progress routes.
+	wh, err := app.Webhooks(cfg, r.Client, devProgressURL(cfg))
+	if err != nil {
+		return err
+	}
+	if err := wh.Start(); err != nil {
+		return err
+	}
+	defer wh.Shutdown()
 	dev, err := app.DevHandler(cfg, r.Client, keys)
 	if err != nil {
 		return err
@@ -113,6 +124,22 @@ func runDev(ctx context.Context, cmd *cobra.Command, cfg app.Config, devKey secr
 		}
 		fmt.Fprintln(out, "  The API key and passwords above are for this machine only: anyone who sees them can act as dev.")
 	}, w.ReadyChecks()...)
+}
+
+// devProgressURL is dev's progress service's public URL: --progress-url,
+// else its own address.
+func devProgressURL(cfg app.Config) string {
+	if cfg.ProgressURL != "" {
+		return cfg.ProgressURL
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return "http://" + cfg.Addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // addTypesFile adds the job types of dev's --types FILE to the built-in

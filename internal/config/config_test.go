@@ -112,7 +112,7 @@ func TestWorkerFlags(t *testing.T) {
 	w.Bind(fs)
 	var names []string
 	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,receipt-key-dir,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types,webhook-allow-private"
+	want := "allow-example-passwords,concurrency,data-dir,log-format,log-level,max-running-jobs,metrics-addr,pools,progress-url,receipt-key-dir,redis-url,results-check-interval,results-dir,results-min-free,results-url,retention,task-check-interval,types,webhook-allow-private,webhook-concurrency,webhook-key-dir,webhook-link-key-dir"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("flags\n got %s\nwant %s", got, want)
 	}

@@ -69,6 +69,17 @@ type Worker struct {
 	// ResultsCheckInterval is how often the worker checks its results
 	// store (0: the worker's default, 5s).
 	ResultsCheckInterval time.Duration
+	// WebhookConcurrency is how many webhook deliveries run at once beside
+	// the jobs (--webhook-concurrency, 8); 0: this worker delivers none.
+	WebhookConcurrency int
+	// ProgressURL is the progress service's public base URL, for the
+	// download links of completed webhooks (--progress-url); without it
+	// the worker delivers no webhooks.
+	ProgressURL string
+	// WebhookKeyDir and WebhookLinkKeyDir hold the webhook signing keys
+	// and the keys of webhook download links (DataDir/keys/webhooks,
+	// DataDir/keys/webhook-links); every worker must share them.
+	WebhookKeyDir, WebhookLinkKeyDir string
 	// WebhookAllowPrivate lets webhooks be delivered to loopback, private,
 	// link-local and other non-public addresses (webhook.Guard.AllowPrivate;
 	// --webhook-allow-private). Give the api the same value: it checks at
@@ -110,9 +121,25 @@ func (w *Worker) Bind(fs *pflag.FlagSet) {
 	fs.Var(&minFree{bytes: &w.ResultsMinFree, percent: &w.ResultsMinFreePercent}, "results-min-free",
 		"pause taking jobs while the results store has less free space than this: bytes (suffixes KiB, MiB, GiB, TiB) or a percentage of its file system (5%); 0: no floor")
 	fs.DurationVar(&w.ResultsCheckInterval, "results-check-interval", 0, "how often the results store is checked for writes and free space (default 5s)")
+	fs.IntVar(&w.WebhookConcurrency, "webhook-concurrency", 8, "webhook deliveries run at once, beside the jobs (0: this worker delivers none)")
+	fs.StringVar(&w.ProgressURL, "progress-url", "", "the progress service's public base `URL`, for the download links in completed webhooks (needed to deliver webhooks)")
+	fs.StringVar(&w.WebhookKeyDir, "webhook-key-dir", "", "webhook signing keys (default DATA_DIR/keys/webhooks); shared by every worker")
+	fs.StringVar(&w.WebhookLinkKeyDir, "webhook-link-key-dir", "", "signing keys of webhook download links (default DATA_DIR/keys/webhook-links); shared by every worker")
 	BindWebhookAllowPrivate(fs, &w.WebhookAllowPrivate)
 	fs.StringVar(&w.ReceiptKeyDir, "receipt-key-dir", "", "result-receipt signing keys, shared by every worker (default DATA_DIR/keys/workers; created on first use)")
 	fs.StringVar(&w.TypesFile, "types", "", "also serve the job types in this YAML or JSON `FILE` (programs run by the exec protocol; see README)")
+}
+
+// WebhookKeys returns the webhook key directories, defaults applied.
+func (w *Worker) WebhookKeys() (keys, links string) {
+	keys, links = w.WebhookKeyDir, w.WebhookLinkKeyDir
+	if keys == "" {
+		keys = filepath.Join(w.DataDir, "keys", "webhooks")
+	}
+	if links == "" {
+		links = filepath.Join(w.DataDir, "keys", "webhook-links")
+	}
+	return keys, links
 }
 
 // DefaultResultsMinFree is --results-min-free unless given: 1 GiB, the

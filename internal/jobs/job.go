@@ -132,6 +132,8 @@ const (
 	fClaim = "claim"
 	// fWebhook holds the job's webhook.Spec as JSON.
 	fWebhook = "wh"
+	// fOnceLinks counts the one-time links minted for the job (CountOnceLink).
+	fOnceLinks = "once_links"
 )
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }

@@ -51,6 +51,12 @@ const (
 	// delivery attempts (deliveries.go): a list of JSON Delivery values,
 	// newest last, capped at MaxDeliveries, expiring with the record.
 	KeySuffixDeliveries = ":deliveries"
+	// KeySuffixWebhook follows a job record's key for its webhook's
+	// bookkeeping (webhookseq.go), a hash: "progress" and "log" (the
+	// sequence number of the newest event of that kind enqueued),
+	// "completed" ("1" once the completed event is enqueued), "gone" ("1"
+	// once the receiver answered 410). It expires with the record.
+	KeySuffixWebhook = ":wh"
 	// KeyInfixLink follows a job record's key, and precedes a download
 	// link's jti, for the state of a one-time link (links.go), a hash
 	// "cc:job:{<id>}:link:<jti>": "st" (serving, interrupted, used), "off"
@@ -114,6 +120,7 @@ func logKey(id string) string        { return JobKey(id) + KeySuffixLog }
 func logMetaKey(id string) string    { return JobKey(id) + KeySuffixLogMeta }
 func checkpointKey(id string) string { return JobKey(id) + KeySuffixCheckpoint }
 func deliveriesKey(id string) string { return JobKey(id) + KeySuffixDeliveries }
+func webhookKey(id string) string    { return JobKey(id) + KeySuffixWebhook }
 func receiptKey(id string) string    { return JobKey(id) + KeySuffixReceipt }
 
 // JobChannel is job id's pub/sub channel (KeySuffixChannel).

@@ -49,10 +49,12 @@ const (
 )
 
 // LinkState is ClaimLink's verdict and, for LinkBusy and LinkInterrupted,
-// when that ends.
+// when that ends; for LinkInterrupted, Off is the one offset a resume may
+// start from.
 type LinkState struct {
 	Verdict LinkVerdict
 	Until   time.Time
+	Off     int64
 }
 
 // LinkClaim asks ClaimLink for a one-time link.
@@ -76,7 +78,8 @@ type LinkClaim struct {
 var claimLinkScript = scripts.New(`
 -- KEYS[1] a one-time link's state; ARGV[1] claim id, [2] start, [3] reserve
 -- to, [4] now (ms), [5] lease (ms), [6] window (ms), [7] keep until (ms),
--- [8] "1" for a dry run. Returns {verdict, until (ms)}.
+-- [8] "1" for a dry run. Returns {verdict, until (ms), offset to resume
+-- from (interrupted only)}.
 local now, lease, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local st = redis.call("HMGET", KEYS[1], "st", "claim", "lease", "off", "until")
 local dry = ARGV[8] == "1"
@@ -104,7 +107,7 @@ if now >= untl then
   end
   return {"used", 0}
 end
-if tonumber(ARGV[2]) ~= tonumber(st[4]) then return {"interrupted", untl} end
+if tonumber(ARGV[2]) ~= tonumber(st[4]) then return {"interrupted", untl, tonumber(st[4])} end
 return grant()
 `)
 
@@ -142,6 +145,32 @@ end
 return 1
 `)
 
+var countOnceLinkScript = scripts.New(`
+-- KEYS[1] a job record; ARGV[1] the most one-time links it may have.
+-- Returns 1 (counted), 0 (at the cap, nothing changed) or -1 (no record).
+if redis.call("EXISTS", KEYS[1]) == 0 then return -1 end
+local n = tonumber(redis.call("HGET", KEYS[1], "` + fOnceLinks + `") or "0")
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call("HINCRBY", KEYS[1], "` + fOnceLinks + `", 1)
+return 1
+`)
+
+// CountOnceLink counts a one-time link about to be minted for job id, in
+// its record (so the count lives exactly as long as the record that bounds
+// every link's exp), unless the job already has max of them: ok is false
+// then, and nothing changes. Every used one-time link keeps its state
+// until its exp, so without a cap a job's token could fill Redis.
+func (s *Store) CountOnceLink(ctx context.Context, id string, max int) (ok bool, err error) {
+	n, err := countOnceLinkScript.Run(ctx, s.rdb, []string{jobKey(id)}, max).Int()
+	if err != nil {
+		return false, fmt.Errorf("count one-time link of job %s: %w", id, err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("count one-time link of job %s: %w", id, ErrNotFound)
+	}
+	return n == 1, nil
+}
+
 // ClaimLink claims one-time link jti of job id for a transfer from c.Start
 // at now, or says why not. An interrupted link is granted only to a request
 // that starts where the transfer stopped; a refusal changes nothing, except
@@ -156,7 +185,7 @@ func (s *Store) ClaimLink(ctx context.Context, id, jti string, now time.Time, c 
 	if err != nil {
 		return LinkState{}, fmt.Errorf("claim link of job %s: %w", id, err)
 	}
-	if len(res) != 2 {
+	if len(res) < 2 {
 		return LinkState{}, fmt.Errorf("claim link of job %s: answer %v", id, res)
 	}
 	verdict, _ := res[0].(string)
@@ -169,6 +198,9 @@ func (s *Store) ClaimLink(ctx context.Context, id, jti string, now time.Time, c 
 		st.Verdict = LinkBusy
 	case "interrupted":
 		st.Verdict = LinkInterrupted
+		if len(res) > 2 {
+			st.Off, _ = res[2].(int64)
+		}
 	default:
 		st = LinkState{Verdict: LinkUsed}
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claimcheck/claimcheck/internal/scripts"
+	"github.com/claimcheck/claimcheck/internal/webhook"
 )
 
 // Running-job cap. However many jobs a user queues, only so many of them
@@ -80,6 +82,9 @@ type Started struct {
 	// Checkpoint is the job's last checkpoint (SaveCheckpoint) when it
 	// runs now; nil when it has none.
 	Checkpoint []byte
+	// Webhook is the job's webhook subscription (nil: none), read in the
+	// same script, so the worker's webhook hooks cost no extra round trip.
+	Webhook *webhook.Spec
 	// Next, when the job does not run (it ended, was cancelled, or is not
 	// confirmed yet), are the owner's held jobs that may take the slot it
 	// gave back, for the caller to move to the front of their queues.
@@ -129,14 +134,15 @@ var enterScript = scripts.New(emitLua + `
 -- KEYS[1] job, KEYS[2] its events, KEYS[3] its checkpoint
 -- ARGV[1] now ms, ARGV[2] attempt, ARGV[3] the run's name ("" for none),
 -- ARGV[4] hold reason ("": the job runs now)
--- returns {state, max_retry, checkpoint}; checkpoint is "" unless the job
--- runs now and has one
-local st = redis.call("HMGET", KEYS[1], "state", "cancel", "max_retry", "held")
-if not st[1] then return {"gone", "0", ""} end
+-- returns {state, max_retry, checkpoint, webhook}; checkpoint is "" unless
+-- the job runs now and has one; webhook is the record's subscription ("" for none)
+local st = redis.call("HMGET", KEYS[1], "state", "cancel", "max_retry", "held", "wh")
+if not st[1] then return {"gone", "0", "", ""} end
+local wh = st[5] or ""
 local mr = st[3] or "0"
 -- A pending job's submission may yet fail: it must not run until confirmed.
-if st[1] == "pending" then return {"pending", mr, ""} end
-if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return {st[1], mr, ""} end
+if st[1] == "pending" then return {"pending", mr, "", wh} end
+if st[1] == "succeeded" or st[1] == "failed" or st[1] == "canceled" then return {st[1], mr, "", wh} end
 if st[2] == "1" then
   redis.call("HSET", KEYS[1], "state", "canceled", "finished", ARGV[1])
   redis.call("HDEL", KEYS[1], "held")
@@ -144,7 +150,7 @@ if st[2] == "1" then
   redis.call("DEL", KEYS[3])
   redis.call("HINCRBY", KEYS[1], "version", 1)
   emit("done", cjson.encode({state = "canceled"}))
-  return {"canceled", mr, ""}
+  return {"canceled", mr, "", wh}
 end
 if ARGV[4] ~= "" then
   local state = st[1]
@@ -155,14 +161,14 @@ if ARGV[4] ~= "" then
     redis.call("HINCRBY", KEYS[1], "version", 1)
     emit("state", cjson.encode({state = state, hold_reason = ARGV[4]}))
   end
-  return {state, mr, ""}
+  return {state, mr, "", wh}
 end
 redis.call("HDEL", KEYS[1], "held")
 redis.call("HSET", KEYS[1], "state", "running", "attempts", ARGV[2], "pct", 0, "msg", "", "progress_at", ARGV[1], "run", ARGV[3])
 redis.call("HSETNX", KEYS[1], "started", ARGV[1])
 redis.call("HINCRBY", KEYS[1], "version", 1)
 emit("state", cjson.encode({state = "running", attempts = tonumber(ARGV[2])}))
-return {"running", mr, redis.call("GET", KEYS[3]) or ""}
+return {"running", mr, redis.call("GET", KEYS[3]) or "", wh}
 `)
 
 // ErrGone is returned to a worker whose job record no longer exists (it
@@ -247,12 +253,20 @@ func (s *Store) StartAttempt(ctx context.Context, a Attempt) (Started, error) {
 	if err != nil {
 		return Started{}, fmt.Errorf("start job %s: %w", a.ID, err)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return Started{}, fmt.Errorf("start job %s: unexpected reply %q", a.ID, res)
 	}
 	s.hook("entered", a.ID)
 	out := Started{State: State(res[0])}
 	out.MaxRetry, _ = strconv.Atoi(res[1])
+	if res[3] != "" {
+		// A subscription that does not decode is no subscription: the job
+		// runs either way (the api wrote it, so this is corruption).
+		var spec webhook.Spec
+		if json.Unmarshal([]byte(res[3]), &spec) == nil {
+			out.Webhook = &spec
+		}
+	}
 	if out.State == StateRunning {
 		if res[2] != "" {
 			out.Checkpoint = []byte(res[2])

@@ -485,7 +485,9 @@ func (s *Store) ConfirmJob(ctx context.Context, c Confirmation) (State, error) {
 		// as it takes, each in its own slot, where that races their
 		// flip atomically. Whichever comes first wins.
 		over := len(f.members) - len(look.ended) - c.MaxActive + 1
-		taken, err := s.voidSome(ctx, look.tentative[:min(over, len(look.tentative))], voidQuota)
+		// over is never negative in practice (admit said full), but a
+		// slice bound must not trust another script's arithmetic.
+		taken, err := s.voidSome(ctx, look.tentative[:min(max(over, 0), len(look.tentative))], voidQuota)
 		if err != nil {
 			return "", fmt.Errorf("confirm job %s: %w: %w", c.ID, ErrNotConfirmed, err)
 		}

@@ -112,3 +112,17 @@ var WorkersPaused = factory.NewGaugeVec(prometheus.GaugeOpts{
 var ResultsFreeBytes = factory.NewGauge(prometheus.GaugeOpts{
 	Name: "claimcheck_results_free_bytes", Help: "Free space of the results store's file system at the worker's last check.",
 })
+
+// WebhookDeliveries counts webhook delivery attempts by event (started,
+// progress, log, completed) and outcome (delivered, retrying, failed,
+// dropped). The webhook queue's depth is claimcheck_queue_tasks{queue="cc.webhooks"}.
+var WebhookDeliveries = factory.NewCounterVec(prometheus.CounterOpts{
+	Name: "claimcheck_webhook_deliveries_total", Help: "Webhook delivery attempts by event and outcome (delivered, retrying, failed, dropped).",
+}, []string{"event", "outcome"})
+
+// WebhookDeliveryDuration observes how long webhook delivery attempts
+// that were sent took, by event.
+var WebhookDeliveryDuration = factory.NewHistogramVec(prometheus.HistogramOpts{
+	Name: "claimcheck_webhook_delivery_duration_seconds", Help: "Durations of webhook delivery attempts that were sent, by event.",
+	Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+}, []string{"event"})

@@ -278,6 +278,21 @@ func TestCheckURL(t *testing.T) {
 		{name: "allowed private name", url: "https://private.test/", allow: true},
 		{name: "allowed loopback literal", url: "http://127.0.0.1:8080/", allow: true},
 		{name: "allowed localhost", url: "http://localhost/", allow: true},
+		// Red-team spellings: each reaches the same verdict as its plain
+		// form, or does not resolve (a 422 as well); none is let through.
+		{name: "trailing dot", url: "https://private.test./", want: webhook.ErrRefused, message: "private address (10.1.2.3)"},
+		{name: "upper case", url: "https://PRIVATE.Test/", want: webhook.ErrRefused, message: "private address (10.1.2.3)"},
+		{name: "upper case scheme", url: "HTTP://127.0.0.1/", want: webhook.ErrRefused, message: "loopback"},
+		{name: "decimal IPv4", url: "http://2130706433/", want: webhook.ErrNotResolved},
+		{name: "hex IPv4", url: "http://0x7f.1/", want: webhook.ErrNotResolved},
+		{name: "octal IPv4", url: "http://017700000001/", want: webhook.ErrNotResolved},
+		{name: "leading-zero IPv4", url: "http://0177.0.0.1/", want: webhook.ErrNotResolved},
+		{name: "short IPv4", url: "http://127.1/", want: webhook.ErrNotResolved},
+		{name: "unspecified v6", url: "http://[::]/", want: webhook.ErrRefused, message: "unspecified"},
+		{name: "unspecified v4 with port", url: "http://0.0.0.0:8080/", want: webhook.ErrRefused, message: "unspecified"},
+		{name: "zone id", url: "http://[fe80::1%25eth0]:80/", want: webhook.ErrRefused, message: "link-local"},
+		{name: "mapped hex literal", url: "http://[::ffff:7f00:1]/", want: webhook.ErrRefused, message: "loopback"},
+		{name: "long hostname", url: "http://" + strings.Repeat("a", 300) + ".test/", want: webhook.ErrNotResolved},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := &webhook.Guard{AllowPrivate: tc.allow, Resolver: dns.resolver()}
