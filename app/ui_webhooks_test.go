@@ -141,7 +141,7 @@ func TestBrowserWebhooksOnceLinkAndReceipt(t *testing.T) {
 
 	// Phone width: the page fits, and each delivery is a small card.
 	p.run("phone width", chromedp.EmulateViewport(390, 844),
-		p.poll(`document.querySelector("#job-deliveries tbody tr") === null || getComputedStyle(document.querySelector("#job-deliveries tbody tr")).display === "block"`),
+		p.poll(`getComputedStyle(document.querySelector("#job-deliveries tbody tr")).display === "block"`),
 		p.poll(`document.documentElement.scrollWidth <= window.innerWidth`))
 	p.screenshot("ui-job-webhooks-phone.png", true)
 	p.b.checkNoPageErrors(t)
