@@ -3,6 +3,8 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -387,7 +389,44 @@ func (s *Server) describe(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("timed out (connect %v, response %v): %w", s.cfg.ConnectTimeout, s.cfg.ResponseTimeout, err)
 	}
-	return err
+	return peerSafe(err)
+}
+
+// peerSafe keeps an error's text only when it cannot quote what the peer
+// sent. net/http quotes the start of a malformed answer ("malformed HTTP
+// response \"SSH-2.0-…\""), and an attempt's error is shown to every
+// holder of the job's token (GET /v1/jobs/{id}/deliveries): a submitter
+// pointing a webhook at a service that is not HTTP would read its banner
+// back, from this deployment's network position. Failures to connect
+// (net.OpError: the dialed address and the system's reason) and TLS
+// alerts keep their text; certificate failures, a closed connection and
+// anything else are named, not quoted.
+func peerSafe(err error) error {
+	var (
+		op       *net.OpError
+		alert    tls.AlertError
+		recHdr   tls.RecordHeaderError
+		certInv  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		unknown  x509.UnknownAuthorityError
+		verify   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the receiver closed the connection without an answer")
+	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &alert):
+		return err
+	// A certificate's error texts quote its names: named, not quoted.
+	case errors.As(err, &hostname):
+		return errors.New("the receiver's TLS certificate is not valid for the URL's host")
+	case errors.As(err, &unknown):
+		return errors.New("the receiver's TLS certificate is signed by an unknown authority")
+	case errors.As(err, &certInv), errors.As(err, &verify):
+		return errors.New("the receiver's TLS certificate does not verify")
+	case errors.As(err, &recHdr):
+		return errors.New("the receiver's answer is not TLS")
+	}
+	return errors.New("the receiver's answer is not a valid HTTP response")
 }
 
 // SignedContent is what a v1a signature signs: "<id>.<timestamp>.<body>".
