@@ -33,6 +33,7 @@ const (
 	ConnectTimeout   = 5 * time.Second
 	ResponseTimeout  = 10 * time.Second
 	MaxResponseBytes = 64 << 10
+	BodyGrace        = time.Second
 	UserAgent        = "claimcheck-webhooks"
 	// LinkIssuer is the issuer of the download links in completed
 	// payloads; the progress service verifies them with the keys of kind
@@ -84,6 +85,11 @@ type Config struct {
 	// (TLS included) and its wait for the response headers (the package's
 	// ConnectTimeout, 5 s, and ResponseTimeout, 10 s).
 	ConnectTimeout, ResponseTimeout time.Duration
+	// BodyGrace is how long the response's body is read once its headers
+	// are in (BodyGrace, 1 s): only to reuse the connection, so a body
+	// that trickles does not hold the delivery slot, which every job's
+	// events share.
+	BodyGrace time.Duration
 	// RetryDelay is the wait after failed attempt n (DefaultRetryDelay).
 	RetryDelay func(n int) time.Duration
 	// TaskCheckInterval and DelayedTaskCheckInterval are Asynq's (100ms,
@@ -121,6 +127,9 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	}
 	if cfg.ResponseTimeout <= 0 {
 		cfg.ResponseTimeout = ResponseTimeout
+	}
+	if cfg.BodyGrace <= 0 {
+		cfg.BodyGrace = BodyGrace
 	}
 	if cfg.RetryDelay == nil {
 		cfg.RetryDelay = DefaultRetryDelay
@@ -371,7 +380,12 @@ func (s *Server) post(ctx context.Context, target, id string, body []byte) (int,
 	if err != nil {
 		return 0, s.describe(err)
 	}
+	// The status is the answer; the body is read (a little, briefly)
+	// only so the connection can be reused. Cancelling the request's
+	// context ends a read that trickles.
+	grace := time.AfterFunc(s.cfg.BodyGrace, cancel)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes))
+	grace.Stop()
 	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }

@@ -20,6 +20,12 @@ import (
 // first line.
 func rawReceiver(t *testing.T, answer string) string {
 	t.Helper()
+	return rawReceiverFunc(t, func(c net.Conn) { _, _ = c.Write([]byte(answer)) })
+}
+
+// rawReceiverFunc is rawReceiver answering with answer(conn).
+func rawReceiverFunc(t *testing.T, answer func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,7 @@ func rawReceiver(t *testing.T, answer string) string {
 			go func() {
 				defer c.Close()
 				_, _ = bufio.NewReader(c).ReadString('\n')
-				_, _ = c.Write([]byte(answer))
+				answer(c)
 			}()
 		}
 	}()
@@ -97,5 +103,53 @@ func TestDeliveryErrorsNeverQuoteTheReceiver(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDeliveryDoesNotWaitForTheBody: a receiver that answers its status
+// at once and then trickles (or never ends) its body holds the delivery
+// slot for no longer than BodyGrace: the status is the answer, and every
+// receiver's slot is shared by every other job's events. The timeouts are
+// an hour here, so only the body grace can end the attempt.
+func TestDeliveryDoesNotWaitForTheBody(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := context.Background()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	target := rawReceiverFunc(t, func(c net.Conn) {
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nx"))
+		<-release
+	})
+	store := jobs.NewStore(rdb, nil)
+	spec := &webhook.Spec{URL: target, Events: []string{webhook.EventStarted}}
+	if _, err := store.Create(ctx, jobs.NewJob{ID: "j1", Type: "t", Owner: "ann", Queue: "default",
+		Timeout: time.Minute, TTL: time.Hour, Webhook: spec}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := delivery.New(delivery.Config{
+		Concurrency: 1, ProgressURL: "http://progress.invalid",
+		Sign:           func([]byte) ([]byte, error) { return make([]byte, 64), nil },
+		MintLink:       func(string, int64, time.Time) (string, time.Time, error) { return "", time.Time{}, nil },
+		Guard:          &webhook.Guard{AllowPrivate: true},
+		ConnectTimeout: time.Hour, ResponseTimeout: time.Hour,
+		BodyGrace:         50 * time.Millisecond,
+		RetryDelay:        func(int) time.Duration { return time.Hour },
+		TaskCheckInterval: 10 * time.Millisecond,
+	}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	delivery.NewEvents(rdb, nil).Started(ctx, "j1", 1, spec)
+	var ds []jobs.Delivery
+	waitfor.True(t, 10*time.Second, func() bool {
+		ds, err = store.Deliveries(ctx, "j1")
+		return err == nil && len(ds) > 0
+	})
+	if d := ds[0]; d.Outcome != jobs.DeliveryDelivered || d.StatusCode != 200 {
+		t.Fatalf("attempt %+v, want delivered 200 while the body still trickles", d)
 	}
 }
