@@ -426,6 +426,8 @@ func peerSafe(err error) error {
 		verify   *tls.CertificateVerificationError
 	)
 	switch {
+	case errors.Is(err, context.Canceled):
+		return errors.New("interrupted: the deliverer stopped; the attempt runs again")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("the receiver closed the connection without an answer")
 	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &alert):
