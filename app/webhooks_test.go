@@ -695,4 +695,13 @@ func TestWebhookLinkKeySignsNoLongLinks(t *testing.T) {
 	if resp := get(delivery.DefaultLinkTTL); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a 10 min webhook link: %d", resp.StatusCode)
 	}
+	// The deliverer never mints one-time links: one its key signed would
+	// skip the per-job cap on them, so progress refuses it.
+	once, _, err := m.Mint(sub.ID, 0, tokens.LinkOptions{Disposition: "attachment", TTL: delivery.DefaultLinkTTL, Once: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := do(t, "GET", s.progress.URL+"/v1/results/"+sub.ID+"?sig="+once, "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a one-time webhook link: %d, want 401", resp.StatusCode)
+	}
 }
