@@ -683,3 +683,45 @@ func TestWebhookSubmittedThroughTheAPI(t *testing.T) {
 		t.Fatalf("link: %d %q", resp.StatusCode, b)
 	}
 }
+
+// TestWebhookLinkKeySignsNoLongLinks: the deliverer's links live 10 min,
+// so the progress service refuses a link of its issuer and key that lives
+// longer: a stolen webhook-link key (every worker holds it) cannot sign a
+// link that outlives the ones it was made for. Within 10 min it works.
+func TestWebhookLinkKeySignsNoLongLinks(t *testing.T) {
+	s, _ := webhookStack(t, false, nil)
+	rc := newReceiver(t, nil, nil)
+	sub := s.submitWebhook(t, "wh-report", `{"n":1,"result":"x"}`, webhook.Spec{URL: rc.srv.URL, Events: []string{"completed"}})
+	s.waitState(t, sub, jobs.StateSucceeded)
+	keys, err := tokens.LoadDir(s.cfg.WebhookLinkKeyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &tokens.LinkMinter{Keys: keys, Issuer: delivery.LinkIssuer}
+	get := func(ttl time.Duration) *http.Response {
+		link, _, err := m.MintLink(sub.ID, 0, "", "attachment", ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return do(t, "GET", s.progress.URL+"/v1/results/"+sub.ID+"?sig="+link, "", nil)
+	}
+	resp := get(time.Hour)
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("an hour-long webhook link: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if p := decode[struct{ Type string }](t, resp); p.Type != "urn:claimcheck:problem:invalid-token" {
+		t.Fatalf("an hour-long webhook link: problem %q", p.Type)
+	}
+	if resp := get(delivery.DefaultLinkTTL); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a 10 min webhook link: %d", resp.StatusCode)
+	}
+	// The deliverer never mints one-time links: one its key signed would
+	// skip the per-job cap on them, so progress refuses it.
+	once, _, err := m.Mint(sub.ID, 0, tokens.LinkOptions{Disposition: "attachment", TTL: delivery.DefaultLinkTTL, Once: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := do(t, "GET", s.progress.URL+"/v1/results/"+sub.ID+"?sig="+once, "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a one-time webhook link: %d, want 401", resp.StatusCode)
+	}
+}

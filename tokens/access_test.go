@@ -270,3 +270,30 @@ func TestLinkTokens(t *testing.T) {
 		t.Fatalf("link with another scope: %v", err)
 	}
 }
+
+// TestLinkVerifierMaxLifetime: a verifier for links whose minter only ever
+// makes short ones (the webhook deliverer's, 10 min) refuses a longer one,
+// so that a stolen minting key signs nothing that lives past what its
+// minter would have made; within the bound the link verifies.
+func TestLinkVerifierMaxLifetime(t *testing.T) {
+	ks := newSet(t)
+	m := &tokens.LinkMinter{Keys: ks, Issuer: "urn:claimcheck:webhooks"}
+	v := &tokens.LinkVerifier{Keys: ks, Issuer: "urn:claimcheck:webhooks", MaxLifetime: 10 * time.Minute}
+	short, _, err := m.MintLink("j1", 0, "", "attachment", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyLink(short); err != nil {
+		t.Fatalf("a 10 min link: %v", err)
+	}
+	long, _, err := m.MintLink("j1", 0, "", "attachment", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyLink(long); !errors.Is(err, tokens.ErrMalformed) {
+		t.Fatalf("a 24 h link under a 10 min bound: %v", err)
+	}
+	if _, err := (&tokens.LinkVerifier{Keys: ks, Issuer: "urn:claimcheck:webhooks"}).VerifyLink(long); err != nil {
+		t.Fatalf("without a bound a 24 h link verifies: %v", err)
+	}
+}

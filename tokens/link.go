@@ -137,12 +137,17 @@ type LinkVerifier struct {
 	Audience string
 	Leeway   time.Duration
 	Now      func() time.Time
+	// MaxLifetime, when set, bounds exp-iat below MaxLinkLifetime: for a
+	// minter that only ever makes short links (the webhook deliverer's),
+	// so that its key, if stolen, signs nothing longer-lived than them.
+	MaxLifetime time.Duration
 
 	parsing
 }
 
 // VerifyLink checks a link token (typ link+jwt, the progress issuer and
-// results audience, exp required, lifetime at most MaxLinkLifetime, scope
+// results audience, exp required, lifetime at most MaxLinkLifetime (or
+// MaxLifetime), scope
 // result:download, a jti on a one-time link). Errors wrap ErrInvalid.
 func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	v.init(v.Keys, TypeLink, or(v.Issuer, DefaultProgressIssuer), or(v.Audience, DefaultResultsAudience), v.Leeway, v.Now)
@@ -153,8 +158,12 @@ func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	if c.Job == "" || c.Scope != ScopeResultDownload || c.IssuedAt == 0 {
 		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("job, scope or iat claim missing")}
 	}
-	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > MaxLinkLifetime {
-		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", MaxLinkLifetime)}
+	limit := MaxLinkLifetime
+	if v.MaxLifetime > 0 {
+		limit = min(limit, v.MaxLifetime)
+	}
+	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > limit {
+		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", limit)}
 	}
 	// A one-time link's state is kept under its jti: without one it
 	// would share nothing with itself and could be used again.

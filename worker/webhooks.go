@@ -171,10 +171,13 @@ func NewWebhooks(cfg WebhookConfig, rdb redis.UniversalClient) (*Webhooks, error
 			return tok, claims.Expires(), nil
 		},
 		Publish: func(ctx context.Context) error {
-			if err := pubkeys.Publish(ctx, rdb, tokens.KindWebhook, keys); err != nil {
+			// Replaced, not added to: a key retired from its directory
+			// (after a theft) stops being trusted, for links at the
+			// progress service and for signatures at receivers.
+			if err := pubkeys.Replace(ctx, rdb, tokens.KindWebhook, keys); err != nil {
 				return err
 			}
-			return pubkeys.Publish(ctx, rdb, tokens.KindLink, linkKeys)
+			return pubkeys.Replace(ctx, rdb, tokens.KindLink, linkKeys)
 		},
 		Guard:             &webhook.Guard{AllowPrivate: cfg.AllowPrivate},
 		RetryDelay:        cfg.RetryDelay,

@@ -14,6 +14,8 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/internal/webhook"
+	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/pubkeys"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
@@ -124,5 +126,63 @@ func TestWebhookCompletedEnqueuedByRerun(t *testing.T) {
 	}
 	if ran != 0 {
 		t.Fatalf("a finished job ran %d times", ran)
+	}
+}
+
+// TestWebhookKeysRetiredAreWithdrawn: a webhook or webhook-link key
+// retired from its directory (after a theft: rotate, restart, retire,
+// restart) is withdrawn from Redis when the deliverer starts, so the
+// progress service stops taking the links it signed and the api's JWKS
+// stops listing it for receivers; the keys still in the directory stay.
+func TestWebhookKeysRetiredAreWithdrawn(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	keyDir, linkDir := t.TempDir(), t.TempDir()
+	start := func() {
+		t.Helper()
+		w, err := worker.NewWebhooks(worker.WebhookConfig{KeyDir: keyDir, LinkKeyDir: linkDir, ProgressURL: "http://progress.invalid"}, h.rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.Shutdown()
+	}
+	published := func(kind string) []string {
+		t.Helper()
+		kids, err := h.rdb.HKeys(ctx, pubkeys.Key(kind)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(kids)
+		return kids
+	}
+	start()
+	stolen := map[string]string{}
+	for kind, dir := range map[string]string{tokens.KindWebhook: keyDir, tokens.KindLink: linkDir} {
+		if kids := published(kind); len(kids) != 1 {
+			t.Fatalf("%s keys published: %v", kind, kids)
+		}
+		stolen[kind] = published(kind)[0]
+		if _, _, err := tokens.RotateDir(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start()
+	for kind, dir := range map[string]string{tokens.KindWebhook: keyDir, tokens.KindLink: linkDir} {
+		if kids := published(kind); len(kids) != 2 {
+			t.Fatalf("%s keys after a rotation: %v, want the old and the new", kind, kids)
+		}
+		if err := tokens.RetireKey(dir, stolen[kind]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start()
+	for kind := range stolen {
+		kids := published(kind)
+		if len(kids) != 1 || kids[0] == stolen[kind] {
+			t.Fatalf("%s keys after retiring %s: %v, want only the new one", kind, stolen[kind], kids)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -47,6 +48,11 @@ func (s *Service) verifyLink(sig string) (*tokens.LinkClaims, error) {
 	}
 	wc, werr := s.cfg.WebhookLinks.VerifyLink(sig)
 	if werr == nil {
+		if wc.Once {
+			// The deliverer never mints one-time links; one that says
+			// so would skip the per-job cap on them (POST …/links).
+			return nil, fmt.Errorf("%w: a webhook link cannot be one-time", tokens.ErrMalformed)
+		}
 		return wc, nil
 	}
 	if errors.Is(err, tokens.ErrUnknownKey) {

@@ -66,7 +66,7 @@ const maxReceiptFile = 16 << 10
 
 func newReceipt() *cobra.Command {
 	cmd := &cobra.Command{Use: "receipt", Short: "Verify result receipts offline"}
-	var jwks, result string
+	var jwks, result, job string
 	verify := &cobra.Command{
 		Use:   "verify FILE",
 		Short: "Verify a result receipt against the api's JWKS, and with --result the result file",
@@ -74,8 +74,9 @@ func newReceipt() *cobra.Command {
 signature against the receipt keys (kind "receipt", and only those) of the
 api's JWKS, given as a URL or a saved file, its typ, issuer, audience and
 expiry; then it prints what the receipt states. With --result FILE it also
-checks that the file's SHA-256 and size are the ones the receipt states.
-Any mismatch is an error and a non-zero exit.`,
+checks that the file's SHA-256 and size are the ones the receipt states,
+and with --job ID that the receipt is that job's: a receipt verifies for
+the job it names, whichever job its holder says it is for. Any mismatch is an error and a non-zero exit.`,
 		Example: `  claimcheck receipt verify job.receipt --jwks http://127.0.0.1:8080/.well-known/jwks.json
   claimcheck receipt verify job.receipt --jwks jwks.json --result fractal.png`,
 		Args: cobra.ExactArgs(1),
@@ -95,6 +96,12 @@ Any mismatch is an error and a non-zero exit.`,
 			if err != nil {
 				return fmt.Errorf("receipt %s does not verify: %w", args[0], err)
 			}
+			// Before anything is printed: a receipt of another job
+			// verifies, and only the exit code tells a script it is not
+			// the one it asked about.
+			if job != "" && c.Job != job {
+				return fmt.Errorf("%w: receipt %s is job %s's, not %s's", errReceiptOtherJob, args[0], termSafe(c.Job), termSafe(job))
+			}
 			printReceipt(cmd.OutOrStdout(), c)
 			if result == "" {
 				return nil
@@ -109,6 +116,7 @@ Any mismatch is an error and a non-zero exit.`,
 	verify.Flags().StringVar(&jwks, "jwks", "", "the api's JWKS: its URL (…/.well-known/jwks.json) or a saved copy of it")
 	_ = verify.MarkFlagRequired("jwks")
 	verify.Flags().StringVar(&result, "result", "", "also check that this file is the result the receipt states (SHA-256 and size)")
+	verify.Flags().StringVar(&job, "job", "", "also check that the receipt is this job's (its id)")
 	config.AnnotateEnv(verify.Flags())
 	cmd.AddCommand(verify)
 	return cmd
@@ -188,6 +196,9 @@ func printReceipt(w io.Writer, c *tokens.ReceiptClaims) {
 	row("receipt id", termSafe(c.ID))
 	tw.Flush()
 }
+
+// errReceiptOtherJob is what a receipt of a job other than --job's fails with.
+var errReceiptOtherJob = errors.New("receipt is another job's")
 
 // errResultMismatch is what a result file that is not the receipt's result
 // fails with.

@@ -88,6 +88,17 @@ func TestReceiptCommands(t *testing.T) {
 		t.Fatalf("longer result: %v", err)
 	}
 
+	// With --job the exit code also says the receipt is that job's: job
+	// A's receipt shown as job B's fails, as a script that checks only the
+	// exit code needs it to (the printed job id is no use to it).
+	if printed, err := run(t, ctx, "", "receipt", "verify", receiptFile, "--jwks", jwksFile, "--job", id); err != nil || !strings.Contains(printed, "receipt verified") {
+		t.Fatalf("--job of its own job: %v\n%s", err, printed)
+	}
+	printed, err = run(t, ctx, "", "receipt", "verify", receiptFile, "--jwks", jwksFile, "--job", "01a2339e-0000-7000-8000-000000000000", "--result", resultFile)
+	if !errors.Is(err, errReceiptOtherJob) || strings.Contains(printed, "receipt verified") || strings.Contains(printed, "matches") {
+		t.Fatalf("a receipt shown as another job's: %v\n%s", err, printed)
+	}
+
 	// A receipt with one claim changed does not verify, and prints nothing.
 	parts := strings.Split(strings.TrimSpace(string(receipt)), ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])

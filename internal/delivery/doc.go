@@ -72,7 +72,8 @@
 // each) and refuse a timestamp more than 5 minutes from their clock.
 //
 // Connect timeout 5 s, response timeout 10 s, redirects never followed,
-// at most 64 KiB of the response read and discarded. 2xx is delivered;
+// at most 64 KiB of the response body read, for at most BodyGrace (1 s)
+// after its headers, and discarded. 2xx is delivered;
 // 410 Gone means the receiver unsubscribed: the job's later events are not
 // sent either. Anything else (3xx, 4xx, 5xx, timeouts, refused addresses)
 // is retried: MaxAttempts (10) attempts in all, the next one after

@@ -3,6 +3,8 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -32,6 +34,7 @@ const (
 	ConnectTimeout   = 5 * time.Second
 	ResponseTimeout  = 10 * time.Second
 	MaxResponseBytes = 64 << 10
+	BodyGrace        = time.Second
 	UserAgent        = "claimcheck-webhooks"
 	// LinkIssuer is the issuer of the download links in completed
 	// payloads; the progress service verifies them with the keys of kind
@@ -83,6 +86,11 @@ type Config struct {
 	// (TLS included) and its wait for the response headers (the package's
 	// ConnectTimeout, 5 s, and ResponseTimeout, 10 s).
 	ConnectTimeout, ResponseTimeout time.Duration
+	// BodyGrace is how long the response's body is read once its headers
+	// are in (BodyGrace, 1 s): only to reuse the connection, so a body
+	// that trickles does not hold the delivery slot, which every job's
+	// events share.
+	BodyGrace time.Duration
 	// RetryDelay is the wait after failed attempt n (DefaultRetryDelay).
 	RetryDelay func(n int) time.Duration
 	// TaskCheckInterval and DelayedTaskCheckInterval are Asynq's (100ms,
@@ -131,6 +139,9 @@ func New(cfg Config, rdb redis.UniversalClient) (*Server, error) {
 	}
 	if cfg.ResponseTimeout <= 0 {
 		cfg.ResponseTimeout = ResponseTimeout
+	}
+	if cfg.BodyGrace <= 0 {
+		cfg.BodyGrace = BodyGrace
 	}
 	if cfg.RetryDelay == nil {
 		cfg.RetryDelay = DefaultRetryDelay
@@ -399,7 +410,12 @@ func (s *Server) post(ctx context.Context, target, id string, body []byte) (int,
 	if err != nil {
 		return 0, s.describe(err)
 	}
+	// The status is the answer; the body is read (a little, briefly)
+	// only so the connection can be reused. Cancelling the request's
+	// context ends a read that trickles.
+	grace := time.AfterFunc(s.cfg.BodyGrace, cancel)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes))
+	grace.Stop()
 	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }
@@ -417,7 +433,46 @@ func (s *Server) describe(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("timed out (connect %v, response %v): %w", s.cfg.ConnectTimeout, s.cfg.ResponseTimeout, err)
 	}
-	return err
+	return peerSafe(err)
+}
+
+// peerSafe keeps an error's text only when it cannot quote what the peer
+// sent. net/http quotes the start of a malformed answer ("malformed HTTP
+// response \"SSH-2.0-…\""), and an attempt's error is shown to every
+// holder of the job's token (GET /v1/jobs/{id}/deliveries): a submitter
+// pointing a webhook at a service that is not HTTP would read its banner
+// back, from this deployment's network position. Failures to connect
+// (net.OpError: the dialed address and the system's reason) and TLS
+// alerts keep their text; certificate failures, a closed connection and
+// anything else are named, not quoted.
+func peerSafe(err error) error {
+	var (
+		op       *net.OpError
+		alert    tls.AlertError
+		recHdr   tls.RecordHeaderError
+		certInv  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		unknown  x509.UnknownAuthorityError
+		verify   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return errors.New("interrupted: the deliverer stopped; the attempt runs again")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the receiver closed the connection without an answer")
+	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &alert):
+		return err
+	// A certificate's error texts quote its names: named, not quoted.
+	case errors.As(err, &hostname):
+		return errors.New("the receiver's TLS certificate is not valid for the URL's host")
+	case errors.As(err, &unknown):
+		return errors.New("the receiver's TLS certificate is signed by an unknown authority")
+	case errors.As(err, &certInv), errors.As(err, &verify):
+		return errors.New("the receiver's TLS certificate does not verify")
+	case errors.As(err, &recHdr):
+		return errors.New("the receiver's answer is not TLS")
+	}
+	return errors.New("the receiver's answer is not a valid HTTP response")
 }
 
 // SignedContent is what a v1a signature signs: "<id>.<timestamp>.<body>".

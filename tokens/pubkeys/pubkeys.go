@@ -4,8 +4,10 @@
 // them in its JWKS and the progress service can verify with them, wherever
 // those processes run. Only public keys ever go to Redis.
 //
-// A published key stays published: a receipt signed by a retired key must
-// still verify for as long as its holder keeps it.
+// A published receipt key stays published: a receipt signed by a retired
+// key must still verify for as long as its holder keeps it. Webhook and
+// webhook-link keys are replaced instead (Replace): a retired one is
+// withdrawn when the deliverers next start.
 //
 // The trust this adds is Redis's: whoever may write cc:pubkeys:* could
 // publish a key of their own. deploy/redis/users.acl lets only the workers
@@ -44,6 +46,34 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, kind string, ks *to
 	}
 	if err := rdb.HSet(ctx, Key(kind), values...).Err(); err != nil {
 		return fmt.Errorf("publish %s keys: %w", kind, err)
+	}
+	return nil
+}
+
+// Replace makes ks's keys kind's only published keys, withdrawing every
+// other (one transaction on one key). It is for kinds whose keys vouch for
+// nothing once retired, so that `keys retire` after a theft ends trust in
+// the stolen key at every reader within Source.MaxAge: webhook signing
+// keys (receivers read them from the api's JWKS) and webhook-link keys
+// (the progress service takes links signed by any published one). Receipt
+// keys are Publish'ed instead: a receipt outlives its key's retirement.
+// Every publisher of kind must hold the same key directory.
+func Replace(ctx context.Context, rdb redis.UniversalClient, kind string, ks *tokens.KeySet) error {
+	doc := ks.JWKS()
+	if len(doc.Keys) == 0 {
+		return fmt.Errorf("replace %s keys: the key set is empty", kind)
+	}
+	values := make([]any, 0, 2*len(doc.Keys))
+	for _, k := range doc.Keys {
+		values = append(values, k.Kid, k.X)
+	}
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, Key(kind))
+		p.HSet(ctx, Key(kind), values...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replace %s keys: %w", kind, err)
 	}
 	return nil
 }

@@ -111,3 +111,30 @@ func TestFirstKeysAreListedWithinMinRefresh(t *testing.T) {
 		t.Fatalf("JWKS re-read before MaxAge: %+v", doc.Keys)
 	}
 }
+
+// TestReplaceWithdrawsOtherKeys: Replace leaves exactly its set published,
+// so a Source reading afresh no longer knows a withdrawn kid; Publish adds.
+func TestReplaceWithdrawsOtherKeys(t *testing.T) {
+	rdb := redistest.Client(t)
+	ctx := t.Context()
+	old, fresh := newSet(t), newSet(t)
+	if err := pubkeys.Publish(ctx, rdb, tokens.KindLink, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := pubkeys.Replace(ctx, rdb, tokens.KindLink, fresh); err != nil {
+		t.Fatal(err)
+	}
+	src := pubkeys.NewSource(rdb, tokens.KindLink)
+	if _, err := src.PublicKey(fresh.KIDs()[0]); err != nil {
+		t.Fatalf("the replacing key: %v", err)
+	}
+	if _, err := src.PublicKey(old.KIDs()[0]); !errors.Is(err, tokens.ErrUnknownKey) {
+		t.Fatalf("a withdrawn key: %v, want ErrUnknownKey", err)
+	}
+	if err := pubkeys.Replace(ctx, rdb, tokens.KindLink, &tokens.KeySet{}); err == nil {
+		t.Fatal("an empty set replaced the published keys")
+	}
+	if n, _ := rdb.HLen(ctx, pubkeys.Key(tokens.KindLink)).Result(); n != 1 {
+		t.Fatalf("%d keys published after a refused replace, want 1", n)
+	}
+}
