@@ -20,16 +20,7 @@ import (
 )
 
 func newSet(t testing.TB) *tokens.KeySet {
-	t.Helper()
-	k, err := tokens.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := tokens.NewKeySet(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
+	return tokenstest.NewKeySet(t)
 }
 
 func TestMintVerifyRoundTrip(t *testing.T) {

@@ -14,20 +14,12 @@ import (
 	"github.com/claimcheck/claimcheck/internal/jobs"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/tokens/pubkeys"
+	"github.com/claimcheck/claimcheck/tokens/tokenstest"
 	"github.com/claimcheck/claimcheck/worker"
 )
 
 func receiptKeys(t *testing.T) *tokens.KeySet {
-	t.Helper()
-	k, err := tokens.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := tokens.NewKeySet(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
+	return tokenstest.NewKeySet(t)
 }
 
 func (h *harness) receiptWorker(t *testing.T, ks *tokens.KeySet, types ...worker.Type) *worker.Server {

@@ -29,6 +29,7 @@ import (
 	"github.com/claimcheck/claimcheck/internal/s3test"
 	"github.com/claimcheck/claimcheck/internal/testutil/waitfor"
 	"github.com/claimcheck/claimcheck/tokens"
+	"github.com/claimcheck/claimcheck/tokens/tokenstest"
 )
 
 // testClock is the service's clock in these tests: it moves only when a
@@ -139,16 +140,7 @@ func newOnceEnv(t *testing.T, size int, redirect bool) *onceEnv {
 }
 
 func newKeys(t *testing.T) *tokens.KeySet {
-	t.Helper()
-	k, err := tokens.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := tokens.NewKeySet(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
+	return tokenstest.NewKeySet(t)
 }
 
 // link asks the service for a link (POST /v1/jobs/{id}/links with a job

@@ -8,19 +8,11 @@ import (
 	"github.com/claimcheck/claimcheck/internal/redistest"
 	"github.com/claimcheck/claimcheck/tokens"
 	"github.com/claimcheck/claimcheck/tokens/pubkeys"
+	"github.com/claimcheck/claimcheck/tokens/tokenstest"
 )
 
 func newSet(t *testing.T) *tokens.KeySet {
-	t.Helper()
-	k, err := tokens.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := tokens.NewKeySet(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
+	return tokenstest.NewKeySet(t)
 }
 
 func TestPublishedKeysAreReadByKind(t *testing.T) {

@@ -142,3 +142,17 @@ func flip(s string) string {
 	}
 	return string(b)
 }
+
+// NewKeySet is a fresh key set with one active Ed25519 key.
+func NewKeySet(tb testing.TB) *tokens.KeySet {
+	tb.Helper()
+	k, err := tokens.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ks, err := tokens.NewKeySet(k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ks
+}
