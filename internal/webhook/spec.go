@@ -30,9 +30,13 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Events a webhook may subscribe to. EventCompleted covers every final
@@ -84,6 +88,24 @@ func (s Spec) Normalize() (Spec, error) {
 	case u.Fragment != "" || strings.Contains(s.URL, "#"):
 		return Spec{}, errors.New("url must not carry a fragment")
 	}
+	// An internationalised name is kept in its ASCII (punycode) form:
+	// that is what the resolver at submit and the dialer at delivery both
+	// take, so both check the same name (Go's resolver refuses non-ASCII
+	// names, which made every such URL "does not resolve").
+	if host := u.Hostname(); !isASCII(host) {
+		ascii, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return Spec{}, errors.New("url host is not a valid internationalised domain name")
+		}
+		if port := u.Port(); port != "" {
+			u.Host = net.JoinHostPort(ascii, port)
+		} else {
+			u.Host = ascii
+		}
+		if len(u.String()) > MaxURLLength {
+			return Spec{}, fmt.Errorf("url is longer than %d bytes", MaxURLLength)
+		}
+	}
 	if len(s.Events) > len(Events) {
 		return Spec{}, fmt.Errorf("events: at most %d", len(Events))
 	}
@@ -102,6 +124,15 @@ func (s Spec) Normalize() (Spec, error) {
 		events = []string{EventCompleted}
 	}
 	return Spec{URL: u.String(), Events: events}, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // Wants reports whether the spec subscribes to event.

@@ -18,6 +18,7 @@ func TestNormalize(t *testing.T) {
 		{name: "default events", in: webhook.Spec{URL: "https://example.org/hook"}, events: []string{"completed"}},
 		{name: "dedup and order", in: webhook.Spec{URL: "http://example.org/h", Events: []string{"completed", "log", "started", "log"}}, events: []string{"started", "log", "completed"}},
 		{name: "missing url", in: webhook.Spec{}, wantErr: "required"},
+		{name: "bad internationalised name", in: webhook.Spec{URL: "https://b\u00fc_cher.example/"}, wantErr: "internationalised"},
 		{name: "ftp", in: webhook.Spec{URL: "ftp://example.org/"}, wantErr: "http or https"},
 		{name: "no host", in: webhook.Spec{URL: "https:///x"}, wantErr: "no host"},
 		{name: "user info", in: webhook.Spec{URL: "https://u:p@example.org/"}, wantErr: "user info"},
@@ -43,6 +44,12 @@ func TestNormalize(t *testing.T) {
 				t.Fatalf("Wants disagrees with events %v", got.Events)
 			}
 		})
+	}
+	// An internationalised name becomes its ASCII form, port kept, which
+	// is the name both the submit check and the dialer resolve.
+	idn, err := webhook.Spec{URL: "https://b\u00fccher.example:8443/h?x=\u00e9"}.Normalize()
+	if err != nil || !strings.HasPrefix(idn.URL, "https://xn--bcher-kva.example:8443/h?") {
+		t.Fatalf("IDN URL normalized to %q (%v), want the punycode host", idn.URL, err)
 	}
 	var none *webhook.Spec
 	if none.Wants(webhook.EventCompleted) {
