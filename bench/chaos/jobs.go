@@ -19,6 +19,8 @@ type Spec struct {
 	Input    string
 	MaxRetry *int
 	Variant  string
+	// Webhook, when set, is the URL the job's completed event is sent to.
+	Webhook string
 }
 
 // Body is the POST /v1/jobs body.
@@ -26,6 +28,9 @@ func (s Spec) Body() []byte {
 	m := map[string]any{"type": s.Type, "input": json.RawMessage(s.Input)}
 	if s.MaxRetry != nil {
 		m["max_retry"] = *s.MaxRetry
+	}
+	if s.Webhook != "" {
+		m["webhook"] = map[string]any{"url": s.Webhook, "events": []string{"completed"}}
 	}
 	b, _ := json.Marshal(m)
 	return b

@@ -81,19 +81,35 @@ func killer(ctx context.Context, workers []*Proc, interval time.Duration, stop <
 // Expected: every job ends; a job fails only with "worker lost" (its
 // worker was killed on its last attempt: max_retry 0, or four kills in a
 // row); every result's bytes match its record and every other job of the
-// same input.
+// same input. Every other job has a webhook (completed only) to a receiver
+// on loopback: every ended one gets a completed event showing its final
+// state, under one webhook-id, validly signed, and no other job gets any.
 func runR1(ctx context.Context, opt Options) (*Outcome, error) {
 	o := &Outcome{}
-	s, err := NewStack(ctx, opt.Bin, opt.Root, "r1", StackConfig{Workers: 3, Concurrency: 4, Users: 4})
+	s, err := NewStack(ctx, opt.Bin, opt.Root, "r1", StackConfig{Workers: 3, Concurrency: 4, Users: 4, Webhooks: true})
 	if err != nil {
 		return o, err
 	}
 	defer s.Close()
+	hooks, err := NewReceiver(s.APIURL + "/.well-known/jwks.json")
+	if err != nil {
+		return o, err
+	}
+	defer hooks.Close()
 	c := newClient(s)
 	tr := NewTracker(ctx, c)
 	r := rand.New(rand.NewPCG(1, 2))
 	var genMu sync.Mutex
-	gen := func(int) Spec { genMu.Lock(); defer genMu.Unlock(); return MixedSpec(r) }
+	// Every other job has a webhook for its completed event.
+	gen := func(i int) Spec {
+		genMu.Lock()
+		defer genMu.Unlock()
+		sp := MixedSpec(r)
+		if i%2 == 0 {
+			sp.Webhook = hooks.URL
+		}
+		return sp
+	}
 
 	stopKills := make(chan struct{})
 	killsDone := make(chan []time.Time)
@@ -120,6 +136,14 @@ func runR1(ctx context.Context, opt Options) (*Outcome, error) {
 	}
 	// Asynq re-runs a killed worker's task 60–116 s after the kill.
 	tr.Drain(180 * time.Second)
+	// A completed event's first retry comes 5 s after a failed attempt; a
+	// delivery whose worker was killed is re-run when its lease ends, as
+	// the jobs' tasks are (so up to ~120 s after the last kill).
+	wait := 30 * time.Second
+	if len(kills) > 0 {
+		wait = max(wait, time.Until(kills[len(kills)-1].Add(125*time.Second)))
+	}
+	hooks.CheckWebhooks(ctx, o, tr, wait)
 	tr.Account(ctx, o, workerLost)
 	tr.VerifyResults(ctx, o)
 	tr.Retried(o)

@@ -205,6 +205,11 @@ type StackConfig struct {
 	Standby int
 	// WorkerArgs are more flags for every worker.
 	WorkerArgs []string
+	// Webhooks lets jobs have webhooks to loopback (the harness's
+	// receiver): api and workers get --webhook-allow-private, workers
+	// --progress-url, and the webhook keys are made before any starts so
+	// that every worker signs with the same ones.
+	Webhooks bool
 	// ResultsMount, when set, is run on the results directory before any
 	// service starts (a tmpfs for the full-store scenario).
 	ResultsMount func(dir string) error
@@ -288,6 +293,13 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 	if _, err := s.admin(ctx, env, "", "keys", "generate", "--out", filepath.Join(dir, "data", "keys", "jobs")); err != nil {
 		return nil, err
 	}
+	if cfg.Webhooks {
+		for _, k := range []string{"webhooks", "webhook-links"} {
+			if _, err := s.admin(ctx, env, "", "keys", "generate", "--out", filepath.Join(dir, "data", "keys", k)); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for i := range max(1, cfg.Users) {
 		user := fmt.Sprintf("chaos%d", i)
 		if _, err := s.admin(ctx, env, randHex(12)+"\n", "users", "add", user, "--password-stdin"); err != nil {
@@ -319,6 +331,11 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 		Args: []string{"api", "--addr", addr(ports[0]), "--metrics-addr", addr(ports[1]),
 			"--max-active-jobs", "-1", "--progress-url", s.ProgURL},
 		Metrics: "http://" + addr(ports[1]), Ready: s.APIURL + "/readyz"}
+	workerArgs := cfg.WorkerArgs
+	if cfg.Webhooks {
+		s.API.Args = append(s.API.Args, "--webhook-allow-private")
+		workerArgs = append([]string{"--progress-url", s.ProgURL, "--webhook-allow-private"}, workerArgs...)
+	}
 	s.Progress = &Proc{Name: "progress", Path: bin, Env: env, Log: filepath.Join(logs, "progress.log"),
 		Args: []string{"progress", "--addr", addr(ports[2]), "--metrics-addr", addr(ports[3]),
 			"--jwks-url", s.APIURL + "/.well-known/jwks.json",
@@ -326,7 +343,7 @@ func NewStack(ctx context.Context, bin, root, name string, cfg StackConfig) (*St
 		Metrics: "http://" + addr(ports[3]), Ready: s.ProgURL + "/readyz"}
 	for i := range cfg.Workers {
 		args := append([]string{"worker", "--concurrency", strconv.Itoa(cfg.Concurrency),
-			"--metrics-addr", "", "--max-running-jobs", "0"}, cfg.WorkerArgs...)
+			"--metrics-addr", "", "--max-running-jobs", "0"}, workerArgs...)
 		s.Workers = append(s.Workers, &Proc{Name: fmt.Sprintf("worker%d", i+1), Path: bin, Env: env,
 			Log: filepath.Join(logs, fmt.Sprintf("worker%d.log", i+1)), Args: args, MetricsArg: 4})
 	}
