@@ -228,7 +228,9 @@ func (r *Receiver) CheckWebhooks(ctx context.Context, o *Outcome, tr *Tracker, w
 			if d.Type != "job.completed" {
 				continue
 			}
-			received++
+			if _, ok := final[job]; ok {
+				received++
+			}
 			ids[d.ID] = true
 			if st, ok := final[job]; ok && st != "" && d.State != st {
 				o.Violations = append(o.Violations, fmt.Sprintf("webhook: job %s's completed event %s shows state %q, its record ended %q", job, d.ID, d.State, st))

@@ -79,7 +79,7 @@ func TestReceiverChecks(t *testing.T) {
 	if len(o.Violations) != 3 {
 		t.Errorf("%d violations, want 3:\n%s", len(o.Violations), all)
 	}
-	if len(o.Notes) != 1 || !strings.Contains(o.Notes[0], "2 webhook jobs (2 ended), 3 completed events received, 1 duplicate") {
+	if len(o.Notes) != 1 || !strings.Contains(o.Notes[0], "2 webhook jobs (2 ended), 2 completed events received, 1 duplicate") {
 		t.Errorf("notes: %q", o.Notes)
 	}
 }
