@@ -131,8 +131,8 @@ func (v *AccessVerifier) VerifyAccess(token string) (*AccessClaims, error) {
 	if claims.Subject == "" || claims.ID == "" || claims.IssuedAt == 0 {
 		return nil, &verifyError{reason: ErrMalformed, cause: errors.New("sub, jti or iat claim missing")}
 	}
-	if time.Duration(claims.ExpiresAt-claims.IssuedAt)*time.Second > MaxAccessLifetime {
-		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", MaxAccessLifetime)}
+	if err := claims.checkLifetime(MaxAccessLifetime); err != nil {
+		return nil, err
 	}
 	return claims, nil
 }

@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -27,6 +28,15 @@ type Registered struct {
 
 // Expires is exp as a time.
 func (c *Registered) Expires() time.Time { return time.Unix(c.ExpiresAt, 0).UTC() }
+
+// checkLifetime refuses a token whose exp-iat exceeds limit: every kind
+// caps how long one of its tokens may live, whatever its minter asked.
+func (c *Registered) checkLifetime(limit time.Duration) error {
+	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > limit {
+		return &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", limit)}
+	}
+	return nil
+}
 
 // GetExpirationTime implements jwt.Claims.
 func (c *Registered) GetExpirationTime() (*jwt.NumericDate, error) {

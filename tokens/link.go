@@ -147,8 +147,8 @@ type LinkVerifier struct {
 
 // VerifyLink checks a link token (typ link+jwt, the progress issuer and
 // results audience, exp required, lifetime at most MaxLinkLifetime (or
-// MaxLifetime), scope
-// result:download, a jti on a one-time link). Errors wrap ErrInvalid.
+// MaxLifetime), scope result:download, a jti on a one-time link). Errors
+// wrap ErrInvalid.
 func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	v.init(v.Keys, TypeLink, or(v.Issuer, DefaultProgressIssuer), or(v.Audience, DefaultResultsAudience), v.Leeway, v.Now)
 	c := &LinkClaims{}
@@ -162,8 +162,8 @@ func (v *LinkVerifier) VerifyLink(token string) (*LinkClaims, error) {
 	if v.MaxLifetime > 0 {
 		limit = min(limit, v.MaxLifetime)
 	}
-	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > limit {
-		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", limit)}
+	if err := c.checkLifetime(limit); err != nil {
+		return nil, err
 	}
 	// A one-time link's state is kept under its jti: without one it
 	// would share nothing with itself and could be used again.

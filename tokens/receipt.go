@@ -209,8 +209,8 @@ func (v *ReceiptVerifier) VerifyReceipt(token string) (*ReceiptClaims, error) {
 	if err := c.check(); err != nil {
 		return nil, &verifyError{reason: ErrMalformed, cause: err}
 	}
-	if time.Duration(c.ExpiresAt-c.IssuedAt)*time.Second > ReceiptLifetime {
-		return nil, &verifyError{reason: ErrMalformed, cause: fmt.Errorf("lifetime over %v", ReceiptLifetime)}
+	if err := c.checkLifetime(ReceiptLifetime); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
