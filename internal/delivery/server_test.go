@@ -62,38 +62,7 @@ func TestDeliveryErrorsNeverQuoteTheReceiver(t *testing.T) {
 		{"bad header", "HTTP/1.1 200 OK\r\ninternal-banner-0xfeed\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rdb := redistest.Client(t)
-			ctx := context.Background()
-			target := rawReceiver(t, tc.answer)
-			store := jobs.NewStore(rdb, nil)
-			spec := &webhook.Spec{URL: target, Events: []string{webhook.EventStarted}}
-			if _, err := store.Create(ctx, jobs.NewJob{ID: "j1", Type: "t", Owner: "ann", Queue: "default",
-				Timeout: time.Minute, TTL: time.Hour, Webhook: spec}); err != nil {
-				t.Fatal(err)
-			}
-			srv, err := delivery.New(delivery.Config{
-				Concurrency: 1, ProgressURL: "http://progress.invalid",
-				Sign:     func([]byte) ([]byte, error) { return make([]byte, 64), nil },
-				MintLink: func(string, int64, time.Time) (string, time.Time, error) { return "", time.Time{}, nil },
-				Guard:    &webhook.Guard{AllowPrivate: true},
-				// Long: the test reads the first attempt only.
-				RetryDelay:        func(int) time.Duration { return time.Hour },
-				TaskCheckInterval: 10 * time.Millisecond,
-			}, rdb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(srv.Shutdown)
-			delivery.NewEvents(rdb, nil).Started(ctx, "j1", 1, spec)
-			var ds []jobs.Delivery
-			waitfor.True(t, 10*time.Second, func() bool {
-				ds, err = store.Deliveries(ctx, "j1")
-				return err == nil && len(ds) > 0
-			})
-			d := ds[0]
+			d := firstAttempt(t, rawReceiver(t, tc.answer), nil)
 			if d.Outcome != jobs.DeliveryRetrying || d.StatusCode != 0 || d.Error == "" {
 				t.Fatalf("attempt %+v, want a retrying one with an error", d)
 			}
@@ -112,30 +81,47 @@ func TestDeliveryErrorsNeverQuoteTheReceiver(t *testing.T) {
 // receiver's slot is shared by every other job's events. The timeouts are
 // an hour here, so only the body grace can end the attempt.
 func TestDeliveryDoesNotWaitForTheBody(t *testing.T) {
-	rdb := redistest.Client(t)
-	ctx := context.Background()
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	target := rawReceiverFunc(t, func(c net.Conn) {
 		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nx"))
 		<-release
 	})
+	d := firstAttempt(t, target, func(c *delivery.Config) {
+		c.ConnectTimeout, c.ResponseTimeout = time.Hour, time.Hour
+		c.BodyGrace = 50 * time.Millisecond
+	})
+	if d.Outcome != jobs.DeliveryDelivered || d.StatusCode != 200 {
+		t.Fatalf("attempt %+v, want delivered 200 while the body still trickles", d)
+	}
+}
+
+// firstAttempt records a job whose webhook (started events) leads to
+// target, runs a deliverer tuned by tune (nil: defaults, one slot, retries
+// an hour away) and returns the first attempt it records.
+func firstAttempt(t *testing.T, target string, tune func(*delivery.Config)) jobs.Delivery {
+	t.Helper()
+	rdb := redistest.Client(t)
+	ctx := context.Background()
 	store := jobs.NewStore(rdb, nil)
 	spec := &webhook.Spec{URL: target, Events: []string{webhook.EventStarted}}
 	if _, err := store.Create(ctx, jobs.NewJob{ID: "j1", Type: "t", Owner: "ann", Queue: "default",
 		Timeout: time.Minute, TTL: time.Hour, Webhook: spec}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := delivery.New(delivery.Config{
+	cfg := delivery.Config{
 		Concurrency: 1, ProgressURL: "http://progress.invalid",
-		Sign:           func([]byte) ([]byte, error) { return make([]byte, 64), nil },
-		MintLink:       func(string, int64, time.Time) (string, time.Time, error) { return "", time.Time{}, nil },
-		Guard:          &webhook.Guard{AllowPrivate: true},
-		ConnectTimeout: time.Hour, ResponseTimeout: time.Hour,
-		BodyGrace:         50 * time.Millisecond,
+		Sign:     func([]byte) ([]byte, error) { return make([]byte, 64), nil },
+		MintLink: func(string, int64, time.Time) (string, time.Time, error) { return "", time.Time{}, nil },
+		Guard:    &webhook.Guard{AllowPrivate: true},
+		// Long: the tests read the first attempt only.
 		RetryDelay:        func(int) time.Duration { return time.Hour },
 		TaskCheckInterval: 10 * time.Millisecond,
-	}, rdb)
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	srv, err := delivery.New(cfg, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +135,5 @@ func TestDeliveryDoesNotWaitForTheBody(t *testing.T) {
 		ds, err = store.Deliveries(ctx, "j1")
 		return err == nil && len(ds) > 0
 	})
-	if d := ds[0]; d.Outcome != jobs.DeliveryDelivered || d.StatusCode != 200 {
-		t.Fatalf("attempt %+v, want delivered 200 while the body still trickles", d)
-	}
+	return ds[0]
 }
